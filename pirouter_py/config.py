@@ -1,0 +1,519 @@
+"""The config file: pydantic models of config.toml, loading, validation and default paths.
+
+Every key of pirouter v0.1 keeps its type, default and meaning; new keys are additive. The file is
+read with tomlkit (so commands that later write it keep the user's comments). Loading either
+returns a `LoadedConfig` whose config is fully validated, with derived state computed once
+(compiled regexes, resolved provider types, normalised URLs), or raises `ConfigError` listing
+every problem located by file, line and dotted key, with what to do. Unknown keys are warnings,
+never fatal.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import tomlkit
+import tomlkit.exceptions
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from pirouter_py.errors import ConfigError, ConfigProblem
+from pirouter_py.toml_lines import KeyPath, key_lines, locate
+
+APP_NAME = "pirouter"
+CONFIG_ENV = "PIROUTER_CONFIG"
+DEFAULT_BIND = "127.0.0.1:11435"
+BUILTIN_SOURCE = "<built-in default>"
+HEADER_TARGET = "$header:"
+
+ProviderType = Literal["openai", "anthropic", "ollama"]
+Quality = Literal["basic", "standard", "strong", "premium"]
+Profile = Literal["local-first", "balanced", "best-quality", "cloud-only"]
+PROVIDER_TYPES: tuple[str, ...] = ("openai", "anthropic", "ollama")
+QUALITY_RANK: dict[str, int] = {"basic": 0, "standard": 1, "strong": 2, "premium": 3}
+PROFILES: tuple[str, ...] = ("local-first", "balanced", "best-quality", "cloud-only")
+# Where a provider table named after its type points when it gives no base_url (v0.1 required one).
+OFFICIAL_BASE_URLS: dict[str, str] = {
+    "openai": "https://api.openai.com",
+    "anthropic": "https://api.anthropic.com",
+    "ollama": "http://127.0.0.1:11434",
+}
+
+
+class _Section(BaseModel):
+    # strict: TOML is typed, so "1" is not a number and 1 is not a boolean; ints still pass as floats.
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+
+class ServerConfig(_Section):
+    bind: str = DEFAULT_BIND
+    log_level: str = "info"
+
+
+class LedgerConfig(_Section):
+    path: str | None = None
+
+
+class ProviderConfig(_Section):
+    type: ProviderType | None = None  # resolved from the table name at load when unset
+    base_url: str | None = None  # normalised at load: no trailing "/" (nor "/v1" for openai/anthropic)
+    api_key_env: str | None = None
+    api_key: str | None = None
+    request_timeout_secs: int = Field(default=120, ge=0)
+
+    @property
+    def kind(self) -> ProviderType:
+        assert self.type is not None, "provider types are resolved at load"
+        return self.type
+
+    @property
+    def url(self) -> str:
+        assert self.base_url is not None, "base URLs are resolved at load"
+        return self.base_url
+
+
+class ModelConfig(_Section):
+    provider: str
+    model_id: str
+    input_per_m: float = Field(default=0.0, ge=0)
+    output_per_m: float = Field(default=0.0, ge=0)
+    quality: Quality = "standard"
+    context_window: int | None = Field(default=None, ge=0)
+    supports_tools: bool = False
+    supports_vision: bool = False
+    local: bool = False
+    enabled: bool = True
+
+    @property
+    def rank(self) -> int:
+        return QUALITY_RANK[self.quality]
+
+    @property
+    def cost(self) -> float:
+        """The policy's cost key: input plus output price per million tokens."""
+        return self.input_per_m + self.output_per_m
+
+
+class RoutingConfig(_Section):
+    profile: Profile = "balanced"
+    auto_cascade: bool = True
+    max_policy_fallbacks: int = Field(default=3, ge=0)
+
+
+class HeaderMatch(_Section):
+    name: str
+    equals: str | None = None
+    any_value: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+
+class When(_Section):
+    always: bool = False
+    has_tools: bool | None = None
+    tokens_in_gt: int | None = Field(default=None, ge=0)
+    tokens_in_lt: int | None = Field(default=None, ge=0)
+    system_matches: str | None = None
+    model_alias_eq: str | None = None
+    header: HeaderMatch | None = None
+
+    def is_empty(self) -> bool:
+        """No effective condition: v0.1 rejects such a rule at load."""
+        return not self.always and all(
+            getattr(self, key) is None
+            for key in ("has_tools", "tokens_in_gt", "tokens_in_lt", "system_matches")
+            + ("model_alias_eq", "header")
+        )
+
+
+class Then(_Section):
+    primary: str
+    cascade: list[str] = Field(default_factory=list)
+
+
+class Rule(_Section):
+    name: str
+    when: When
+    then: Then
+    _system_re: re.Pattern[str] | None = PrivateAttr(default=None)
+
+    @property
+    def system_re(self) -> re.Pattern[str] | None:
+        """`when.system_matches`, compiled once at load."""
+        return self._system_re
+
+
+class CascadeConfig(_Section):
+    on_http_error: bool = True
+    on_short_response: bool = False
+    min_output_tokens: int = Field(default=8, ge=0)
+    on_marker: str | None = None
+
+
+class Config(_Section):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    rules: list[Rule] = Field(default_factory=list)
+    cascade: CascadeConfig = Field(default_factory=CascadeConfig)
+    _aliases: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """Every declared alias in byte order (v0.1 keeps the catalog in a sorted map)."""
+        return self._aliases
+
+    def provider_of(self, alias: str) -> ProviderConfig:
+        return self.providers[self.models[alias].provider]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A validated config plus where it came from and what was worth a warning."""
+
+    config: Config
+    source: str  # the path as given, or BUILTIN_SOURCE
+    path: Path | None  # None when running on the built-in default
+    default_path: Path | None  # where a user config file goes (for messages); None if unknown
+    warnings: tuple[ConfigProblem, ...] = ()
+
+    @property
+    def is_default(self) -> bool:
+        return self.path is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths
+
+
+def default_config_path() -> Path:
+    """`<platform user config dir>/pirouter/config.toml`."""
+    import platformdirs  # imported here: only needed when no --config is given
+
+    return platformdirs.user_config_path(APP_NAME, appauthor=False) / "config.toml"
+
+
+def default_ledger_path() -> Path:
+    """`<platform user data dir>/pirouter/ledger.db`."""
+    import platformdirs
+
+    return platformdirs.user_data_path(APP_NAME, appauthor=False) / "ledger.db"
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Load from `path`, else $PIROUTER_CONFIG, else the platform default, else the built-in one.
+
+    A path that was asked for (flag or variable) must exist; only the platform default may be
+    absent, in which case the built-in default config is used.
+    """
+    env = os.environ if environ is None else environ
+    default_path = default_config_path()
+    chosen = path if path is not None else (Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else None)
+    if chosen is None:
+        if not default_path.exists():
+            text = default_config_text(env)
+            config, warnings = parse_config(text, BUILTIN_SOURCE)
+            return LoadedConfig(config, BUILTIN_SOURCE, None, default_path, warnings)
+        chosen = default_path
+    source = str(chosen)
+    try:
+        text = chosen.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        how = "--config" if path is not None else f"${CONFIG_ENV}"
+        raise ConfigError(
+            [ConfigProblem(source, None, "", f"config file not found (named by {how}); "
+                           "check the path, or copy config.example.toml there")]
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            [ConfigProblem(source, None, "", "is a directory; name the config.toml file inside")]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [ConfigProblem(source, None, "", f"is not UTF-8 text ({exc.reason} at byte "
+                           f"{exc.start}); save it as UTF-8")]
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            [ConfigProblem(source, None, "", f"cannot be read: {exc.strerror}")]
+        ) from None
+    config, warnings = parse_config(text, source)
+    return LoadedConfig(config, source, chosen, default_path, warnings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing and validation
+
+_TOML_POSITION = re.compile(r"\s+at line \d+ col \d+$")
+
+
+def parse_config(text: str, source: str) -> tuple[Config, tuple[ConfigProblem, ...]]:
+    """Parse and validate TOML text; raise ConfigError with every located problem."""
+    try:
+        data = tomlkit.parse(text).unwrap()
+    except tomlkit.exceptions.ParseError as exc:
+        message = _TOML_POSITION.sub("", str(exc))
+        raise ConfigError(
+            [ConfigProblem(source, exc.line, "", f"TOML syntax error: {message}", exc.col)]
+        ) from None
+    lines = key_lines(text)
+
+    def problem(path: KeyPath, message: str) -> ConfigProblem:
+        return ConfigProblem(source, locate(lines, path), _dotted(path), message)
+
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            [problem(tuple(err["loc"]), _describe(err)) for err in exc.errors()]
+        ) from None
+    warnings = [problem(path, message) for path, message in _unknown_keys(config, ())]
+    errors: list[ConfigProblem] = []
+    config = _resolve(config, lambda path, msg: errors.append(problem(path, msg)),
+                      lambda path, msg: warnings.append(problem(path, msg)))
+    if errors:
+        raise ConfigError(errors)
+    return config, tuple(warnings)
+
+
+def _dotted(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            text = part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else f'"{part}"'
+            out += f".{text}" if out else text
+    return out
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return str(value)
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string in quotes",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+    "list_type": "an array",
+}
+
+
+def _describe(err: Any) -> str:
+    """One pydantic error as a sentence that says what to write instead."""
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    if kind == "missing":
+        return "required key is missing; add it"
+    if kind == "literal_error":
+        choices = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
+        return f"{_show(value)} is not one of {choices}"
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {_show(value)}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx.get('ge')}, got {_show(value)}"
+    return str(err.get("msg", kind))
+
+
+def _unknown_keys(node: Any, path: KeyPath) -> list[tuple[KeyPath, str]]:
+    """Every key that no model field knows, with a spelling suggestion when one is close."""
+    found: list[tuple[KeyPath, str]] = []
+    if isinstance(node, BaseModel):
+        known = list(type(node).model_fields)
+        for key in node.model_extra or {}:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            found.append(((*path, key), f"unknown key, ignored{hint}"))
+        for name in known:
+            found += _unknown_keys(getattr(node, name), (*path, name))
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            found += _unknown_keys(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _unknown_keys(value, (*path, index))
+    return found
+
+
+def _suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+_BIND = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d{1,5})$")
+
+
+def parse_bind(bind: str) -> tuple[str, int] | None:
+    """`"127.0.0.1:11435"` -> ("127.0.0.1", 11435); `"[::1]:80"` -> ("::1", 80); None if invalid."""
+    match = _BIND.match(bind)
+    if match is None or int(match["port"]) > 65535:
+        return None
+    return match["v6"] or match["host"], int(match["port"])
+
+
+Report = Any  # Callable[[KeyPath, str], None]
+
+
+def _resolve(config: Config, error: Report, warn: Report) -> Config:
+    """Semantic validation (reference §2.9 and more) and derived state; returns the final config."""
+    if parse_bind(config.server.bind) is None:
+        error(("server", "bind"), f'{_show(config.server.bind)} is not host:port; write e.g. '
+              f'bind = "{DEFAULT_BIND}"')
+
+    providers: dict[str, ProviderConfig] = {}
+    for name, prov in config.providers.items():
+        kind = prov.type or (name if name in PROVIDER_TYPES else None)
+        if kind is None:
+            error(("providers", name), 'missing `type`; add type = "openai", "anthropic" or '
+                  '"ollama" (only tables named after a type may leave it out)')
+            continue
+        url = prov.base_url
+        if url is None:
+            if name != kind:
+                error(("providers", name), f"missing `base_url`; add the URL of this {kind} server")
+                continue
+            url = OFFICIAL_BASE_URLS[kind]
+        if not url.startswith(("http://", "https://")):
+            error(("providers", name, "base_url"), f"{_show(url)} is not an http:// or https:// URL")
+            continue
+        url = url.rstrip("/")
+        if kind in ("openai", "anthropic") and url.endswith("/v1"):
+            url = url[:-3]  # adapters append /v1/...; v0.1 would have doubled it
+        providers[name] = prov.model_copy(update={
+            "type": kind, "base_url": url,
+            "request_timeout_secs": max(1, prov.request_timeout_secs),
+        })
+
+    if not config.models:
+        error(("models",), "no models declared; add a [models.<alias>] table (see "
+              "config.example.toml)")
+    for alias, model in config.models.items():
+        if model.provider not in config.providers:
+            configured = ", ".join(sorted(config.providers)) or "none"
+            error(("models", alias, "provider"),
+                  f"provider `{model.provider}` is not configured (configured: {configured}); "
+                  f"add a [providers.{model.provider}] table or fix the name"
+                  + _suggest(model.provider, list(config.providers)))
+
+    aliases = sorted(config.models)
+    seen: dict[str, int] = {}
+    for index, rule in enumerate(config.rules):
+        at: KeyPath = ("rules", index)
+        if rule.name in seen:
+            error((*at, "name"), f"rule name `{rule.name}` is already used by rules[{seen[rule.name]}]; "
+                  "give each rule its own name")
+        seen.setdefault(rule.name, index)
+        when = rule.when
+        if when.is_empty():
+            error((*at, "when"), f"rule `{rule.name}` has an empty predicate; use `always = true` "
+                  "for a default rule")
+        if when.system_matches is not None:
+            try:
+                rule._system_re = re.compile(when.system_matches)
+            except re.error as exc:
+                error((*at, "when", "system_matches"), f"rule `{rule.name}` has invalid "
+                      f"system_matches regex `{when.system_matches}`: {exc}")
+        if when.header is not None and when.header.equals is None and not when.header.any_value:
+            warn((*at, "when", "header"), "has neither `equals` nor `any_value = true`, so it never "
+                 "matches; add one of them")
+        targets = [("primary", rule.then.primary)] + [
+            (f"cascade[{i}]", a) for i, a in enumerate(rule.then.cascade)]
+        for key, target in targets:
+            if not target.startswith(HEADER_TARGET) and target not in config.models:
+                error((*at, "then", key.split("[")[0]),
+                      f"rule `{rule.name}` references unknown model alias `{target}`"
+                      + _suggest(target, aliases))
+
+    cascade = config.cascade
+    if cascade.on_marker == "":
+        warn(("cascade", "on_marker"), 'is empty, which v0.1 matched in every answer; ignored here. '
+             'Remove it or set a marker such as "<escalate/>"')
+        cascade = cascade.model_copy(update={"on_marker": None})
+
+    final = config.model_copy(update={"providers": providers, "cascade": cascade})
+    final._aliases = tuple(aliases)
+    return final
+
+
+# ---------------------------------------------------------------------------------------------
+# The built-in default
+
+
+def default_config_text(environ: Mapping[str, str]) -> str:
+    """A config for users with no file: local Ollama, plus each cloud whose key variable is set."""
+    parts = [
+        "# pirouter's built-in default. Run `pirouter init` to write an editable copy.",
+        "[providers.ollama]",
+        'base_url = "http://127.0.0.1:11434"',
+        "",
+        '[models."llama3.2-local"]',
+        'provider = "ollama"\nmodel_id = "llama3.2:3b"\nquality = "basic"',
+        "context_window = 8192\nlocal = true",
+        "",
+        '[models."qwen2.5-coder-local"]',
+        'provider = "ollama"\nmodel_id = "qwen2.5-coder:7b"\nquality = "standard"',
+        "context_window = 32768\nsupports_tools = true\nlocal = true",
+        "",
+    ]
+    if environ.get("OPENAI_API_KEY"):
+        parts += [
+            '[providers.openai]\nbase_url = "https://api.openai.com"\napi_key_env = "OPENAI_API_KEY"',
+            "",
+            '[models."gpt-4o-mini"]\nprovider = "openai"\nmodel_id = "gpt-4o-mini"',
+            "input_per_m = 0.15\noutput_per_m = 0.60\nquality = \"standard\"",
+            "context_window = 128000\nsupports_tools = true\nsupports_vision = true",
+            "",
+            '[models."gpt-4o"]\nprovider = "openai"\nmodel_id = "gpt-4o"',
+            "input_per_m = 2.50\noutput_per_m = 10.00\nquality = \"strong\"",
+            "context_window = 128000\nsupports_tools = true\nsupports_vision = true",
+            "",
+        ]
+    if environ.get("ANTHROPIC_API_KEY"):
+        parts += [
+            "[providers.anthropic]",
+            'base_url = "https://api.anthropic.com"\napi_key_env = "ANTHROPIC_API_KEY"',
+            "",
+        ]
+        for alias, model_id, prices, quality in (
+            ("haiku", "claude-haiku-4-5-20251001", (0.80, 4.00), "basic"),
+            ("sonnet", "claude-sonnet-4-6", (3.00, 15.00), "strong"),
+            ("opus", "claude-opus-4-6", (15.00, 75.00), "premium"),
+        ):
+            parts += [
+                f"[models.{alias}]",
+                f'provider = "anthropic"\nmodel_id = "{model_id}"',
+                f"input_per_m = {prices[0]:.2f}\noutput_per_m = {prices[1]:.2f}",
+                f'quality = "{quality}"\ncontext_window = 200000',
+                "supports_tools = true\nsupports_vision = true",
+                "",
+            ]
+    parts += [
+        "[[rules]]",
+        'name = "explicit-override"',
+        'when = { header = { name = "x-pirouter-route", any_value = true } }',
+        'then = { primary = "$header:x-pirouter-route", cascade = [] }',
+        "",
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,118 @@
+"""The exception tree. Each error knows how it reaches a user: HTTP status, OpenAI error type, exit code.
+
+    PirouterError                 exit 1, HTTP 500 server_error
+    ├── ConfigError               exit 3: the config file cannot be used; carries located problems
+    ├── RoutingError              exit 1, HTTP 400 invalid_request_error: no model can take the request
+    ├── RequestError              HTTP 400 invalid_request_error: the client's body is malformed
+    │   └── PayloadTooLarge       HTTP 413
+    └── UpstreamError             HTTP 502 upstream_error: a provider call failed
+        ├── UpstreamHTTPError     the provider answered with a non-2xx status
+        └── UpstreamTransportError  timeout, refused connection, reset, malformed body
+
+Messages never contain API keys: providers put only names of environment variables in them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes, documented in the README and `pirouter --help`."""
+
+    OK = 0
+    RUNTIME = 1  # a runtime or routing error
+    USAGE = 2  # bad command-line usage
+    CONFIG = 3  # the config file cannot be used
+
+
+class PirouterError(Exception):
+    """Base of every error pirouter raises on purpose."""
+
+    exit_code: ExitCode = ExitCode.RUNTIME
+    http_status: int = 500
+    openai_type: str = "server_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One located problem in a config file: where, which key, what is wrong and what to do."""
+
+    source: str  # the file as the user named it, or "<built-in default>"
+    line: int | None
+    key: str  # dotted path such as "models.sonnet.quality"; "" for the whole file
+    message: str
+    column: int | None = None
+
+    def __str__(self) -> str:
+        where = self.source
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(PirouterError):
+    """The config file cannot be used; `problems` lists every located reason."""
+
+    exit_code = ExitCode.CONFIG
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = tuple(problems)
+
+
+class RoutingError(PirouterError):
+    """No model can take the request (unknown alias, nothing satisfies the constraints)."""
+
+    http_status = 400
+    openai_type = "invalid_request_error"
+
+
+class RequestError(PirouterError):
+    """The client's request is malformed or asks for something pirouter cannot do."""
+
+    http_status = 400
+    openai_type = "invalid_request_error"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class PayloadTooLarge(RequestError):
+    """The request body is over `[server] max_body_bytes`."""
+
+    http_status = 413
+
+
+class UpstreamError(PirouterError):
+    """A provider call failed; `retryable` says whether the cascade may try the next model."""
+
+    http_status = 502
+    openai_type = "upstream_error"
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class UpstreamHTTPError(UpstreamError):
+    """The provider answered with a non-2xx status."""
+
+    def __init__(
+        self, message: str, *, status: int, retryable: bool, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, retryable=retryable)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class UpstreamTransportError(UpstreamError):
+    """The provider could not be reached or sent something unreadable."""

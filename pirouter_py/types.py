@@ -1,0 +1,147 @@
+"""Neutral, protocol-free values that every wire format decodes into and encodes from.
+
+A `ChatRequest` keeps everything a client sent that a target may need: messages with text and image
+parts, tool definitions, assistant tool calls and tool results with their ids, sampling parameters,
+and (in `params`) every other field of the inbound body so OpenAI-type upstreams receive it
+unchanged. All values are frozen; the router and the cascade never mutate a request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: frozenset[str] = frozenset(("system", "user", "assistant", "tool"))
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    """A run of text inside a message."""
+
+    text: str
+    extra: Mapping[str, Any] | None = None  # e.g. Anthropic cache_control, passed through
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image: a `data:` URL (base64) or an http(s) URL."""
+
+    url: str
+    detail: str | None = None
+
+    @property
+    def media_type(self) -> str | None:
+        """The MIME type of a data URL, else None."""
+        if self.url.startswith("data:"):
+            head = self.url[5:].split(",", 1)[0]
+            return head.split(";", 1)[0] or None
+        return None
+
+
+ContentPart = TextPart | ImagePart
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the model asked for; `arguments` is the JSON text of the arguments object."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function the client offers the model."""
+
+    name: str
+    description: str | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn. `tool_calls` only on assistant turns; `tool_call_id` only on tool results."""
+
+    role: Role
+    content: tuple[ContentPart, ...] = ()
+    name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The text parts joined without a separator (images contribute nothing)."""
+        parts = self.content
+        if len(parts) == 1 and isinstance(parts[0], TextPart):
+            return parts[0].text
+        return "".join(p.text for p in parts if isinstance(p, TextPart))
+
+    @property
+    def has_images(self) -> bool:
+        return any(isinstance(p, ImagePart) for p in self.content)
+
+
+def text_message(role: Role, text: str) -> Message:
+    """A message holding one text part."""
+    return Message(role=role, content=(TextPart(text),))
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A chat request in neutral form, whatever protocol it arrived in."""
+
+    model: str
+    messages: tuple[Message, ...]
+    tools: tuple[ToolSpec, ...] = ()
+    stream: bool = False
+    temperature: float | None = None
+    max_tokens: int | None = None
+    tool_choice: Any = None  # OpenAI form: "auto" | "none" | "required" | {"type": "function", ...}
+    params: Mapping[str, Any] = field(default_factory=dict)  # every other inbound field
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts reported by a provider (0 where it reported none)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResponse:
+    """A complete answer from one model."""
+
+    model: str  # the id the provider reported
+    text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish_reason: str = "stop"
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call: the first piece carries id and name."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One increment of a streamed answer; any field may be empty."""
+
+    text: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    finish_reason: str | None = None
+    usage: Usage | None = None
