@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
-from pathlib import Path
 from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -21,9 +21,7 @@ from pirouter_py.config import LoadedConfig, load_config
 from pirouter_py.errors import ConfigError, ExitCode, PirouterError
 
 T = TypeVar("T")
-EXIT_CODES_HELP = (
-    "Exit codes: 0 ok, 1 runtime or routing error, 2 usage error, 3 config error."
-)
+EXIT_CODES_HELP = "Exit codes: 0 ok, 1 runtime or routing error, 2 usage error, 3 config error."
 # A 1×1 PNG, so `route --image` builds a request shaped like a real one with an image.
 SAMPLE_IMAGE = (
     "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
@@ -42,7 +40,7 @@ app = typer.Typer(
 )
 
 
-class ProfileName(str, Enum):
+class ProfileName(StrEnum):
     local_first = "local-first"
     balanced = "balanced"
     best_quality = "best-quality"
@@ -52,8 +50,11 @@ class ProfileName(str, Enum):
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
-        "--config", "-c", help="Path to config.toml (default: $PIROUTER_CONFIG, then the "
-        "platform config dir, then the built-in default).", show_default=False,
+        "--config",
+        "-c",
+        help="Path to config.toml (default: $PIROUTER_CONFIG, then the "
+        "platform config dir, then the built-in default).",
+        show_default=False,
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -70,8 +71,10 @@ def _root(
     ctx: typer.Context,
     config: ConfigOption = None,
     version: Annotated[
-        bool, typer.Option("--version", "-V", callback=_version, is_eager=True,
-                           help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     ctx.obj = config
@@ -107,7 +110,9 @@ def _print_json(value: Any) -> None:
 
 
 @app.command("check-config")
-def check_config(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+def check_config(
+    ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False
+) -> None:
     """Validate the config file and summarise it."""
     try:
         loaded = _load(ctx, config, warn=False)
@@ -119,17 +124,28 @@ def check_config(ctx: typer.Context, config: ConfigOption = None, as_json: JsonO
                 sys.stderr.write(f"error: {problem}\n")
         raise typer.Exit(int(ExitCode.CONFIG)) from None
     cfg = loaded.config
-    providers = [
-        {"name": name, "type": p.kind, "base_url": p.url, "api_key_env": p.api_key_env,
-         "api_key_set": _key_state(p.kind, p.api_key_env, p.api_key)}
+    providers: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "type": p.kind,
+            "base_url": p.url,
+            "api_key_env": p.api_key_env,
+            "api_key_set": _key_state(p.kind, p.api_key_env, p.api_key),
+        }
         for name, p in sorted(cfg.providers.items())
     ]
     if as_json:
-        _print_json({
-            "ok": True, "source": loaded.source, "default": loaded.is_default,
-            "models": len(cfg.models), "rules": len(cfg.rules), "providers": providers,
-            "warnings": [_problem_json(p) for p in loaded.warnings],
-        })
+        _print_json(
+            {
+                "ok": True,
+                "source": loaded.source,
+                "default": loaded.is_default,
+                "models": len(cfg.models),
+                "rules": len(cfg.rules),
+                "providers": providers,
+                "warnings": [_problem_json(p) for p in loaded.warnings],
+            }
+        )
         return
     out = [
         f"config OK: {loaded.source}",
@@ -157,8 +173,14 @@ def _key_state(kind: str, env: str | None, literal: str | None) -> str:
 
 
 def _problem_json(problem: Any) -> dict[str, Any]:
-    return {"source": problem.source, "line": problem.line, "column": problem.column,
-            "key": problem.key, "message": problem.message, "text": str(problem)}
+    return {
+        "source": problem.source,
+        "line": problem.line,
+        "column": problem.column,
+        "key": problem.key,
+        "message": problem.message,
+        "text": str(problem),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,11 +191,20 @@ def _problem_json(problem: Any) -> dict[str, Any]:
 def models(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """List the model catalog."""
     cfg = _guard(lambda: _load(ctx, config)).config
-    rows = [
-        {"alias": alias, "provider": m.provider, "model_id": m.model_id, "quality": m.quality,
-         "context_window": m.context_window, "supports_tools": m.supports_tools,
-         "supports_vision": m.supports_vision, "local": m.local, "enabled": m.enabled,
-         "input_per_m": m.input_per_m, "output_per_m": m.output_per_m}
+    rows: list[dict[str, Any]] = [
+        {
+            "alias": alias,
+            "provider": m.provider,
+            "model_id": m.model_id,
+            "quality": m.quality,
+            "context_window": m.context_window,
+            "supports_tools": m.supports_tools,
+            "supports_vision": m.supports_vision,
+            "local": m.local,
+            "enabled": m.enabled,
+            "input_per_m": m.input_per_m,
+            "output_per_m": m.output_per_m,
+        }
         for alias in cfg.aliases
         for m in (cfg.models[alias],)
     ]
@@ -187,17 +218,33 @@ def models(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption 
         return "yes" if flag else "no"
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for name, justify in (("alias", "left"), ("provider", "left"), ("model id", "left"),
-                          ("quality", "left"), ("context", "right"), ("tools", "right"),
-                          ("vision", "right"), ("local", "right"), ("enabled", "right"),
-                          ("$/M in", "right"), ("$/M out", "right")):
+    for name, justify in (
+        ("alias", "left"),
+        ("provider", "left"),
+        ("model id", "left"),
+        ("quality", "left"),
+        ("context", "right"),
+        ("tools", "right"),
+        ("vision", "right"),
+        ("local", "right"),
+        ("enabled", "right"),
+        ("$/M in", "right"),
+        ("$/M out", "right"),
+    ):
         table.add_column(name, justify=justify, no_wrap=name in ("alias", "model id"))  # type: ignore[arg-type]
     for r in rows:
         table.add_row(
-            r["alias"], r["provider"], r["model_id"], r["quality"],
+            r["alias"],
+            r["provider"],
+            r["model_id"],
+            r["quality"],
             str(r["context_window"]) if r["context_window"] is not None else "?",
-            yes(r["supports_tools"]), yes(r["supports_vision"]), yes(r["local"]),
-            yes(r["enabled"]), f"{r['input_per_m']:.2f}", f"{r['output_per_m']:.2f}",
+            yes(r["supports_tools"]),
+            yes(r["supports_vision"]),
+            yes(r["local"]),
+            yes(r["enabled"]),
+            f"{r['input_per_m']:.2f}",
+            f"{r['output_per_m']:.2f}",
         )
     console = Console()
     if not console.is_terminal:  # piped: print at the table's natural width, never truncated
@@ -219,19 +266,35 @@ def _parse_header(raw: str) -> tuple[str, str]:
 @app.command("route")
 def route(
     ctx: typer.Context,
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="The user message; '-' reads "
-                                        "standard input.", show_default=False)],
+    prompt: Annotated[
+        str,
+        typer.Option(
+            "--prompt", "-p", help="The user message; '-' reads standard input.", show_default=False
+        ),
+    ],
     model: Annotated[str, typer.Option("--model", help="The model the client asks for.")] = "auto",
     tools: Annotated[bool, typer.Option("--tools", help="Offer one synthetic tool.")] = False,
     image: Annotated[bool, typer.Option("--image", help="Attach one image to the prompt.")] = False,
-    system: Annotated[str | None, typer.Option("--system", help="A system message.",
-                                               show_default=False)] = None,
-    header: Annotated[list[str] | None, typer.Option(
-        "--header", "-H", help="A request header 'Name: value' (repeatable).",
-        show_default=False)] = None,
-    profile: Annotated[ProfileName | None, typer.Option(
-        "--profile", help="Use this policy profile instead of [routing] profile.",
-        show_default=False)] = None,
+    system: Annotated[
+        str | None, typer.Option("--system", help="A system message.", show_default=False)
+    ] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--header",
+            "-H",
+            help="A request header 'Name: value' (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    profile: Annotated[
+        ProfileName | None,
+        typer.Option(
+            "--profile",
+            help="Use this policy profile instead of [routing] profile.",
+            show_default=False,
+        ),
+    ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -257,15 +320,24 @@ def route(
 
 def _decision_json(d: Any) -> dict[str, Any]:
     return {
-        "rule": d.rule, "primary": d.primary, "cascade": list(d.cascade), "source": d.source,
-        "difficulty": d.difficulty, "estimated_tokens": d.features.estimated_tokens,
+        "rule": d.rule,
+        "primary": d.primary,
+        "cascade": list(d.cascade),
+        "source": d.source,
+        "difficulty": d.difficulty,
+        "estimated_tokens": d.features.estimated_tokens,
         "explanation": {
-            "difficulty_reason": d.difficulty_reason, "profile": d.profile,
-            "has_tools": d.features.has_tools, "has_images": d.features.has_images,
-            "rules": [{"name": t.name, "matched": t.matched, "reason": t.reason}
-                      for t in d.rule_traces],
-            "candidates": [{"alias": c.alias, "verdict": c.verdict, "position": c.position,
-                            "reason": c.reason} for c in d.candidates],
+            "difficulty_reason": d.difficulty_reason,
+            "profile": d.profile,
+            "has_tools": d.features.has_tools,
+            "has_images": d.features.has_images,
+            "rules": [
+                {"name": t.name, "matched": t.matched, "reason": t.reason} for t in d.rule_traces
+            ],
+            "candidates": [
+                {"alias": c.alias, "verdict": c.verdict, "position": c.position, "reason": c.reason}
+                for c in d.candidates
+            ],
             "notes": list(d.notes),
         },
     }
@@ -287,13 +359,17 @@ def _decision_lines(d: Any, cfg: Any) -> list[str]:
     if d.rule_traces:
         lines.append("rules, first match wins:")
         width = max(len(t.name) for t in d.rule_traces)
-        lines += [f"  {'match' if t.matched else 'skip '}  {t.name:<{width}}  {t.reason}"
-                  for t in d.rule_traces]
+        lines += [
+            f"  {'match' if t.matched else 'skip '}  {t.name:<{width}}  {t.reason}"
+            for t in d.rule_traces
+        ]
     elif not cfg.rules:
         lines.append("rules: none configured")
     if d.source == "policy":
-        lines.append(f"policy: profile {d.profile}, {d.difficulty} needs quality "
-                     f"{REQUIRED_QUALITY[d.difficulty]} or better")
+        lines.append(
+            f"policy: profile {d.profile}, {d.difficulty} needs quality "
+            f"{REQUIRED_QUALITY[d.difficulty]} or better"
+        )
         width = max(len(c.alias) for c in d.candidates)
         for c in d.candidates:
             place = f"{c.position:>2}" if c.position is not None else " -"

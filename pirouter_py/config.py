@@ -46,7 +46,7 @@ OFFICIAL_BASE_URLS: dict[str, str] = {
 
 
 class _Section(BaseModel):
-    # strict: TOML is typed, so "1" is not a number and 1 is not a boolean; ints still pass as floats.
+    # strict: TOML is typed, so "1" is not a number and 1 is not a boolean; ints pass as floats.
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)
 
 
@@ -61,7 +61,9 @@ class LedgerConfig(_Section):
 
 class ProviderConfig(_Section):
     type: ProviderType | None = None  # resolved from the table name at load when unset
-    base_url: str | None = None  # normalised at load: no trailing "/" (nor "/v1" for openai/anthropic)
+    base_url: str | None = (
+        None  # normalised at load: no trailing "/" (nor "/v1" for openai/anthropic)
+    )
     api_key_env: str | None = None
     api_key: str | None = None
     request_timeout_secs: int = Field(default=120, ge=0)
@@ -116,6 +118,17 @@ class HeaderMatch(_Section):
         return value.lower()
 
 
+# The `when` keys that are conditions (besides `always`).
+CONDITIONS = (
+    "has_tools",
+    "tokens_in_gt",
+    "tokens_in_lt",
+    "system_matches",
+    "model_alias_eq",
+    "header",
+)
+
+
 class When(_Section):
     always: bool = False
     has_tools: bool | None = None
@@ -127,11 +140,7 @@ class When(_Section):
 
     def is_empty(self) -> bool:
         """No effective condition: v0.1 rejects such a rule at load."""
-        return not self.always and all(
-            getattr(self, key) is None
-            for key in ("has_tools", "tokens_in_gt", "tokens_in_lt", "system_matches")
-            + ("model_alias_eq", "header")
-        )
+        return not self.always and all(getattr(self, key) is None for key in CONDITIONS)
 
 
 class Then(_Section):
@@ -231,8 +240,15 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     except FileNotFoundError:
         how = "--config" if path is not None else f"${CONFIG_ENV}"
         raise ConfigError(
-            [ConfigProblem(source, None, "", f"config file not found (named by {how}); "
-                           "check the path, or copy config.example.toml there")]
+            [
+                ConfigProblem(
+                    source,
+                    None,
+                    "",
+                    f"config file not found (named by {how}); "
+                    "check the path, or copy config.example.toml there",
+                )
+            ]
         ) from None
     except IsADirectoryError:
         raise ConfigError(
@@ -240,8 +256,14 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(
-            [ConfigProblem(source, None, "", f"is not UTF-8 text ({exc.reason} at byte "
-                           f"{exc.start}); save it as UTF-8")]
+            [
+                ConfigProblem(
+                    source,
+                    None,
+                    "",
+                    f"is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8",
+                )
+            ]
         ) from None
     except OSError as exc:
         raise ConfigError(
@@ -259,14 +281,29 @@ _TOML_POSITION = re.compile(r"\s+at line \d+ col \d+$")
 
 def parse_config(text: str, source: str) -> tuple[Config, tuple[ConfigProblem, ...]]:
     """Parse and validate TOML text; raise ConfigError with every located problem."""
+    repeated: list[tuple[KeyPath, int]] = []
+    lines = key_lines(text, repeated)
     try:
         data = tomlkit.parse(text).unwrap()
     except tomlkit.exceptions.ParseError as exc:
         message = _TOML_POSITION.sub("", str(exc))
-        raise ConfigError(
-            [ConfigProblem(source, exc.line, "", f"TOML syntax error: {message}", exc.col)]
+        raise ConfigError(  # tomlkit counts columns from 0; editors and compilers from 1
+            [ConfigProblem(source, exc.line, "", f"TOML syntax error: {message}", exc.col + 1)]
         ) from None
-    lines = key_lines(text)
+    except tomlkit.exceptions.TOMLKitError as exc:  # e.g. a key set twice inside a table
+        if repeated:
+            path, line = repeated[0]
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        source,
+                        line,
+                        _dotted(path),
+                        f"is set twice (first at line {lines[path]}); keep one",
+                    )
+                ]
+            ) from None
+        raise ConfigError([ConfigProblem(source, None, "", f"TOML error: {exc}")]) from None
 
     def problem(path: KeyPath, message: str) -> ConfigProblem:
         return ConfigProblem(source, locate(lines, path), _dotted(path), message)
@@ -277,10 +314,16 @@ def parse_config(text: str, source: str) -> tuple[Config, tuple[ConfigProblem, .
         raise ConfigError(
             [problem(tuple(err["loc"]), _describe(err)) for err in exc.errors()]
         ) from None
-    warnings = [problem(path, message) for path, message in _unknown_keys(config, ())]
+    warnings = sorted(
+        (problem(path, message) for path, message in _unknown_keys(config, ())),
+        key=lambda p: p.line or 0,
+    )
     errors: list[ConfigProblem] = []
-    config = _resolve(config, lambda path, msg: errors.append(problem(path, msg)),
-                      lambda path, msg: warnings.append(problem(path, msg)))
+    config = _resolve(
+        config,
+        lambda path, msg: errors.append(problem(path, msg)),
+        lambda path, msg: warnings.append(problem(path, msg)),
+    )
     if errors:
         raise ConfigError(errors)
     return config, tuple(warnings)
@@ -379,15 +422,20 @@ Report = Any  # Callable[[KeyPath, str], None]
 def _resolve(config: Config, error: Report, warn: Report) -> Config:
     """Semantic validation (reference §2.9 and more) and derived state; returns the final config."""
     if parse_bind(config.server.bind) is None:
-        error(("server", "bind"), f'{_show(config.server.bind)} is not host:port; write e.g. '
-              f'bind = "{DEFAULT_BIND}"')
+        error(
+            ("server", "bind"),
+            f'{_show(config.server.bind)} is not host:port; write e.g. bind = "{DEFAULT_BIND}"',
+        )
 
     providers: dict[str, ProviderConfig] = {}
     for name, prov in config.providers.items():
         kind = prov.type or (name if name in PROVIDER_TYPES else None)
         if kind is None:
-            error(("providers", name), 'missing `type`; add type = "openai", "anthropic" or '
-                  '"ollama" (only tables named after a type may leave it out)')
+            error(
+                ("providers", name),
+                'missing `type`; add type = "openai", "anthropic" or '
+                '"ollama" (only tables named after a type may leave it out)',
+            )
             continue
         url = prov.base_url
         if url is None:
@@ -396,60 +444,86 @@ def _resolve(config: Config, error: Report, warn: Report) -> Config:
                 continue
             url = OFFICIAL_BASE_URLS[kind]
         if not url.startswith(("http://", "https://")):
-            error(("providers", name, "base_url"), f"{_show(url)} is not an http:// or https:// URL")
+            error(
+                ("providers", name, "base_url"), f"{_show(url)} is not an http:// or https:// URL"
+            )
             continue
         url = url.rstrip("/")
         if kind in ("openai", "anthropic") and url.endswith("/v1"):
             url = url[:-3]  # adapters append /v1/...; v0.1 would have doubled it
-        providers[name] = prov.model_copy(update={
-            "type": kind, "base_url": url,
-            "request_timeout_secs": max(1, prov.request_timeout_secs),
-        })
+        providers[name] = prov.model_copy(
+            update={
+                "type": kind,
+                "base_url": url,
+                "request_timeout_secs": max(1, prov.request_timeout_secs),
+            }
+        )
 
     if not config.models:
-        error(("models",), "no models declared; add a [models.<alias>] table (see "
-              "config.example.toml)")
+        error(
+            ("models",),
+            "no models declared; add a [models.<alias>] table (see config.example.toml)",
+        )
     for alias, model in config.models.items():
         if model.provider not in config.providers:
             configured = ", ".join(sorted(config.providers)) or "none"
-            error(("models", alias, "provider"),
-                  f"provider `{model.provider}` is not configured (configured: {configured}); "
-                  f"add a [providers.{model.provider}] table or fix the name"
-                  + _suggest(model.provider, list(config.providers)))
+            error(
+                ("models", alias, "provider"),
+                f"provider `{model.provider}` is not configured (configured: {configured}); "
+                f"add a [providers.{model.provider}] table or fix the name"
+                + _suggest(model.provider, list(config.providers)),
+            )
 
     aliases = sorted(config.models)
     seen: dict[str, int] = {}
     for index, rule in enumerate(config.rules):
         at: KeyPath = ("rules", index)
         if rule.name in seen:
-            error((*at, "name"), f"rule name `{rule.name}` is already used by rules[{seen[rule.name]}]; "
-                  "give each rule its own name")
+            error(
+                (*at, "name"),
+                f"rule name `{rule.name}` is already used by rules[{seen[rule.name]}]; "
+                "give each rule its own name",
+            )
         seen.setdefault(rule.name, index)
         when = rule.when
         if when.is_empty():
-            error((*at, "when"), f"rule `{rule.name}` has an empty predicate; use `always = true` "
-                  "for a default rule")
+            error(
+                (*at, "when"),
+                f"rule `{rule.name}` has an empty predicate; use `always = true` "
+                "for a default rule",
+            )
         if when.system_matches is not None:
             try:
                 rule._system_re = re.compile(when.system_matches)
             except re.error as exc:
-                error((*at, "when", "system_matches"), f"rule `{rule.name}` has invalid "
-                      f"system_matches regex `{when.system_matches}`: {exc}")
+                error(
+                    (*at, "when", "system_matches"),
+                    f"rule `{rule.name}` has invalid "
+                    f"system_matches regex `{when.system_matches}`: {exc}",
+                )
         if when.header is not None and when.header.equals is None and not when.header.any_value:
-            warn((*at, "when", "header"), "has neither `equals` nor `any_value = true`, so it never "
-                 "matches; add one of them")
+            warn(
+                (*at, "when", "header"),
+                "has neither `equals` nor `any_value = true`, so it never matches; add one of them",
+            )
         targets = [("primary", rule.then.primary)] + [
-            (f"cascade[{i}]", a) for i, a in enumerate(rule.then.cascade)]
+            (f"cascade[{i}]", a) for i, a in enumerate(rule.then.cascade)
+        ]
         for key, target in targets:
             if not target.startswith(HEADER_TARGET) and target not in config.models:
-                error((*at, "then", key.split("[")[0]),
-                      f"rule `{rule.name}` references unknown model alias `{target}`"
-                      + _suggest(target, aliases))
+                error(
+                    (*at, "then", key.split("[")[0]),
+                    f"rule `{rule.name}` references unknown model alias `{target}`"
+                    + _suggest(target, aliases),
+                )
 
     cascade = config.cascade
     if cascade.on_marker == "":
-        warn(("cascade", "on_marker"), 'is empty, which v0.1 matched in every answer; ignored here. '
-             'Remove it or set a marker such as "<escalate/>"')
+        warn(
+            ("cascade", "on_marker"),
+            "is empty, which v0.1 matched in every answer; ignored here. "
+            'Remove it or set a marker such as "<escalate/>"',
+        )
         cascade = cascade.model_copy(update={"on_marker": None})
 
     final = config.model_copy(update={"providers": providers, "cascade": cascade})
@@ -479,14 +553,15 @@ def default_config_text(environ: Mapping[str, str]) -> str:
     ]
     if environ.get("OPENAI_API_KEY"):
         parts += [
-            '[providers.openai]\nbase_url = "https://api.openai.com"\napi_key_env = "OPENAI_API_KEY"',
+            '[providers.openai]\nbase_url = "https://api.openai.com"',
+            'api_key_env = "OPENAI_API_KEY"',
             "",
             '[models."gpt-4o-mini"]\nprovider = "openai"\nmodel_id = "gpt-4o-mini"',
-            "input_per_m = 0.15\noutput_per_m = 0.60\nquality = \"standard\"",
+            'input_per_m = 0.15\noutput_per_m = 0.60\nquality = "standard"',
             "context_window = 128000\nsupports_tools = true\nsupports_vision = true",
             "",
             '[models."gpt-4o"]\nprovider = "openai"\nmodel_id = "gpt-4o"',
-            "input_per_m = 2.50\noutput_per_m = 10.00\nquality = \"strong\"",
+            'input_per_m = 2.50\noutput_per_m = 10.00\nquality = "strong"',
             "context_window = 128000\nsupports_tools = true\nsupports_vision = true",
             "",
         ]

@@ -1,8 +1,8 @@
-"""The exception tree. Each error knows how it reaches a user: HTTP status, OpenAI error type, exit code.
+"""The exception tree. Each error knows how it reaches a user: HTTP status, OpenAI type, exit code.
 
     PirouterError                 exit 1, HTTP 500 server_error
     ├── ConfigError               exit 3: the config file cannot be used; carries located problems
-    ├── RoutingError              exit 1, HTTP 400 invalid_request_error: no model can take the request
+    ├── RoutingError              exit 1, HTTP 400 invalid_request_error: no model can take it
     ├── RequestError              HTTP 400 invalid_request_error: the client's body is malformed
     │   └── PayloadTooLarge       HTTP 413
     └── UpstreamError             HTTP 502 upstream_error: a provider call failed

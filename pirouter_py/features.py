@@ -20,16 +20,34 @@ Difficulty = Literal["easy", "standard", "hard"]
 DIFFICULTY_HEADER = "x-pirouter-difficulty"
 # Header values accepted for x-pirouter-difficulty (reference §3.3).
 DIFFICULTY_WORDS: dict[str, Difficulty] = {
-    "easy": "easy", "basic": "easy",
-    "standard": "standard", "normal": "standard", "medium": "standard",
-    "hard": "hard", "strong": "hard", "premium": "hard",
+    "easy": "easy",
+    "basic": "easy",
+    "standard": "standard",
+    "normal": "standard",
+    "medium": "standard",
+    "hard": "hard",
+    "strong": "hard",
+    "premium": "hard",
 }
 # The minimum quality tier each difficulty requires (premium is never required).
-REQUIRED_QUALITY: dict[Difficulty, str] = {"easy": "basic", "standard": "standard", "hard": "strong"}
+REQUIRED_QUALITY: dict[Difficulty, str] = {
+    "easy": "basic",
+    "standard": "standard",
+    "hard": "strong",
+}
 HARD_TOKENS = 32_000  # an estimate above this is hard
 STANDARD_TOKENS = 8_000  # an estimate above this is at least standard
-HARD_WORDS = ("debug", "refactor", "architecture", "proof", "optimize", "security",
-              "race condition", "distributed", "schema migration")
+HARD_WORDS = (
+    "debug",
+    "refactor",
+    "architecture",
+    "proof",
+    "optimize",
+    "security",
+    "race condition",
+    "distributed",
+    "schema migration",
+)
 STANDARD_WORDS = ("code", "sql", "test", "plan", "analyze", "compare", "summarize", "translate")
 
 

@@ -20,8 +20,10 @@ from pirouter_py.features import REQUIRED_QUALITY, Difficulty, Features
 
 # v0.1 names profiles in its "no enabled model" error by their Rust Debug form.
 PROFILE_DEBUG_NAMES: dict[str, str] = {
-    "local-first": "LocalFirst", "balanced": "Balanced",
-    "best-quality": "BestQuality", "cloud-only": "CloudOnly",
+    "local-first": "LocalFirst",
+    "balanced": "Balanced",
+    "best-quality": "BestQuality",
+    "cloud-only": "CloudOnly",
 }
 Verdict = Literal["primary", "fallback", "ranked", "dropped"]
 SortKey = tuple[float | int | bool | str, ...]
@@ -52,10 +54,16 @@ def _order(profile: Profile, required: int) -> Callable[[tuple[str, ModelConfig]
     if profile == "local-first":
         return lambda am: (not am[1].local, dist(am[1]), am[1].cost, am[0])
     if profile == "best-quality":
+
         def best(am: tuple[str, ModelConfig]) -> SortKey:
             window = am[1].context_window
-            return (-am[1].rank, -(window if window is not None else float("inf")),
-                    am[1].cost, am[0])
+            return (
+                -am[1].rank,
+                -(window if window is not None else float("inf")),
+                am[1].cost,
+                am[0],
+            )
+
         return best
     return lambda am: (dist(am[1]), am[1].cost, not am[1].local, am[0])
 
@@ -109,24 +117,30 @@ def choose(
     adequate = [am for am in pool if am[1].rank >= required]
     if adequate:
         if explain:
-            dropped += [CandidateTrace(a, "dropped", f"{m.quality} is below the required "
-                                       f"{required_name}") for a, m in pool if m.rank < required]
+            dropped += [
+                CandidateTrace(a, "dropped", f"{m.quality} is below the required {required_name}")
+                for a, m in pool
+                if m.rank < required
+            ]
         pool = adequate
     pool.sort(key=_order(profile, required))
     primary, primary_model = pool[0]
 
     cascade: tuple[str, ...] = ()
     if config.routing.auto_cascade:
-        climb = sorted((am for am in pool if am[1].rank >= primary_model.rank and am[0] != primary),
-                       key=lambda am: (am[1].rank, am[1].cost, am[0]))
+        climb = sorted(
+            (am for am in pool if am[1].rank >= primary_model.rank and am[0] != primary),
+            key=lambda am: (am[1].rank, am[1].cost, am[0]),
+        )
         cascade = tuple(a for a, _ in climb[: config.routing.max_policy_fallbacks])
 
     candidates: tuple[CandidateTrace, ...] = ()
     if explain:
         ranked = []
         for position, (alias, model) in enumerate(pool, 1):
-            verdict: Verdict = ("primary" if alias == primary
-                                else "fallback" if alias in cascade else "ranked")
+            verdict: Verdict = (
+                "primary" if alias == primary else "fallback" if alias in cascade else "ranked"
+            )
             ranked.append(CandidateTrace(alias, verdict, _describe(model), position))
         candidates = (*ranked, *dropped)
     return PolicyChoice(primary, cascade, f"policy:{profile}:{level}", candidates)

@@ -56,7 +56,9 @@ def decide(
     level, level_reason = feats.difficulty(request, features, headers)
     chosen_profile: Profile = profile or config.routing.profile
     trace: list[RuleTrace] | None = [] if explain else None
-    rule = rules.first_match(config.rules, request, features, headers, trace) if config.rules else None
+    rule = (
+        rules.first_match(config.rules, request, features, headers, trace) if config.rules else None
+    )
     if rule is not None:
         primary = rules.resolve_target(rule.then.primary, headers)
         cascade = [rules.resolve_target(a, headers) for a in rule.then.cascade]
@@ -69,13 +71,35 @@ def decide(
                 raise RoutingError(
                     f"rule `{rule.name}` selected `{primary}`, which does not accept images "
                     f"(supports_vision = false); send the request without images or route it "
-                    f"to a model with supports_vision = true")
+                    f"to a model with supports_vision = true"
+                )
             blind = [a for a in cascade if not config.models[a].supports_vision]
             if blind:
                 notes.append("left out of the cascade, no image input: " + ", ".join(blind))
                 cascade = [a for a in cascade if a not in blind]
-        return Decision(rule.name, primary, tuple(cascade), "rule", chosen_profile, level,
-                        level_reason, features, tuple(trace or ()), (), tuple(notes))
+        return Decision(
+            rule.name,
+            primary,
+            tuple(cascade),
+            "rule",
+            chosen_profile,
+            level,
+            level_reason,
+            features,
+            tuple(trace or ()),
+            (),
+            tuple(notes),
+        )
     choice = policy.choose(config, features, level, chosen_profile, explain)
-    return Decision(choice.rule, choice.primary, choice.cascade, "policy", chosen_profile, level,
-                    level_reason, features, tuple(trace or ()), choice.candidates)
+    return Decision(
+        choice.rule,
+        choice.primary,
+        choice.cascade,
+        "policy",
+        chosen_profile,
+        level,
+        level_reason,
+        features,
+        tuple(trace or ()),
+        choice.candidates,
+    )

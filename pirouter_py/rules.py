@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pirouter_py.config import HEADER_TARGET, Rule, When
+from pirouter_py.config import CONDITIONS, HEADER_TARGET, Rule, When
 from pirouter_py.features import Features
 from pirouter_py.types import ChatRequest
 
@@ -34,7 +34,8 @@ def _check(
         return None
     if cond.has_tools is not None and features.has_tools != cond.has_tools:
         return f"has_tools = {str(cond.has_tools).lower()}, but the request " + (
-            "offers tools" if features.has_tools else "offers no tools")
+            "offers tools" if features.has_tools else "offers no tools"
+        )
     estimate = features.estimated_tokens
     if cond.tokens_in_gt is not None and not estimate > cond.tokens_in_gt:
         return f"tokens_in_gt = {cond.tokens_in_gt}, but the estimate is {estimate}"
@@ -44,7 +45,9 @@ def _check(
     if pattern is not None and pattern.search(features.system_text) is None:
         return f"system_matches {pattern.pattern!r} finds nothing in the system text"
     if cond.model_alias_eq is not None and request.model != cond.model_alias_eq:
-        return f"model_alias_eq = {cond.model_alias_eq!r}, but the request asks for {request.model!r}"
+        return (
+            f"model_alias_eq = {cond.model_alias_eq!r}, but the request asks for {request.model!r}"
+        )
     header = cond.header
     if header is not None:
         value = headers.get(header.name)
@@ -63,8 +66,7 @@ def _describe_match(rule: Rule) -> str:
     cond = rule.when
     if cond.always:
         return "always = true"
-    held = [key for key in ("has_tools", "tokens_in_gt", "tokens_in_lt", "system_matches",
-                            "model_alias_eq", "header") if getattr(cond, key) is not None]
+    held = [key for key in CONDITIONS if getattr(cond, key) is not None]
     return "all of " + ", ".join(held) + " hold" if len(held) > 1 else f"{held[0]} holds"
 
 
@@ -88,7 +90,7 @@ def first_match(
 def resolve_target(target: str, headers: Mapping[str, str]) -> str:
     """`$header:<name>` -> that header's value when present; anything else unchanged."""
     if target.startswith(HEADER_TARGET):
-        value = headers.get(target[len(HEADER_TARGET):].lower())
+        value = headers.get(target[len(HEADER_TARGET) :].lower())
         if value is not None:
             return value
     return target

@@ -96,8 +96,9 @@ def _find_unquoted(text: str, target: str) -> int:
     return -1
 
 
-def key_lines(text: str) -> dict[KeyPath, int]:
-    """Map every table header and key in `text` to its 1-based line number."""
+def key_lines(text: str, repeated: list[tuple[KeyPath, int]] | None = None) -> dict[KeyPath, int]:
+    """Map every table header and key in `text` to its 1-based line number (the first, if set
+    twice); keys assigned again are appended to `repeated` with the line of the repeat."""
     lines: dict[KeyPath, int] = {}
     arrays: dict[KeyPath, int] = {}  # array-of-tables path -> number of elements so far
     table: KeyPath = ()
@@ -135,6 +136,8 @@ def key_lines(text: str) -> dict[KeyPath, int]:
             if eq < 0:
                 continue
             key = _split_key(stripped[:eq])
+            if repeated is not None and (*table, *key) in lines:
+                repeated.append(((*table, *key), lineno))
             for depth in range(1, len(key) + 1):
                 lines.setdefault((*table, *key[:depth]), lineno)
             scanner.feed(stripped[eq + 1 :])

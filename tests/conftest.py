@@ -1,0 +1,92 @@
+"""Shared fixtures: real config files in temp dirs, and an isolated user environment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pirouter_py.config import Config, LoadedConfig, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config.example.toml"
+
+# The mini config of v0.1's tests/routing_smoke.rs (reference §2.11).
+MINI = """
+[providers.anthropic]
+api_key = "x"
+base_url = "https://api.anthropic.com"
+
+[models.haiku]
+provider = "anthropic"
+model_id = "claude-haiku-4-5-20251001"
+
+[models.sonnet]
+provider = "anthropic"
+model_id = "claude-sonnet-4-6"
+
+[models.opus]
+provider = "anthropic"
+model_id = "claude-opus-4-6"
+
+[[rules]]
+name = "tool-use"
+when = { has_tools = true }
+then = { primary = "sonnet", cascade = ["opus"] }
+
+[[rules]]
+name = "long-context"
+when = { tokens_in_gt = 1000 }
+then = { primary = "sonnet", cascade = ["opus"] }
+
+[[rules]]
+name = "default"
+when = { always = true }
+then = { primary = "haiku", cascade = ["sonnet"] }
+"""
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """No test sees the developer's config, data dir or API keys."""
+    home = tmp_path_factory.mktemp("home")
+    for name in (
+        "PIROUTER_CONFIG",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "PIROUTER_LOG",
+        "RUST_LOG",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    return home
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[str], Path]:
+    """Write TOML text to a config.toml in a temp dir and return its path."""
+
+    def write(text: str, name: str = "config.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def example() -> LoadedConfig:
+    return load_config(EXAMPLE)
+
+
+@pytest.fixture
+def example_config(example: LoadedConfig) -> Config:
+    return example.config
+
+
+@pytest.fixture
+def mini_config(write_config: Callable[[str], Path]) -> Iterator[Config]:
+    yield load_config(write_config(MINI)).config
