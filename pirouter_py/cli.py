@@ -12,13 +12,15 @@ import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from pirouter_py import __version__
-from pirouter_py.config import LoadedConfig, load_config
 from pirouter_py.errors import ConfigError, ExitCode, PirouterError
+
+if TYPE_CHECKING:
+    from pirouter_py.config import LoadedConfig
 
 T = TypeVar("T")
 EXIT_CODES_HELP = "Exit codes: 0 ok, 1 runtime or routing error, 2 usage error, 3 config error."
@@ -36,6 +38,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rendering it with rich costs ~100 ms of start-up
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -87,6 +90,8 @@ def _fail(message: str, code: ExitCode) -> NoReturn:
 
 def _load(ctx: typer.Context, config: Path | None, *, warn: bool = True) -> LoadedConfig:
     """The config named after the command, before it, by $PIROUTER_CONFIG, or the default."""
+    from pirouter_py.config import load_config  # pydantic costs ~100 ms: not for --help
+
     chosen = config if config is not None else ctx.obj
     loaded = load_config(chosen)
     if warn:
