@@ -383,6 +383,74 @@ def _decision_lines(d: Any, cfg: Any) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------------------------------------
+# run
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host", help="Listen on this address instead of [server] bind's.", show_default=False
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            help="Listen on this port instead of [server] bind's (0 picks a free one).",
+            show_default=False,
+            min=0,
+            max=65535,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the daemon until SIGINT or SIGTERM."""
+    import asyncio
+
+    from pirouter_py import log, providers
+    from pirouter_py.config import parse_bind
+    from pirouter_py.server import is_loopback, serve
+
+    loaded = _guard(lambda: _load(ctx, config))
+    cfg = loaded.config
+    bound = parse_bind(cfg.server.bind)
+    assert bound is not None  # validated at load
+    host = host if host is not None else bound[0]
+    port = port if port is not None else bound[1]
+    if not is_loopback(host):
+        _fail(
+            f"refusing to listen on {host}: beyond loopback pirouter would serve anyone who can "
+            "reach this machine, and client keys are not supported yet; bind to 127.0.0.1",
+            ExitCode.USAGE if ctx.params.get("host") else ExitCode.CONFIG,
+        )
+    log.setup(cfg.server.log_level)
+    for name in providers.unsupported(cfg):
+        sys.stderr.write(
+            f"warning: provider `{name}` is of type {cfg.providers[name].kind}, "
+            "which this version cannot call yet; its models will be skipped\n"
+        )
+
+    def announce(url: str) -> None:
+        sys.stdout.write(
+            f"pirouter {__version__} listening on {url}\n"
+            f"  OpenAI base URL: {url}/v1\n"
+            f"  config: {loaded.source}\n"
+        )
+        sys.stdout.flush()
+
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    _guard(lambda: runner(serve(loaded, host, port, announce=announce)))
+
+
 def _guard(thunk: Callable[[], T]) -> T:
     """Run `thunk`, turning pirouter's own errors into a message and their exit code."""
     try:

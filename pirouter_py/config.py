@@ -53,6 +53,8 @@ class _Section(BaseModel):
 class ServerConfig(_Section):
     bind: str = DEFAULT_BIND
     log_level: str = "info"
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    shutdown_timeout_secs: float = Field(default=10.0, ge=0)
 
 
 class LedgerConfig(_Section):
@@ -67,6 +69,9 @@ class ProviderConfig(_Section):
     api_key_env: str | None = None
     api_key: str | None = None
     request_timeout_secs: int = Field(default=120, ge=0)
+    connect_timeout_secs: float = Field(default=10.0, gt=0)
+    # Time allowed until the response headers arrive; unset = only the total timeout applies.
+    first_byte_timeout_secs: float | None = Field(default=None, gt=0)
 
     @property
     def kind(self) -> ProviderType:
@@ -105,6 +110,7 @@ class RoutingConfig(_Section):
     profile: Profile = "balanced"
     auto_cascade: bool = True
     max_policy_fallbacks: int = Field(default=3, ge=0)
+    honor_requested_model: bool = False
 
 
 class HeaderMatch(_Section):
@@ -164,7 +170,10 @@ class CascadeConfig(_Section):
     on_http_error: bool = True
     on_short_response: bool = False
     min_output_tokens: int = Field(default=8, ge=0)
+    min_output_chars: int = Field(default=0, ge=0)
     on_marker: str | None = None
+    on_truncated: bool = False
+    on_empty: bool = False
 
 
 class Config(_Section):

@@ -126,13 +126,7 @@ def choose(
     pool.sort(key=_order(profile, required))
     primary, primary_model = pool[0]
 
-    cascade: tuple[str, ...] = ()
-    if config.routing.auto_cascade:
-        climb = sorted(
-            (am for am in pool if am[1].rank >= primary_model.rank and am[0] != primary),
-            key=lambda am: (am[1].rank, am[1].cost, am[0]),
-        )
-        cascade = tuple(a for a, _ in climb[: config.routing.max_policy_fallbacks])
+    cascade = _climb(config, pool, primary, primary_model)
 
     candidates: tuple[CandidateTrace, ...] = ()
     if explain:
@@ -144,3 +138,29 @@ def choose(
             ranked.append(CandidateTrace(alias, verdict, _describe(model), position))
         candidates = (*ranked, *dropped)
     return PolicyChoice(primary, cascade, f"policy:{profile}:{level}", candidates)
+
+
+def _climb(
+    config: Config, pool: list[tuple[str, ModelConfig]], primary: str, primary_model: ModelConfig
+) -> tuple[str, ...]:
+    """Fallbacks: from the cheapest model of the primary's tier upward, never below it."""
+    if not config.routing.auto_cascade:
+        return ()
+    climb = sorted(
+        (am for am in pool if am[1].rank >= primary_model.rank and am[0] != primary),
+        key=lambda am: (am[1].rank, am[1].cost, am[0]),
+    )
+    return tuple(a for a, _ in climb[: config.routing.max_policy_fallbacks])
+
+
+def fallbacks_for(
+    config: Config, features: Features, profile: Profile, primary: str
+) -> tuple[str, ...]:
+    """Policy fallbacks for a model the client named ([routing] honor_requested_model)."""
+    pool = [
+        (a, m)
+        for a in config.aliases
+        for m in (config.models[a],)
+        if _drop_reason(m, profile, features) is None
+    ]
+    return _climb(config, pool, primary, config.models[primary])

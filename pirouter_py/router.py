@@ -29,7 +29,7 @@ class Decision:
     rule: str  # a [[rules]] name, or "policy:<profile>:<difficulty>"
     primary: str
     cascade: tuple[str, ...]
-    source: Literal["rule", "policy"]
+    source: Literal["rule", "requested", "policy"]
     profile: Profile
     difficulty: Difficulty
     difficulty_reason: str
@@ -67,12 +67,7 @@ def decide(
                 raise RoutingError(f"rule `{rule.name}` selected unknown model alias `{alias}`")
         notes: list[str] = []
         if features.has_images:
-            if not config.models[primary].supports_vision:
-                raise RoutingError(
-                    f"rule `{rule.name}` selected `{primary}`, which does not accept images "
-                    f"(supports_vision = false); send the request without images or route it "
-                    f"to a model with supports_vision = true"
-                )
+            _check_vision(config, features, primary, f"rule `{rule.name}` selected `{primary}`")
             blind = [a for a in cascade if not config.models[a].supports_vision]
             if blind:
                 notes.append("left out of the cascade, no image input: " + ", ".join(blind))
@@ -90,6 +85,21 @@ def decide(
             (),
             tuple(notes),
         )
+    requested = request.model
+    if config.routing.honor_requested_model and requested in config.models:
+        _check_vision(config, features, requested, f"the requested model `{requested}`")
+        fallbacks = policy.fallbacks_for(config, features, chosen_profile, requested)
+        return Decision(
+            f"requested:{requested}",
+            requested,
+            fallbacks,
+            "requested",
+            chosen_profile,
+            level,
+            level_reason,
+            features,
+            tuple(trace or ()),
+        )
     choice = policy.choose(config, features, level, chosen_profile, explain)
     return Decision(
         choice.rule,
@@ -103,3 +113,12 @@ def decide(
         tuple(trace or ()),
         choice.candidates,
     )
+
+
+def _check_vision(config: Config, features: Features, alias: str, who: str) -> None:
+    """A request with images may only go to a model with supports_vision."""
+    if features.has_images and not config.models[alias].supports_vision:
+        raise RoutingError(
+            f"{who}, which does not accept images (supports_vision = false); send the request "
+            "without images or route it to a model with supports_vision = true"
+        )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
+Protocol = Literal["openai", "anthropic", "ollama"]
 ROLES: frozenset[str] = frozenset(("system", "user", "assistant", "tool"))
 
 
@@ -40,7 +41,15 @@ class ImagePart:
         return None
 
 
-ContentPart = TextPart | ImagePart
+@dataclass(frozen=True, slots=True)
+class OtherPart:
+    """A content part pirouter does not interpret (audio, files, ...), kept as it came."""
+
+    kind: str
+    data: Mapping[str, Any]
+
+
+ContentPart = TextPart | ImagePart | OtherPart
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +110,9 @@ class ChatRequest:
     max_tokens: int | None = None
     tool_choice: Any = None  # OpenAI form: "auto" | "none" | "required" | {"type": "function", ...}
     params: Mapping[str, Any] = field(default_factory=dict)  # every other inbound field
+    protocol: Protocol = "openai"  # the format the client spoke
+    raw: Mapping[str, Any] | None = None  # the decoded inbound body, for same-format pass-through
+    include_usage: bool = False  # a streaming client asked for the usage chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +137,8 @@ class ChatResponse:
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: str = "stop"
     usage: Usage = field(default_factory=Usage)
+    raw: Mapping[str, Any] | None = None  # the provider's body, for same-format pass-through
+    protocol: Protocol = "openai"  # the format of `raw`
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +159,5 @@ class StreamEvent:
     tool_calls: tuple[ToolCallDelta, ...] = ()
     finish_reason: str | None = None
     usage: Usage | None = None
+    raw: Mapping[str, Any] | None = None  # the provider's chunk, for same-format pass-through
+    protocol: Protocol = "openai"  # the format of `raw`

@@ -1,0 +1,33 @@
+"""OpenAI-type providers: OpenAI itself and every compatible server (OpenRouter, vLLM, ...).
+
+`POST {base_url}/v1/chat/completions` with `Authorization: Bearer <key>`. Every field of an
+OpenAI-format request passes through unchanged; streams ask for the usage chunk so the ledger
+sees tokens even when the client did not ask for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from pirouter_py.providers.base import HTTPProvider
+from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent
+from pirouter_py.wire import openai as wire
+
+PATH = "/v1/chat/completions"
+
+
+class OpenAIProvider(HTTPProvider):
+    kind = "openai"
+
+    def _headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key()}"}
+
+    async def complete(self, request: ChatRequest, model_id: str) -> ChatResponse:
+        body = wire.encode_request(request, model_id, stream=False)
+        data = await self.post_json(PATH, model_id, body, self._headers())
+        return wire.decode_response(data, f"{self.name} ({model_id})")
+
+    async def stream(self, request: ChatRequest, model_id: str) -> AsyncIterator[StreamEvent]:
+        body = wire.encode_request(request, model_id, stream=True)
+        async for _, data in self.sse(PATH, model_id, body, self._headers(), until_done=True):
+            yield wire.decode_chunk(data)

@@ -1,0 +1,109 @@
+"""What one request leaves behind: its attempts and outcome, handed to a `Recorder`.
+
+The cascade fills one `Attempt` per model it tries (a streamed attempt is completed when its
+stream ends, so attempts are mutable until the request is done); the server wraps them in a
+frozen `RequestRecord` and gives it to its recorder (the SQLite ledger) without waiting.
+The JSON of an attempt keeps v0.1's field order and outcome kinds (reference §4.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# Outcomes of an attempt. v0.1 had the first four; the rest are additions.
+OK = "ok"
+ESCALATED_HTTP_ERROR = "escalated_http_error"
+ESCALATED_SHORT = "escalated_short_response"
+ESCALATED_MARKER = "escalated_marker"
+ESCALATED_TRUNCATED = "escalated_truncated"
+ESCALATED_EMPTY = "escalated_empty"
+FATAL_ERROR = "fatal_error"  # a non-retryable failure: the cascade stopped here
+STREAM_ERROR = "stream_error"  # the upstream failed after the client had received bytes
+CLIENT_CANCELLED = "client_cancelled"  # the client went away while this attempt ran
+ANSWER_OUTCOMES = frozenset(
+    (OK, ESCALATED_SHORT, ESCALATED_MARKER, ESCALATED_TRUNCATED, ESCALATED_EMPTY)
+)
+
+# Request statuses.
+STATUS_OK = "ok"
+STATUS_EXHAUSTED = "exhausted"
+STATUS_UPSTREAM_ERROR = "upstream_error"
+STATUS_ROUTING_ERROR = "routing_error"
+STATUS_CLIENT_CANCELLED = "client_cancelled"
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One model tried for one request."""
+
+    alias: str
+    provider: str
+    model_id: str
+    outcome: str = "pending"
+    status: int | None = None  # the upstream's HTTP status, when it answered with an error
+    error: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None  # time to the first streamed event
+    returned: bool = False  # this attempt's answer went to the client
+
+    def to_json(self) -> dict[str, Any]:
+        outcome: dict[str, Any] = {"kind": self.outcome}
+        if self.outcome in ANSWER_OUTCOMES:
+            outcome |= {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+        if self.error is not None:
+            outcome["message"] = self.error
+        if self.status is not None:
+            outcome["status"] = self.status
+        out = {
+            "alias": self.alias,
+            "provider": self.provider,
+            "model_id": self.model_id,
+            "latency_ms": round(self.latency_ms),
+            "outcome": outcome,
+        }
+        if self.ttft_ms is not None:
+            out["ttft_ms"] = round(self.ttft_ms)
+        if self.returned and self.outcome != OK:
+            out["returned"] = True
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """Everything the ledger keeps about one request (never prompt text, never keys)."""
+
+    request_id: str
+    ts: float  # unix seconds when the request arrived
+    protocol: str
+    requested_model: str
+    rule: str | None
+    difficulty: str | None
+    primary: str | None
+    final: str | None
+    status: str
+    http_status: int
+    streamed: bool
+    latency_ms: float
+    overhead_ms: float
+    ttft_ms: float | None = None
+    user_agent: str = ""
+    attempts: tuple[Attempt, ...] = field(default_factory=tuple)
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(a.input_tokens for a in self.attempts)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(a.output_tokens for a in self.attempts)
+
+
+class Recorder(Protocol):
+    """Takes finished requests; must not block (the ledger enqueues and writes in batches)."""
+
+    def record(self, record: RequestRecord) -> None: ...

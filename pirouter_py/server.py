@@ -1,0 +1,487 @@
+"""The daemon's HTTP side: the aiohttp app, its routes and middleware, start-up and shutdown.
+
+Every request is answered in the protocol its client spoke (OpenAI here): routed by
+`router.decide`, run by the `Cascade`, and finished by one canonical log line and one
+`RequestRecord` for the recorder. Errors anywhere become the protocol's error body with the
+right status; a traceback or a key never reaches a client. On shutdown, new requests get 503
+while those in flight finish, bounded by `[server] shutdown_timeout_secs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+from aiohttp import web
+
+from pirouter_py import __version__
+from pirouter_py import providers as provider_registry
+from pirouter_py import record as rec
+from pirouter_py.cascade import Cascade, Outcome
+from pirouter_py.config import LoadedConfig
+from pirouter_py.errors import PirouterError, RequestError, RoutingError, UpstreamError
+from pirouter_py.record import Attempt, Recorder, RequestRecord
+from pirouter_py.router import Decision, decide
+from pirouter_py.types import ChatRequest
+from pirouter_py.wire import openai as openai_wire
+
+log = structlog.get_logger("pirouter")
+
+ROUTES_HELP = "POST /v1/chat/completions, GET /v1/models, GET /healthz"
+LOOPBACK_NAMES = frozenset(("localhost", "localhost.localdomain"))
+
+
+@dataclass(slots=True)
+class State:
+    """What the app holds for its whole life."""
+
+    loaded: LoadedConfig
+    recorder: Recorder | None
+    environ: Mapping[str, str] | None
+    started: float = field(default_factory=time.time)
+    cascade: Cascade | None = None
+    draining: bool = False
+    served: int = 0
+    in_flight: int = 0
+
+
+STATE = web.AppKey("state", State)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors in the client's protocol
+
+_STATUS_TEXT = {
+    404: "no route for {method} {path}; pirouter serves " + ROUTES_HELP,
+    405: "method {method} is not allowed on {path}",
+    413: "request body is larger than the {limit}-byte limit ([server] max_body_bytes)",
+}
+_STATUS_KIND = {
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    503: "service_unavailable",
+}
+
+
+def error_response(
+    status: int,
+    message: str,
+    kind: str,
+    *,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=openai_wire.encode_error(message, kind, param),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Any]
+) -> web.StreamResponse:
+    """Every failure becomes an error body in the client's protocol, with a request id."""
+    state = request.app[STATE]
+    rid = new_request_id()
+    request["rid"] = rid
+    ids = {"x-pirouter-request-id": rid}
+    if state.draining and request.path not in ("/healthz", "/health"):
+        return error_response(
+            503,
+            "pirouter is shutting down; retry shortly",
+            "service_unavailable",
+            headers=ids | {"retry-after": "1"},
+        )
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        template = _STATUS_TEXT.get(exc.status)
+        message = (
+            template.format(
+                method=request.method,
+                path=request.path,
+                limit=state.loaded.config.server.max_body_bytes,
+            )
+            if template
+            else exc.reason
+        )
+        return error_response(
+            exc.status, message, _STATUS_KIND.get(exc.status, "invalid_request_error"), headers=ids
+        )
+    except PirouterError as exc:
+        return error_response(
+            exc.http_status,
+            exc.message,
+            exc.openai_type,
+            param=getattr(exc, "param", None),
+            headers=ids,
+        )
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("internal_error", request_id=rid, path=request.path)
+        return error_response(
+            500,
+            f"internal error in pirouter (request {rid}); it was logged",
+            "server_error",
+            headers=ids,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Routes
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def health(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = {
+        "status": "draining" if state.draining else "ok",
+        "version": __version__,
+        "uptime_s": round(time.time() - state.started, 3),
+        "requests": state.served,
+        "in_flight": state.in_flight,
+        "config": state.loaded.source,
+    }
+    return web.json_response(body, dumps=lambda v: orjson.dumps(v).decode())
+
+
+async def list_models(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    cfg = state.loaded.config
+    created = int(state.started)
+    data = [{"id": "auto", "object": "model", "created": created, "owned_by": "pirouter"}] + [
+        {"id": alias, "object": "model", "created": created, "owned_by": cfg.models[alias].provider}
+        for alias in cfg.aliases
+    ]
+    return web.Response(
+        body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
+    )
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    if request.content_type != "application/json":
+        raise RequestError415(request.content_type)
+    chat = openai_wire.decode_request(await request.read())
+    return await _serve(request, chat, started)
+
+
+class RequestError415(RequestError):
+    """The body is not declared as JSON."""
+
+    http_status = 415
+
+    def __init__(self, content_type: str) -> None:
+        super().__init__(f"Content-Type must be application/json, not {content_type or 'absent'}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Serving one chat request
+
+
+@dataclass(slots=True)
+class _Ctx:
+    """One request on its way through the daemon."""
+
+    request: web.Request
+    chat: ChatRequest
+    started: float
+    arrived: float
+    rid: str
+    decision: Decision | None = None
+    attempts: tuple[Attempt, ...] = ()
+
+
+def _routing_headers(ctx: _Ctx, alias: str | None, overhead_ms: float) -> dict[str, str]:
+    headers = {
+        "x-pirouter-request-id": ctx.rid,
+        "x-pirouter-attempts": str(len(ctx.attempts)),
+        "x-pirouter-overhead-ms": f"{overhead_ms:.2f}",
+    }
+    if ctx.decision is not None:
+        headers["x-pirouter-rule"] = ctx.decision.rule
+    if alias is not None:
+        headers["x-pirouter-model"] = alias
+    return headers
+
+
+def _meta(ctx: _Ctx) -> dict[str, Any]:
+    assert ctx.decision is not None
+    return {
+        "request_id": ctx.rid,
+        "rule": ctx.decision.rule,
+        "attempts": [a.to_json() for a in ctx.attempts],
+    }
+
+
+def _finish(
+    ctx: _Ctx, status: str, http_status: int, final: str | None, overhead_ms: float
+) -> None:
+    """The canonical log line and the record of a finished request."""
+    state = ctx.request.app[STATE]
+    state.served += 1
+    elapsed = (time.perf_counter() - ctx.started) * 1000
+    decision = ctx.decision
+    record = RequestRecord(
+        request_id=ctx.rid,
+        ts=ctx.arrived,
+        protocol=ctx.chat.protocol,
+        requested_model=ctx.chat.model,
+        rule=decision.rule if decision else None,
+        difficulty=decision.difficulty if decision else None,
+        primary=decision.primary if decision else None,
+        final=final,
+        status=status,
+        http_status=http_status,
+        streamed=ctx.chat.stream,
+        latency_ms=elapsed,
+        overhead_ms=overhead_ms,
+        ttft_ms=next((a.ttft_ms for a in ctx.attempts if a.returned), None),
+        user_agent=ctx.request.headers.get("user-agent", ""),
+        attempts=ctx.attempts,
+    )
+    log.info(
+        "request",
+        request_id=ctx.rid,
+        status=status,
+        http_status=http_status,
+        rule=record.rule,
+        model=final,
+        stream=ctx.chat.stream,
+        chain=[f"{a.alias}:{a.outcome}" for a in ctx.attempts],
+        tokens_in=record.input_tokens,
+        tokens_out=record.output_tokens,
+        latency_ms=round(elapsed, 1),
+        overhead_ms=round(overhead_ms, 2),
+    )
+    if state.recorder is not None:
+        state.recorder.record(record)
+
+
+async def _serve(request: web.Request, chat: ChatRequest, started: float) -> web.StreamResponse:
+    state = request.app[STATE]
+    assert state.cascade is not None
+    ctx = _Ctx(request, chat, started, time.time(), request["rid"])
+    state.in_flight += 1
+    try:
+        try:
+            ctx.decision = decide(state.loaded.config, chat, request.headers)
+        except RoutingError as exc:
+            overhead = (time.perf_counter() - started) * 1000
+            _finish(ctx, rec.STATUS_ROUTING_ERROR, 400, None, overhead)
+            return error_response(
+                400, exc.message, exc.openai_type, headers=_routing_headers(ctx, None, overhead)
+            )
+        if chat.stream:
+            return await _serve_stream(ctx, state.cascade)
+        return await _serve_whole(ctx, state.cascade)
+    finally:
+        state.in_flight -= 1
+
+
+def _upstream_ms(attempts: tuple[Attempt, ...]) -> float:
+    return sum(a.latency_ms for a in attempts)
+
+
+def _failed(ctx: _Ctx, outcome: Outcome) -> web.Response:
+    ctx.attempts = outcome.attempts
+    overhead = (time.perf_counter() - ctx.started) * 1000 - _upstream_ms(outcome.attempts)
+    assert outcome.error is not None
+    _finish(ctx, outcome.status, 502, None, overhead)
+    return error_response(
+        502, outcome.error.message, "upstream_error", headers=_routing_headers(ctx, None, overhead)
+    )
+
+
+async def _serve_whole(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
+    assert ctx.decision is not None
+    try:
+        outcome = await cascade.run(ctx.decision, ctx.chat)
+    except asyncio.CancelledError:
+        _finish(ctx, rec.STATUS_CLIENT_CANCELLED, 499, None, 0.0)
+        raise
+    if outcome.response is None:
+        return _failed(ctx, outcome)
+    ctx.attempts = outcome.attempts
+    body = openai_wire.encode_response(
+        outcome.response,
+        alias=outcome.alias or "",
+        request_id=ctx.rid,
+        created=int(ctx.arrived),
+        meta=_meta(ctx),
+    )
+    overhead = (time.perf_counter() - ctx.started) * 1000 - _upstream_ms(outcome.attempts)
+    _finish(ctx, outcome.status, 200, outcome.alias, overhead)
+    return web.Response(
+        body=body,
+        content_type="application/json",
+        headers=_routing_headers(ctx, outcome.alias, overhead),
+    )
+
+
+async def _serve_stream(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
+    assert ctx.decision is not None
+    try:
+        outcome = await cascade.stream(ctx.decision, ctx.chat)
+    except asyncio.CancelledError:
+        _finish(ctx, rec.STATUS_CLIENT_CANCELLED, 499, None, 0.0)
+        raise
+    if isinstance(outcome, Outcome):
+        return _failed(ctx, outcome)
+    ctx.attempts = outcome.attempts
+    overhead = (time.perf_counter() - ctx.started) * 1000 - outcome.upstream_ms
+    response = web.StreamResponse(
+        headers={
+            "content-type": "text/event-stream",
+            "cache-control": "no-cache",
+            **_routing_headers(ctx, outcome.alias, overhead),
+        }
+    )
+    encoder = openai_wire.StreamEncoder(
+        alias=outcome.alias,
+        request_id=ctx.rid,
+        created=int(ctx.arrived),
+        include_usage=ctx.chat.include_usage,
+    )
+    status = rec.STATUS_OK
+    try:
+        await response.prepare(ctx.request)
+        await response.write(b"".join(encoder.encode(e) for e in outcome.held))
+        async for event in outcome.rest:
+            chunk = encoder.encode(event)
+            if chunk:
+                await response.write(chunk)
+        await response.write(openai_wire.DONE)
+    except UpstreamError as exc:
+        status = rec.STATUS_UPSTREAM_ERROR
+        await _write_quietly(response, encoder.error(exc.message) + openai_wire.DONE)
+    except (asyncio.CancelledError, ConnectionResetError):
+        status = rec.STATUS_CLIENT_CANCELLED
+        await outcome.rest.aclose()  # type: ignore[attr-defined]
+        _finish(ctx, status, 200, outcome.alias, overhead)
+        raise
+    _finish(ctx, status, 200, outcome.alias, overhead)
+    return response
+
+
+async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:
+    with contextlib.suppress(ConnectionResetError):
+        await response.write(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# The app and its life
+
+
+async def _upstreams(app: web.Application) -> AsyncIterator[None]:
+    """One pooled client session for every upstream call, closed at shutdown."""
+    state = app[STATE]
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=90)
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
+        providers = provider_registry.build(state.loaded.config, session, state.environ)
+        state.cascade = Cascade(state.loaded.config, providers)
+        yield
+
+
+async def _drain(app: web.Application) -> None:
+    app[STATE].draining = True
+
+
+def create_app(
+    loaded: LoadedConfig,
+    *,
+    recorder: Recorder | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> web.Application:
+    """The daemon's application for a loaded config."""
+    app = web.Application(
+        client_max_size=loaded.config.server.max_body_bytes, middlewares=[errors_middleware]
+    )
+    app[STATE] = State(loaded, recorder, environ)
+    app.cleanup_ctx.append(_upstreams)
+    app.on_shutdown.append(_drain)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    return app
+
+
+async def serve(
+    loaded: LoadedConfig,
+    host: str,
+    port: int,
+    *,
+    announce: Callable[[str], None],
+    recorder: Recorder | None = None,
+) -> None:
+    """Listen until SIGINT or SIGTERM, then drain and return."""
+    app = create_app(loaded, recorder=recorder)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=loaded.config.server.shutdown_timeout_secs,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise PirouterError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+                "is another pirouter running? Change [server] bind or pass "
+                "--port"
+            ) from None
+        bound = runner.addresses[0]
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        announce(f"http://{shown}:{bound[1]}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info(
+            "shutting_down",
+            in_flight=app[STATE].in_flight,
+            timeout_s=loaded.config.server.shutdown_timeout_secs,
+        )
+    finally:
+        await runner.cleanup()

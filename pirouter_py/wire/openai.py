@@ -1,0 +1,491 @@
+"""The OpenAI Chat Completions wire format, both ways: requests, responses, stream chunks, errors.
+
+Decoding builds the neutral `ChatRequest` the router reads, and keeps the decoded body in `raw`.
+When both ends speak OpenAI, the upstream gets that body with only `model` (and the stream
+options) changed, and the client gets the upstream's body with only `model` changed and a
+`pirouter` object added: nothing a client sends or a provider returns is lost, and the JSON is
+decoded and encoded once per hop. Malformed input raises `RequestError` naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from pirouter_py.errors import RequestError, UpstreamTransportError
+from pirouter_py.types import (
+    ChatRequest,
+    ChatResponse,
+    ContentPart,
+    ImagePart,
+    Message,
+    OtherPart,
+    Role,
+    StreamEvent,
+    TextPart,
+    ToolCall,
+    ToolCallDelta,
+    ToolSpec,
+    Usage,
+)
+
+# Inbound roles; "developer" is OpenAI's newer name for system, "function" its legacy tool role.
+ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+    "function": "tool",
+}
+# Body fields ChatRequest holds in fields of its own; every other one goes to `params`.
+MODELLED = frozenset(
+    (
+        "model",
+        "messages",
+        "tools",
+        "stream",
+        "temperature",
+        "max_tokens",
+        "tool_choice",
+        "stream_options",
+    )
+)
+DONE = b"data: [DONE]\n\n"
+
+
+def _bad(message: str, param: str) -> RequestError:
+    return RequestError(message, param=param)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inbound requests
+
+
+def decode_request(body: bytes) -> ChatRequest:
+    """An OpenAI request body -> ChatRequest; raises RequestError on any malformed field."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RequestError("request body must be a JSON object")
+    return request_from_dict(data)
+
+
+def request_from_dict(data: Mapping[str, Any]) -> ChatRequest:
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad('`model` is required: a model alias, or "auto" to let pirouter choose', "model")
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("`messages` must be a non-empty array of messages", "messages")
+    stream = data.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad("`stream` must be true or false", "stream")
+    temperature = data.get("temperature")
+    if temperature is not None and (
+        isinstance(temperature, bool) or not isinstance(temperature, int | float)
+    ):
+        raise _bad("`temperature` must be a number", "temperature")
+    max_tokens = data.get("max_tokens", data.get("max_completion_tokens"))
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0
+    ):
+        raise _bad("`max_tokens` must be a non-negative integer", "max_tokens")
+    options = data.get("stream_options")
+    return ChatRequest(
+        model=model,
+        messages=tuple(_message(m, i) for i, m in enumerate(messages)),
+        tools=_tools(data.get("tools")),
+        stream=bool(stream),
+        temperature=float(temperature) if temperature is not None else None,
+        max_tokens=max_tokens,
+        tool_choice=data.get("tool_choice"),
+        params={k: v for k, v in data.items() if k not in MODELLED},
+        protocol="openai",
+        raw=data,
+        include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
+    )
+
+
+def _message(m: Any, i: int) -> Message:
+    where = f"messages[{i}]"
+    if not isinstance(m, dict):
+        raise _bad(f"`{where}` must be an object with `role` and `content`", where)
+    role = ROLES.get(m.get("role"))  # type: ignore[arg-type]
+    if role is None:
+        raise _bad(
+            f"`{where}.role` is {m.get('role')!r}; use system, developer, user, assistant or tool",
+            f"{where}.role",
+        )
+    name = m.get("name")
+    return Message(
+        role=role,
+        content=_content(m.get("content"), f"{where}.content"),
+        name=name if isinstance(name, str) else None,
+        tool_calls=_tool_calls(m.get("tool_calls"), f"{where}.tool_calls"),
+        tool_call_id=m.get("tool_call_id")
+        if isinstance(m.get("tool_call_id"), str)
+        else (name if m.get("role") == "function" and isinstance(name, str) else None),
+    )
+
+
+def _content(content: Any, where: str) -> tuple[ContentPart, ...]:
+    if content is None:
+        return ()
+    if isinstance(content, str):
+        return (TextPart(content),)
+    if not isinstance(content, list):
+        raise _bad(f"`{where}` must be a string or an array of content parts", where)
+    parts: list[ContentPart] = []
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise _bad(f"`{where}[{j}]` must be an object with a `type`", f"{where}[{j}]")
+        kind = part["type"]
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise _bad(f"`{where}[{j}].text` must be a string", f"{where}[{j}].text")
+            extra = {k: v for k, v in part.items() if k not in ("type", "text")}
+            parts.append(TextPart(text, extra or None))
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str) or not url:
+                raise _bad(
+                    f"`{where}[{j}].image_url.url` must be a URL or data URL",
+                    f"{where}[{j}].image_url",
+                )
+            detail = image.get("detail") if isinstance(image, dict) else None
+            parts.append(ImagePart(url, detail))
+        else:
+            parts.append(OtherPart(kind, part))
+    return tuple(parts)
+
+
+def _tool_calls(calls: Any, where: str) -> tuple[ToolCall, ...]:
+    if calls is None:
+        return ()
+    if not isinstance(calls, list):
+        raise _bad(f"`{where}` must be an array", where)
+    out = []
+    for j, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _bad(f"`{where}[{j}]` must have `function.name`", f"{where}[{j}]")
+        args = fn.get("arguments", "")
+        out.append(
+            ToolCall(
+                str(call.get("id") or ""),
+                fn["name"],
+                args if isinstance(args, str) else orjson.dumps(args).decode(),
+            )
+        )
+    return tuple(out)
+
+
+def _tools(tools: Any) -> tuple[ToolSpec, ...]:
+    if tools is None:
+        return ()
+    if not isinstance(tools, list):
+        raise _bad("`tools` must be an array", "tools")
+    out = []
+    for j, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise _bad(f"`tools[{j}]` must be an object", f"tools[{j}]")
+        fn = tool.get("function")
+        if tool.get("type", "function") == "function":
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise _bad(f"`tools[{j}].function.name` is required", f"tools[{j}].function")
+            params = fn.get("parameters")
+            out.append(
+                ToolSpec(
+                    fn["name"], fn.get("description"), params if isinstance(params, dict) else {}
+                )
+            )
+        else:  # a tool type of OpenAI's own (e.g. "custom"): passed through, counted as a tool
+            out.append(ToolSpec(str(tool.get("type")), None, {}))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Outbound requests
+
+
+def encode_request(request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, Any]:
+    """The body for an OpenAI-type upstream; streams always ask for the usage chunk."""
+    if request.raw is not None and request.protocol == "openai":
+        body = dict(request.raw)
+        body["model"] = model_id
+    else:
+        body = {"model": model_id, "messages": [_encode_message(m) for m in request.messages]}
+        if request.tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": dict(t.parameters),
+                    }
+                    if t.description is not None
+                    else {"name": t.name, "parameters": dict(t.parameters)},
+                }
+                for t in request.tools
+            ]
+        if request.tool_choice is not None:
+            body["tool_choice"] = request.tool_choice
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            body["max_tokens"] = request.max_tokens
+        body.update(request.params)
+    if stream:
+        body["stream"] = True
+        options = body.get("stream_options")
+        body["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
+    else:
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+    return body
+
+
+def _encode_message(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role}
+    parts = m.content
+    if not parts:
+        out["content"] = None if m.tool_calls else ""
+    elif len(parts) == 1 and isinstance(parts[0], TextPart) and not parts[0].extra:
+        out["content"] = parts[0].text
+    else:
+        out["content"] = [_encode_part(p) for p in parts]
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    if m.name is not None:
+        out["name"] = m.name
+    return out
+
+
+def _encode_part(p: ContentPart) -> dict[str, Any]:
+    if isinstance(p, TextPart):
+        return {"type": "text", "text": p.text, **(p.extra or {})}
+    if isinstance(p, ImagePart):
+        image: dict[str, Any] = {"url": p.url}
+        if p.detail is not None:
+            image["detail"] = p.detail
+        return {"type": "image_url", "image_url": image}
+    return dict(p.data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses
+
+
+def _usage(data: Any) -> Usage | None:
+    if not isinstance(data, dict):
+        return None
+    details = data.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Usage(
+        int(data.get("prompt_tokens") or 0),
+        int(data.get("completion_tokens") or 0),
+        int(cached or 0),
+    )
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def decode_response(data: Any, provider: str) -> ChatResponse:
+    """An upstream OpenAI body -> ChatResponse; a body of the wrong shape is a transport error."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise UpstreamTransportError(f"{provider} returned no choices", retryable=True)
+    choice = choices[0]
+    message: dict[str, Any] = _obj(choice.get("message"))
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    try:
+        calls = _tool_calls(message.get("tool_calls"), "tool_calls")
+    except RequestError as exc:
+        raise UpstreamTransportError(
+            f"{provider} returned a malformed tool call: {exc.message}", retryable=True
+        ) from None
+    return ChatResponse(
+        model=str(data.get("model") or ""),
+        text=content if isinstance(content, str) else "",
+        tool_calls=calls,
+        finish_reason=str(choice.get("finish_reason") or "stop"),
+        usage=_usage(data.get("usage")) or Usage(),
+        raw=data,
+        protocol="openai",
+    )
+
+
+def encode_response(
+    response: ChatResponse, *, alias: str, request_id: str, created: int, meta: Mapping[str, Any]
+) -> bytes:
+    """The body an OpenAI client gets: `model` is the alias that answered, plus `pirouter`."""
+    if response.raw is not None and response.protocol == "openai":
+        body = dict(response.raw)
+    else:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": response.text if response.text or not response.tool_calls else None,
+        }
+        if response.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in response.tool_calls
+            ]
+        u = response.usage
+        body = {
+            "id": f"chatcmpl-{request_id}",
+            "object": "chat.completion",
+            "created": created,
+            "choices": [{"index": 0, "message": message, "finish_reason": response.finish_reason}],
+            "usage": {
+                "prompt_tokens": u.input_tokens,
+                "completion_tokens": u.output_tokens,
+                "total_tokens": u.input_tokens + u.output_tokens,
+            },
+        }
+    body["model"] = alias
+    body["pirouter"] = meta
+    return orjson.dumps(body)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams
+
+
+def decode_chunk(data: Any) -> StreamEvent:
+    """One upstream `chat.completion.chunk` -> StreamEvent."""
+    if not isinstance(data, dict):
+        raise UpstreamTransportError("stream chunk is not a JSON object", retryable=True)
+    if isinstance(data.get("error"), dict):
+        message = data["error"].get("message") or "error event in the stream"
+        raise UpstreamTransportError(f"stream error: {message}", retryable=True)
+    usage = _usage(data.get("usage"))
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return StreamEvent(usage=usage, raw=data, protocol="openai")
+    choice = choices[0]
+    delta = _obj(choice.get("delta"))
+    calls: tuple[ToolCallDelta, ...] = ()
+    if isinstance(delta.get("tool_calls"), list):
+        calls = tuple(
+            ToolCallDelta(
+                int(tc.get("index", 0)),
+                tc.get("id"),
+                _obj(tc.get("function")).get("name"),
+                _obj(tc.get("function")).get("arguments") or "",
+            )
+            for tc in delta["tool_calls"]
+            if isinstance(tc, dict)
+        )
+    content = delta.get("content")
+    return StreamEvent(
+        text=content if isinstance(content, str) else "",
+        tool_calls=calls,
+        finish_reason=choice.get("finish_reason"),
+        usage=usage,
+        raw=data,
+        protocol="openai",
+    )
+
+
+class StreamEncoder:
+    """Turns StreamEvents into the SSE bytes an OpenAI client reads."""
+
+    def __init__(self, *, alias: str, request_id: str, created: int, include_usage: bool) -> None:
+        self.alias = alias
+        self.id = f"chatcmpl-{request_id}"
+        self.created = created
+        self.include_usage = include_usage
+        self._started = False
+
+    def _chunk(self, choices: list[Any], usage: Usage | None = None) -> bytes:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.alias,
+            "choices": choices,
+        }
+        if usage is not None:
+            data["usage"] = {
+                "prompt_tokens": usage.input_tokens,
+                "completion_tokens": usage.output_tokens,
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+            }
+        return b"data: " + orjson.dumps(data) + b"\n\n"
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if event.raw is not None and event.protocol == "openai":
+            data = event.raw
+            usage_only = not data.get("choices") and data.get("usage") is not None
+            if usage_only and not self.include_usage:  # pirouter asked for it, the client did not
+                return b""
+            data = dict(data)
+            data["model"] = self.alias
+            if not self.include_usage:
+                data.pop("usage", None)
+            self._started = True
+            return b"data: " + orjson.dumps(data) + b"\n\n"
+        out = b""
+        if event.text or event.tool_calls or event.finish_reason or not self._started:
+            delta: dict[str, Any] = {}
+            if not self._started:
+                delta["role"] = "assistant"
+                self._started = True
+            if event.text:
+                delta["content"] = event.text
+            if event.tool_calls:
+                delta["tool_calls"] = [_delta_json(tc) for tc in event.tool_calls]
+            out += self._chunk([{"index": 0, "delta": delta, "finish_reason": event.finish_reason}])
+        if event.usage is not None and self.include_usage:
+            out += self._chunk([], event.usage)
+        return out
+
+    @staticmethod
+    def error(message: str, kind: str = "upstream_error") -> bytes:
+        body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+        return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def _delta_json(tc: ToolCallDelta) -> dict[str, Any]:
+    out: dict[str, Any] = {"index": tc.index}
+    if tc.id is not None:
+        out["id"] = tc.id
+        out["type"] = "function"
+    fn: dict[str, Any] = {"arguments": tc.arguments}
+    if tc.name is not None:
+        fn["name"] = tc.name
+    out["function"] = fn
+    return out
+
+
+def encode_error(
+    message: str, kind: str, param: str | None = None, code: str | None = None
+) -> bytes:
+    """OpenAI's error body: {"error": {"message", "type", "param", "code"}}."""
+    return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})

@@ -1,0 +1,370 @@
+"""Fake upstreams that speak each provider's real wire format, and the daemon started as users do.
+
+`FakeUpstream` is a real aiohttp server on 127.0.0.1 (port 0) in a thread of its own, scripted per
+model id: answer, stream paced chunks, fail with any status (and Retry-After), hang, reset the
+connection, send malformed JSON, or cut a stream short. It records every request it received.
+`Daemon` runs `python -m pirouter_py run --port 0` in a subprocess and reads its URL and log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_HANG_S = 20.0  # a hanging reply gives up after this, so no test can wait forever
+
+
+@dataclass
+class Reply:
+    """One scripted upstream reply."""
+
+    text: str = "Hello from the fake upstream."
+    kind: str = "answer"  # answer | status | hang | reset | malformed | cut
+    status: int = 200
+    error: str = "scripted failure"
+    headers: dict[str, str] = field(default_factory=dict)
+    tool_calls: list[dict[str, Any]] | None = None
+    finish_reason: str = "stop"
+    usage: tuple[int, int] | None = None  # (prompt, completion); default: from the text
+    delay: float = 0.0  # before the headers
+    chunk_delay: float = 0.0  # between stream chunks
+    chunks: int | None = None  # for "cut": how many content chunks before the cut
+
+
+@dataclass
+class Seen:
+    """One request the fake received."""
+
+    path: str
+    model: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    cancelled: bool = False
+    finished: bool = False
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"\S+\s*|\s+", text) or [""]
+
+
+class FakeUpstream:
+    """A scripted OpenAI-compatible server."""
+
+    def __init__(self) -> None:
+        self.scripts: dict[str, deque[Reply]] = defaultdict(deque)
+        self.defaults: dict[str, Reply] = {}
+        self.seen: list[Seen] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self.url = ""
+
+    # --- scripting -------------------------------------------------------------------------
+
+    def script(self, model: str, *replies: Reply) -> None:
+        self.scripts[model].extend(replies)
+
+    def default(self, model: str, reply: Reply) -> None:
+        self.defaults[model] = reply
+
+    def reset(self) -> None:
+        self.scripts.clear()
+        self.defaults.clear()
+        self.seen.clear()
+
+    def models_called(self) -> list[str]:
+        return [s.model for s in self.seen]
+
+    def _next(self, model: str) -> Reply:
+        queue = self.scripts.get(model)
+        if queue:
+            return queue.popleft()
+        return self.defaults.get(model, Reply())
+
+    # --- serving ---------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._openai)
+        return app
+
+    async def _openai(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        seen = Seen(request.path, body.get("model", ""), body, dict(request.headers))
+        self.seen.append(seen)
+        reply = self._next(seen.model)
+        try:
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+            if reply.kind == "hang":
+                await asyncio.sleep(MAX_HANG_S)
+                return web.Response(status=504)
+            if reply.kind == "reset":
+                assert request.transport is not None
+                request.transport.abort()
+                return web.Response(status=500)
+            if reply.kind == "status":
+                error = {"error": {"message": reply.error, "type": "fake_error", "code": None}}
+                return web.json_response(error, status=reply.status, headers=reply.headers)
+            if reply.kind == "malformed":
+                return web.Response(
+                    text='{"id": "x", "choices": [', content_type="application/json"
+                )
+            if body.get("stream"):
+                return await self._stream(request, body, reply, seen)
+            return web.json_response(self._completion(body, reply))
+        except (asyncio.CancelledError, ConnectionResetError):
+            seen.cancelled = True  # the daemon went away mid-answer
+            raise
+        finally:
+            seen.finished = True
+
+    @staticmethod
+    def _usage(body: dict[str, Any], reply: Reply) -> dict[str, int]:
+        prompt, completion = reply.usage or (
+            len(json.dumps(body["messages"])) // 4,
+            len(words(reply.text)) if reply.text else 0,
+        )
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+    def _completion(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
+        if reply.tool_calls:
+            message["tool_calls"] = reply.tool_calls
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"] + "-2026",
+            "system_fingerprint": "fp_fake",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": reply.finish_reason,
+                }
+            ],
+            "usage": self._usage(body, reply),
+        }
+
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], reply: Reply, seen: Seen
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        base = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": body["model"] + "-2026",
+        }
+
+        async def send(choices: list[Any], **extra: Any) -> None:
+            data = {**base, "choices": choices, **extra}
+            if include_usage and "usage" not in extra:
+                data["usage"] = None
+            await response.write(b"data: " + json.dumps(data).encode() + b"\n\n")
+            if reply.chunk_delay:
+                await asyncio.sleep(reply.chunk_delay)
+
+        await send(
+            [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+        )
+        pieces = words(reply.text) if reply.text else []
+        for n, piece in enumerate(pieces):
+            if reply.kind == "cut" and n == (reply.chunks or 1):
+                assert request.transport is not None
+                request.transport.abort()
+                return response
+            await send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+        for i, call in enumerate(reply.tool_calls or []):
+            fn = call["function"]
+            await send(
+                [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [
+                                {
+                                    "index": i,
+                                    "id": call["id"],
+                                    "type": "function",
+                                    "function": {"name": fn["name"], "arguments": ""},
+                                }
+                            ]
+                        },
+                        "finish_reason": None,
+                    }
+                ]
+            )
+            args = fn["arguments"]
+            for part in (args[: len(args) // 2], args[len(args) // 2 :]):
+                await send(
+                    [
+                        {
+                            "index": 0,
+                            "delta": {
+                                "tool_calls": [{"index": i, "function": {"arguments": part}}]
+                            },
+                            "finish_reason": None,
+                        }
+                    ]
+                )
+        await send([{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}])
+        if include_usage:
+            await send([], usage=self._usage(body, reply))
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    # --- life ------------------------------------------------------------------------------
+
+    def start(self) -> str:
+        ready = threading.Event()
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            # Hanging replies are cut off at shutdown rather than waited for.
+            self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
+            loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            loop.run_until_complete(site.start())
+            host, port = self._runner.addresses[0][:2]
+            self.url = f"http://{host}:{port}"
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=main, name="fake-upstream", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake upstream did not start")
+        return self.url
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+
+class Daemon:
+    """`pirouter run` in a subprocess, on a free loopback port."""
+
+    def __init__(
+        self, config: Path, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()
+    ) -> None:
+        self.config = config
+        self.env = {**os.environ, **(env or {})}
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self.ready_s = 0.0
+        self._readers: list[threading.Thread] = []
+
+    def start(self, timeout: float = 15.0) -> Daemon:
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pirouter_py",
+                "--config",
+                str(self.config),
+                "run",
+                "--port",
+                "0",
+                *self.extra_args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+            cwd=ROOT,
+        )
+        found = threading.Event()
+
+        def read_out() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.stdout.append(line)
+                match = re.search(r"listening on (http://\S+)", line)
+                if match and not self.url:
+                    self.url = match.group(1)
+                    found.set()
+
+        def read_err() -> None:
+            assert self.proc is not None and self.proc.stderr is not None
+            for line in self.proc.stderr:
+                self.stderr.append(line)
+
+        self._readers = [
+            threading.Thread(target=read_out, daemon=True),
+            threading.Thread(target=read_err, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        if not found.wait(timeout):
+            self.stop()
+            raise RuntimeError(f"daemon did not start: {''.join(self.stderr)}")
+        self.ready_s = time.perf_counter() - started
+        return self
+
+    def log_lines(self, event: str = "request") -> list[dict[str, Any]]:
+        out = []
+        for line in list(self.stderr):
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if data.get("event") == event:
+                out.append(data)
+        return out
+
+    def wait_log(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The canonical log line of one request, once the reader thread has seen it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log_lines():
+                if line.get("request_id") == request_id:
+                    return line
+            time.sleep(0.01)
+        raise AssertionError(f"no log line for request {request_id}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(5)
+        for reader in self._readers:
+            reader.join(5)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        return code
