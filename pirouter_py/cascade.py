@@ -150,9 +150,12 @@ class Cascade:
             error = last
         return Outcome(rec.STATUS_EXHAUSTED, tuple(attempts), error=error)
 
-    async def run(self, decision: Decision, request: ChatRequest) -> Outcome:
-        """The whole cascade for a non-streaming request."""
-        attempts: list[Attempt] = []
+    async def run(
+        self, decision: Decision, request: ChatRequest, attempts: list[Attempt] | None = None
+    ) -> Outcome:
+        """The whole cascade for a non-streaming request. `attempts`, when given, is filled as
+        the cascade goes, so a caller that is cancelled still knows what was tried."""
+        attempts = [] if attempts is None else attempts
         kept: tuple[str, ChatResponse, Attempt] | None = None
         last_error: UpstreamError | None = None
         for alias in decision.chain:
@@ -206,9 +209,11 @@ class Cascade:
             need_chars = max(need_chars, cfg.min_output_chars)
         return seen.tool_calls or seen.chars >= need_chars
 
-    async def stream(self, decision: Decision, request: ChatRequest) -> StreamOutcome | Outcome:
+    async def stream(
+        self, decision: Decision, request: ChatRequest, attempts: list[Attempt] | None = None
+    ) -> StreamOutcome | Outcome:
         """Run until a stream is committed; an Outcome (with the error) when none could be."""
-        attempts: list[Attempt] = []
+        attempts = [] if attempts is None else attempts
         kept: tuple[str, list[StreamEvent], Attempt] | None = None
         last_error: UpstreamError | None = None
         upstream_ms = 0.0

@@ -328,12 +328,20 @@ def _failed(ctx: _Ctx, outcome: Outcome) -> web.Response:
     )
 
 
+def _cancelled(ctx: _Ctx, tried: list[Attempt]) -> None:
+    """The client went away before an answer was committed: record what had been tried."""
+    ctx.attempts = tuple(tried)
+    overhead = (time.perf_counter() - ctx.started) * 1000 - _upstream_ms(ctx.attempts)
+    _finish(ctx, rec.STATUS_CLIENT_CANCELLED, 499, None, overhead)
+
+
 async def _serve_whole(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
     assert ctx.decision is not None
+    tried: list[Attempt] = []
     try:
-        outcome = await cascade.run(ctx.decision, ctx.chat)
+        outcome = await cascade.run(ctx.decision, ctx.chat, tried)
     except asyncio.CancelledError:
-        _finish(ctx, rec.STATUS_CLIENT_CANCELLED, 499, None, 0.0)
+        _cancelled(ctx, tried)
         raise
     if outcome.response is None:
         return _failed(ctx, outcome)
@@ -356,10 +364,11 @@ async def _serve_whole(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
 
 async def _serve_stream(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
     assert ctx.decision is not None
+    tried: list[Attempt] = []
     try:
-        outcome = await cascade.stream(ctx.decision, ctx.chat)
+        outcome = await cascade.stream(ctx.decision, ctx.chat, tried)
     except asyncio.CancelledError:
-        _finish(ctx, rec.STATUS_CLIENT_CANCELLED, 499, None, 0.0)
+        _cancelled(ctx, tried)
         raise
     if isinstance(outcome, Outcome):
         return _failed(ctx, outcome)

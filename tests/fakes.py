@@ -245,7 +245,9 @@ class FakeUpstream:
             loop = asyncio.new_event_loop()
             self._loop = loop
             # Hanging replies are cut off at shutdown rather than waited for.
-            self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
+            self._runner = web.AppRunner(
+                self.app(), access_log=None, shutdown_timeout=0.5, handler_cancellation=True
+            )
             loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
             loop.run_until_complete(site.start())

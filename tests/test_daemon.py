@@ -651,3 +651,26 @@ def test_daemon_refuses_to_listen_beyond_loopback(tmp_path: Path) -> None:
     )
     assert done.returncode == 3
     assert done.stderr.startswith("Error: refusing to listen on 0.0.0.0")
+
+
+def test_client_disconnect_cancels_a_whole_request_too(daemon: Daemon, fake: FakeUpstream) -> None:
+    fake.script("m-cheap", Reply(text="late", delay=3.0))
+    host, port = daemon.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        body=json.dumps({"model": "auto", "messages": HI}),
+        headers={"content-type": "application/json"},
+    )
+    deadline = time.monotonic() + 5
+    while not fake.seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+    conn.close()
+    while time.monotonic() < deadline and not fake.seen[0].finished:
+        time.sleep(0.05)
+    assert fake.seen[0].cancelled, "the upstream request was not cancelled"
+    line = next(
+        x for x in daemon.log_lines() if x["status"] == "client_cancelled" and x["stream"] is False
+    )
+    assert line["chain"] == ["cheap:client_cancelled"]
