@@ -121,9 +121,9 @@ class Cascade:
         self.providers = providers
         self.clock = clock
 
-    def _start(self, alias: str) -> tuple[Attempt, Provider | None]:
+    def _start(self, alias: str) -> tuple[Attempt, Provider]:
         model = self.config.models[alias]
-        return Attempt(alias, model.provider, model.model_id), self.providers.get(model.provider)
+        return Attempt(alias, model.provider, model.model_id), self.providers[model.provider]
 
     def _failed(self, attempt: Attempt, exc: UpstreamError) -> bool:
         """Record an error; True when the cascade may go on to the next model."""
@@ -134,14 +134,6 @@ class Cascade:
             return True
         attempt.outcome = rec.FATAL_ERROR
         return False
-
-    def _unsupported(self, attempt: Attempt) -> UpstreamError:
-        kind = self.config.providers[attempt.provider].kind
-        return UpstreamError(
-            f"provider `{attempt.provider}` is of type {kind}, which this "
-            "version of pirouter cannot call yet",
-            retryable=True,
-        )
 
     def _exhausted(self, attempts: list[Attempt], last: UpstreamError | None) -> Outcome:
         reasons = "; ".join(f"{a.alias}: {a.error or a.outcome}" for a in attempts)
@@ -163,9 +155,7 @@ class Cascade:
             attempts.append(attempt)
             started = self.clock()
             try:
-                if provider is None:
-                    raise self._unsupported(attempt)
-                response = await provider.complete(request, attempt.model_id)
+                response = await provider.complete(request, self.config.models[alias])
             except UpstreamError as exc:
                 attempt.latency_ms = (self.clock() - started) * 1000
                 last_error = exc
@@ -228,9 +218,7 @@ class Cascade:
             ended = False
             events: AsyncIterator[StreamEvent] | None = None
             try:
-                if provider is None:
-                    raise self._unsupported(attempt)
-                events = provider.stream(request, attempt.model_id)
+                events = provider.stream(request, self.config.models[alias])
                 async for event in events:
                     if attempt.ttft_ms is None and (event.text or event.tool_calls):
                         attempt.ttft_ms = (self.clock() - started) * 1000

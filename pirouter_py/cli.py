@@ -411,7 +411,7 @@ def run(
     """Run the daemon until SIGINT or SIGTERM."""
     import asyncio
 
-    from pirouter_py import log, providers
+    from pirouter_py import log
     from pirouter_py.config import parse_bind
     from pirouter_py.server import is_loopback, serve
 
@@ -428,11 +428,6 @@ def run(
             ExitCode.USAGE if ctx.params.get("host") else ExitCode.CONFIG,
         )
     log.setup(cfg.server.log_level)
-    for name in providers.unsupported(cfg):
-        sys.stderr.write(
-            f"warning: provider `{name}` is of type {cfg.providers[name].kind}, "
-            "which this version cannot call yet; its models will be skipped\n"
-        )
 
     def announce(url: str) -> None:
         sys.stdout.write(

@@ -95,6 +95,8 @@ class ModelConfig(_Section):
     supports_vision: bool = False
     local: bool = False
     enabled: bool = True
+    # max_tokens sent to Anthropic-type upstreams (which require one) when the request sets none.
+    default_max_tokens: int = Field(default=1024, ge=1)
 
     @property
     def rank(self) -> int:

@@ -1,10 +1,11 @@
 """The daemon's HTTP side: the aiohttp app, its routes and middleware, start-up and shutdown.
 
-Every request is answered in the protocol its client spoke (OpenAI here): routed by
-`router.decide`, run by the `Cascade`, and finished by one canonical log line and one
-`RequestRecord` for the recorder. Errors anywhere become the protocol's error body with the
-right status; a traceback or a key never reaches a client. On shutdown, new requests get 503
-while those in flight finish, bounded by `[server] shutdown_timeout_secs`.
+Three inbound protocols (OpenAI `/v1/chat/completions`, Anthropic `/v1/messages`, Ollama
+`/api/chat`) share one path: the route's `Codec` decodes the body, `router.decide` picks the
+models, the `Cascade` runs them, and the codec writes the answer, stream or error in the client's
+own format. Each request ends with one canonical log line and one `RequestRecord` for the
+recorder. A traceback or a key never reaches a client. On shutdown, new requests get 503 while
+those in flight finish, bounded by `[server] shutdown_timeout_secs`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import ipaddress
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,15 +31,22 @@ from pirouter_py import record as rec
 from pirouter_py.cascade import Cascade, Outcome
 from pirouter_py.config import LoadedConfig
 from pirouter_py.errors import PirouterError, RequestError, RoutingError, UpstreamError
+from pirouter_py.features import estimate_tokens
 from pirouter_py.record import Attempt, Recorder, RequestRecord
 from pirouter_py.router import Decision, decide
 from pirouter_py.types import ChatRequest
-from pirouter_py.wire import openai as openai_wire
+from pirouter_py.wire import codecs
+from pirouter_py.wire import ollama as ollama_wire
+from pirouter_py.wire.codecs import Codec
 
 log = structlog.get_logger("pirouter")
 
-ROUTES_HELP = "POST /v1/chat/completions, GET /v1/models, GET /healthz"
+ROUTES_HELP = (
+    "POST /v1/chat/completions, POST /v1/messages, POST /api/chat, GET /v1/models, "
+    "GET /api/tags, GET /healthz"
+)
 LOOPBACK_NAMES = frozenset(("localhost", "localhost.localdomain"))
+JSON = "application/json"
 
 
 @dataclass(slots=True)
@@ -79,16 +87,11 @@ _STATUS_TEXT = {
     405: "method {method} is not allowed on {path}",
     413: "request body is larger than the {limit}-byte limit ([server] max_body_bytes)",
 }
-_STATUS_KIND = {
-    404: "not_found_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    503: "service_unavailable",
-}
+_STATUS_KIND = {404: "not_found_error", 503: "service_unavailable"}
 
 
 def error_response(
+    codec: Codec,
     status: int,
     message: str,
     kind: str,
@@ -98,31 +101,45 @@ def error_response(
 ) -> web.Response:
     return web.Response(
         status=status,
-        body=openai_wire.encode_error(message, kind, param),
-        content_type="application/json",
+        body=codec.error_body(status, message, kind, param),
+        content_type=JSON,
         headers=headers,
     )
 
 
+class UnknownModel(RequestError):
+    """A model name that is neither `auto` nor an alias, where one is required."""
+
+    http_status = 404
+    openai_type = "not_found_error"
+
+
+class UnsupportedMediaType(RequestError):
+    """The body is not declared as JSON."""
+
+    http_status = 415
+
+
 @web.middleware
 async def errors_middleware(
-    request: web.Request, handler: Callable[[web.Request], Any]
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Every failure becomes an error body in the client's protocol, with a request id."""
     state = request.app[STATE]
+    codec = codecs.for_path(request.path)
     rid = new_request_id()
     request["rid"] = rid
     ids = {"x-pirouter-request-id": rid}
     if state.draining and request.path not in ("/healthz", "/health"):
         return error_response(
+            codec,
             503,
             "pirouter is shutting down; retry shortly",
             "service_unavailable",
             headers=ids | {"retry-after": "1"},
         )
     try:
-        response: web.StreamResponse = await handler(request)
-        return response
+        return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -137,10 +154,15 @@ async def errors_middleware(
             else exc.reason
         )
         return error_response(
-            exc.status, message, _STATUS_KIND.get(exc.status, "invalid_request_error"), headers=ids
+            codec,
+            exc.status,
+            message,
+            _STATUS_KIND.get(exc.status, "invalid_request_error"),
+            headers=ids,
         )
     except PirouterError as exc:
         return error_response(
+            codec,
             exc.http_status,
             exc.message,
             exc.openai_type,
@@ -152,6 +174,7 @@ async def errors_middleware(
     except Exception:
         log.exception("internal_error", request_id=rid, path=request.path)
         return error_response(
+            codec,
             500,
             f"internal error in pirouter (request {rid}); it was logged",
             "server_error",
@@ -160,7 +183,7 @@ async def errors_middleware(
 
 
 # ---------------------------------------------------------------------------------------------
-# Routes
+# Routes that answer without a model
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -177,7 +200,7 @@ async def health(request: web.Request) -> web.Response:
         "in_flight": state.in_flight,
         "config": state.loaded.source,
     }
-    return web.json_response(body, dumps=lambda v: orjson.dumps(v).decode())
+    return web.Response(body=orjson.dumps(body), content_type=JSON)
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -188,30 +211,75 @@ async def list_models(request: web.Request) -> web.Response:
         {"id": alias, "object": "model", "created": created, "owned_by": cfg.models[alias].provider}
         for alias in cfg.aliases
     ]
+    return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON)
+
+
+async def ollama_tags(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    cfg = state.loaded.config
+    aliases = [("auto", "pirouter")] + [(a, cfg.models[a].provider) for a in cfg.aliases]
+    return web.Response(body=ollama_wire.tags(aliases, state.started), content_type=JSON)
+
+
+async def ollama_version(request: web.Request) -> web.Response:
+    return web.Response(body=orjson.dumps({"version": __version__}), content_type=JSON)
+
+
+async def ollama_show(request: web.Request) -> web.Response:
+    cfg = request.app[STATE].loaded.config
+    try:
+        data = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise RequestError("request body is not valid JSON") from None
+    name = data.get("model") or data.get("name") if isinstance(data, dict) else None
+    if name == "auto":
+        body = ollama_wire.show("auto", "pirouter", True, True, None)
+    elif isinstance(name, str) and name in cfg.models:
+        m = cfg.models[name]
+        body = ollama_wire.show(
+            name, m.provider, m.supports_tools, m.supports_vision, m.context_window
+        )
+    else:
+        raise UnknownModel(
+            f"model '{name}' not found; pirouter serves auto and the aliases of its config"
+        )
+    return web.Response(body=body, content_type=JSON)
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    """Anthropic's `/v1/messages/count_tokens`, answered from pirouter's estimate."""
+    chat = await _decode(request, codecs.ANTHROPIC, count_only=True)
     return web.Response(
-        body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
+        body=orjson.dumps({"input_tokens": estimate_tokens(chat)}), content_type=JSON
     )
-
-
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    started = time.perf_counter()
-    if request.content_type != "application/json":
-        raise RequestError415(request.content_type)
-    chat = openai_wire.decode_request(await request.read())
-    return await _serve(request, chat, started)
-
-
-class RequestError415(RequestError):
-    """The body is not declared as JSON."""
-
-    http_status = 415
-
-    def __init__(self, content_type: str) -> None:
-        super().__init__(f"Content-Type must be application/json, not {content_type or 'absent'}")
 
 
 # ---------------------------------------------------------------------------------------------
 # Serving one chat request
+
+
+async def _decode(request: web.Request, codec: Codec, *, count_only: bool = False) -> ChatRequest:
+    if codec.requires_json_content_type and request.content_type != JSON:
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, not {request.content_type or 'absent'}"
+        )
+    body = await request.read()
+    if count_only:  # count_tokens bodies carry no max_tokens
+        with contextlib.suppress(orjson.JSONDecodeError):
+            data = orjson.loads(body)
+            if isinstance(data, dict):
+                data.pop("max_tokens", None)
+                body = orjson.dumps(data)
+    return codec.decode_request(body)
+
+
+def chat_handler(codec: Codec) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        chat = await _decode(request, codec)
+        return await _serve(request, codec, chat, started)
+
+    return handle
 
 
 @dataclass(slots=True)
@@ -219,6 +287,7 @@ class _Ctx:
     """One request on its way through the daemon."""
 
     request: web.Request
+    codec: Codec
     chat: ChatRequest
     started: float
     arrived: float
@@ -247,6 +316,10 @@ def _meta(ctx: _Ctx) -> dict[str, Any]:
         "rule": ctx.decision.rule,
         "attempts": [a.to_json() for a in ctx.attempts],
     }
+
+
+def _upstream_ms(attempts: tuple[Attempt, ...]) -> float:
+    return sum(a.latency_ms for a in attempts)
 
 
 def _finish(
@@ -278,6 +351,7 @@ def _finish(
     log.info(
         "request",
         request_id=ctx.rid,
+        protocol=ctx.chat.protocol,
         status=status,
         http_status=http_status,
         rule=record.rule,
@@ -293,10 +367,12 @@ def _finish(
         state.recorder.record(record)
 
 
-async def _serve(request: web.Request, chat: ChatRequest, started: float) -> web.StreamResponse:
+async def _serve(
+    request: web.Request, codec: Codec, chat: ChatRequest, started: float
+) -> web.StreamResponse:
     state = request.app[STATE]
     assert state.cascade is not None
-    ctx = _Ctx(request, chat, started, time.time(), request["rid"])
+    ctx = _Ctx(request, codec, chat, started, time.time(), request["rid"])
     state.in_flight += 1
     try:
         try:
@@ -305,7 +381,11 @@ async def _serve(request: web.Request, chat: ChatRequest, started: float) -> web
             overhead = (time.perf_counter() - started) * 1000
             _finish(ctx, rec.STATUS_ROUTING_ERROR, 400, None, overhead)
             return error_response(
-                400, exc.message, exc.openai_type, headers=_routing_headers(ctx, None, overhead)
+                codec,
+                400,
+                exc.message,
+                exc.openai_type,
+                headers=_routing_headers(ctx, None, overhead),
             )
         if chat.stream:
             return await _serve_stream(ctx, state.cascade)
@@ -314,17 +394,17 @@ async def _serve(request: web.Request, chat: ChatRequest, started: float) -> web
         state.in_flight -= 1
 
 
-def _upstream_ms(attempts: tuple[Attempt, ...]) -> float:
-    return sum(a.latency_ms for a in attempts)
-
-
 def _failed(ctx: _Ctx, outcome: Outcome) -> web.Response:
     ctx.attempts = outcome.attempts
     overhead = (time.perf_counter() - ctx.started) * 1000 - _upstream_ms(outcome.attempts)
     assert outcome.error is not None
     _finish(ctx, outcome.status, 502, None, overhead)
     return error_response(
-        502, outcome.error.message, "upstream_error", headers=_routing_headers(ctx, None, overhead)
+        ctx.codec,
+        502,
+        outcome.error.message,
+        "upstream_error",
+        headers=_routing_headers(ctx, None, overhead),
     )
 
 
@@ -346,7 +426,7 @@ async def _serve_whole(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
     if outcome.response is None:
         return _failed(ctx, outcome)
     ctx.attempts = outcome.attempts
-    body = openai_wire.encode_response(
+    body = ctx.codec.encode_response(
         outcome.response,
         alias=outcome.alias or "",
         request_id=ctx.rid,
@@ -356,9 +436,7 @@ async def _serve_whole(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
     overhead = (time.perf_counter() - ctx.started) * 1000 - _upstream_ms(outcome.attempts)
     _finish(ctx, outcome.status, 200, outcome.alias, overhead)
     return web.Response(
-        body=body,
-        content_type="application/json",
-        headers=_routing_headers(ctx, outcome.alias, overhead),
+        body=body, content_type=JSON, headers=_routing_headers(ctx, outcome.alias, overhead)
     )
 
 
@@ -376,12 +454,12 @@ async def _serve_stream(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
     overhead = (time.perf_counter() - ctx.started) * 1000 - outcome.upstream_ms
     response = web.StreamResponse(
         headers={
-            "content-type": "text/event-stream",
+            "content-type": ctx.codec.stream_content_type,
             "cache-control": "no-cache",
             **_routing_headers(ctx, outcome.alias, overhead),
         }
     )
-    encoder = openai_wire.StreamEncoder(
+    encoder = ctx.codec.stream_encoder(
         alias=outcome.alias,
         request_id=ctx.rid,
         created=int(ctx.arrived),
@@ -395,22 +473,17 @@ async def _serve_stream(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
             chunk = encoder.encode(event)
             if chunk:
                 await response.write(chunk)
-        await response.write(openai_wire.DONE)
+        await response.write(encoder.end())
     except UpstreamError as exc:
         status = rec.STATUS_UPSTREAM_ERROR
-        await _write_quietly(response, encoder.error(exc.message) + openai_wire.DONE)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(encoder.error(exc.message) + encoder.end())
     except (asyncio.CancelledError, ConnectionResetError):
-        status = rec.STATUS_CLIENT_CANCELLED
         await outcome.rest.aclose()  # type: ignore[attr-defined]
-        _finish(ctx, status, 200, outcome.alias, overhead)
+        _finish(ctx, rec.STATUS_CLIENT_CANCELLED, 200, outcome.alias, overhead)
         raise
     _finish(ctx, status, 200, outcome.alias, overhead)
     return response
-
-
-async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:
-    with contextlib.suppress(ConnectionResetError):
-        await response.write(data)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,7 +494,7 @@ async def _upstreams(app: web.Application) -> AsyncIterator[None]:
     """One pooled client session for every upstream call, closed at shutdown."""
     state = app[STATE]
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=90)
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
+    async with aiohttp.ClientSession(connector=connector) as session:
         providers = provider_registry.build(state.loaded.config, session, state.environ)
         state.cascade = Cascade(state.loaded.config, providers)
         yield
@@ -444,10 +517,17 @@ def create_app(
     app[STATE] = State(loaded, recorder, environ)
     app.cleanup_ctx.append(_upstreams)
     app.on_shutdown.append(_drain)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/health", health)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_post("/v1/chat/completions", chat_completions)
+    add = app.router
+    add.add_get("/healthz", healthz)
+    add.add_get("/health", health)
+    add.add_get("/v1/models", list_models)
+    add.add_post("/v1/chat/completions", chat_handler(codecs.OPENAI))
+    add.add_post("/v1/messages", chat_handler(codecs.ANTHROPIC))
+    add.add_post("/v1/messages/count_tokens", count_tokens)
+    add.add_post("/api/chat", chat_handler(codecs.OLLAMA))
+    add.add_get("/api/tags", ollama_tags)
+    add.add_get("/api/version", ollama_version)
+    add.add_post("/api/show", ollama_show)
     return app
 
 

@@ -334,9 +334,24 @@ def test_neutral_stream_encoding() -> None:
     ]
     assert out[-1]["choices"][0]["finish_reason"] == "tool_calls"
     assert all("usage" not in c for c in out) and {c["model"] for c in out} == {"a"}
+    assert encoder.end() == b"data: [DONE]\n\n"
     with_usage = wire.StreamEncoder(alias="a", request_id="r", created=1, include_usage=True)
-    last = chunks(with_usage.encode(StreamEvent(finish_reason="stop", usage=Usage(1, 2))))
-    assert last[-1]["choices"] == [] and last[-1]["usage"]["total_tokens"] == 3
+    # usage seen twice (as Anthropic streams send it) is sent once, at the end
+    body = with_usage.encode(StreamEvent(usage=Usage(1, 0))) + with_usage.encode(
+        StreamEvent(finish_reason="stop", usage=Usage(1, 2))
+    )
+    assert all("usage" not in c for c in chunks(body))
+    last = chunks(with_usage.end())
+    assert last == [
+        {
+            "id": "chatcmpl-r",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "a",
+            "choices": [],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+        }
+    ]
 
 
 def test_stream_error_chunk_raises() -> None:

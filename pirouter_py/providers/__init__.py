@@ -7,23 +7,23 @@ from collections.abc import Mapping
 import aiohttp
 
 from pirouter_py.config import Config
-from pirouter_py.providers.base import Provider
+from pirouter_py.providers.anthropic import AnthropicProvider
+from pirouter_py.providers.base import HTTPProvider, Provider
+from pirouter_py.providers.ollama import OllamaProvider
 from pirouter_py.providers.openai import OpenAIProvider
 
-KINDS: dict[str, type[OpenAIProvider]] = {"openai": OpenAIProvider}
-
-
-def unsupported(config: Config) -> list[str]:
-    """Providers whose kind this version has no adapter for."""
-    return sorted(name for name, p in config.providers.items() if p.kind not in KINDS)
+KINDS: dict[str, type[HTTPProvider]] = {
+    "openai": OpenAIProvider,
+    "anthropic": AnthropicProvider,
+    "ollama": OllamaProvider,
+}
 
 
 def build(
     config: Config, session: aiohttp.ClientSession, environ: Mapping[str, str] | None = None
 ) -> dict[str, Provider]:
-    """One adapter per configured provider whose kind is supported, sharing the daemon's session."""
+    """One adapter per configured provider, sharing the daemon's session."""
     return {
-        name: KINDS[p.kind](name, p, session, environ)
+        name: KINDS[p.kind](name, p, session, environ)  # type: ignore[misc]
         for name, p in config.providers.items()
-        if p.kind in KINDS
     }

@@ -23,7 +23,7 @@ import aiohttp
 import orjson
 
 from pirouter_py import __version__
-from pirouter_py.config import ProviderConfig
+from pirouter_py.config import ModelConfig, ProviderConfig
 from pirouter_py.errors import UpstreamError, UpstreamHTTPError, UpstreamTransportError
 from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent
 
@@ -40,9 +40,9 @@ class Provider(Protocol):
     name: str
     kind: str
 
-    async def complete(self, request: ChatRequest, model_id: str) -> ChatResponse: ...
+    async def complete(self, request: ChatRequest, model: ModelConfig) -> ChatResponse: ...
 
-    def stream(self, request: ChatRequest, model_id: str) -> AsyncIterator[StreamEvent]: ...
+    def stream(self, request: ChatRequest, model: ModelConfig) -> AsyncIterator[StreamEvent]: ...
 
 
 def retry_after(value: str | None) -> float | None:

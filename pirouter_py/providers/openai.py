@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from pirouter_py.config import ModelConfig
 from pirouter_py.providers.base import HTTPProvider
 from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent
 from pirouter_py.wire import openai as wire
@@ -22,12 +23,12 @@ class OpenAIProvider(HTTPProvider):
     def _headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.api_key()}"}
 
-    async def complete(self, request: ChatRequest, model_id: str) -> ChatResponse:
-        body = wire.encode_request(request, model_id, stream=False)
-        data = await self.post_json(PATH, model_id, body, self._headers())
-        return wire.decode_response(data, f"{self.name} ({model_id})")
+    async def complete(self, request: ChatRequest, model: ModelConfig) -> ChatResponse:
+        body = wire.encode_request(request, model.model_id, stream=False)
+        data = await self.post_json(PATH, model.model_id, body, self._headers())
+        return wire.decode_response(data, f"{self.name} ({model.model_id})")
 
-    async def stream(self, request: ChatRequest, model_id: str) -> AsyncIterator[StreamEvent]:
-        body = wire.encode_request(request, model_id, stream=True)
-        async for _, data in self.sse(PATH, model_id, body, self._headers(), until_done=True):
+    async def stream(self, request: ChatRequest, model: ModelConfig) -> AsyncIterator[StreamEvent]:
+        body = wire.encode_request(request, model.model_id, stream=True)
+        async for _, data in self.sse(PATH, model.model_id, body, self._headers(), until_done=True):
             yield wire.decode_chunk(data)

@@ -30,6 +30,7 @@ from pirouter_py.types import (
     ToolSpec,
     Usage,
 )
+from pirouter_py.wire import obj
 
 # Inbound roles; "developer" is OpenAI's newer name for system, "function" its legacy tool role.
 ROLES: dict[str, Role] = {
@@ -304,18 +305,13 @@ def _usage(data: Any) -> Usage | None:
     )
 
 
-def _obj(value: Any) -> dict[str, Any]:
-    """`value` if it is a JSON object, else an empty one."""
-    return value if isinstance(value, dict) else {}
-
-
 def decode_response(data: Any, provider: str) -> ChatResponse:
     """An upstream OpenAI body -> ChatResponse; a body of the wrong shape is a transport error."""
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise UpstreamTransportError(f"{provider} returned no choices", retryable=True)
     choice = choices[0]
-    message: dict[str, Any] = _obj(choice.get("message"))
+    message: dict[str, Any] = obj(choice.get("message"))
     content = message.get("content")
     if isinstance(content, list):
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
@@ -389,15 +385,15 @@ def decode_chunk(data: Any) -> StreamEvent:
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return StreamEvent(usage=usage, raw=data, protocol="openai")
     choice = choices[0]
-    delta = _obj(choice.get("delta"))
+    delta = obj(choice.get("delta"))
     calls: tuple[ToolCallDelta, ...] = ()
     if isinstance(delta.get("tool_calls"), list):
         calls = tuple(
             ToolCallDelta(
                 int(tc.get("index", 0)),
                 tc.get("id"),
-                _obj(tc.get("function")).get("name"),
-                _obj(tc.get("function")).get("arguments") or "",
+                obj(tc.get("function")).get("name"),
+                obj(tc.get("function")).get("arguments") or "",
             )
             for tc in delta["tool_calls"]
             if isinstance(tc, dict)
@@ -422,6 +418,7 @@ class StreamEncoder:
         self.created = created
         self.include_usage = include_usage
         self._started = False
+        self._usage: Usage | None = None  # neutral streams: sent once, at the end
 
     def _chunk(self, choices: list[Any], usage: Usage | None = None) -> bytes:
         data: dict[str, Any] = {
@@ -451,20 +448,25 @@ class StreamEncoder:
                 data.pop("usage", None)
             self._started = True
             return b"data: " + orjson.dumps(data) + b"\n\n"
-        out = b""
-        if event.text or event.tool_calls or event.finish_reason or not self._started:
-            delta: dict[str, Any] = {}
-            if not self._started:
-                delta["role"] = "assistant"
-                self._started = True
-            if event.text:
-                delta["content"] = event.text
-            if event.tool_calls:
-                delta["tool_calls"] = [_delta_json(tc) for tc in event.tool_calls]
-            out += self._chunk([{"index": 0, "delta": delta, "finish_reason": event.finish_reason}])
-        if event.usage is not None and self.include_usage:
-            out += self._chunk([], event.usage)
-        return out
+        if event.usage is not None:
+            self._usage = event.usage
+        if not (event.text or event.tool_calls or event.finish_reason or not self._started):
+            return b""
+        delta: dict[str, Any] = {}
+        if not self._started:
+            delta["role"] = "assistant"
+            self._started = True
+        if event.text:
+            delta["content"] = event.text
+        if event.tool_calls:
+            delta["tool_calls"] = [_delta_json(tc) for tc in event.tool_calls]
+        return self._chunk([{"index": 0, "delta": delta, "finish_reason": event.finish_reason}])
+
+    def end(self) -> bytes:
+        """The usage chunk (when asked for and not already relayed), then [DONE]."""
+        if self.include_usage and self._usage is not None:
+            return self._chunk([], self._usage) + DONE
+        return DONE
 
     @staticmethod
     def error(message: str, kind: str = "upstream_error") -> bytes:

@@ -1,0 +1,48 @@
+"""Anthropic-type providers: `POST {base_url}/v1/messages` with `x-api-key` and `anthropic-version`.
+
+Requests from Anthropic-speaking clients pass through unchanged but for `model`; others are
+translated by `wire.anthropic`. Streams are read until `message_stop`; one that ends before it was
+cut short.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from pirouter_py.config import ModelConfig
+from pirouter_py.errors import UpstreamTransportError
+from pirouter_py.providers.base import HTTPProvider
+from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent
+from pirouter_py.wire import anthropic as wire
+
+PATH = "/v1/messages"
+API_VERSION = "2023-06-01"
+
+
+class AnthropicProvider(HTTPProvider):
+    kind = "anthropic"
+
+    def _headers(self) -> dict[str, str]:
+        return {"x-api-key": self.api_key(), "anthropic-version": API_VERSION}
+
+    async def complete(self, request: ChatRequest, model: ModelConfig) -> ChatResponse:
+        body = wire.encode_request(
+            request, model.model_id, stream=False, default_max_tokens=model.default_max_tokens
+        )
+        data = await self.post_json(PATH, model.model_id, body, self._headers())
+        return wire.decode_response(data, f"{self.name} ({model.model_id})")
+
+    async def stream(self, request: ChatRequest, model: ModelConfig) -> AsyncIterator[StreamEvent]:
+        body = wire.encode_request(
+            request, model.model_id, stream=True, default_max_tokens=model.default_max_tokens
+        )
+        decoder = wire.StreamDecoder(f"{self.name} ({model.model_id})")
+        async for _, data in self.sse(
+            PATH, model.model_id, body, self._headers(), until_done=False
+        ):
+            yield decoder.decode(data)
+            if decoder.stopped:
+                return
+        raise UpstreamTransportError(
+            f"{self.name} ({model.model_id}): the stream ended before message_stop", retryable=True
+        )

@@ -1,0 +1,37 @@
+"""Ollama providers: `POST {base_url}/api/chat`, no key; streams are newline-delimited JSON.
+
+Ollama answers a stream request unless told `"stream": false`, so both modes say which they want.
+A stream is read until its `"done": true` line; one that ends before it was cut short.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from pirouter_py.config import ModelConfig
+from pirouter_py.errors import UpstreamTransportError
+from pirouter_py.providers.base import HTTPProvider
+from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent
+from pirouter_py.wire import ollama as wire
+
+PATH = "/api/chat"
+
+
+class OllamaProvider(HTTPProvider):
+    kind = "ollama"
+
+    async def complete(self, request: ChatRequest, model: ModelConfig) -> ChatResponse:
+        body = wire.encode_request(request, model.model_id, stream=False)
+        data = await self.post_json(PATH, model.model_id, body, {})
+        return wire.decode_response(data, f"{self.name} ({model.model_id})")
+
+    async def stream(self, request: ChatRequest, model: ModelConfig) -> AsyncIterator[StreamEvent]:
+        body = wire.encode_request(request, model.model_id, stream=True)
+        decoder = wire.StreamDecoder(f"{self.name} ({model.model_id})")
+        async for data in self.ndjson(PATH, model.model_id, body, {}):
+            yield decoder.decode(data)
+            if decoder.done:
+                return
+        raise UpstreamTransportError(
+            f"{self.name} ({model.model_id}): the stream ended before its done line", retryable=True
+        )

@@ -1,0 +1,603 @@
+"""The Anthropic Messages wire format, both ways: requests, responses, event streams, errors.
+
+Neutral <-> Anthropic: system messages <-> the top-level `system`; consecutive same-role messages
+merge into one message of content blocks; assistant tool calls <-> `tool_use` blocks; tool
+messages <-> `tool_result` blocks (ids kept); images (data and http URLs) <-> image blocks;
+`finish_reason` <-> `stop_reason`; cache tokens counted; `cache_control` kept on text. When both
+ends speak Anthropic, the body passes through with only `model` changed. Usage: neutral
+`input_tokens` counts all input (as OpenAI's `prompt_tokens` does); Anthropic's `input_tokens`
+excludes the cached part, so the two are converted at the boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from pirouter_py.errors import RequestError, UpstreamTransportError
+from pirouter_py.types import (
+    ChatRequest,
+    ChatResponse,
+    ContentPart,
+    ImagePart,
+    Message,
+    OtherPart,
+    StreamEvent,
+    TextPart,
+    ToolCall,
+    ToolCallDelta,
+    ToolSpec,
+    Usage,
+)
+
+STOP_TO_FINISH = {
+    "end_turn": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "refusal": "content_filter",
+    "model_context_window_exceeded": "length",
+}
+FINISH_TO_STOP = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+}
+DEFAULT_MAX_TOKENS = 1024  # v0.1's default when the request sets none
+
+
+def _bad(message: str, param: str | None = None) -> RequestError:
+    return RequestError(message, param=param)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _loads_args(arguments: str) -> Any:
+    try:
+        return orjson.loads(arguments) if arguments else {}
+    except orjson.JSONDecodeError:
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Inbound requests (a client speaking Anthropic)
+
+
+def decode_request(body: bytes) -> ChatRequest:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _bad(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _bad("request body must be a JSON object")
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad('`model` is required: a model alias, or "auto" to let pirouter choose', "model")
+    raw_messages = data.get("messages")
+    if not isinstance(raw_messages, list):
+        raise _bad("`messages` must be an array of messages", "messages")
+    max_tokens = data.get("max_tokens")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise _bad("`max_tokens` must be a positive integer", "max_tokens")
+    stream = data.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad("`stream` must be true or false", "stream")
+    messages: list[Message] = []
+    system = data.get("system")
+    if system is not None:
+        messages.append(Message("system", _blocks(system, "system")))
+    for i, m in enumerate(raw_messages):
+        messages += _message(m, i)
+    if len(messages) == (1 if system is not None else 0):
+        raise _bad("`messages` must not be empty", "messages")
+    params: dict[str, Any] = {}
+    if isinstance(data.get("top_p"), int | float):
+        params["top_p"] = data["top_p"]
+    if isinstance(data.get("stop_sequences"), list):
+        params["stop"] = data["stop_sequences"]
+    temperature = data.get("temperature")
+    return ChatRequest(
+        model=model,
+        messages=tuple(messages),
+        tools=_tools(data.get("tools")),
+        stream=bool(stream),
+        temperature=float(temperature) if isinstance(temperature, int | float) else None,
+        max_tokens=max_tokens,
+        tool_choice=_choice_to_openai(data.get("tool_choice")),
+        params=params,
+        protocol="anthropic",
+        raw=data,
+        include_usage=True,
+    )
+
+
+def _blocks(content: Any, where: str) -> tuple[ContentPart, ...]:
+    if isinstance(content, str):
+        return (TextPart(content),)
+    if not isinstance(content, list):
+        raise _bad(f"`{where}` must be a string or an array of content blocks", where)
+    parts: list[ContentPart] = []
+    for j, block in enumerate(content):
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise _bad(f"`{where}[{j}]` must be an object with a `type`", f"{where}[{j}]")
+        kind = block["type"]
+        if kind == "text":
+            if not isinstance(block.get("text"), str):
+                raise _bad(f"`{where}[{j}].text` must be a string", f"{where}[{j}].text")
+            extra = {k: v for k, v in block.items() if k not in ("type", "text")}
+            parts.append(TextPart(block["text"], extra or None))
+        elif kind == "image":
+            parts.append(ImagePart(_image_url(block.get("source"), f"{where}[{j}].source")))
+        else:
+            parts.append(OtherPart(kind, block))
+    return tuple(parts)
+
+
+def _image_url(source: Any, where: str) -> str:
+    if isinstance(source, dict):
+        if source.get("type") == "base64" and isinstance(source.get("data"), str):
+            return f"data:{source.get('media_type') or 'image/png'};base64,{source['data']}"
+        if source.get("type") == "url" and isinstance(source.get("url"), str):
+            return str(source["url"])
+    raise _bad(f"`{where}` must be a base64 or url image source", where)
+
+
+def _message(m: Any, i: int) -> list[Message]:
+    """One Anthropic message: tool results become tool messages, tool uses become tool calls."""
+    where = f"messages[{i}]"
+    if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+        raise _bad(f"`{where}.role` must be user or assistant", f"{where}.role")
+    content = m.get("content")
+    if isinstance(content, str):
+        return [Message(m["role"], (TextPart(content),))]
+    if not isinstance(content, list):
+        raise _bad(f"`{where}.content` must be a string or an array", f"{where}.content")
+    out: list[Message] = []
+    plain: list[Any] = []
+    calls: list[ToolCall] = []
+    for j, block in enumerate(content):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "tool_result":
+            if not isinstance(block.get("tool_use_id"), str):
+                raise _bad(
+                    f"`{where}.content[{j}].tool_use_id` is required", f"{where}.content[{j}]"
+                )
+            inner = block.get("content")
+            parts = _blocks(inner, f"{where}.content[{j}].content") if inner is not None else ()
+            out.append(Message("tool", parts, tool_call_id=block["tool_use_id"]))
+        elif kind == "tool_use":
+            if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+                raise _bad(
+                    f"`{where}.content[{j}]` tool_use needs id and name", f"{where}.content[{j}]"
+                )
+            calls.append(ToolCall(block["id"], block["name"], _dumps(block.get("input") or {})))
+        else:
+            plain.append(block)
+    parts = _blocks(plain, f"{where}.content") if plain else ()
+    if parts or calls or not out:
+        out.append(Message(m["role"], parts, tool_calls=tuple(calls)))
+    return out
+
+
+def _tools(tools: Any) -> tuple[ToolSpec, ...]:
+    if tools is None:
+        return ()
+    if not isinstance(tools, list):
+        raise _bad("`tools` must be an array", "tools")
+    out = []
+    for j, tool in enumerate(tools):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise _bad(f"`tools[{j}].name` is required", f"tools[{j}]")
+        schema = tool.get("input_schema")
+        out.append(
+            ToolSpec(
+                tool["name"], tool.get("description"), schema if isinstance(schema, dict) else {}
+            )
+        )
+    return tuple(out)
+
+
+def _choice_to_openai(choice: Any) -> Any:
+    if not isinstance(choice, dict):
+        return None
+    kind = choice.get("type")
+    if kind == "tool":
+        return {"type": "function", "function": {"name": choice.get("name")}}
+    return {"auto": "auto", "any": "required", "none": "none"}.get(str(kind))
+
+
+# ---------------------------------------------------------------------------------------------
+# Outbound requests (an Anthropic-type upstream)
+
+
+def encode_request(
+    request: ChatRequest,
+    model_id: str,
+    *,
+    stream: bool,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
+) -> dict[str, Any]:
+    if request.raw is not None and request.protocol == "anthropic":
+        body = dict(request.raw)
+        body["model"] = model_id
+        if stream:
+            body["stream"] = True
+        else:
+            body.pop("stream", None)
+        body.setdefault("max_tokens", default_max_tokens)
+        return body
+    body = {"model": model_id, "messages": _encode_messages(request.messages)}
+    system = [p for m in request.messages if m.role == "system" for p in m.content]
+    if system:
+        if any(isinstance(p, TextPart) and p.extra for p in system):
+            body["system"] = [_encode_part(p) for p in system]
+        else:
+            body["system"] = "\n".join(p.text for p in system if isinstance(p, TextPart))
+    if request.tools:
+        body["tools"] = [
+            {
+                "name": t.name,
+                **({"description": t.description} if t.description else {}),
+                "input_schema": dict(t.parameters) or {"type": "object"},
+            }
+            for t in request.tools
+        ]
+    choice = _choice_from_openai(request.tool_choice, request.params)
+    if choice is not None and request.tools:
+        body["tool_choice"] = choice
+    body["max_tokens"] = request.max_tokens or default_max_tokens
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    params = request.params
+    if "top_p" in params:
+        body["top_p"] = params["top_p"]
+    if params.get("stop"):
+        stop = params["stop"]
+        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if isinstance(params.get("user"), str):
+        body["metadata"] = {"user_id": params["user"]}
+    if isinstance(params.get("n"), int) and params["n"] > 1:
+        raise _bad("anthropic models give one answer per request; n > 1 is not supported", "n")
+    fmt = params.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+        raise _bad(
+            "anthropic models do not take response_format; route this request to an "
+            "OpenAI-type model or ask for JSON in the prompt",
+            "response_format",
+        )
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def _choice_from_openai(choice: Any, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    out: dict[str, Any] | None = None
+    if choice == "auto":
+        out = {"type": "auto"}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif choice == "none":
+        out = {"type": "none"}
+    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        out = {"type": "tool", "name": choice["function"].get("name")}
+    if params.get("parallel_tool_calls") is False:
+        out = (out or {"type": "auto"}) | {"disable_parallel_tool_use": True}
+    return out
+
+
+def _encode_part(p: ContentPart) -> dict[str, Any]:
+    if isinstance(p, TextPart):
+        return {"type": "text", "text": p.text, **(p.extra or {})}
+    if isinstance(p, ImagePart):
+        media = p.media_type
+        if media is not None:
+            return {
+                "type": "image",
+                "source": {"type": "base64", "media_type": media, "data": p.url.split(",", 1)[1]},
+            }
+        return {"type": "image", "source": {"type": "url", "url": p.url}}
+    if p.kind in ("document", "thinking", "redacted_thinking", "search_result"):
+        return dict(p.data)
+    raise _bad(f"anthropic models cannot take `{p.kind}` content parts")
+
+
+def _encode_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "system":
+            continue
+        role = "assistant" if m.role == "assistant" else "user"
+        blocks: list[dict[str, Any]]
+        if m.role == "tool":
+            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id or ""}
+            if m.content:
+                block["content"] = [_encode_part(p) for p in m.content]
+            blocks = [block]
+        else:
+            blocks = [_encode_part(p) for p in m.content]
+            blocks += [
+                {"type": "tool_use", "id": c.id, "name": c.name, "input": _loads_args(c.arguments)}
+                for c in m.tool_calls
+            ]
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses
+
+
+def usage_from(data: Any, previous: Usage | None = None) -> Usage:
+    """Anthropic usage -> neutral (input counts cached tokens too)."""
+    data = data if isinstance(data, dict) else {}
+    prev = previous or Usage()
+    read = int(data.get("cache_read_input_tokens") or 0) or prev.cache_read_tokens
+    write = int(data.get("cache_creation_input_tokens") or 0) or prev.cache_write_tokens
+    fresh = data.get("input_tokens")
+    total_in = (int(fresh) + read + write) if fresh is not None else prev.input_tokens
+    output = data.get("output_tokens")
+    return Usage(total_in, int(output) if output is not None else prev.output_tokens, read, write)
+
+
+def decode_response(data: Any, provider: str) -> ChatResponse:
+    content = data.get("content") if isinstance(data, dict) else None
+    if not isinstance(content, list):
+        raise UpstreamTransportError(f"{provider} returned no content", retryable=True)
+    text = "".join(
+        b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"
+    )
+    calls = tuple(
+        ToolCall(str(b["id"]), str(b["name"]), _dumps(b.get("input") or {}))
+        for b in content
+        if isinstance(b, dict) and b.get("type") == "tool_use" and b.get("id") and b.get("name")
+    )
+    stop = data.get("stop_reason")
+    return ChatResponse(
+        model=str(data.get("model") or ""),
+        text=text,
+        tool_calls=calls,
+        finish_reason=STOP_TO_FINISH.get(str(stop), "stop"),
+        usage=usage_from(data.get("usage")),
+        raw=data,
+        protocol="anthropic",
+    )
+
+
+def _usage_json(u: Usage) -> dict[str, int]:
+    return {
+        "input_tokens": max(0, u.input_tokens - u.cache_read_tokens - u.cache_write_tokens),
+        "output_tokens": u.output_tokens,
+        "cache_creation_input_tokens": u.cache_write_tokens,
+        "cache_read_input_tokens": u.cache_read_tokens,
+    }
+
+
+def encode_response(
+    response: ChatResponse, *, alias: str, request_id: str, created: int, meta: Mapping[str, Any]
+) -> bytes:
+    if response.raw is not None and response.protocol == "anthropic":
+        body = dict(response.raw)
+    else:
+        content: list[dict[str, Any]] = []
+        if response.text or not response.tool_calls:
+            content.append({"type": "text", "text": response.text})
+        content += [
+            {"type": "tool_use", "id": c.id, "name": c.name, "input": _loads_args(c.arguments)}
+            for c in response.tool_calls
+        ]
+        body = {
+            "id": f"msg_{request_id}",
+            "type": "message",
+            "role": "assistant",
+            "content": content,
+            "stop_reason": FINISH_TO_STOP.get(response.finish_reason, "end_turn"),
+            "stop_sequence": None,
+            "usage": _usage_json(response.usage),
+        }
+    body["model"] = alias
+    body["pirouter"] = meta
+    return orjson.dumps(body)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams
+
+
+class StreamDecoder:
+    """Anthropic stream events -> StreamEvents; tracks tool blocks and usage across events."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.usage: Usage | None = None
+        self.tool_index: dict[int, int] = {}  # content block index -> tool call index
+        self.stopped = False
+
+    def decode(self, data: Any) -> StreamEvent:
+        kind = data.get("type") if isinstance(data, dict) else None
+        if kind == "message_start":
+            self.usage = usage_from((data.get("message") or {}).get("usage"))
+            return StreamEvent(usage=self.usage, raw=data, protocol="anthropic")
+        if kind == "content_block_start":
+            block = data.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = self.tool_index[data.get("index", 0)] = len(self.tool_index)
+                call = ToolCallDelta(index, block.get("id"), block.get("name"), "")
+                return StreamEvent(tool_calls=(call,), raw=data, protocol="anthropic")
+            return StreamEvent(text=block.get("text") or "", raw=data, protocol="anthropic")
+        if kind == "content_block_delta":
+            delta = data.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return StreamEvent(text=delta.get("text") or "", raw=data, protocol="anthropic")
+            if delta.get("type") == "input_json_delta":
+                index = self.tool_index.get(data.get("index", 0), 0)
+                call = ToolCallDelta(index, None, None, delta.get("partial_json") or "")
+                return StreamEvent(tool_calls=(call,), raw=data, protocol="anthropic")
+            return StreamEvent(raw=data, protocol="anthropic")
+        if kind == "message_delta":
+            self.usage = usage_from(data.get("usage"), self.usage)
+            stop = (data.get("delta") or {}).get("stop_reason")
+            return StreamEvent(
+                finish_reason=STOP_TO_FINISH.get(str(stop), "stop") if stop else None,
+                usage=self.usage,
+                raw=data,
+                protocol="anthropic",
+            )
+        if kind == "message_stop":
+            self.stopped = True
+            return StreamEvent(raw=data, protocol="anthropic")
+        if kind == "error":
+            error = data.get("error") or {}
+            raise UpstreamTransportError(
+                f"{self.provider}: stream error {error.get('type', '')}: "
+                f"{error.get('message', '')}",
+                retryable=True,
+            )
+        return StreamEvent(raw=data, protocol="anthropic")  # ping, content_block_stop, ...
+
+
+def _event(name: str, data: Mapping[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class StreamEncoder:
+    """StreamEvents -> the event stream an Anthropic client reads."""
+
+    def __init__(
+        self, *, alias: str, request_id: str, created: int, include_usage: bool = True
+    ) -> None:
+        self.alias = alias
+        self.id = f"msg_{request_id}"
+        self.started = False
+        self.passthrough = False
+        self.block: str | None = None  # the open content block: "text" or "tool_use"
+        self.index = -1
+        self.tool_blocks: dict[int, int] = {}  # tool call index -> content block index
+        self.finish: str | None = None
+        self.usage = Usage()
+
+    def _start(self) -> bytes:
+        self.started = True
+        return _event(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": self.id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": self.alias,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": _usage_json(self.usage),
+                },
+            },
+        )
+
+    def _close(self) -> bytes:
+        if self.block is None:
+            return b""
+        self.block = None
+        return _event("content_block_stop", {"type": "content_block_stop", "index": self.index})
+
+    def _open(self, kind: str, block: dict[str, Any]) -> bytes:
+        out = self._close()
+        self.index += 1
+        self.block = kind
+        return out + _event(
+            "content_block_start",
+            {"type": "content_block_start", "index": self.index, "content_block": block},
+        )
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if event.raw is not None and event.protocol == "anthropic":
+            self.passthrough = True
+            data = event.raw
+            if data.get("type") == "message_start":
+                data = {**data, "message": {**(data.get("message") or {}), "model": self.alias}}
+            return _event(str(data.get("type")), data)
+        out = b"" if self.started else self._start()
+        if event.usage is not None:
+            self.usage = event.usage
+        if event.text:
+            if self.block != "text":
+                out += self._open("text", {"type": "text", "text": ""})
+            out += _event(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": self.index,
+                    "delta": {"type": "text_delta", "text": event.text},
+                },
+            )
+        for call in event.tool_calls:
+            if call.id is not None or call.index not in self.tool_blocks:
+                out += self._open(
+                    "tool_use",
+                    {"type": "tool_use", "id": call.id or "", "name": call.name or "", "input": {}},
+                )
+                self.tool_blocks[call.index] = self.index
+            if call.arguments:
+                out += _event(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": self.tool_blocks[call.index],
+                        "delta": {"type": "input_json_delta", "partial_json": call.arguments},
+                    },
+                )
+        if event.finish_reason:
+            self.finish = event.finish_reason
+        return out
+
+    def end(self) -> bytes:
+        if self.passthrough:
+            return b""
+        out = b"" if self.started else self._start()
+        out += self._close()
+        out += _event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {
+                    "stop_reason": FINISH_TO_STOP.get(self.finish or "stop", "end_turn"),
+                    "stop_sequence": None,
+                },
+                "usage": {"output_tokens": self.usage.output_tokens},
+            },
+        )
+        return out + _event("message_stop", {"type": "message_stop"})
+
+    @staticmethod
+    def error(message: str, kind: str = "api_error") -> bytes:
+        return _event("error", {"type": "error", "error": {"type": kind, "message": message}})
+
+
+def encode_error(status: int, message: str) -> bytes:
+    """Anthropic's error body: {"type": "error", "error": {"type", "message"}}."""
+    kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})

@@ -1,0 +1,86 @@
+"""One `Codec` per inbound protocol: how the server reads a request and writes answers and errors.
+
+The server picks a codec by route and never branches on the protocol itself, so every endpoint
+shares the same routing, cascade and recording. Error bodies take the OpenAI error type pirouter's
+errors carry; each codec maps it and the HTTP status to its own protocol's shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from pirouter_py.types import ChatRequest, StreamEvent
+from pirouter_py.types import Protocol as WireProtocol
+from pirouter_py.wire import anthropic, ollama, openai
+
+
+class StreamEncoder(Protocol):
+    """Turns StreamEvents into one protocol's stream bytes."""
+
+    def encode(self, event: StreamEvent) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+    def error(self, message: str, kind: str = ...) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    protocol: WireProtocol
+    decode_request: Callable[[bytes], ChatRequest]
+    encode_response: Callable[..., bytes]  # (response, *, alias, request_id, created, meta)
+    stream_encoder: Callable[..., StreamEncoder]  # (*, alias, request_id, created, include_usage)
+    stream_content_type: str
+    error_body: Callable[[int, str, str, str | None], bytes]  # (status, message, kind, param)
+    requires_json_content_type: bool = True
+
+
+def _openai_error(status: int, message: str, kind: str, param: str | None) -> bytes:
+    return openai.encode_error(message, kind, param)
+
+
+def _anthropic_error(status: int, message: str, kind: str, param: str | None) -> bytes:
+    return anthropic.encode_error(status, message)
+
+
+def _ollama_error(status: int, message: str, kind: str, param: str | None) -> bytes:
+    return ollama.encode_error(status, message)
+
+
+OPENAI = Codec(
+    "openai",
+    openai.decode_request,
+    openai.encode_response,
+    openai.StreamEncoder,
+    "text/event-stream",
+    _openai_error,
+)
+ANTHROPIC = Codec(
+    "anthropic",
+    anthropic.decode_request,
+    anthropic.encode_response,
+    anthropic.StreamEncoder,
+    "text/event-stream",
+    _anthropic_error,
+)
+# Ollama's own server takes bodies without a JSON content type (curl -d sends a form type).
+OLLAMA = Codec(
+    "ollama",
+    ollama.decode_request,
+    ollama.encode_response,
+    ollama.StreamEncoder,
+    "application/x-ndjson",
+    _ollama_error,
+    requires_json_content_type=False,
+)
+
+
+def for_path(path: str) -> Codec:
+    """The protocol a client speaks, from the path it called (for errors on any route)."""
+    if path.startswith("/v1/messages"):
+        return ANTHROPIC
+    if path.startswith("/api/"):
+        return OLLAMA
+    return OPENAI

@@ -1,0 +1,458 @@
+"""The Ollama `/api/chat` wire format, both ways: requests, responses, NDJSON streams, errors.
+
+Neutral <-> Ollama: `options` (temperature, top_p, num_predict, stop, seed, num_ctx) <-> sampling
+fields; tool-call arguments are objects in Ollama and JSON text in OpenAI, and Ollama gives calls
+no id, so ids are made up (`call_<n>`) and tool results are matched back to calls by name;
+images travel as bare base64 (an http image URL cannot reach Ollama: a clear 400);
+`done_reason` <-> `finish_reason`; `prompt_eval_count`/`eval_count` <-> usage; `keep_alive`,
+`format` and `think` pass through. Ollama-speaking clients stream unless they say
+`"stream": false`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from pirouter_py.errors import RequestError, UpstreamTransportError
+from pirouter_py.types import (
+    ChatRequest,
+    ChatResponse,
+    ContentPart,
+    ImagePart,
+    Message,
+    StreamEvent,
+    TextPart,
+    ToolCall,
+    ToolCallDelta,
+    ToolSpec,
+    Usage,
+)
+from pirouter_py.wire import obj
+
+ROLES = ("system", "user", "assistant", "tool")
+# base64 prefixes of the image formats Ollama's models take
+MAGIC = {"iVBOR": "image/png", "/9j/": "image/jpeg", "R0lGOD": "image/gif", "UklGR": "image/webp"}
+PASSTHROUGH = ("keep_alive", "format", "think")  # Ollama-only fields carried to Ollama upstreams
+
+
+def _bad(message: str, param: str | None = None) -> RequestError:
+    return RequestError(message, param=param)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _media(data: str) -> str:
+    return next((m for prefix, m in MAGIC.items() if data.startswith(prefix)), "image/png")
+
+
+# ---------------------------------------------------------------------------------------------
+# Inbound requests (a client speaking Ollama)
+
+
+def decode_request(body: bytes) -> ChatRequest:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _bad(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _bad("request body must be a JSON object")
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad('`model` is required: a model alias, or "auto" to let pirouter choose', "model")
+    raw_messages = data.get("messages")
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise _bad("`messages` must be a non-empty array", "messages")
+    messages: list[Message] = []
+    ids_by_name: dict[str, str] = {}
+    for i, m in enumerate(raw_messages):
+        messages.append(_message(m, i, ids_by_name))
+    options = obj(data.get("options"))
+    params = {k: options[k] for k in ("top_p", "stop", "seed") if options.get(k) is not None}
+    stream = data.get("stream", True)
+    if not isinstance(stream, bool):
+        raise _bad("`stream` must be true or false", "stream")
+    tools = data.get("tools")
+    specs = tuple(
+        ToolSpec(fn["name"], fn.get("description"), fn.get("parameters") or {})
+        for t in (tools if isinstance(tools, list) else [])
+        for fn in ((t.get("function") if isinstance(t, dict) else None),)
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str)
+    )
+    temperature = options.get("temperature")
+    max_tokens = options.get("num_predict")
+    return ChatRequest(
+        model=model,
+        messages=tuple(messages),
+        tools=specs,
+        stream=stream,
+        temperature=float(temperature) if isinstance(temperature, int | float) else None,
+        max_tokens=max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else None,
+        params=params,
+        protocol="ollama",
+        raw=data,
+        include_usage=True,
+    )
+
+
+def _message(m: Any, i: int, ids_by_name: dict[str, str]) -> Message:
+    where = f"messages[{i}]"
+    if not isinstance(m, dict) or m.get("role") not in ROLES:
+        raise _bad(f"`{where}.role` must be system, user, assistant or tool", f"{where}.role")
+    content = m.get("content") or ""
+    if not isinstance(content, str):
+        raise _bad(f"`{where}.content` must be a string", f"{where}.content")
+    parts: list[ContentPart] = [TextPart(content)] if content else []
+    for image in m.get("images") or []:
+        if not isinstance(image, str):
+            raise _bad(f"`{where}.images` must hold base64 strings", f"{where}.images")
+        parts.append(ImagePart(f"data:{_media(image)};base64,{image}"))
+    calls = []
+    for j, call in enumerate(m.get("tool_calls") or []):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _bad(f"`{where}.tool_calls[{j}].function.name` is required", where)
+        call_id = call.get("id") or f"call_{i}_{j}"
+        ids_by_name[fn["name"]] = call_id
+        args = fn.get("arguments")
+        calls.append(
+            ToolCall(
+                call_id,
+                fn["name"],
+                args if isinstance(args, str) else orjson.dumps(args or {}).decode(),
+            )
+        )
+    tool_call_id = None
+    if m["role"] == "tool":
+        name = m.get("tool_name") or m.get("name")
+        tool_call_id = ids_by_name.get(name, f"call_{name}") if name else None
+    return Message(m["role"], tuple(parts), tool_calls=tuple(calls), tool_call_id=tool_call_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Outbound requests (an Ollama upstream)
+
+
+def encode_request(request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, Any]:
+    if request.raw is not None and request.protocol == "ollama":
+        return {**request.raw, "model": model_id, "stream": stream}
+    names = {c.id: c.name for m in request.messages for c in m.tool_calls}
+    body: dict[str, Any] = {
+        "model": model_id,
+        "messages": [_encode_message(m, names) for m in request.messages],
+        "stream": stream,
+    }
+    if request.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description or "",
+                    "parameters": dict(t.parameters) or {"type": "object"},
+                },
+            }
+            for t in request.tools
+        ]
+    params = request.params
+    options: dict[str, Any] = {}
+    if request.temperature is not None:
+        options["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        options["num_predict"] = request.max_tokens
+    for key in ("top_p", "seed", "num_ctx"):
+        if params.get(key) is not None:
+            options[key] = params[key]
+    if params.get("stop"):
+        options["stop"] = [params["stop"]] if isinstance(params["stop"], str) else params["stop"]
+    if options:
+        body["options"] = options
+    fmt = params.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        body["format"] = "json"
+    elif isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        body["format"] = (fmt.get("json_schema") or {}).get("schema") or "json"
+    for key in PASSTHROUGH:
+        if key in params:
+            body[key] = params[key]
+    return body
+
+
+def _encode_message(m: Message, names: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.text}
+    images = []
+    for part in m.content:
+        if isinstance(part, ImagePart):
+            if part.media_type is None:
+                raise _bad(
+                    "ollama models take images as base64 data; this request has an "
+                    "image URL (send the image as a data: URL)"
+                )
+            images.append(part.url.split(",", 1)[1])
+        elif not isinstance(part, TextPart):
+            raise _bad(f"ollama models cannot take `{part.kind}` content parts")
+    if images:
+        out["images"] = images
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"function": {"name": c.name, "arguments": _args(c.arguments)}} for c in m.tool_calls
+        ]
+    if m.role == "tool" and m.tool_call_id is not None and m.tool_call_id in names:
+        out["tool_name"] = names[m.tool_call_id]
+    return out
+
+
+def _args(arguments: str) -> Any:
+    try:
+        return orjson.loads(arguments) if arguments else {}
+    except orjson.JSONDecodeError:
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses
+
+
+def _finish(done_reason: Any, tool_calls: bool) -> str:
+    if done_reason == "length":
+        return "length"
+    return "tool_calls" if tool_calls else "stop"
+
+
+def _calls(message: Mapping[str, Any], first: int = 0) -> tuple[ToolCall, ...]:
+    out = []
+    for n, call in enumerate(message.get("tool_calls") or [], first):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            args = fn.get("arguments")
+            out.append(
+                ToolCall(
+                    call.get("id") or f"call_{n}",
+                    fn["name"],
+                    args if isinstance(args, str) else orjson.dumps(args or {}).decode(),
+                )
+            )
+    return tuple(out)
+
+
+def decode_response(data: Any, provider: str) -> ChatResponse:
+    message = obj(data).get("message")
+    if not isinstance(message, dict):
+        raise UpstreamTransportError(f"{provider} returned no message", retryable=True)
+    calls = _calls(message)
+    return ChatResponse(
+        model=str(data.get("model") or ""),
+        text=str(message.get("content") or ""),
+        tool_calls=calls,
+        finish_reason=_finish(data.get("done_reason"), bool(calls)),
+        usage=Usage(int(data.get("prompt_eval_count") or 0), int(data.get("eval_count") or 0)),
+        raw=data,
+        protocol="ollama",
+    )
+
+
+def _final(alias: str, created_at: str, finish: str, usage: Usage, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": alias,
+        "created_at": created_at,
+        **extra,
+        "done": True,
+        "done_reason": "length" if finish == "length" else "stop",
+        "total_duration": 0,
+        "load_duration": 0,
+        "prompt_eval_count": usage.input_tokens,
+        "prompt_eval_duration": 0,
+        "eval_count": usage.output_tokens,
+        "eval_duration": 0,
+    }
+
+
+def _calls_json(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
+    return [{"function": {"name": c.name, "arguments": _args(c.arguments)}} for c in calls]
+
+
+def encode_response(
+    response: ChatResponse, *, alias: str, request_id: str, created: int, meta: Mapping[str, Any]
+) -> bytes:
+    if response.raw is not None and response.protocol == "ollama":
+        body = {**response.raw, "model": alias}
+    else:
+        message: dict[str, Any] = {"role": "assistant", "content": response.text}
+        if response.tool_calls:
+            message["tool_calls"] = _calls_json(response.tool_calls)
+        body = _final(alias, _now(), response.finish_reason, response.usage, message=message)
+    body["pirouter"] = meta
+    return orjson.dumps(body)
+
+
+class StreamDecoder:
+    """Ollama NDJSON lines -> StreamEvents."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.calls = 0
+        self.done = False
+
+    def decode(self, data: Any) -> StreamEvent:
+        if not isinstance(data, dict):
+            raise UpstreamTransportError(
+                f"{self.provider}: stream line is not an object", retryable=True
+            )
+        if "error" in data:
+            raise UpstreamTransportError(
+                f"{self.provider}: stream error: {data['error']}", retryable=True
+            )
+        message = obj(data.get("message"))
+        calls = _calls(message, self.calls)
+        self.calls += len(calls)
+        deltas = tuple(
+            ToolCallDelta(n, c.id, c.name, c.arguments)
+            for n, c in enumerate(calls, self.calls - len(calls))
+        )
+        usage = finish = None
+        if data.get("done"):
+            self.done = True
+            usage = Usage(int(data.get("prompt_eval_count") or 0), int(data.get("eval_count") or 0))
+            finish = _finish(data.get("done_reason"), self.calls > 0)
+        return StreamEvent(
+            text=str(message.get("content") or ""),
+            tool_calls=deltas,
+            finish_reason=finish,
+            usage=usage,
+            raw=data,
+            protocol="ollama",
+        )
+
+
+class StreamEncoder:
+    """StreamEvents -> the NDJSON lines an Ollama client reads."""
+
+    def __init__(
+        self, *, alias: str, request_id: str, created: int, include_usage: bool = True
+    ) -> None:
+        self.alias = alias
+        self.created_at = _now()
+        self.passthrough = False
+        self.calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+        self.finish = "stop"
+        self.usage = Usage()
+
+    def _line(self, data: Mapping[str, Any]) -> bytes:
+        return orjson.dumps(data) + b"\n"
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if event.raw is not None and event.protocol == "ollama":
+            self.passthrough = True
+            return self._line({**event.raw, "model": self.alias})
+        for call in event.tool_calls:
+            entry = self.calls.setdefault(call.index, ["", "", ""])
+            entry[0] = call.id or entry[0]
+            entry[1] = call.name or entry[1]
+            entry[2] += call.arguments
+        if event.finish_reason:
+            self.finish = event.finish_reason
+        if event.usage is not None:
+            self.usage = event.usage
+        if not event.text:
+            return b""
+        return self._line(
+            {
+                "model": self.alias,
+                "created_at": self.created_at,
+                "message": {"role": "assistant", "content": event.text},
+                "done": False,
+            }
+        )
+
+    def end(self) -> bytes:
+        if self.passthrough:
+            return b""
+        out = b""
+        if self.calls:
+            calls = tuple(ToolCall(i, n, a) for i, n, a in self.calls.values())
+            out = self._line(
+                {
+                    "model": self.alias,
+                    "created_at": self.created_at,
+                    "message": {
+                        "role": "assistant",
+                        "content": "",
+                        "tool_calls": _calls_json(calls),
+                    },
+                    "done": False,
+                }
+            )
+        return out + self._line(
+            _final(
+                self.alias,
+                self.created_at,
+                self.finish,
+                self.usage,
+                message={"role": "assistant", "content": ""},
+            )
+        )
+
+    @staticmethod
+    def error(message: str, kind: str = "") -> bytes:
+        return orjson.dumps({"error": message}) + b"\n"
+
+
+def encode_error(status: int, message: str) -> bytes:
+    """Ollama's error body: {"error": "<message>"}."""
+    return orjson.dumps({"error": message})
+
+
+def tags(aliases: list[tuple[str, str]], started: float) -> bytes:
+    """`GET /api/tags`: every alias as if it were a local model."""
+    modified = datetime.fromtimestamp(started, UTC).isoformat().replace("+00:00", "Z")
+    return orjson.dumps(
+        {
+            "models": [
+                {
+                    "name": alias,
+                    "model": alias,
+                    "modified_at": modified,
+                    "size": 0,
+                    "digest": "",
+                    "details": {
+                        "format": "",
+                        "family": provider,
+                        "families": [provider],
+                        "parameter_size": "",
+                        "quantization_level": "",
+                    },
+                }
+                for alias, provider in aliases
+            ]
+        }
+    )
+
+
+def show(alias: str, provider: str, tools: bool, vision: bool, context: int | None) -> bytes:
+    """`POST /api/show` for one alias."""
+    capabilities = ["completion"] + (["tools"] if tools else []) + (["vision"] if vision else [])
+    info: dict[str, Any] = {"general.architecture": provider}
+    if context is not None:
+        info[f"{provider}.context_length"] = context
+    return orjson.dumps(
+        {
+            "modelfile": "",
+            "parameters": "",
+            "template": "",
+            "details": {
+                "format": "",
+                "family": provider,
+                "families": [provider],
+                "parameter_size": "",
+                "quantization_level": "",
+            },
+            "model_info": info,
+            "capabilities": capabilities,
+            "modified_at": _now(),
+        }
+    )
