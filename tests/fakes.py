@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,9 +101,17 @@ class FakeUpstream:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._openai)
+        app.router.add_post("/v1/messages", self._anthropic)
+        app.router.add_post("/api/chat", self._ollama)
         return app
 
-    async def _openai(self, request: web.Request) -> web.StreamResponse:
+    async def _serve(
+        self,
+        request: web.Request,
+        error_body: Callable[[Reply], Any],
+        answer: Callable[[web.Request, dict[str, Any], Reply, Seen], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """What every format shares: record, script, delay, and the failure kinds."""
         body = await request.json()
         seen = Seen(request.path, body.get("model", ""), body, dict(request.headers))
         self.seen.append(seen)
@@ -118,20 +127,213 @@ class FakeUpstream:
                 request.transport.abort()
                 return web.Response(status=500)
             if reply.kind == "status":
-                error = {"error": {"message": reply.error, "type": "fake_error", "code": None}}
-                return web.json_response(error, status=reply.status, headers=reply.headers)
+                return web.json_response(
+                    error_body(reply), status=reply.status, headers=reply.headers
+                )
             if reply.kind == "malformed":
                 return web.Response(
-                    text='{"id": "x", "choices": [', content_type="application/json"
+                    text='{"id": "x", "content": [', content_type="application/json"
                 )
-            if body.get("stream"):
-                return await self._stream(request, body, reply, seen)
-            return web.json_response(self._completion(body, reply))
+            return await answer(request, body, reply, seen)
         except (asyncio.CancelledError, ConnectionResetError):
             seen.cancelled = True  # the daemon went away mid-answer
             raise
         finally:
             seen.finished = True
+
+    async def _openai(self, request: web.Request) -> web.StreamResponse:
+        async def answer(
+            request: web.Request, body: dict[str, Any], reply: Reply, seen: Seen
+        ) -> web.StreamResponse:
+            if body.get("stream"):
+                return await self._stream(request, body, reply, seen)
+            return web.json_response(self._completion(body, reply))
+
+        def error(reply: Reply) -> Any:
+            return {"error": {"message": reply.error, "type": "fake_error", "code": None}}
+
+        return await self._serve(request, error, answer)
+
+    # --- Anthropic Messages --------------------------------------------------------------
+
+    async def _anthropic(self, request: web.Request) -> web.StreamResponse:
+        def error(reply: Reply) -> Any:
+            kind = "overloaded_error" if reply.status == 529 else "invalid_request_error"
+            return {"type": "error", "error": {"type": kind, "message": reply.error}}
+
+        return await self._serve(request, error, self._anthropic_answer)
+
+    async def _anthropic_answer(
+        self, request: web.Request, body: dict[str, Any], reply: Reply, seen: Seen
+    ) -> web.StreamResponse:
+        stop = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}.get(
+            reply.finish_reason, "end_turn"
+        )
+        usage = self._usage(body, reply)
+        calls = [
+            {
+                "type": "tool_use",
+                "id": c["id"],
+                "name": c["function"]["name"],
+                "input": json.loads(c["function"]["arguments"]),
+            }
+            for c in reply.tool_calls or []
+        ]
+        if not body.get("stream"):
+            content = ([{"type": "text", "text": reply.text}] if reply.text else []) + calls
+            return web.json_response(
+                {
+                    "id": "msg_fake",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": body["model"] + "-2026",
+                    "content": content,
+                    "stop_reason": stop,
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": usage["prompt_tokens"],
+                        "output_tokens": usage["completion_tokens"],
+                        "cache_creation_input_tokens": 0,
+                        "cache_read_input_tokens": 0,
+                    },
+                }
+            )
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+
+        async def send(data: dict[str, Any]) -> None:
+            await response.write(f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode())
+            if reply.chunk_delay:
+                await asyncio.sleep(reply.chunk_delay)
+
+        await send(
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_fake",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": body["model"] + "-2026",
+                    "content": [],
+                    "stop_reason": None,
+                    "usage": {"input_tokens": usage["prompt_tokens"], "output_tokens": 1},
+                },
+            }
+        )
+        await send({"type": "ping"})
+        index = 0
+        if reply.text:
+            await send(
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                }
+            )
+            for n, piece in enumerate(words(reply.text)):
+                if reply.kind == "cut" and n == (reply.chunks or 1):
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return response
+                await send(
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": piece},
+                    }
+                )
+            await send({"type": "content_block_stop", "index": 0})
+            index = 1
+        for n, call in enumerate(calls, index):
+            await send(
+                {
+                    "type": "content_block_start",
+                    "index": n,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": call["id"],
+                        "name": call["name"],
+                        "input": {},
+                    },
+                }
+            )
+            args = json.dumps(call["input"])
+            for part in (args[: len(args) // 2], args[len(args) // 2 :]):
+                await send(
+                    {
+                        "type": "content_block_delta",
+                        "index": n,
+                        "delta": {"type": "input_json_delta", "partial_json": part},
+                    }
+                )
+            await send({"type": "content_block_stop", "index": n})
+        await send({"type": "ping"})
+        await send(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": usage["completion_tokens"]},
+            }
+        )
+        await send({"type": "message_stop"})
+        return response
+
+    # --- Ollama /api/chat ----------------------------------------------------------------
+
+    async def _ollama(self, request: web.Request) -> web.StreamResponse:
+        def error(reply: Reply) -> Any:
+            return {"error": reply.error}
+
+        return await self._serve(request, error, self._ollama_answer)
+
+    async def _ollama_answer(
+        self, request: web.Request, body: dict[str, Any], reply: Reply, seen: Seen
+    ) -> web.StreamResponse:
+        usage = self._usage(body, reply)
+        calls = [
+            {
+                "function": {
+                    "name": c["function"]["name"],
+                    "arguments": json.loads(c["function"]["arguments"]),
+                }
+            }
+            for c in reply.tool_calls or []
+        ]
+        final = {
+            "model": body["model"],
+            "created_at": "2026-11-22T00:00:00Z",
+            "done": True,
+            "done_reason": "length" if reply.finish_reason == "length" else "stop",
+            "total_duration": 1000,
+            "prompt_eval_count": usage["prompt_tokens"],
+            "eval_count": usage["completion_tokens"],
+        }
+        if not body.get("stream", True):
+            message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+            if calls:
+                message["tool_calls"] = calls
+            return web.json_response({**final, "message": message})
+        response = web.StreamResponse(headers={"content-type": "application/x-ndjson"})
+        await response.prepare(request)
+
+        async def send(data: dict[str, Any]) -> None:
+            await response.write(json.dumps(data).encode() + b"\n")
+            if reply.chunk_delay:
+                await asyncio.sleep(reply.chunk_delay)
+
+        line = {"model": body["model"], "created_at": "2026-11-22T00:00:00Z", "done": False}
+        for n, piece in enumerate(words(reply.text) if reply.text else []):
+            if reply.kind == "cut" and n == (reply.chunks or 1):
+                assert request.transport is not None
+                request.transport.abort()
+                return response
+            await send({**line, "message": {"role": "assistant", "content": piece}})
+        if calls:
+            await send(
+                {**line, "message": {"role": "assistant", "content": "", "tool_calls": calls}}
+            )
+        await send({**final, "message": {"role": "assistant", "content": ""}})
+        return response
 
     @staticmethod
     def _usage(body: dict[str, Any], reply: Reply) -> dict[str, int]:
