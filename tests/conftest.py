@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pirouter_py.config import Config, LoadedConfig, load_config
+from tests.fakes import Daemon, FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.toml"
@@ -90,3 +91,31 @@ def example_config(example: LoadedConfig) -> Config:
 @pytest.fixture
 def mini_config(write_config: Callable[[str], Path]) -> Iterator[Config]:
     yield load_config(write_config(MINI)).config
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeUpstream]:
+    """A scripted upstream speaking all three formats, one per test module."""
+    upstream = FakeUpstream()
+    upstream.start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture(scope="module")
+def daemon(
+    fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Daemon]:
+    """The real daemon on the module's CONFIG ({url} is the fake, {key} the module's KEY)."""
+    text = request.module.CONFIG.replace("{url}", fake.url)
+    path = tmp_path_factory.mktemp("daemon") / "config.toml"
+    path.write_text(text.replace("{key}", getattr(request.module, "KEY", "")))
+    process = Daemon(path).start()
+    yield process
+    assert process.stop() == 0
+
+
+@pytest.fixture
+def clean_fake(fake: FakeUpstream) -> None:
+    """Each test starts with no scripts and no recorded requests."""
+    fake.reset()

@@ -19,8 +19,9 @@ import ollama
 import openai
 import pytest
 
+from tests import test_conformance
 from tests.fakes import Daemon, FakeUpstream, Reply
-from tests.test_conformance import CALL, CONFIG, TOOL
+from tests.test_conformance import CALL, TOOL
 
 WEATHER = {
     "name": TOOL["name"],
@@ -29,26 +30,12 @@ WEATHER = {
 }
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream()
-    upstream.start()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture(scope="module")
-def daemon(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    path = tmp_path_factory.mktemp("clients") / "config.toml"
-    path.write_text(CONFIG.replace("{url}", fake.url))
-    process = Daemon(path).start()
-    yield process
-    assert process.stop() == 0
+CONFIG = test_conformance.CONFIG  # the `daemon` fixture runs on this module's CONFIG
+pytestmark = pytest.mark.usefixtures("clean_fake")
 
 
 @pytest.fixture(autouse=True)
-def clean(fake: FakeUpstream) -> Iterator[None]:
-    fake.reset()
+def close_clients() -> Iterator[None]:
     yield
     while OPEN:
         OPEN.pop().close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -344,26 +343,7 @@ def upstream_view(seen: Seen) -> dict[str, Any]:
 # --- fixtures ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream()
-    upstream.start()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture(scope="module")
-def daemon(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    path = tmp_path_factory.mktemp("conformance") / "config.toml"
-    path.write_text(CONFIG.replace("{url}", fake.url))
-    process = Daemon(path).start()
-    yield process
-    assert process.stop() == 0
-
-
-@pytest.fixture(autouse=True)
-def clean(fake: FakeUpstream) -> None:
-    fake.reset()
+pytestmark = pytest.mark.usefixtures("clean_fake")
 
 
 def post(daemon: Daemon, client: Any, alias: str, body: dict[str, Any]) -> tuple[int, bytes]:

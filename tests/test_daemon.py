@@ -68,30 +68,7 @@ on_empty = true
 """
 
 
-def config_text(fake: FakeUpstream) -> str:
-    return CONFIG.replace("{url}", fake.url).replace("{key}", KEY)
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream()
-    upstream.start()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture(scope="module")
-def daemon(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    path = tmp_path_factory.mktemp("daemon") / "config.toml"
-    path.write_text(config_text(fake))
-    process = Daemon(path).start()
-    yield process
-    assert process.stop() == 0
-
-
-@pytest.fixture(autouse=True)
-def clean(fake: FakeUpstream) -> None:
-    fake.reset()
+pytestmark = pytest.mark.usefixtures("clean_fake")
 
 
 OPEN: list[openai.OpenAI] = []
@@ -583,7 +560,9 @@ def test_client_disconnect_cancels_the_upstream(daemon: Daemon, fake: FakeUpstre
 def test_honor_requested_model(fake: FakeUpstream, tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text(
-        config_text(fake).replace("[routing]\n", "[routing]\nhonor_requested_model = true\n")
+        CONFIG.replace("{url}", fake.url)
+        .replace("{key}", KEY)
+        .replace("[routing]\n", "[routing]\nhonor_requested_model = true\n")
     )
     process = Daemon(path).start()
     try:
@@ -602,7 +581,7 @@ def test_honor_requested_model(fake: FakeUpstream, tmp_path: Path) -> None:
 
 def test_sigterm_lets_in_flight_requests_finish(fake: FakeUpstream, tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
-    path.write_text(config_text(fake))
+    path.write_text(CONFIG.replace("{url}", fake.url).replace("{key}", KEY))
     process = Daemon(path).start()
     fake.script("m-cheap", Reply(text="slow but complete answer here", delay=1.0))
     result: dict[str, Any] = {}
@@ -627,7 +606,7 @@ def test_sigterm_lets_in_flight_requests_finish(fake: FakeUpstream, tmp_path: Pa
 
 def test_connection_refused_escalates(fake: FakeUpstream, tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
-    text = config_text(fake) + (
+    text = CONFIG.replace("{url}", fake.url).replace("{key}", KEY) + (
         '\n[providers.down]\ntype = "openai"\nbase_url = "http://127.0.0.1:9"\napi_key = "k"\n'
         '[models.aaa-down]\nprovider = "down"\nmodel_id = "m-down"\nquality = "basic"\n'
     )
