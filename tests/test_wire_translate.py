@@ -1,0 +1,296 @@
+"""Anthropic and Ollama translation details: merging, cache tokens, tool choice, capability 400s."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pirouter_py.errors import RequestError
+from pirouter_py.types import (
+    ChatRequest,
+    ChatResponse,
+    ImagePart,
+    Message,
+    OtherPart,
+    TextPart,
+    ToolCall,
+    Usage,
+)
+from pirouter_py.wire import anthropic, ollama
+from pirouter_py.wire import openai as openai_wire
+
+
+def neutral(*messages: Message, **kw: object) -> ChatRequest:
+    return ChatRequest("auto", messages, protocol="openai", **kw)  # type: ignore[arg-type]
+
+
+def test_anthropic_merges_same_role_turns_and_keeps_cache_control() -> None:
+    request = openai_wire.decode_request(
+        json.dumps(
+            {
+                "model": "auto",
+                "messages": [
+                    {
+                        "role": "system",
+                        "content": [
+                            {
+                                "type": "text",
+                                "text": "rules",
+                                "cache_control": {"type": "ephemeral"},
+                            }
+                        ],
+                    },
+                    {"role": "user", "content": "a"},
+                    {"role": "user", "content": "b"},
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": "t1",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": '{"x": 1}'},
+                            },
+                            {
+                                "id": "t2",
+                                "type": "function",
+                                "function": {"name": "g", "arguments": "{}"},
+                            },
+                        ],
+                    },
+                    {"role": "tool", "tool_call_id": "t1", "content": "one"},
+                    {"role": "tool", "tool_call_id": "t2", "content": "two"},
+                ],
+            }
+        ).encode()
+    )
+    body = anthropic.encode_request(request, "claude", stream=False, default_max_tokens=77)
+    assert body["system"] == [
+        {"type": "text", "text": "rules", "cache_control": {"type": "ephemeral"}}
+    ]
+    assert body["max_tokens"] == 77
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "t1", "name": "f", "input": {"x": 1}},
+                {"type": "tool_use", "id": "t2", "name": "g", "input": {}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "t1",
+                    "content": [{"type": "text", "text": "one"}],
+                },
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "t2",
+                    "content": [{"type": "text", "text": "two"}],
+                },
+            ],
+        },
+    ]
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ("auto", {"type": "auto"}),
+        ("required", {"type": "any"}),
+        ("none", {"type": "none"}),
+        ({"type": "function", "function": {"name": "f"}}, {"type": "tool", "name": "f"}),
+    ],
+)
+def test_anthropic_tool_choice(choice: object, expected: dict[str, object]) -> None:
+    from pirouter_py.types import ToolSpec
+
+    request = neutral(Message("user", (TextPart("x"),)), tools=(ToolSpec("f"),), tool_choice=choice)
+    assert anthropic.encode_request(request, "c", stream=False)["tool_choice"] == expected
+
+
+def test_anthropic_sampling_params_and_images() -> None:
+    request = neutral(
+        Message(
+            "user",
+            (
+                TextPart("x"),
+                ImagePart("data:image/jpeg;base64,QUJD"),
+                ImagePart("https://e.x/cat.png"),
+            ),
+        ),
+        temperature=0.2,
+        max_tokens=9,
+        params={"top_p": 0.5, "stop": "END", "user": "u1", "seed": 3},
+    )
+    body = anthropic.encode_request(request, "c", stream=True)
+    assert {
+        k: body[k]
+        for k in ("temperature", "max_tokens", "top_p", "stop_sequences", "metadata", "stream")
+    } == {
+        "temperature": 0.2,
+        "max_tokens": 9,
+        "top_p": 0.5,
+        "stop_sequences": ["END"],
+        "metadata": {"user_id": "u1"},
+        "stream": True,
+    }
+    assert "seed" not in body
+    assert body["messages"][0]["content"][1:] == [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "QUJD"}},
+        {"type": "image", "source": {"type": "url", "url": "https://e.x/cat.png"}},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("request_kw", "param"),
+    [
+        ({"params": {"n": 2}}, "n"),
+        ({"params": {"response_format": {"type": "json_object"}}}, "response_format"),
+    ],
+)
+def test_anthropic_refuses_what_it_cannot_take(request_kw: dict[str, object], param: str) -> None:
+    with pytest.raises(RequestError) as caught:
+        anthropic.encode_request(
+            neutral(Message("user", (TextPart("x"),)), **request_kw), "c", stream=False
+        )
+    assert caught.value.param == param and caught.value.http_status == 400
+
+
+def test_audio_parts_are_a_clear_400_for_anthropic_and_ollama() -> None:
+    request = neutral(Message("user", (OtherPart("input_audio", {"type": "input_audio"}),)))
+    with pytest.raises(RequestError, match="cannot take `input_audio`"):
+        anthropic.encode_request(request, "c", stream=False)
+    with pytest.raises(RequestError, match="cannot take `input_audio`"):
+        ollama.encode_request(request, "l", stream=False)
+
+
+@pytest.mark.parametrize(
+    ("stop", "finish"),
+    [
+        ("end_turn", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("stop_sequence", "stop"),
+        ("refusal", "content_filter"),
+    ],
+)
+def test_anthropic_stop_reasons_and_cache_usage(stop: str, finish: str) -> None:
+    response = anthropic.decode_response(
+        {
+            "model": "c",
+            "content": [{"type": "text", "text": "hi"}],
+            "stop_reason": stop,
+            "usage": {
+                "input_tokens": 10,
+                "output_tokens": 3,
+                "cache_read_input_tokens": 100,
+                "cache_creation_input_tokens": 20,
+            },
+        },
+        "p",
+    )
+    assert response.finish_reason == finish
+    assert response.usage == Usage(130, 3, 100, 20)  # neutral input counts the cached part
+
+
+def test_anthropic_response_from_neutral_converts_usage_back() -> None:
+    body = json.loads(
+        anthropic.encode_response(
+            ChatResponse(
+                "gpt", "", (ToolCall("c1", "f", '{"a": 1}'),), "tool_calls", Usage(130, 3, 100, 20)
+            ),
+            alias="s",
+            request_id="r",
+            created=1,
+            meta={},
+        )
+    )
+    assert body["stop_reason"] == "tool_use" and body["model"] == "s"
+    assert body["content"] == [{"type": "tool_use", "id": "c1", "name": "f", "input": {"a": 1}}]
+    assert body["usage"] == {
+        "input_tokens": 10,
+        "output_tokens": 3,
+        "cache_creation_input_tokens": 20,
+        "cache_read_input_tokens": 100,
+    }
+
+
+def test_ollama_options_format_keep_alive_and_tool_names() -> None:
+    request = neutral(
+        Message("user", (TextPart("x"), ImagePart("data:image/png;base64,iVBORw0"))),
+        Message("assistant", (), tool_calls=(ToolCall("c9", "lookup", '{"q": "a"}'),)),
+        Message("tool", (TextPart("found"),), tool_call_id="c9"),
+        temperature=0.1,
+        max_tokens=50,
+        params={
+            "top_p": 0.9,
+            "seed": 1,
+            "stop": "X",
+            "keep_alive": "5m",
+            "response_format": {"type": "json_object"},
+        },
+    )
+    body = ollama.encode_request(request, "llama", stream=False)
+    assert body["options"] == {
+        "temperature": 0.1,
+        "num_predict": 50,
+        "top_p": 0.9,
+        "seed": 1,
+        "stop": ["X"],
+    }
+    assert (body["format"], body["keep_alive"], body["stream"]) == ("json", "5m", False)
+    assert body["messages"] == [
+        {"role": "user", "content": "x", "images": ["iVBORw0"]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "lookup", "arguments": {"q": "a"}}}],
+        },
+        {"role": "tool", "content": "found", "tool_name": "lookup"},
+    ]
+
+
+def test_ollama_cannot_take_image_urls() -> None:
+    request = neutral(Message("user", (ImagePart("https://e.x/cat.png"),)))
+    with pytest.raises(RequestError, match="take images as base64 data"):
+        ollama.encode_request(request, "llama", stream=False)
+
+
+def test_ollama_inbound_defaults_to_streaming_and_sniffs_images() -> None:
+    request = ollama.decode_request(
+        json.dumps(
+            {
+                "model": "auto",
+                "messages": [{"role": "user", "content": "hi", "images": ["/9j/4AAQ"]}],
+                "options": {"num_predict": 12, "temperature": 0.3, "num_ctx": 4096},
+            }
+        ).encode()
+    )
+    assert request.stream is True and request.max_tokens == 12 and request.temperature == 0.3
+    assert request.messages[0].content[1] == ImagePart("data:image/jpeg;base64,/9j/4AAQ")
+    assert "num_ctx" not in request.params  # Ollama-only, carried in the raw body instead
+
+
+def test_ollama_tool_calls_get_ids_and_json_arguments() -> None:
+    response = ollama.decode_response(
+        {
+            "model": "l",
+            "message": {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"function": {"name": "f", "arguments": {"a": [1]}}}],
+            },
+            "done": True,
+            "done_reason": "stop",
+            "prompt_eval_count": 4,
+            "eval_count": 2,
+        },
+        "p",
+    )
+    assert response.tool_calls == (ToolCall("call_0", "f", '{"a":[1]}'),)
+    assert (response.finish_reason, response.usage) == ("tool_calls", Usage(4, 2))
