@@ -59,6 +59,12 @@ class ServerConfig(_Section):
 
 class LedgerConfig(_Section):
     path: str | None = None
+    store_prompts: bool = False  # keep request messages and answer text (separate table)
+    retention_days: int = Field(default=0, ge=0)  # 0 keeps every row forever
+
+
+class StatsConfig(_Section):
+    baseline: str | None = None  # the alias savings are measured against; default: the priciest
 
 
 class ProviderConfig(_Section):
@@ -89,6 +95,10 @@ class ModelConfig(_Section):
     model_id: str
     input_per_m: float = Field(default=0.0, ge=0)
     output_per_m: float = Field(default=0.0, ge=0)
+    cache_read_per_m: float | None = Field(
+        default=None, ge=0
+    )  # unset: cached input costs input_per_m
+    cache_write_per_m: float | None = Field(default=None, ge=0)
     quality: Quality = "standard"
     context_window: int | None = Field(default=None, ge=0)
     supports_tools: bool = False
@@ -186,6 +196,7 @@ class Config(_Section):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     rules: list[Rule] = Field(default_factory=list)
     cascade: CascadeConfig = Field(default_factory=CascadeConfig)
+    stats: StatsConfig = Field(default_factory=StatsConfig)
     _aliases: tuple[str, ...] = PrivateAttr(default=())
 
     @property
@@ -527,6 +538,13 @@ def _resolve(config: Config, error: Report, warn: Report) -> Config:
                     f"rule `{rule.name}` references unknown model alias `{target}`"
                     + _suggest(target, aliases),
                 )
+
+    baseline = config.stats.baseline
+    if baseline is not None and baseline not in config.models:
+        error(
+            ("stats", "baseline"),
+            f"`{baseline}` is not a declared model alias" + _suggest(baseline, aliases),
+        )
 
     cascade = config.cascade
     if cascade.on_marker == "":

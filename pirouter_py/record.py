@@ -93,6 +93,8 @@ class RequestRecord:
     ttft_ms: float | None = None
     user_agent: str = ""
     attempts: tuple[Attempt, ...] = field(default_factory=tuple)
+    prompt: str | None = None  # the request's messages as JSON, only with [ledger] store_prompts
+    answer: str | None = None  # the answer text, likewise
 
     @property
     def input_tokens(self) -> int:

@@ -14,10 +14,12 @@ import asyncio
 import contextlib
 import ipaddress
 import signal
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,6 +34,7 @@ from pirouter_py.cascade import Cascade, Outcome
 from pirouter_py.config import LoadedConfig
 from pirouter_py.errors import PirouterError, RequestError, RoutingError, UpstreamError
 from pirouter_py.features import estimate_tokens
+from pirouter_py.ledger import Ledger
 from pirouter_py.record import Attempt, Recorder, RequestRecord
 from pirouter_py.router import Decision, decide
 from pirouter_py.types import ChatRequest
@@ -56,6 +59,8 @@ class State:
     loaded: LoadedConfig
     recorder: Recorder | None
     environ: Mapping[str, str] | None
+    ledger_path: Path | None = None  # when set, the app opens a Ledger there as its recorder
+    ledger: Ledger | None = None
     started: float = field(default_factory=time.time)
     cascade: Cascade | None = None
     draining: bool = False
@@ -187,12 +192,15 @@ async def errors_middleware(
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok")
+    """v0.1's `ok`, plus a line when ledger rows are waiting to be written."""
+    ledger = request.app[STATE].ledger
+    backlog = ledger.status().backlog if ledger is not None else 0
+    return web.Response(text=f"ok\nledger backlog: {backlog}" if backlog else "ok")
 
 
 async def health(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    body = {
+    body: dict[str, Any] = {
         "status": "draining" if state.draining else "ok",
         "version": __version__,
         "uptime_s": round(time.time() - state.started, 3),
@@ -200,6 +208,8 @@ async def health(request: web.Request) -> web.Response:
         "in_flight": state.in_flight,
         "config": state.loaded.source,
     }
+    if state.ledger is not None:
+        body["ledger"] = asdict(state.ledger.status())
     return web.Response(body=orjson.dumps(body), content_type=JSON)
 
 
@@ -323,7 +333,12 @@ def _upstream_ms(attempts: tuple[Attempt, ...]) -> float:
 
 
 def _finish(
-    ctx: _Ctx, status: str, http_status: int, final: str | None, overhead_ms: float
+    ctx: _Ctx,
+    status: str,
+    http_status: int,
+    final: str | None,
+    overhead_ms: float,
+    answer: str | None = None,
 ) -> None:
     """The canonical log line and the record of a finished request."""
     state = ctx.request.app[STATE]
@@ -364,6 +379,9 @@ def _finish(
         overhead_ms=round(overhead_ms, 2),
     )
     if state.recorder is not None:
+        if state.loaded.config.ledger.store_prompts and ctx.chat.raw is not None:
+            prompt = orjson.dumps(ctx.chat.raw).decode()
+            record = replace(record, prompt=prompt, answer=answer)
         state.recorder.record(record)
 
 
@@ -434,7 +452,7 @@ async def _serve_whole(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
         meta=_meta(ctx),
     )
     overhead = (time.perf_counter() - ctx.started) * 1000 - _upstream_ms(outcome.attempts)
-    _finish(ctx, outcome.status, 200, outcome.alias, overhead)
+    _finish(ctx, outcome.status, 200, outcome.alias, overhead, outcome.response.text)
     return web.Response(
         body=body, content_type=JSON, headers=_routing_headers(ctx, outcome.alias, overhead)
     )
@@ -466,10 +484,14 @@ async def _serve_stream(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
         include_usage=ctx.chat.include_usage,
     )
     status = rec.STATUS_OK
+    keep = ctx.request.app[STATE].loaded.config.ledger.store_prompts
+    text: list[str] = [e.text for e in outcome.held] if keep else []
     try:
         await response.prepare(ctx.request)
         await response.write(b"".join(encoder.encode(e) for e in outcome.held))
         async for event in outcome.rest:
+            if keep:
+                text.append(event.text)
             chunk = encoder.encode(event)
             if chunk:
                 await response.write(chunk)
@@ -482,12 +504,31 @@ async def _serve_stream(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
         await outcome.rest.aclose()  # type: ignore[attr-defined]
         _finish(ctx, rec.STATUS_CLIENT_CANCELLED, 200, outcome.alias, overhead)
         raise
-    _finish(ctx, status, 200, outcome.alias, overhead)
+    _finish(ctx, status, 200, outcome.alias, overhead, "".join(text) if keep else None)
     return response
 
 
 # ---------------------------------------------------------------------------------------------
 # The app and its life
+
+
+async def _ledger(app: web.Application) -> AsyncIterator[None]:
+    """The ledger opens before the first request and closes after the last has recorded."""
+    state = app[STATE]
+    if state.ledger_path is None:
+        yield
+        return
+    state.ledger = Ledger(state.ledger_path, state.loaded.config)
+    try:
+        await state.ledger.open()
+    except (OSError, sqlite3.Error) as exc:
+        raise PirouterError(
+            f"cannot open the ledger at {state.ledger_path}: {exc}; set [ledger] path to a "
+            "writable file, or run with --no-ledger"
+        ) from None
+    state.recorder = state.ledger
+    yield
+    await state.ledger.close()
 
 
 async def _upstreams(app: web.Application) -> AsyncIterator[None]:
@@ -508,13 +549,15 @@ def create_app(
     loaded: LoadedConfig,
     *,
     recorder: Recorder | None = None,
+    ledger_path: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> web.Application:
-    """The daemon's application for a loaded config."""
+    """The daemon's application for a loaded config; with `ledger_path`, it records there."""
     app = web.Application(
         client_max_size=loaded.config.server.max_body_bytes, middlewares=[errors_middleware]
     )
-    app[STATE] = State(loaded, recorder, environ)
+    app[STATE] = State(loaded, recorder, environ, ledger_path)
+    app.cleanup_ctx.append(_ledger)
     app.cleanup_ctx.append(_upstreams)
     app.on_shutdown.append(_drain)
     add = app.router
@@ -537,10 +580,10 @@ async def serve(
     port: int,
     *,
     announce: Callable[[str], None],
-    recorder: Recorder | None = None,
+    ledger_path: Path | None,
 ) -> None:
     """Listen until SIGINT or SIGTERM, then drain and return."""
-    app = create_app(loaded, recorder=recorder)
+    app = create_app(loaded, ledger_path=ledger_path)
     runner = web.AppRunner(
         app,
         handle_signals=False,

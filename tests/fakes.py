@@ -479,7 +479,8 @@ class Daemon:
         self, config: Path, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()
     ) -> None:
         self.config = config
-        self.env = {**os.environ, **(env or {})}
+        # The ledger (and anything else in the data dir) lands beside the config, never in $HOME.
+        self.env = {**os.environ, "XDG_DATA_HOME": str(config.parent / "data"), **(env or {})}
         self.extra_args = extra_args
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""

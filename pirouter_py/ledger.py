@@ -1,0 +1,542 @@
+"""The SQLite ledger: one row per request and one per attempt, written without slowing a reply.
+
+Invariants:
+- The request path only enqueues (`record()` never touches the disk); one writer task drains the
+  queue in batched transactions (WAL). Shutdown drains the queue before the file is closed.
+- No accepted row is dropped silently: when writes fail (disk full, file locked, read-only), rows
+  wait and are retried, and the backlog is reported; when the bounded queue is full, or rows
+  still cannot be written at shutdown, they go to `<ledger>.spill.jsonl`, imported on next start.
+- The schema is versioned: `_migrations` names each applied step, each one transaction. A v0.1
+  `ledger.db` (reference §6) is upgraded in place; v0.1's columns keep their names and meaning
+  (`ts` in unix seconds, token sums over attempts, cost priced by alias), so old queries still work.
+- Costs are priced by alias from the catalog: uncached input at `input_per_m`, cached reads and
+  writes at `cache_read_per_m`/`cache_write_per_m` (else `input_per_m`), output at `output_per_m`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from pirouter_py.config import Config, ModelConfig
+from pirouter_py.record import Attempt, RequestRecord
+
+log = structlog.get_logger("pirouter.ledger")
+
+QUEUE_MAX = 50_000  # rows waiting in memory before they spill to the JSONL file
+BATCH_MAX = 500  # rows written per transaction
+RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)  # waits between write attempts after a failure
+PRUNE_EVERY_S = 86_400.0
+SPILL_SUFFIX = ".spill.jsonl"
+BUSY_TIMEOUT_S = 5.0  # how long a write waits for a lock held by another process
+
+# --- schema ----------------------------------------------------------------------------------
+
+V01_REQUESTS = """
+CREATE TABLE IF NOT EXISTS requests (
+    id              TEXT PRIMARY KEY,
+    ts              INTEGER NOT NULL,
+    route_rule      TEXT,
+    primary_model   TEXT NOT NULL,
+    final_model     TEXT NOT NULL,
+    cascade_path    TEXT NOT NULL,
+    input_tokens    INTEGER NOT NULL DEFAULT 0,
+    output_tokens   INTEGER NOT NULL DEFAULT 0,
+    cost_usd        REAL NOT NULL DEFAULT 0.0,
+    latency_ms      INTEGER NOT NULL DEFAULT 0,
+    status          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_requests_ts ON requests(ts);
+CREATE INDEX IF NOT EXISTS idx_requests_final_model ON requests(final_model);
+"""
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _m001_requests(db: sqlite3.Connection) -> None:
+    # statement by statement: executescript() would commit the migration's transaction
+    for statement in filter(str.strip, V01_REQUESTS.split(";")):
+        db.execute(statement)
+
+
+def _m002_requested_model(db: sqlite3.Connection) -> None:
+    if "requested_model" not in _columns(db, "requests"):  # v0.1 added it the same way
+        db.execute("ALTER TABLE requests ADD COLUMN requested_model TEXT NOT NULL DEFAULT ''")
+
+
+REQUEST_DETAILS = (
+    ("ts_ms", "INTEGER"),
+    ("protocol", "TEXT"),
+    ("difficulty", "TEXT"),
+    ("http_status", "INTEGER"),
+    ("streamed", "INTEGER NOT NULL DEFAULT 0"),
+    ("cache_read_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("cache_write_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("ttft_ms", "REAL"),
+    ("overhead_ms", "REAL"),
+    ("user_agent", "TEXT"),
+)
+
+
+def _m003_request_details(db: sqlite3.Connection) -> None:
+    have = _columns(db, "requests")
+    for name, kind in REQUEST_DETAILS:
+        if name not in have:
+            db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_requests_ts_ms ON requests(ts_ms)")
+
+
+def _m004_attempts(db: sqlite3.Connection) -> None:
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS attempts (
+            request_id          TEXT NOT NULL,
+            idx                 INTEGER NOT NULL,
+            alias               TEXT NOT NULL,
+            provider            TEXT NOT NULL,
+            model_id            TEXT NOT NULL,
+            outcome             TEXT NOT NULL,
+            http_status         INTEGER,
+            error               TEXT,
+            input_tokens        INTEGER NOT NULL DEFAULT 0,
+            output_tokens       INTEGER NOT NULL DEFAULT 0,
+            cache_read_tokens   INTEGER NOT NULL DEFAULT 0,
+            cache_write_tokens  INTEGER NOT NULL DEFAULT 0,
+            cost_usd            REAL NOT NULL DEFAULT 0.0,
+            latency_ms          REAL NOT NULL DEFAULT 0.0,
+            ttft_ms             REAL,
+            returned            INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (request_id, idx)
+        )""")
+
+
+def _m005_prompts(db: sqlite3.Connection) -> None:
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS prompts (
+            request_id  TEXT PRIMARY KEY,
+            messages    TEXT NOT NULL,
+            answer      TEXT
+        )""")
+
+
+MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
+    ("001_requests", _m001_requests),
+    ("002_requested_model", _m002_requested_model),
+    ("003_request_details", _m003_request_details),
+    ("004_attempts", _m004_attempts),
+    ("005_prompts", _m005_prompts),
+)
+
+
+def migrate(db: sqlite3.Connection, upto: int | None = None) -> list[str]:
+    """Apply the migrations not yet applied (only the first `upto`, for tests); return them."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    applied = []
+    for name, step in MIGRATIONS[:upto]:
+        if name in done:
+            continue
+        db.execute("BEGIN")
+        try:
+            step(db)
+            db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied
+
+
+def connect(path: Path, busy_timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """Open (creating parents and the file) for writing, in autocommit mode with WAL."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+# --- pricing ---------------------------------------------------------------------------------
+
+
+def attempt_cost(model: ModelConfig | None, a: Attempt) -> float:
+    """USD for one attempt, priced by its alias; an unknown alias costs 0 (as in v0.1)."""
+    if model is None:
+        return 0.0
+    cached = a.cache_read_tokens + a.cache_write_tokens
+    read = model.cache_read_per_m if model.cache_read_per_m is not None else model.input_per_m
+    write = model.cache_write_per_m if model.cache_write_per_m is not None else model.input_per_m
+    return (
+        max(0, a.input_tokens - cached) * model.input_per_m
+        + a.cache_read_tokens * read
+        + a.cache_write_tokens * write
+        + a.output_tokens * model.output_per_m
+    ) / 1e6
+
+
+# --- rows --------------------------------------------------------------------------------------
+
+REQUEST_COLUMNS = (
+    "id",
+    "ts",
+    "requested_model",
+    "route_rule",
+    "primary_model",
+    "final_model",
+    "cascade_path",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "latency_ms",
+    "status",
+    *tuple(name for name, _ in REQUEST_DETAILS),
+)
+ATTEMPT_COLUMNS = (
+    "request_id",
+    "idx",
+    "alias",
+    "provider",
+    "model_id",
+    "outcome",
+    "http_status",
+    "error",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "latency_ms",
+    "ttft_ms",
+    "returned",
+)
+INSERT_REQUEST = (
+    f"INSERT OR IGNORE INTO requests ({', '.join(REQUEST_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})"
+)
+INSERT_ATTEMPT = (
+    f"INSERT OR IGNORE INTO attempts ({', '.join(ATTEMPT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(ATTEMPT_COLUMNS))})"
+)
+INSERT_PROMPT = "INSERT OR IGNORE INTO prompts (request_id, messages, answer) VALUES (?, ?, ?)"
+
+
+def rows_for(
+    record: RequestRecord, models: Mapping[str, ModelConfig]
+) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+    """The requests row and attempts rows of one record."""
+    costs = [attempt_cost(models.get(a.alias), a) for a in record.attempts]
+    attempts = [
+        (
+            record.request_id,
+            i,
+            a.alias,
+            a.provider,
+            a.model_id,
+            a.outcome,
+            a.status,
+            a.error,
+            a.input_tokens,
+            a.output_tokens,
+            a.cache_read_tokens,
+            a.cache_write_tokens,
+            cost,
+            round(a.latency_ms, 3),
+            a.ttft_ms,
+            int(a.returned),
+        )
+        for i, (a, cost) in enumerate(zip(record.attempts, costs, strict=True))
+    ]
+    path = json.dumps([a.to_json() for a in record.attempts], separators=(",", ":"))
+    request = (
+        record.request_id,
+        int(record.ts),
+        record.requested_model,
+        record.rule,
+        record.primary or "",
+        record.final or "",
+        path,
+        record.input_tokens,
+        record.output_tokens,
+        sum(costs),
+        round(record.latency_ms),
+        record.status,
+        int(record.ts * 1000),
+        record.protocol,
+        record.difficulty,
+        record.http_status,
+        int(record.streamed),
+        sum(a.cache_read_tokens for a in record.attempts),
+        sum(a.cache_write_tokens for a in record.attempts),
+        record.ttft_ms,
+        round(record.overhead_ms, 3),
+        record.user_agent,
+    )
+    return request, attempts
+
+
+def _record_json(record: RequestRecord) -> str:
+    return json.dumps(asdict(record), separators=(",", ":"))
+
+
+def _record_from_json(line: str) -> RequestRecord:
+    data = json.loads(line)
+    data["attempts"] = tuple(Attempt(**a) for a in data["attempts"])
+    return RequestRecord(**data)
+
+
+def write_batch(
+    db: sqlite3.Connection, records: Iterable[RequestRecord], models: Mapping[str, ModelConfig]
+) -> int:
+    """Write records in one transaction; returns how many."""
+    requests, attempts, prompts = [], [], []
+    for record in records:
+        request, rows = rows_for(record, models)
+        requests.append(request)
+        attempts += rows
+        if record.prompt is not None:
+            prompts.append((record.request_id, record.prompt, record.answer))
+    db.execute("BEGIN")
+    try:
+        db.executemany(INSERT_REQUEST, requests)
+        db.executemany(INSERT_ATTEMPT, attempts)
+        if prompts:
+            db.executemany(INSERT_PROMPT, prompts)
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    return len(requests)
+
+
+def prune(db: sqlite3.Connection, days: int, now: float) -> int:
+    """Delete requests (and their attempts and prompts) older than `days`; returns how many."""
+    cutoff = int(now - days * 86_400)
+    ids = "SELECT id FROM requests WHERE ts < ?"
+    db.execute("BEGIN")
+    db.execute(f"DELETE FROM attempts WHERE request_id IN ({ids})", (cutoff,))
+    db.execute(f"DELETE FROM prompts WHERE request_id IN ({ids})", (cutoff,))
+    deleted = db.execute("DELETE FROM requests WHERE ts < ?", (cutoff,)).rowcount
+    db.execute("COMMIT")
+    return int(deleted)
+
+
+# --- the writer --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class LedgerStatus:
+    path: str
+    backlog: int
+    written: int
+    spilled: int
+    failing: bool
+    last_error: str | None
+
+
+class Ledger:
+    """The daemon's ledger: `record()` from the request path, one writer task behind it."""
+
+    def __init__(
+        self,
+        path: Path,
+        config: Config,
+        *,
+        queue_max: int = QUEUE_MAX,
+        busy_timeout: float = BUSY_TIMEOUT_S,
+    ) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.spill_path = path.with_name(path.name + SPILL_SUFFIX)
+        self.models = config.models
+        self.retention_days = config.ledger.retention_days
+        self.queue: asyncio.Queue[RequestRecord] = asyncio.Queue(queue_max)
+        self.db: sqlite3.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._pending: list[RequestRecord] = []
+        self.written = 0
+        self.spilled = 0
+        self.last_error: str | None = None
+
+    # the request path
+
+    def record(self, record: RequestRecord) -> None:
+        """Enqueue; never blocks. A full queue spills the row to the JSONL file instead."""
+        try:
+            self.queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self._spill([record])
+
+    def status(self) -> LedgerStatus:
+        return LedgerStatus(
+            str(self.path),
+            self.queue.qsize() + len(self._pending),
+            self.written,
+            self.spilled,
+            self.last_error is not None,
+            self.last_error,
+        )
+
+    # life
+
+    async def open(self) -> None:
+        self.db = await asyncio.to_thread(self._open_sync)
+        self._task = asyncio.create_task(self._writer(), name="ledger-writer")
+
+    def _open_sync(self) -> sqlite3.Connection:
+        db = connect(self.path, self.busy_timeout)
+        migrate(db)
+        if self.spill_path.exists():
+            spilled = [
+                _record_from_json(line)
+                for line in self.spill_path.read_text(encoding="utf-8").splitlines()
+                if line.strip()
+            ]
+            write_batch(db, spilled, self.models)
+            self.spill_path.unlink()
+            log.info("ledger_spill_imported", rows=len(spilled), path=str(self.spill_path))
+        if self.retention_days:
+            prune(db, self.retention_days, time.time())
+        return db
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Write everything queued, then close; what cannot be written is spilled, not lost."""
+        if self._task is not None:
+            if self.last_error is None:  # a healthy writer finishes the queue itself
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.queue.join(), timeout)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        leftover = self._pending + [self.queue.get_nowait() for _ in range(self.queue.qsize())]
+        self._pending = []
+        if leftover:
+            try:
+                assert self.db is not None
+                await asyncio.wait_for(
+                    asyncio.to_thread(write_batch, self.db, leftover, self.models), timeout
+                )
+                self.written += len(leftover)
+            except Exception as exc:  # the disk still refuses: keep the rows beside it
+                log.warning("ledger_unwritable_at_shutdown", rows=len(leftover), error=str(exc))
+                self._spill(leftover)
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    def _spill(self, records: list[RequestRecord]) -> None:
+        try:
+            with self.spill_path.open("a", encoding="utf-8") as out:
+                out.writelines(_record_json(r) + "\n" for r in records)
+            self.spilled += len(records)
+        except OSError as exc:
+            log.error("ledger_rows_lost", rows=len(records), error=str(exc))
+
+    async def _writer(self) -> None:
+        assert self.db is not None
+        last_prune = time.monotonic()
+        failures = 0
+        while True:
+            if not self._pending:
+                self._pending.append(await self.queue.get())
+                while len(self._pending) < BATCH_MAX and not self.queue.empty():
+                    self._pending.append(self.queue.get_nowait())
+            try:
+                await asyncio.to_thread(write_batch, self.db, self._pending, self.models)
+            except sqlite3.Error as exc:
+                self.last_error = str(exc)
+                log.warning(
+                    "ledger_write_failed",
+                    rows=len(self._pending),
+                    error=str(exc),
+                    backlog=self.status().backlog,
+                )
+                await asyncio.sleep(RETRY_S[min(failures, len(RETRY_S) - 1)])
+                failures += 1
+                continue
+            self.written += len(self._pending)
+            for _ in self._pending:
+                self.queue.task_done()
+            self._pending = []
+            failures = 0
+            self.last_error = None
+            if self.retention_days and time.monotonic() - last_prune > PRUNE_EVERY_S:
+                last_prune = time.monotonic()
+                await asyncio.to_thread(prune, self.db, self.retention_days, time.time())
+
+
+# --- reading (the CLI; read-only, works while the daemon writes) -------------------------------
+
+
+def open_read_only(path: Path) -> sqlite3.Connection | None:
+    """A read-only connection, or None when there is no ledger yet."""
+    if not path.exists():
+        return None
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    db.row_factory = sqlite3.Row
+    return db
+
+
+def has_table(db: sqlite3.Connection, table: str) -> bool:
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return db.execute(query, (table,)).fetchone() is not None
+
+
+def read_requests(
+    db: sqlite3.Connection, since: float, limit: int | None = None, newest_first: bool = False
+) -> list[dict[str, Any]]:
+    """Request rows since a unix time, with their attempts; v0.1 files (no attempts) work too."""
+    order = "DESC" if newest_first else "ASC"
+    query = f"SELECT * FROM requests WHERE ts >= ? ORDER BY ts {order}, rowid {order}"
+    if limit is not None:
+        query += f" LIMIT {int(limit)}"
+    rows = [dict(r) for r in db.execute(query, (int(since),))]
+    attempts: dict[str, list[dict[str, Any]]] = {}
+    if rows and has_table(db, "attempts"):
+        ids = [r["id"] for r in rows]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for a in db.execute(
+                f"SELECT * FROM attempts WHERE request_id IN ({marks}) ORDER BY request_id, idx",
+                chunk,
+            ):
+                attempts.setdefault(a["request_id"], []).append(dict(a))
+    for row in rows:
+        row["attempts"] = attempts.get(row["id"]) or _from_path(row.get("cascade_path"))
+    return rows
+
+
+def _from_path(path: Any) -> list[dict[str, Any]]:
+    """Attempts from a row's `cascade_path` JSON (all a v0.1 row has)."""
+    try:
+        records = json.loads(path) if path else []
+    except ValueError:
+        return []
+    out = []
+    for r in records if isinstance(records, list) else []:
+        outcome = r.get("outcome") or {}
+        out.append(
+            {
+                "alias": r.get("alias"),
+                "provider": r.get("provider"),
+                "model_id": r.get("model_id"),
+                "outcome": outcome.get("kind"),
+                "input_tokens": outcome.get("input_tokens", 0),
+                "output_tokens": outcome.get("output_tokens", 0),
+                "latency_ms": r.get("latency_ms", 0),
+                "returned": r.get("returned", False),
+            }
+        )
+    return out

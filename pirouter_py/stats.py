@@ -1,0 +1,185 @@
+"""`pirouter stats`: aggregation over ledger rows into frozen summaries. Pure: no I/O, no clock.
+
+A request is a success when its status is `ok`, escalated when any attempt escalated, an error
+otherwise. Savings compare the actual cost with what the answers would have cost on the baseline
+model: the tokens of the attempt whose answer was returned, priced at the baseline's rates.
+Latency percentiles use the nearest-rank method.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import Any, Literal
+
+from pirouter_py.config import Config
+
+Dimension = Literal["model", "rule", "provider", "day", "status"]
+DIMENSIONS: tuple[str, ...] = ("model", "rule", "provider", "day", "status")
+NO_ANSWER = "(no answer)"
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    alias: str
+    input_per_m: float
+    output_per_m: float
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """One row of the table: the requests sharing a key."""
+
+    key: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    p50_ms: float | None
+    p95_ms: float | None
+    escalated: int
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    since: float
+    by: str
+    requests: int
+    successes: int
+    escalated: int
+    cost_usd: float
+    baseline: Baseline | None
+    baseline_cost_usd: float
+    groups: tuple[Group, ...]
+    total: Group
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.successes / self.requests if self.requests else None
+
+    @property
+    def escalation_rate(self) -> float | None:
+        return self.escalated / self.requests if self.requests else None
+
+    @property
+    def savings_usd(self) -> float:
+        return self.baseline_cost_usd - self.cost_usd
+
+    @property
+    def savings_pct(self) -> float | None:
+        if self.baseline is None or self.baseline_cost_usd <= 0:
+            return None
+        return 100 * self.savings_usd / self.baseline_cost_usd
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile of `values` (q in 0..1); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def choose_baseline(config: Config) -> Baseline | None:
+    """`[stats] baseline`, else the most expensive enabled model (by in+out price)."""
+    alias = config.stats.baseline
+    if alias is None:
+        priced = [(m.cost, a) for a, m in config.models.items() if m.enabled and m.cost > 0]
+        if not priced:
+            return None
+        alias = max(priced)[1]
+    model = config.models[alias]
+    return Baseline(alias, model.input_per_m, model.output_per_m)
+
+
+def _escalated(row: Mapping[str, Any]) -> bool:
+    return any(str(a.get("outcome", "")).startswith("escalated_") for a in row["attempts"])
+
+
+def _answer(row: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The attempt whose answer the client got."""
+    attempts: list[Mapping[str, Any]] = row["attempts"]
+    returned = [a for a in attempts if a.get("returned")]
+    if returned:
+        return returned[-1]
+    ok = [a for a in attempts if a.get("outcome") == "ok"]
+    return ok[-1] if ok else None
+
+
+def key_function(by: str, tz: tzinfo | None) -> Callable[[Mapping[str, Any]], str]:
+    if by == "model":
+        return lambda row: row["final_model"] or NO_ANSWER
+    if by == "rule":
+        return lambda row: row["route_rule"] or "(none)"
+    if by == "status":
+        return lambda row: str(row["status"])
+    if by == "day":
+        return lambda row: datetime.fromtimestamp(row["ts"], tz).date().isoformat()
+    if by == "provider":
+
+        def provider(row: Mapping[str, Any]) -> str:
+            answer = _answer(row)
+            return str(answer["provider"]) if answer and answer.get("provider") else NO_ANSWER
+
+        return provider
+    raise ValueError(f"unknown dimension {by!r}")
+
+
+def _group(key: str, rows: list[Mapping[str, Any]]) -> Group:
+    latencies = [float(r["latency_ms"]) for r in rows]
+    return Group(
+        key=key,
+        requests=len(rows),
+        input_tokens=sum(int(r["input_tokens"]) for r in rows),
+        output_tokens=sum(int(r["output_tokens"]) for r in rows),
+        cost_usd=sum(float(r["cost_usd"]) for r in rows),
+        p50_ms=percentile(latencies, 0.50),
+        p95_ms=percentile(latencies, 0.95),
+        escalated=sum(_escalated(r) for r in rows),
+        errors=sum(r["status"] != "ok" for r in rows),
+    )
+
+
+def summarize(
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    since: float,
+    by: str = "model",
+    baseline: Baseline | None = None,
+    tz: tzinfo | None = None,
+) -> Summary:
+    """The report over request rows (each with its `attempts`), grouped by `by`."""
+    rows = list(rows)
+    key = key_function(by, tz)
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(key(row), []).append(row)
+    table = sorted(
+        (_group(k, v) for k, v in groups.items()),
+        key=(lambda g: g.key) if by == "day" else (lambda g: (-g.requests, g.key)),
+    )
+    baseline_cost = 0.0
+    if baseline is not None:
+        for row in rows:
+            answer = _answer(row) if row["status"] == "ok" else None
+            if answer is not None:
+                baseline_cost += (
+                    int(answer.get("input_tokens") or 0) * baseline.input_per_m
+                    + int(answer.get("output_tokens") or 0) * baseline.output_per_m
+                ) / 1e6
+    total = _group("TOTAL", rows)
+    return Summary(
+        since=since,
+        by=by,
+        requests=len(rows),
+        successes=sum(r["status"] == "ok" for r in rows),
+        escalated=total.escalated,
+        cost_usd=total.cost_usd,
+        baseline=baseline,
+        baseline_cost_usd=baseline_cost,
+        groups=tuple(table),
+        total=total,
+    )

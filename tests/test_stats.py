@@ -1,0 +1,236 @@
+"""`pirouter stats` and `pirouter ledger`: golden output on a real ledger file, every dimension,
+JSON, v0.1's empty message, export and tail. Expected numbers are worked out by hand below."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pirouter_py import ledger
+from pirouter_py.cli import app
+from pirouter_py.config import load_config
+from pirouter_py.record import Attempt, RequestRecord
+from pirouter_py.stats import percentile
+
+runner = CliRunner()
+
+CONFIG = """
+[ledger]
+path = "{ledger}"
+[providers.openai]
+[models.cheap]
+provider = "openai"
+model_id = "c"
+input_per_m = 1.0
+output_per_m = 2.0
+[models.strong]
+provider = "openai"
+model_id = "s"
+input_per_m = 10.0
+output_per_m = 30.0
+"""
+
+
+def attempt(
+    alias: str, outcome: str, tokens: tuple[int, int] = (0, 0), returned: bool = False
+) -> Attempt:
+    return Attempt(
+        alias,
+        "openai",
+        alias[0],
+        outcome,
+        input_tokens=tokens[0],
+        output_tokens=tokens[1],
+        returned=returned,
+    )
+
+
+def record(
+    rid: str, ts: float, status: str, final: str | None, latency: float, *attempts: Attempt
+) -> RequestRecord:
+    return RequestRecord(
+        request_id=rid,
+        ts=ts,
+        protocol="openai",
+        requested_model="auto",
+        rule="policy:balanced:easy" if rid != "r2" else "coding",
+        difficulty="easy",
+        primary="cheap",
+        final=final,
+        status=status,
+        http_status=200 if status == "ok" else 502,
+        streamed=False,
+        latency_ms=latency,
+        overhead_ms=0.3,
+        attempts=attempts,
+    )
+
+
+@pytest.fixture
+def book(tmp_path: Path, write_config: Callable[[str], Path]) -> Path:
+    """A config whose ledger holds four requests of known cost, a minute old."""
+    path = tmp_path / "ledger.db"
+    config = write_config(CONFIG.replace("{ledger}", str(path)))
+    now = time.time() - 60
+    records = [
+        # cheap answers: 1000*1 + 500*2 = $0.002
+        record("r1", now, "ok", "cheap", 100, attempt("cheap", "ok", (1000, 500), True)),
+        # cheap short (1000*1 + 2*2), then strong (1000*10 + 400*30): $0.023004
+        record(
+            "r2",
+            now + 1,
+            "ok",
+            "strong",
+            300,
+            attempt("cheap", "escalated_short_response", (1000, 2)),
+            attempt("strong", "ok", (1000, 400), True),
+        ),
+        # both fail: $0, no answer
+        record(
+            "r3",
+            now + 2,
+            "exhausted",
+            None,
+            50,
+            attempt("cheap", "escalated_http_error"),
+            attempt("strong", "escalated_http_error"),
+        ),
+        # cheap answers: 2000*1 + 1000*2 = $0.004
+        record("r4", now + 3, "ok", "cheap", 200, attempt("cheap", "ok", (2000, 1000), True)),
+    ]
+    db = ledger.connect(path)
+    ledger.migrate(db)
+    ledger.write_batch(db, records, load_config(config).config.models)
+    db.close()
+    return config
+
+
+def stats(config: Path, *args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["stats", "-c", str(config), *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+GOLDEN = """\
+pirouter stats: last 24 hours
+  requests 4, success 75.0%, escalated 50.0%
+  cost $0.0290, on strong $0.0970, saved $0.0680 (70.1%)
+
+model        reqs  in_tokens  out_tokens  cost_usd  p50_ms  p95_ms  escalated  errors
+-------------------------------------------------------------------------------------
+cheap           2       3000        1500    0.0060     100     200          0       0
+(no answer)     1          0           0    0.0000      50      50          1       1
+strong          1       2000         402    0.0230     300     300          1       0
+-------------------------------------------------------------------------------------
+TOTAL           4       5000        1902    0.0290     100     300          2       1
+"""
+
+
+def test_golden_report(book: Path) -> None:
+    assert stats(book) == (0, GOLDEN, "")
+
+
+def test_json_has_the_same_numbers(book: Path) -> None:
+    code, out, _ = stats(book, "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert (report["requests"], report["successes"], report["escalated"]) == (4, 3, 2)
+    assert report["cost_usd"] == pytest.approx(0.029004, abs=1e-9)
+    assert report["baseline"] == {"alias": "strong", "cost_usd": pytest.approx(0.097, abs=1e-9)}
+    assert report["savings_usd"] == pytest.approx(0.067996, abs=1e-9)
+    assert report["savings_pct"] == pytest.approx(100 * 0.067996 / 0.097, abs=1e-9)
+    assert [(g["key"], g["requests"]) for g in report["groups"]] == [
+        ("cheap", 2),
+        ("(no answer)", 1),
+        ("strong", 1),
+    ]
+    assert report["total"]["p95_ms"] == 300
+
+
+@pytest.mark.parametrize(
+    ("by", "keys"),
+    [
+        ("rule", [("policy:balanced:easy", 3), ("coding", 1)]),
+        ("provider", [("openai", 3), ("(no answer)", 1)]),
+        ("status", [("ok", 3), ("exhausted", 1)]),
+    ],
+)
+def test_every_dimension(book: Path, by: str, keys: list[tuple[str, int]]) -> None:
+    report = json.loads(stats(book, "--by", by, "--json")[1])
+    assert [(g["key"], g["requests"]) for g in report["groups"]] == keys
+
+
+def test_by_day(book: Path) -> None:
+    report = json.loads(stats(book, "--by", "day", "--json")[1])
+    (day,) = report["groups"]
+    assert day["requests"] == 4 and day["key"] == time.strftime(
+        "%Y-%m-%d", time.localtime(time.time() - 60)
+    )
+
+
+def test_baseline_from_config(book: Path) -> None:
+    book.write_text(book.read_text() + '[stats]\nbaseline = "cheap"\n')
+    report = json.loads(stats(book, "--json")[1])
+    # the answers priced at cheap: (1000 + 1000) + (1000 + 800) + (2000 + 2000) per 1e6
+    assert report["baseline"] == {"alias": "cheap", "cost_usd": pytest.approx(0.0078, abs=1e-9)}
+
+
+def test_windows_and_v01_empty_message(book: Path) -> None:
+    assert stats(book, "--hours", "0") == (0, "no requests in the last 0 hour(s)\n", "")
+    future = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 3600))
+    assert stats(book, "--since", future)[1] == f"no requests since {future}\n"
+    assert json.loads(stats(book, "--since", "2000-01-01", "--json")[1])["requests"] == 4
+
+
+def test_bad_windows_are_usage_errors(book: Path) -> None:
+    code, _, err = stats(book, "--since", "yesterday")
+    assert code == 2 and "'yesterday' is not an ISO date or time" in err
+    assert stats(book, "--since", "2000-01-01", "--hours", "3")[0] == 2
+    assert stats(book, "--by", "colour")[0] == 2
+
+
+def test_no_ledger_file_yet(tmp_path: Path, write_config: Callable[[str], Path]) -> None:
+    config = write_config(CONFIG.replace("{ledger}", str(tmp_path / "none.db")))
+    assert stats(config) == (0, "no requests in the last 24 hour(s)\n", "")
+    assert not (tmp_path / "none.db").exists()  # reading never creates the file
+
+
+def test_ledger_path_tail_and_export(book: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ledger", "path", "-c", str(book)])
+    assert result.stdout == f"{tmp_path / 'ledger.db'}\n"
+    tail = runner.invoke(app, ["ledger", "tail", "-n", "2", "-c", str(book)]).stdout.splitlines()
+    assert len(tail) == 2 and "exhausted" in tail[0] and "cheap:ok" in tail[1]
+    assert "cheap:escalated_http_error > strong:escalated_http_error" in tail[0]
+    lines = runner.invoke(app, ["ledger", "tail", "--json", "-c", str(book)]).stdout
+    assert [json.loads(x)["id"] for x in lines.splitlines()] == ["r1", "r2", "r3", "r4"]
+    exported = runner.invoke(app, ["ledger", "export", "--format", "csv", "-c", str(book)]).stdout
+    table = list(csv.DictReader(io.StringIO(exported)))
+    assert [r["id"] for r in table] == ["r1", "r2", "r3", "r4"]
+    assert table[1]["final_model"] == "strong" and table[1]["status"] == "ok"
+    out = tmp_path / "rows.jsonl"
+    runner.invoke(
+        app, ["ledger", "export", "-o", str(out), "--since", "2000-01-01", "-c", str(book)]
+    )
+    second = json.loads(out.read_text().splitlines()[1])
+    assert [a["outcome"] for a in second["attempts"]] == ["escalated_short_response", "ok"]
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([], 0.5, None),
+        ([7.0], 0.95, 7.0),
+        ([1.0, 2.0], 0.5, 1.0),
+        ([1.0, 2.0], 0.95, 2.0),
+        ([float(i) for i in range(1, 101)], 0.95, 95.0),
+        ([float(i) for i in range(1, 101)], 0.5, 50.0),
+    ],
+)
+def test_percentile_nearest_rank(values: list[float], q: float, expected: float | None) -> None:
+    assert percentile(values, q) == expected
