@@ -610,6 +610,11 @@ async def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # Draining is bounded by shutdown_timeout_secs: a repeated signal (a second Ctrl-C,
+            # an impatient supervisor) must not cut it short or turn exit 0 into death by signal.
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
         log.info(
             "shutting_down",
             in_flight=app[STATE].in_flight,

@@ -1,0 +1,133 @@
+"""The daemon and its ledger under load: every request a row with its attempts; SIGTERM loses no
+request that was answered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.fakes import Daemon, FakeUpstream, Reply
+
+CONFIG = """
+[ledger]
+path = "{ledger}"
+store_prompts = true
+[providers.fake]
+type = "openai"
+base_url = "{url}"
+api_key = "k"
+[models.cheap]
+provider = "fake"
+model_id = "m-cheap"
+quality = "basic"
+input_per_m = 1.0
+output_per_m = 2.0
+[models.mid]
+provider = "fake"
+model_id = "m-mid"
+quality = "standard"
+input_per_m = 3.0
+output_per_m = 4.0
+"""
+HI = [{"role": "user", "content": "hi"}]
+
+
+def start(fake: FakeUpstream, tmp_path: Path) -> tuple[Daemon, Path]:
+    book = tmp_path / "ledger.db"
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.replace("{url}", fake.url).replace("{ledger}", str(book)))
+    return Daemon(config).start(), book
+
+
+async def fire(
+    url: str, count: int, *, stream_every: int = 2, timeout: float = 60.0
+) -> list[tuple[int, str, str]]:
+    """`count` concurrent requests; (status, request id, body) of each."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+
+        async def one(i: int) -> tuple[int, str, str]:
+            body = {"model": "auto", "messages": HI, "stream": i % stream_every == 0}
+            try:
+                async with session.post(url + "/v1/chat/completions", json=body) as response:
+                    text = await response.text()
+                    return response.status, response.headers.get("x-pirouter-request-id", ""), text
+            except aiohttp.ClientError:
+                return 0, "", ""  # refused once the daemon stopped listening: never accepted
+
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def ledger_rows(book: Path) -> dict[str, dict[str, Any]]:
+    db = sqlite3.connect(book)
+    db.row_factory = sqlite3.Row
+    rows = {r["id"]: dict(r) for r in db.execute("SELECT * FROM requests")}
+    for a in db.execute("SELECT * FROM attempts ORDER BY request_id, idx"):
+        rows[a["request_id"]].setdefault("attempts", []).append(dict(a))
+    prompts = {p["request_id"]: dict(p) for p in db.execute("SELECT * FROM prompts")}
+    for rid, prompt in prompts.items():
+        rows[rid]["prompt"] = prompt
+    db.close()
+    return rows
+
+
+def test_500_concurrent_requests_make_500_rows_with_their_attempts(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    fake.reset()
+    fake.default("m-cheap", Reply(kind="status", status=503))  # every request escalates
+    daemon, book = start(fake, tmp_path)
+    try:
+        answers = asyncio.run(fire(daemon.url, 500))
+    finally:
+        assert daemon.stop() == 0
+    assert [s for s, _, _ in answers].count(200) == 500
+    rows = ledger_rows(book)
+    assert set(rows) == {rid for _, rid, _ in answers}
+    for row in rows.values():
+        assert (row["status"], row["final_model"], row["primary_model"]) == ("ok", "mid", "cheap")
+        assert [(a["alias"], a["outcome"], a["http_status"]) for a in row["attempts"]] == [
+            ("cheap", "escalated_http_error", 503),
+            ("mid", "ok", None),
+        ]
+        mid = row["attempts"][1]
+        # priced by alias: mid's tokens at $3/M in and $4/M out
+        assert row["cost_usd"] == pytest.approx(
+            (mid["input_tokens"] * 3 + mid["output_tokens"] * 4) / 1e6, abs=1e-12
+        )
+        assert row["prompt"]["answer"] == "Hello from the fake upstream."
+        assert json.loads(row["prompt"]["messages"])["messages"] == HI
+    assert sum(r["streamed"] for r in rows.values()) == 250
+
+
+def test_sigterm_under_load_loses_no_answered_request(fake: FakeUpstream, tmp_path: Path) -> None:
+    fake.reset()
+    fake.default("m-cheap", Reply(text="slow answer, but complete", delay=0.5))
+    daemon, book = start(fake, tmp_path)
+
+    async def load_then_stop() -> list[tuple[int, str, str]]:
+        requests = asyncio.ensure_future(fire(daemon.url, 200))
+        deadline = time.monotonic() + 10
+        while len(fake.seen) < 50 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGTERM)
+        return await requests
+
+    answers = asyncio.run(load_then_stop())
+    assert daemon.stop() == 0
+    answered = {rid for status, rid, _ in answers if status == 200}
+    statuses = {s for s, _, _ in answers}
+    assert len(answered) >= 50 and statuses <= {0, 200, 503}
+    rows = ledger_rows(book)
+    assert answered <= set(rows)  # every answered request is in the ledger
+    assert all(rows[rid]["status"] == "ok" for rid in answered)
+    line = daemon.log_lines("shutting_down")[0]
+    assert line["in_flight"] >= 1
