@@ -1,0 +1,50 @@
+"""The floor: a minimal aiohttp pass-through proxy, what any Python proxy on this machine costs.
+
+Run as its own process: `python bench/passthrough.py PORT UPSTREAM_URL`. It forwards the body to
+the upstream on a pooled session and relays the answer (or the stream) back, and nothing else.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import aiohttp
+from aiohttp import web
+
+
+async def proxy(request: web.Request) -> web.StreamResponse:
+    body = await request.read()
+    session: aiohttp.ClientSession = request.app["session"]
+    headers = {"content-type": "application/json"}
+    async with session.post(request.app["upstream"], data=body, headers=headers) as upstream:
+        response = web.StreamResponse(
+            status=upstream.status, headers={"content-type": upstream.content_type}
+        )
+        await response.prepare(request)
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+        return response
+
+
+async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+    app["session"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    yield
+    await app["session"].close()
+
+
+def main() -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    app = web.Application()
+    app["upstream"] = sys.argv[2] + "/v1/chat/completions"
+    app.cleanup_ctx.append(session_ctx)
+    app.router.add_post("/v1/chat/completions", proxy)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+"""The benchmark harness: `python bench/run.py [--quick]`. Prints a table; writes JSON to bench/results/.
+
+Every scenario runs in this one run against three targets, each in its own process beside the
+fake upstream and the load generator: the upstream called directly, the minimal aiohttp
+pass-through (`bench/passthrough.py`, the floor for a Python proxy here), and `pirouter run` with
+its ledger on (and off, for the ledger's own cost). Results are absolute figures plus ratios
+against the floor. Every process is started and stopped here; nothing is left running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except OSError as exc:
+            if getattr(exc, "code", None):  # an HTTP error answer means it is listening
+                return
+            time.sleep(0.02)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextmanager
+def process(args: list[str], ready_url: str, **kw: Any) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    try:
+        wait_ready(ready_url)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def loadgen(*args: object, timeout: float = 600) -> dict[str, Any]:
+    out = subprocess.run(
+        [PY, str(HERE / "loadgen.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def wall_ms(args: list[str], runs: int = 10) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False
+        )
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def pirouter_config(tmp: Path, upstream: str, ledger: bool) -> Path:
+    config = tmp / f"pirouter-{'ledger' if ledger else 'noledger'}.toml"
+    config.write_text(f"""
+[server]
+log_level = "warning"
+[ledger]
+path = "{tmp / "ledger.db"}"
+[providers.bench]
+type = "openai"
+base_url = "{upstream}"
+api_key = "k"
+[models.bench]
+provider = "bench"
+model_id = "bench-model"
+supports_tools = true
+""")
+    return config
+
+
+def measure_target(name: str, url: str, pid: int | None, quick: bool) -> dict[str, Any]:
+    """Every scenario against one target; CPU and memory of `pid` when it is ours."""
+    n = 500 if quick else 2000
+    seconds = 5 if quick else 15
+    result: dict[str, Any] = {"name": name}
+    if pid is not None:
+        result["rss_idle_mib"] = rss_mib(pid)
+    result["latency"] = loadgen("latency", url, n, 200)
+    cpu0 = cpu_seconds(pid) if pid else 0.0
+    result["throughput"] = loadgen("throughput", url, 32, seconds)
+    if pid is not None:
+        used = cpu_seconds(pid) - cpu0
+        result["cpu_ms_per_request"] = 1000 * used / max(1, result["throughput"]["requests"])
+        result["rss_load_mib"] = rss_mib(pid)
+    result["ttft"] = loadgen("ttft", url, 200 if quick else 1000)
+    result["streams"] = loadgen("streams", url, 128 if quick else 512, 64, 20)
+    if pid is not None:
+        result["rss_after_mib"] = rss_mib(pid)
+    return result
+
+
+def table(results: dict[str, Any]) -> str:
+    direct, floor, on, off = (
+        results["targets"][k] for k in ("direct", "floor", "pirouter", "pirouter_no_ledger")
+    )
+
+    def added(target: dict[str, Any], key: str, q: str) -> float:
+        return float(target[key][q] - direct[key][q])
+
+    rows = [("scenario", "floor", "pirouter", "ratio", "target")]
+
+    def row(label: str, f: float, p: float, target: str, digits: int = 3) -> None:
+        ratio = p / f if f else float("nan")
+        rows.append((label, f"{f:.{digits}f}", f"{p:.{digits}f}", f"{ratio:.2f}x", target))
+
+    row(
+        "added latency p50 ms (c=1)",
+        added(floor, "latency", "p50"),
+        added(on, "latency", "p50"),
+        "<= 0.5 ms",
+    )
+    row(
+        "added latency p99 ms (c=1)",
+        added(floor, "latency", "p99"),
+        added(on, "latency", "p99"),
+        "<= 1.5 ms",
+    )
+    row(
+        "throughput req/s (c=32)", floor["throughput"]["rps"], on["throughput"]["rps"], ">= 0.8x", 0
+    )
+    row("  same, ledger off", floor["throughput"]["rps"], off["throughput"]["rps"], "", 0)
+    row("CPU ms per request", floor["cpu_ms_per_request"], on["cpu_ms_per_request"], "<= 1.3x")
+    row("added TTFT p50 ms", added(floor, "ttft", "p50"), added(on, "ttft", "p50"), "")
+    row("added TTFT p99 ms", added(floor, "ttft", "p99"), added(on, "ttft", "p99"), "<= 1 ms")
+    rows.append(
+        (
+            "stalled streams (>100 ms gap)",
+            f"{floor['streams']['stalled']}/{floor['streams']['streams']}",
+            f"{on['streams']['stalled']}/{on['streams']['streams']}",
+            "",
+            "0 of 512",
+        )
+    )
+    for key, label, target in (
+        ("rss_idle_mib", "RSS idle MiB", "<= 50"),
+        ("rss_load_mib", "RSS under load MiB", "<= 100"),
+        ("rss_after_mib", "RSS after MiB", "no growth"),
+    ):
+        row(label, floor[key], on[key], target, 1)
+    s = results["startup"]
+    rows += [
+        ("pirouter --help ms", "", f"{s['help_ms']:.0f}", "", "<= 150"),
+        ("pirouter route --prompt hi ms", "", f"{s['route_ms']:.0f}", "", "<= 150"),
+        ("daemon start to first 200 ms", "", f"{s['first_200_ms']:.0f}", "", "<= 500"),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    ledger = (
+        off["throughput"]["rps"] / on["throughput"]["rps"] - 1 if on["throughput"]["rps"] else 0
+    )
+    lines.append(f"\nledger on vs off: {100 * ledger:+.1f}% throughput without it")
+    lines.append(
+        f"direct to upstream: latency p50 {direct['latency']['p50']:.3f} ms, "
+        f"{direct['throughput']['rps']:.0f} req/s at c=32"
+    )
+    return "\n".join(lines)
+
+
+def first_200_ms(config: Path, port: int) -> float:
+    body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "pirouter_py",
+            "--config",
+            str(config),
+            "run",
+            "--port",
+            str(port),
+            "--no-ledger",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while True:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    data=body,
+                    headers={"content-type": "application/json"},
+                )
+                urllib.request.urlopen(request, timeout=2).close()
+                return (time.perf_counter() - start) * 1000
+            except OSError:
+                if time.perf_counter() - start > 20:
+                    raise
+                time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="shorter runs (a smoke test)")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="pirouter-bench-"))
+    up_port, floor_port, on_port, off_port = (free_port() for _ in range(4))
+    upstream = f"http://127.0.0.1:{up_port}"
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "quick": args.quick,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "targets": {},
+    }
+    ping = "/v1/models"
+    with process([PY, str(HERE / "upstream.py"), str(up_port)], upstream + "/x"):
+        results["targets"]["direct"] = measure_target("direct", upstream, None, args.quick)
+        with process(
+            [PY, str(HERE / "passthrough.py"), str(floor_port), upstream],
+            f"http://127.0.0.1:{floor_port}/x",
+        ) as floor:
+            results["targets"]["floor"] = measure_target(
+                "floor", f"http://127.0.0.1:{floor_port}", floor.pid, args.quick
+            )
+        for key, port, ledger in (
+            ("pirouter", on_port, True),
+            ("pirouter_no_ledger", off_port, False),
+        ):
+            config = pirouter_config(tmp, upstream, ledger)
+            cmd = [PY, "-m", "pirouter_py", "--config", str(config), "run", "--port", str(port)]
+            with process(
+                cmd + ([] if ledger else ["--no-ledger"]), f"http://127.0.0.1:{port}{ping}"
+            ) as daemon:
+                results["targets"][key] = measure_target(
+                    key, f"http://127.0.0.1:{port}", daemon.pid, args.quick
+                )
+        config = pirouter_config(tmp, upstream, False)
+        pirouter = str(Path(PY).parent / "pirouter")
+        results["startup"] = {
+            "help_ms": wall_ms([pirouter, "--help"]),
+            "route_ms": wall_ms([pirouter, "--config", str(config), "route", "--prompt", "hi"]),
+            "first_200_ms": statistics.median(first_200_ms(config, free_port()) for _ in range(3)),
+        }
+    text = table(results)
+    print(text)
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"\nfull results: {path}")
+
+
+if __name__ == "__main__":
+    main()
