@@ -1,4 +1,4 @@
-"""The benchmark harness: `python bench/run.py [--quick]`. Prints a table; writes JSON to bench/results/.
+"""The benchmark harness: `python bench/run.py [--quick]`: a table, and JSON in bench/results/.
 
 Every scenario runs in this one run against three targets, each in its own process beside the
 fake upstream and the load generator: the upstream called directly, the minimal aiohttp

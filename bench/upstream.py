@@ -29,7 +29,10 @@ ANSWER = json.dumps(
         "usage": {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18},
     }
 ).encode()
-CHUNK = b'data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"bench-model","choices":[{"index":0,"delta":{"content":"word "},"finish_reason":null}]}\n\n'
+CHUNK = (
+    b'data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"bench-model",'
+    b'"choices":[{"index":0,"delta":{"content":"word "},"finish_reason":null}]}\n\n'
+)
 LAST = (
     b'data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"bench-model",'
     b'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
