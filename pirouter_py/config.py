@@ -198,11 +198,17 @@ class Config(_Section):
     cascade: CascadeConfig = Field(default_factory=CascadeConfig)
     stats: StatsConfig = Field(default_factory=StatsConfig)
     _aliases: tuple[str, ...] = PrivateAttr(default=())
+    _policy_cache: dict[Any, Any] = PrivateAttr(default_factory=dict)
 
     @property
     def aliases(self) -> tuple[str, ...]:
         """Every declared alias in byte order (v0.1 keeps the catalog in a sorted map)."""
         return self._aliases
+
+    @property
+    def policy_cache(self) -> dict[Any, Any]:
+        """Derived routing state the policy computes once per config (owned by policy.py)."""
+        return self._policy_cache
 
     def provider_of(self, alias: str) -> ProviderConfig:
         return self.providers[self.models[alias].provider]
@@ -557,6 +563,7 @@ def _resolve(config: Config, error: Report, warn: Report) -> Config:
 
     final = config.model_copy(update={"providers": providers, "cascade": cascade})
     final._aliases = tuple(aliases)
+    final._policy_cache = {}  # model_copy shares private dicts: this config gets its own
     return final
 
 

@@ -68,19 +68,56 @@ def _order(profile: Profile, required: int) -> Callable[[tuple[str, ModelConfig]
     return lambda am: (dist(am[1]), am[1].cost, not am[1].local, am[0])
 
 
-def _drop_reason(model: ModelConfig, profile: Profile, features: Features) -> str | None:
+def _static_drop(model: ModelConfig, profile: Profile, tools: bool, images: bool) -> str | None:
+    """Why a model can never take requests of this kind (whatever their size), or None."""
     if not model.enabled:
         return "disabled (enabled = false)"
     if profile == "cloud-only" and model.local:
         return "local model, and the profile is cloud-only"
-    if features.has_tools and not model.supports_tools:
+    if tools and not model.supports_tools:
         return "no tool support (supports_tools = false), and the request offers tools"
-    if features.has_images and not model.supports_vision:
+    if images and not model.supports_vision:
         return "no image input (supports_vision = false), and the request has images"
-    window = model.context_window
-    if window is not None and window < features.estimated_tokens:
-        return f"context window {window} < estimated {features.estimated_tokens} tokens"
     return None
+
+
+def _fits(model: ModelConfig, tokens: int) -> bool:
+    return model.context_window is None or model.context_window >= tokens
+
+
+@dataclass(frozen=True, slots=True)
+class _Orders:
+    """What a kind of request sees of the catalog, computed once per config (a request then
+    only filters these lists, and filtering keeps their order)."""
+
+    ranked: tuple[tuple[str, ModelConfig], ...]  # the capable models, in the profile's order
+    climb: tuple[tuple[str, ModelConfig], ...]  # the same, in fallback order
+    dropped: tuple[tuple[str, str], ...]  # (alias, why) for the rest, in alias order
+
+
+def _orders(
+    config: Config, profile: Profile, level: Difficulty, tools: bool, images: bool
+) -> _Orders:
+    cache = config.policy_cache
+    key = (profile, level, tools, images)
+    orders = cache.get(key)
+    if orders is None:
+        capable, dropped = [], []
+        for alias in config.aliases:
+            model = config.models[alias]
+            reason = _static_drop(model, profile, tools, images)
+            if reason is None:
+                capable.append((alias, model))
+            else:
+                dropped.append((alias, reason))
+        required = QUALITY_RANK[REQUIRED_QUALITY[level]]
+        orders = _Orders(
+            tuple(sorted(capable, key=_order(profile, required))),
+            tuple(sorted(capable, key=lambda am: (am[1].rank, am[1].cost, am[0]))),
+            tuple(dropped),
+        )
+        cache[key] = orders
+    return orders
 
 
 def _describe(model: ModelConfig) -> str:
@@ -98,69 +135,71 @@ def choose(
     """The policy decision for a request no rule matched; raises RoutingError when none fits."""
     required_name = REQUIRED_QUALITY[level]
     required = QUALITY_RANK[required_name]
-    dropped: list[CandidateTrace] = []
-    pool: list[tuple[str, ModelConfig]] = []
-    for alias in config.aliases:
-        model = config.models[alias]
-        reason = _drop_reason(model, profile, features)
-        if reason is None:
-            pool.append((alias, model))
-        elif explain:
-            dropped.append(CandidateTrace(alias, "dropped", reason))
+    tokens = features.estimated_tokens
+    orders = _orders(config, profile, level, features.has_tools, features.has_images)
+    pool = [am for am in orders.ranked if _fits(am[1], tokens)]
     if not pool:
         images = ", images=true" if features.has_images else ""
         raise RoutingError(
             "no enabled model satisfies routing constraints: "
             f"profile={PROFILE_DEBUG_NAMES[profile]}, tools={str(features.has_tools).lower()}, "
-            f"estimated_tokens={features.estimated_tokens}{images}"
+            f"estimated_tokens={tokens}{images}"
         )
     adequate = [am for am in pool if am[1].rank >= required]
-    if adequate:
-        if explain:
-            dropped += [
-                CandidateTrace(a, "dropped", f"{m.quality} is below the required {required_name}")
-                for a, m in pool
-                if m.rank < required
-            ]
-        pool = adequate
-    pool.sort(key=_order(profile, required))
+    below = pool if adequate else []
+    pool = adequate or pool
     primary, primary_model = pool[0]
-
-    cascade = _climb(config, pool, primary, primary_model)
+    cascade = _climb(config, orders, {a for a, _ in pool}, primary, primary_model.rank, tokens)
 
     candidates: tuple[CandidateTrace, ...] = ()
     if explain:
-        ranked = []
-        for position, (alias, model) in enumerate(pool, 1):
-            verdict: Verdict = (
-                "primary" if alias == primary else "fallback" if alias in cascade else "ranked"
+        ranked = [
+            CandidateTrace(
+                alias,
+                "primary" if alias == primary else "fallback" if alias in cascade else "ranked",
+                _describe(model),
+                position,
             )
-            ranked.append(CandidateTrace(alias, verdict, _describe(model), position))
+            for position, (alias, model) in enumerate(pool, 1)
+        ]
+        too_small = [
+            (a, f"context window {m.context_window} < estimated {tokens} tokens")
+            for a, m in orders.ranked
+            if not _fits(m, tokens)
+        ]
+        dropped = [
+            CandidateTrace(a, "dropped", why) for a, why in sorted([*orders.dropped, *too_small])
+        ]
+        dropped += [
+            CandidateTrace(a, "dropped", f"{m.quality} is below the required {required_name}")
+            for a, m in sorted(below)
+            if m.rank < required
+        ]
         candidates = (*ranked, *dropped)
     return PolicyChoice(primary, cascade, f"policy:{profile}:{level}", candidates)
 
 
 def _climb(
-    config: Config, pool: list[tuple[str, ModelConfig]], primary: str, primary_model: ModelConfig
+    config: Config, orders: _Orders, pool: set[str], primary: str, rank: int, tokens: int
 ) -> tuple[str, ...]:
     """Fallbacks: from the cheapest model of the primary's tier upward, never below it."""
     if not config.routing.auto_cascade:
         return ()
-    climb = sorted(
-        (am for am in pool if am[1].rank >= primary_model.rank and am[0] != primary),
-        key=lambda am: (am[1].rank, am[1].cost, am[0]),
-    )
-    return tuple(a for a, _ in climb[: config.routing.max_policy_fallbacks])
+    limit = config.routing.max_policy_fallbacks
+    climb = [
+        a
+        for a, m in orders.climb
+        if a in pool and a != primary and m.rank >= rank and _fits(m, tokens)
+    ]
+    return tuple(climb[:limit])
 
 
 def fallbacks_for(
-    config: Config, features: Features, profile: Profile, primary: str
+    config: Config, features: Features, level: Difficulty, profile: Profile, primary: str
 ) -> tuple[str, ...]:
     """Policy fallbacks for a model the client named ([routing] honor_requested_model)."""
-    pool = [
-        (a, m)
-        for a in config.aliases
-        for m in (config.models[a],)
-        if _drop_reason(m, profile, features) is None
-    ]
-    return _climb(config, pool, primary, config.models[primary])
+    orders = _orders(config, profile, level, features.has_tools, features.has_images)
+    capable = {a for a, m in orders.ranked if _fits(m, features.estimated_tokens)}
+    return _climb(
+        config, orders, capable, primary, config.models[primary].rank, features.estimated_tokens
+    )

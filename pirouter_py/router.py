@@ -88,7 +88,7 @@ def decide(
     requested = request.model
     if config.routing.honor_requested_model and requested in config.models:
         _check_vision(config, features, requested, f"the requested model `{requested}`")
-        fallbacks = policy.fallbacks_for(config, features, chosen_profile, requested)
+        fallbacks = policy.fallbacks_for(config, features, level, chosen_profile, requested)
         return Decision(
             f"requested:{requested}",
             requested,

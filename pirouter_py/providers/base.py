@@ -14,7 +14,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -81,7 +81,7 @@ class HTTPProvider:
         self.stream_timeout = aiohttp.ClientTimeout(
             connect=config.connect_timeout_secs, sock_read=total
         )
-        self.first_byte = config.first_byte_timeout_secs or total
+        self.first_byte = config.first_byte_timeout_secs
 
     def api_key(self) -> str:
         """The key, read at each request (v0.1): a changed variable needs no restart."""
@@ -157,7 +157,9 @@ class HTTPProvider:
         url = self.config.url + path
         all_headers = {"content-type": "application/json", "user-agent": USER_AGENT, **headers}
         try:
-            async with asyncio.timeout(self.first_byte):
+            # Without a first-byte limit the client's total (or, for streams, its per-read)
+            # timeout already bounds the wait for headers: no extra timer per request.
+            async with asyncio.timeout(self.first_byte) if self.first_byte else nullcontext():
                 response = await self.session.post(
                     url,
                     data=orjson.dumps(body),
