@@ -650,6 +650,23 @@ def ledger_export(
         output.write_text(out.getvalue(), encoding="utf-8")
 
 
+class Shell(StrEnum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+@app.command("completions")
+def completions(
+    shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish.", show_default=False)],
+) -> None:
+    """Print a shell completion script (bash: source it; zsh: put it on $fpath as _pirouter;
+    fish: save it as ~/.config/fish/completions/pirouter.fish)."""
+    from pirouter_py import clidoc
+
+    sys.stdout.write(clidoc.completion(shell.value))
+
+
 def _guard(thunk: Callable[[], T]) -> T:
     """Run `thunk`, turning pirouter's own errors into a message and their exit code."""
     try:
