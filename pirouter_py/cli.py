@@ -650,6 +650,57 @@ def ledger_export(
         output.write_text(out.getvalue(), encoding="utf-8")
 
 
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Is a daemon answering on the configured address? Its version, uptime and counters."""
+    import urllib.error
+    import urllib.request
+
+    from pirouter_py.config import parse_bind
+
+    loaded = _guard(lambda: _load(ctx, config, warn=False))
+    bound = parse_bind(loaded.config.server.bind)
+    assert bound is not None
+    host = "127.0.0.1" if bound[0] in ("0.0.0.0", "::") else bound[0]
+    url = f"http://{f'[{host}]' if ':' in host else host}:{bound[1]}"
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as response:
+            health = json.loads(response.read())
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if as_json:
+            _print_json({"running": False, "url": url, "error": str(reason)})
+        else:
+            sys.stdout.write(
+                f"pirouter is not answering at {url} ({reason})\n  start it with `pirouter run`\n"
+            )
+        raise typer.Exit(int(ExitCode.RUNTIME)) from None
+    if as_json:
+        _print_json({"running": True, "url": url, **health})
+        return
+    uptime = int(health.get("uptime_s", 0))
+    lines = [
+        f"pirouter {health.get('version', '?')} is {health.get('status', 'ok')} at {url}",
+        f"  uptime:    {uptime // 3600}h {uptime % 3600 // 60}m {uptime % 60}s",
+        f"  config:    {health.get('config')}",
+        f"  requests:  {health.get('requests')} served, {health.get('in_flight')} in flight",
+    ]
+    ledger = health.get("ledger")
+    if ledger:
+        state = f"failing: {ledger['last_error']}" if ledger.get("failing") else "ok"
+        lines.append(
+            f"  ledger:    {ledger['path']} ({ledger['written']} written, backlog "
+            f"{ledger['backlog']}, {state})"
+        )
+    else:
+        lines.append("  ledger:    off")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
 class Shell(StrEnum):
     bash = "bash"
     zsh = "zsh"

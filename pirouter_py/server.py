@@ -36,6 +36,8 @@ from pirouter_py.config import LoadedConfig
 from pirouter_py.errors import PirouterError, RequestError, RoutingError, UpstreamError
 from pirouter_py.features import estimate_tokens
 from pirouter_py.ledger import Ledger
+from pirouter_py.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from pirouter_py.metrics import Metrics
 from pirouter_py.record import Attempt, Recorder, RequestRecord
 from pirouter_py.router import Decision, decide
 from pirouter_py.types import ChatRequest
@@ -64,6 +66,7 @@ class State:
     ledger: Ledger | None = None
     started: float = field(default_factory=time.time)
     cascade: Cascade | None = None
+    metrics: Metrics | None = None
     draining: bool = False
     served: int = 0
     in_flight: int = 0
@@ -218,6 +221,15 @@ async def health(request: web.Request) -> web.Response:
     if state.ledger is not None:
         body["ledger"] = asdict(state.ledger.status())
     return web.Response(body=orjson.dumps(body), content_type=JSON)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition of requests, attempts, latency, tokens, cost, in flight, backlog."""
+    state = request.app[STATE]
+    assert state.metrics is not None
+    response = web.Response(body=state.metrics.render())
+    response.headers["content-type"] = METRICS_CONTENT_TYPE
+    return response
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -385,6 +397,8 @@ def _finish(
         latency_ms=round(elapsed, 1),
         overhead_ms=round(overhead_ms, 2),
     )
+    if state.metrics is not None:
+        state.metrics.observe(record)
     if state.recorder is not None:
         if state.loaded.config.ledger.store_prompts and ctx.chat.raw is not None:
             prompt = orjson.dumps(ctx.chat.raw).decode()
@@ -563,13 +577,19 @@ def create_app(
     app = web.Application(
         client_max_size=loaded.config.server.max_body_bytes, middlewares=[errors_middleware]
     )
-    app[STATE] = State(loaded, recorder, environ, ledger_path)
+    state = app[STATE] = State(loaded, recorder, environ, ledger_path)
+    state.metrics = Metrics(
+        loaded.config.models,
+        in_flight=lambda: state.in_flight,
+        ledger_backlog=lambda: state.ledger.status().backlog if state.ledger else 0,
+    )
     app.cleanup_ctx.append(_ledger)
     app.cleanup_ctx.append(_upstreams)
     app.on_shutdown.append(_drain)
     add = app.router
     add.add_get("/healthz", healthz)
     add.add_get("/health", health)
+    add.add_get("/metrics", metrics)
     add.add_get("/v1/models", list_models)
     add.add_post("/v1/chat/completions", chat_handler(codecs.OPENAI))
     add.add_post("/v1/messages", chat_handler(codecs.ANTHROPIC))

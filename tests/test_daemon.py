@@ -665,3 +665,44 @@ def test_client_disconnect_cancels_a_whole_request_too(daemon: Daemon, fake: Fak
         x for x in daemon.log_lines() if x["status"] == "client_cancelled" and x["stream"] is False
     )
     assert line["chain"] == ["cheap:client_cancelled"]
+
+
+def test_metrics_count_requests_attempts_tokens_and_cost(
+    daemon: Daemon, fake: FakeUpstream
+) -> None:
+    fake.script("m-cheap", Reply(kind="status", status=429))
+    status, _, _ = raw(daemon, "POST", "/v1/chat/completions", {"model": "auto", "messages": HI})
+    assert status == 200
+    code, headers, body = raw(daemon, "GET", "/metrics")
+    text = body.decode()
+    assert code == 200 and headers["content-type"].startswith("text/plain")
+    assert (
+        'pirouter_attempts_total{alias="cheap",outcome="escalated_http_error",provider="fake"}'
+    ) in text
+    assert 'pirouter_attempts_total{alias="mid",outcome="ok",provider="fake"}' in text
+    assert 'pirouter_tokens_total{alias="mid",direction="output"}' in text
+    assert 'pirouter_cost_usd_total{alias="mid"}' in text  # mid costs $1/M input
+    assert "pirouter_in_flight_requests 0.0" in text
+    assert 'pirouter_upstream_latency_seconds_bucket{alias="mid",le="0.01"}' in text
+
+
+def test_status_reports_a_running_daemon(daemon: Daemon, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pirouter_py.cli import app
+
+    port = daemon.url.rsplit(":", 1)[1]
+    config = tmp_path / "status.toml"
+    config.write_text(
+        f'[server]\nbind = "127.0.0.1:{port}"\n[providers.ollama]\n[models.m]\n'
+        'provider = "ollama"\nmodel_id = "x"\n'
+    )
+    result = CliRunner().invoke(app, ["status", "-c", str(config)])
+    assert result.exit_code == 0
+    assert result.stdout.startswith(f"pirouter 0.1.0 is ok at http://127.0.0.1:{port}\n")
+    assert "  requests:  " in result.stdout
+    report = json.loads(CliRunner().invoke(app, ["status", "--json", "-c", str(config)]).stdout)
+    assert report["running"] is True and report["status"] == "ok"
+    config.write_text(config.read_text().replace(port, "9"))
+    down = CliRunner().invoke(app, ["status", "-c", str(config)])
+    assert down.exit_code == 1 and "is not answering at http://127.0.0.1:9" in down.stdout
