@@ -21,7 +21,7 @@ _pirouter() {
     esac
     local words
     case "$path" in
-        "") words="check-config models route run stats status completions ledger --config -c --version -V --help -h" ;;
+        "") words="check-config models route run stats status completions ledger service --config -c --version -V --help -h" ;;
         "check-config") words="--config -c --json --help -h" ;;
         "models") words="--config -c --json --help -h" ;;
         "route") words="--prompt -p --model --tools --image --system --header -H --profile --config -c --json --help -h" ;;
@@ -33,6 +33,11 @@ _pirouter() {
         "ledger path") words="--config -c --help -h" ;;
         "ledger tail") words="-n --lines --follow -f --config -c --json --help -h" ;;
         "ledger export") words="--format --since --output -o --config -c --help -h" ;;
+        "service") words="install uninstall status logs --help -h" ;;
+        "service install") words="--config -c --dry-run --help -h" ;;
+        "service uninstall") words="--config -c --dry-run --help -h" ;;
+        "service status") words="--config -c --help -h" ;;
+        "service logs") words="--follow -f --config -c --help -h" ;;
         *) words="" ;;
     esac
     COMPREPLY=($(compgen -W "$words" -- "$cur"))
