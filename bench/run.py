@@ -99,11 +99,12 @@ def wall_ms(args: list[str], runs: int = 10) -> float:
     return statistics.median(times)
 
 
-def pirouter_config(tmp: Path, upstream: str, ledger: bool) -> Path:
-    config = tmp / f"pirouter-{'ledger' if ledger else 'noledger'}.toml"
+def pirouter_config(tmp: Path, upstream: str, ledger: bool, metrics: bool = True) -> Path:
+    config = tmp / f"pirouter-{'ledger' if ledger else 'noledger'}-{metrics}.toml"
     config.write_text(f"""
 [server]
 log_level = "warning"
+metrics = {str(metrics).lower()}
 [ledger]
 path = "{tmp / "ledger.db"}"
 [providers.bench]
@@ -202,10 +203,11 @@ def table(results: dict[str, Any]) -> str:
         for r in rows
     ]
     lines.insert(1, "-" * len(lines[0]))
-    ledger = (
-        off["throughput"]["rps"] / on["throughput"]["rps"] - 1 if on["throughput"]["rps"] else 0
-    )
+    rps = on["throughput"]["rps"]
+    ledger = off["throughput"]["rps"] / rps - 1 if rps else 0
+    bare = results["targets"]["pirouter_no_metrics"]["throughput"]["rps"] / rps - 1 if rps else 0
     lines.append(f"\nledger on vs off: {100 * ledger:+.1f}% throughput without it")
+    lines.append(f"metrics on vs off: {100 * bare:+.1f}% throughput without them")
     lines.append(
         f"direct to upstream: latency p50 {direct['latency']['p50']:.3f} ms, "
         f"{direct['throughput']['rps']:.0f} req/s at c=32"
@@ -289,6 +291,15 @@ def main() -> None:
                 results["targets"][key] = measure_target(
                     key, f"http://127.0.0.1:{port}", daemon.pid, args.quick
                 )
+        config = pirouter_config(tmp, upstream, True, metrics=False)
+        port = free_port()
+        cmd = [PY, "-m", "pirouter_py", "--config", str(config), "run", "--port", str(port)]
+        with process(cmd, f"http://127.0.0.1:{port}{ping}"):
+            results["targets"]["pirouter_no_metrics"] = {
+                "throughput": loadgen(
+                    "throughput", f"http://127.0.0.1:{port}", 32, 5 if args.quick else 15
+                )
+            }
         config = pirouter_config(tmp, upstream, False)
         pirouter = str(Path(PY).parent / "pirouter")
         results["startup"] = {

@@ -55,6 +55,7 @@ class ServerConfig(_Section):
     log_level: str = "info"
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     shutdown_timeout_secs: float = Field(default=10.0, ge=0)
+    metrics: bool = True  # serve Prometheus metrics at GET /metrics
 
 
 class LedgerConfig(_Section):

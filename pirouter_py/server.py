@@ -226,7 +226,7 @@ async def health(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition of requests, attempts, latency, tokens, cost, in flight, backlog."""
     state = request.app[STATE]
-    assert state.metrics is not None
+    assert state.metrics is not None  # the route exists only when metrics are on
     response = web.Response(body=state.metrics.render())
     response.headers["content-type"] = METRICS_CONTENT_TYPE
     return response
@@ -578,18 +578,20 @@ def create_app(
         client_max_size=loaded.config.server.max_body_bytes, middlewares=[errors_middleware]
     )
     state = app[STATE] = State(loaded, recorder, environ, ledger_path)
-    state.metrics = Metrics(
-        loaded.config.models,
-        in_flight=lambda: state.in_flight,
-        ledger_backlog=lambda: state.ledger.status().backlog if state.ledger else 0,
-    )
+    if loaded.config.server.metrics:
+        state.metrics = Metrics(
+            loaded.config.models,
+            in_flight=lambda: state.in_flight,
+            ledger_backlog=lambda: state.ledger.status().backlog if state.ledger else 0,
+        )
     app.cleanup_ctx.append(_ledger)
     app.cleanup_ctx.append(_upstreams)
     app.on_shutdown.append(_drain)
     add = app.router
     add.add_get("/healthz", healthz)
     add.add_get("/health", health)
-    add.add_get("/metrics", metrics)
+    if state.metrics is not None:
+        add.add_get("/metrics", metrics)
     add.add_get("/v1/models", list_models)
     add.add_post("/v1/chat/completions", chat_handler(codecs.OPENAI))
     add.add_post("/v1/messages", chat_handler(codecs.ANTHROPIC))

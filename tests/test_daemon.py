@@ -706,3 +706,15 @@ def test_status_reports_a_running_daemon(daemon: Daemon, tmp_path: Path) -> None
     config.write_text(config.read_text().replace(port, "9"))
     down = CliRunner().invoke(app, ["status", "-c", str(config)])
     assert down.exit_code == 1 and "is not answering at http://127.0.0.1:9" in down.stdout
+
+
+def test_metrics_can_be_turned_off(fake: FakeUpstream, tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    text = CONFIG.replace("{url}", fake.url).replace("{key}", KEY)
+    path.write_text("[server]\nmetrics = false\n" + text)
+    process = Daemon(path).start()
+    try:
+        status, _, body = raw(process, "GET", "/metrics")
+        assert status == 404 and json.loads(body)["error"]["type"] == "not_found_error"
+    finally:
+        process.stop()
