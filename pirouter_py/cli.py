@@ -424,10 +424,11 @@ def run(
     assert bound is not None  # validated at load
     host = host if host is not None else bound[0]
     port = port if port is not None else bound[1]
-    if not is_loopback(host):
+    if not is_loopback(host) and not (cfg.server.api_keys_env or cfg.server.api_keys_file):
         _fail(
             f"refusing to listen on {host}: beyond loopback pirouter would serve anyone who can "
-            "reach this machine, and client keys are not supported yet; bind to 127.0.0.1",
+            "reach this machine; set client keys ([server] api_keys_env or api_keys_file) or "
+            "bind to 127.0.0.1",
             ExitCode.USAGE if ctx.params.get("host") else ExitCode.CONFIG,
         )
     log.setup(cfg.server.log_level)

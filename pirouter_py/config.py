@@ -56,6 +56,13 @@ class ServerConfig(_Section):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     shutdown_timeout_secs: float = Field(default=10.0, ge=0)
     metrics: bool = True  # serve Prometheus metrics at GET /metrics
+    # Client keys: names of environment variables holding them, and/or a file of one per line.
+    # With keys, every endpoint but /healthz wants one; without, only loopback binds are allowed.
+    api_keys_env: list[str] = Field(default_factory=list)
+    api_keys_file: str | None = None
+    # Host header values accepted besides localhost, 127.0.0.1, [::1] and the bind host (DNS
+    # rebinding protection).
+    allowed_hosts: list[str] = Field(default_factory=list)
 
 
 class LedgerConfig(_Section):
@@ -299,6 +306,18 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             [ConfigProblem(source, None, "", f"cannot be read: {exc.strerror}")]
         ) from None
     config, warnings = parse_config(text, source)
+    if any(p.api_key for p in config.providers.values()):
+        mode = chosen.stat().st_mode
+        if mode & 0o077:
+            warnings += (
+                ConfigProblem(
+                    source,
+                    None,
+                    "",
+                    f"holds a literal api_key and is readable by others (mode "
+                    f"{mode & 0o777:o}); run `chmod 600 {source}`, or use api_key_env",
+                ),
+            )
     return LoadedConfig(config, source, chosen, default_path, warnings)
 
 

@@ -4,6 +4,8 @@
     ├── ConfigError               exit 3: the config file cannot be used; carries located problems
     ├── RoutingError              exit 1, HTTP 400 invalid_request_error: no model can take it
     ├── RequestError              HTTP 400 invalid_request_error: the client's body is malformed
+    │   ├── Unauthorized          HTTP 401 authentication_error: a client key is missing or wrong
+    │   ├── ForbiddenHost         HTTP 403 permission_error: a Host header naming another host
     │   └── PayloadTooLarge       HTTP 413
     └── UpstreamError             HTTP 502 upstream_error: a provider call failed
         ├── UpstreamHTTPError     the provider answered with a non-2xx status
@@ -84,6 +86,20 @@ class RequestError(PirouterError):
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.param = param
+
+
+class Unauthorized(RequestError):
+    """A client key is required and was missing or wrong."""
+
+    http_status = 401
+    openai_type = "authentication_error"
+
+
+class ForbiddenHost(RequestError):
+    """The Host header names a host pirouter does not serve (DNS rebinding protection)."""
+
+    http_status = 403
+    openai_type = "permission_error"
 
 
 class PayloadTooLarge(RequestError):

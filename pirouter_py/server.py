@@ -28,12 +28,19 @@ import orjson
 import structlog
 from aiohttp import web
 
-from pirouter_py import __version__
+from pirouter_py import __version__, access
 from pirouter_py import providers as provider_registry
 from pirouter_py import record as rec
 from pirouter_py.cascade import Cascade, Outcome
-from pirouter_py.config import LoadedConfig
-from pirouter_py.errors import PirouterError, RequestError, RoutingError, UpstreamError
+from pirouter_py.config import LoadedConfig, parse_bind
+from pirouter_py.errors import (
+    ForbiddenHost,
+    PirouterError,
+    RequestError,
+    RoutingError,
+    Unauthorized,
+    UpstreamError,
+)
 from pirouter_py.features import estimate_tokens
 from pirouter_py.ledger import Ledger
 from pirouter_py.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -64,6 +71,8 @@ class State:
     environ: Mapping[str, str] | None
     ledger_path: Path | None = None  # when set, the app opens a Ledger there as its recorder
     ledger: Ledger | None = None
+    keys: tuple[bytes, ...] = ()  # client keys; empty: none required (loopback only)
+    hosts: frozenset[str] = frozenset()  # Host names answered; empty: any (keys protect)
     started: float = field(default_factory=time.time)
     cascade: Cascade | None = None
     metrics: Metrics | None = None
@@ -154,6 +163,20 @@ async def errors_middleware(
             headers=ids | {"retry-after": "1"},
         )
     try:
+        if state.hosts and request.host and access.host_name(request.host) not in state.hosts:
+            raise ForbiddenHost(
+                f"pirouter does not answer for host {request.host!r}; add it to "
+                "[server] allowed_hosts if it is yours"
+            )
+        if (
+            state.keys
+            and request.path != "/healthz"
+            and not access.key_ok(state.keys, request.headers)
+        ):
+            raise Unauthorized(
+                "a client key is required: send `Authorization: Bearer <key>` "
+                "or `x-api-key: <key>` ([server] api_keys_env / api_keys_file)"
+            )
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -572,12 +595,18 @@ def create_app(
     recorder: Recorder | None = None,
     ledger_path: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    host: str | None = None,
 ) -> web.Application:
     """The daemon's application for a loaded config; with `ledger_path`, it records there."""
     app = web.Application(
         client_max_size=loaded.config.server.max_body_bytes, middlewares=[errors_middleware]
     )
     state = app[STATE] = State(loaded, recorder, environ, ledger_path)
+    server = loaded.config.server
+    state.keys = access.load_keys(server, environ)
+    listen = host if host is not None else (parse_bind(server.bind) or ("127.0.0.1", 0))[0]
+    if is_loopback(listen):  # beyond loopback, client keys are the protection
+        state.hosts = access.allowed_hosts(listen, server.allowed_hosts)
     if loaded.config.server.metrics:
         state.metrics = Metrics(
             loaded.config.models,
@@ -612,7 +641,7 @@ async def serve(
     ledger_path: Path | None,
 ) -> None:
     """Listen until SIGINT or SIGTERM, then drain and return."""
-    app = create_app(loaded, ledger_path=ledger_path)
+    app = create_app(loaded, ledger_path=ledger_path, host=host)
     runner = web.AppRunner(
         app,
         handle_signals=False,

@@ -531,9 +531,11 @@ class Daemon:
         ]
         for reader in self._readers:
             reader.start()
-        if not found.wait(timeout):
-            self.stop()
-            raise RuntimeError(f"daemon did not start: {''.join(self.stderr)}")
+        deadline = time.monotonic() + timeout
+        while not found.wait(0.02):
+            if self.proc.poll() is not None or time.monotonic() > deadline:  # exited, or hung
+                self.stop()
+                raise RuntimeError(f"daemon did not start: {''.join(self.stderr)}")
         self.ready_s = time.perf_counter() - started
         return self
 

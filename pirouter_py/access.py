@@ -1,0 +1,78 @@
+"""Who may use the daemon: client keys, checked in constant time, and the Host names it answers.
+
+Keys come from `[server] api_keys_env` (names of environment variables) and `api_keys_file` (one
+key a line, `#` comments), read once at start. A client sends one as `Authorization: Bearer <key>`
+or `x-api-key: <key>`. The Host check refuses requests whose Host header names another host: a web
+page cannot reach the loopback daemon through a DNS name it rebinds to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pirouter_py.config import ServerConfig
+from pirouter_py.errors import PirouterError
+
+LOCAL_HOSTS = frozenset(("localhost", "127.0.0.1", "::1"))
+
+
+def load_keys(server: ServerConfig, environ: Mapping[str, str] | None = None) -> tuple[bytes, ...]:
+    """The client keys configured; an error names a variable or file that yields none."""
+    env = os.environ if environ is None else environ
+    keys: list[bytes] = []
+    for name in server.api_keys_env:
+        value = env.get(name, "").strip()
+        if not value:
+            raise PirouterError(
+                f"[server] api_keys_env names {name}, which is not set; export "
+                "it or remove it from the list"
+            )
+        keys.append(value.encode())
+    if server.api_keys_file:
+        path = Path(server.api_keys_file).expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise PirouterError(
+                f"[server] api_keys_file {path} cannot be read: {exc.strerror or exc}"
+            ) from None
+        found = [
+            line.strip().encode()
+            for line in lines
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+        if not found:
+            raise PirouterError(f"[server] api_keys_file {path} holds no key (one a line)")
+        keys += found
+    return tuple(keys)
+
+
+def presented_key(headers: Mapping[str, str]) -> bytes:
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip().encode()
+    return headers.get("x-api-key", "").strip().encode()
+
+
+def key_ok(keys: tuple[bytes, ...], headers: Mapping[str, str]) -> bool:
+    """Constant time in the key's content: every configured key is compared."""
+    given = presented_key(headers)
+    ok = False
+    for key in keys:
+        ok |= hmac.compare_digest(key, given)
+    return ok and bool(given)
+
+
+def allowed_hosts(bind_host: str, extra: list[str]) -> frozenset[str]:
+    return LOCAL_HOSTS | {bind_host.strip("[]").lower()} | {h.lower() for h in extra}
+
+
+def host_name(host_header: str) -> str:
+    """`[::1]:11435` -> `::1`; `localhost:80` -> `localhost`."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
