@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 
 from pirouter_py.config import Config, ModelConfig
@@ -94,7 +95,6 @@ def _m003_request_details(db: sqlite3.Connection) -> None:
     for name, kind in REQUEST_DETAILS:
         if name not in have:
             db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
-    db.execute("CREATE INDEX IF NOT EXISTS idx_requests_ts_ms ON requests(ts_ms)")
 
 
 def _m004_attempts(db: sqlite3.Connection) -> None:
@@ -257,7 +257,7 @@ def rows_for(
         )
         for i, (a, cost) in enumerate(zip(record.attempts, costs, strict=True))
     ]
-    path = json.dumps([a.to_json() for a in record.attempts], separators=(",", ":"))
+    path = orjson.dumps([a.to_json() for a in record.attempts]).decode()
     request = (
         record.request_id,
         int(record.ts),

@@ -1,17 +1,26 @@
 """Prometheus metrics for `GET /metrics`, fed from each finished request's record.
 
-One registry per app (tests run several apps in a process). Label children are looked up once
-and kept, so a request costs a few dict lookups and increments, not prometheus_client's locked
-label resolution each time.
+A request only adds to plain dicts on the event loop (no locks, no prometheus objects); the
+numbers become Prometheus metric families when `/metrics` is scraped, through a custom collector.
+One registry per app, so tests can run several apps in one process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from pirouter_py.config import ModelConfig
 from pirouter_py.ledger import attempt_cost
@@ -22,6 +31,28 @@ __all__ = ["CONTENT_TYPE", "Metrics"]
 # Upstream latency and time to first token, in seconds: from local models' tens of milliseconds
 # to long cloud generations.
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05)
+
+
+@dataclass(slots=True)
+class _Histogram:
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+
+    def observe(self, value: float) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.bounds) + 1)
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
 
 
 class Metrics:
@@ -33,81 +64,100 @@ class Metrics:
         ledger_backlog: Callable[[], float],
     ) -> None:
         self.models = models
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
-            "pirouter_requests",
-            "Requests routed, by rule, answering model, status and client protocol.",
-            ["rule", "model", "status", "protocol"],
-            registry=r,
-        )
-        self.attempts = Counter(
-            "pirouter_attempts",
-            "Models tried, by alias, provider and outcome.",
-            ["alias", "provider", "outcome"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "pirouter_upstream_latency_seconds",
-            "Time an upstream took for one attempt.",
-            ["alias"],
-            buckets=BUCKETS,
-            registry=r,
-        )
-        self.ttft = Histogram(
-            "pirouter_time_to_first_token_seconds",
-            "Time to the first streamed event of an attempt.",
-            ["alias"],
-            buckets=BUCKETS,
-            registry=r,
-        )
-        self.tokens = Counter(
-            "pirouter_tokens",
-            "Tokens, by alias and direction (input or output).",
-            ["alias", "direction"],
-            registry=r,
-        )
-        self.cost = Counter(
-            "pirouter_cost_usd", "Cost in USD, priced by alias.", ["alias"], registry=r
-        )
-        self.overhead = Histogram(
-            "pirouter_overhead_seconds",
-            "Time spent in pirouter itself per request.",
-            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
-            registry=r,
-        )
-        Gauge("pirouter_in_flight_requests", "Requests being served now.", registry=r).set_function(
-            in_flight
-        )
-        Gauge(
-            "pirouter_ledger_backlog", "Ledger rows waiting to be written.", registry=r
-        ).set_function(ledger_backlog)
-        self._children: dict[tuple[Any, ...], Any] = {}
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        self.in_flight = in_flight
+        self.ledger_backlog = ledger_backlog
+        self.requests: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
+        self.attempts: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        self.tokens: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.cost: defaultdict[str, float] = defaultdict(float)
+        self.latency: dict[str, _Histogram] = {}
+        self.ttft: dict[str, _Histogram] = {}
+        self.overhead = _Histogram(OVERHEAD_BUCKETS)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
 
     def observe(self, record: RequestRecord) -> None:
-        self._child(
-            self.requests, record.rule or "", record.final or "", record.status, record.protocol
-        ).inc()
+        self.requests[(record.rule or "", record.final or "", record.status, record.protocol)] += 1
         self.overhead.observe(max(0.0, record.overhead_ms) / 1000)
         for a in record.attempts:
-            self._child(self.attempts, a.alias, a.provider, a.outcome).inc()
-            self._child(self.latency, a.alias).observe(a.latency_ms / 1000)
+            self.attempts[(a.alias, a.provider, a.outcome)] += 1
+            hist = self.latency.get(a.alias) or self.latency.setdefault(
+                a.alias, _Histogram(BUCKETS)
+            )
+            hist.observe(a.latency_ms / 1000)
             if a.ttft_ms is not None:
-                self._child(self.ttft, a.alias).observe(a.ttft_ms / 1000)
+                self.ttft.setdefault(a.alias, _Histogram(BUCKETS)).observe(a.ttft_ms / 1000)
             if a.input_tokens:
-                self._child(self.tokens, a.alias, "input").inc(a.input_tokens)
+                self.tokens[(a.alias, "input")] += a.input_tokens
             if a.output_tokens:
-                self._child(self.tokens, a.alias, "output").inc(a.output_tokens)
+                self.tokens[(a.alias, "output")] += a.output_tokens
             cost = attempt_cost(self.models.get(a.alias), a)
             if cost:
-                self._child(self.cost, a.alias).inc(cost)
+                self.cost[a.alias] += cost
+
+    def collect(self) -> Iterator[Metric]:
+        """Called by the registry at each scrape."""
+        counters: tuple[tuple[str, str, list[str], Mapping[Any, float]], ...] = (
+            (
+                "pirouter_requests",
+                "Requests routed, by rule, answering model, status and client protocol.",
+                ["rule", "model", "status", "protocol"],
+                self.requests,
+            ),
+            (
+                "pirouter_attempts",
+                "Models tried, by alias, provider and outcome.",
+                ["alias", "provider", "outcome"],
+                self.attempts,
+            ),
+            (
+                "pirouter_tokens",
+                "Tokens, by alias and direction (input or output).",
+                ["alias", "direction"],
+                self.tokens,
+            ),
+            (
+                "pirouter_cost_usd",
+                "Cost in USD, priced by alias.",
+                ["alias"],
+                {(alias,): cost for alias, cost in self.cost.items()},
+            ),
+        )
+        for name, doc, labels, values in counters:
+            family = CounterMetricFamily(name, doc, labels=labels)
+            for key, value in values.items():
+                family.add_metric(list(key), value)
+            yield family
+        for name, doc, hists in (
+            (
+                "pirouter_upstream_latency_seconds",
+                "Time an upstream took for one attempt.",
+                self.latency,
+            ),
+            (
+                "pirouter_time_to_first_token_seconds",
+                "Time to the first streamed event of an attempt.",
+                self.ttft,
+            ),
+        ):
+            histogram = HistogramMetricFamily(name, doc, labels=["alias"])
+            for alias, hist in hists.items():
+                histogram.add_metric([alias], hist.buckets(), hist.total)
+            yield histogram
+        overhead = HistogramMetricFamily(
+            "pirouter_overhead_seconds", "Time spent in pirouter itself per request."
+        )
+        if self.overhead.counts:
+            overhead.add_metric([], self.overhead.buckets(), self.overhead.total)
+        yield overhead
+        yield GaugeMetricFamily(
+            "pirouter_in_flight_requests", "Requests being served now.", value=self.in_flight()
+        )
+        yield GaugeMetricFamily(
+            "pirouter_ledger_backlog",
+            "Ledger rows waiting to be written.",
+            value=self.ledger_backlog(),
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
