@@ -22,7 +22,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -120,24 +120,46 @@ supports_tools = true
 
 
 def measure_target(name: str, url: str, pid: int | None, quick: bool) -> dict[str, Any]:
-    """Every scenario against one target; CPU and memory of `pid` when it is ours."""
-    n = 500 if quick else 2000
-    seconds = 5 if quick else 15
+    """Latency, TTFT and concurrent streams against one target; its memory when it is ours."""
     result: dict[str, Any] = {"name": name}
     if pid is not None:
         result["rss_idle_mib"] = rss_mib(pid)
-    result["latency"] = loadgen("latency", url, n, 200)
-    cpu0 = cpu_seconds(pid) if pid else 0.0
-    result["throughput"] = loadgen("throughput", url, 32, seconds)
-    if pid is not None:
-        used = cpu_seconds(pid) - cpu0
-        result["cpu_ms_per_request"] = 1000 * used / max(1, result["throughput"]["requests"])
-        result["rss_load_mib"] = rss_mib(pid)
+    result["latency"] = loadgen("latency", url, 500 if quick else 2000, 200)
     result["ttft"] = loadgen("ttft", url, 200 if quick else 1000)
     result["streams"] = loadgen("streams", url, 128 if quick else 512, 64, 20)
     if pid is not None:
         result["rss_after_mib"] = rss_mib(pid)
     return result
+
+
+def throughput_rounds(
+    targets: dict[str, tuple[str, int | None]], rounds: int, seconds: float
+) -> dict[str, dict[str, Any]]:
+    """Concurrency-32 throughput, the targets taking turns round by round (so drift in the
+    machine's speed hits all of them alike); medians, and CPU per request over all rounds."""
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in targets}
+    cpu = dict.fromkeys(targets, 0.0)
+    rss = dict.fromkeys(targets, 0.0)
+    for _ in range(rounds):
+        for key, (url, pid) in targets.items():
+            before = cpu_seconds(pid) if pid else 0.0
+            runs[key].append(loadgen("throughput", url, 32, seconds))
+            if pid:
+                cpu[key] += cpu_seconds(pid) - before
+                rss[key] = max(rss[key], rss_mib(pid))
+    out = {}
+    for key, results in runs.items():
+        requests = sum(r["requests"] for r in results)
+        out[key] = {
+            "rps": statistics.median(r["rps"] for r in results),
+            "rounds": [r["rps"] for r in results],
+            "requests": requests,
+            "errors": sum(r["errors"] for r in results),
+            "latency_p50": statistics.median(r["latency_p50"] for r in results),
+            "cpu_ms_per_request": 1000 * cpu[key] / max(1, requests),
+            "rss_load_mib": rss[key],
+        }
+    return out
 
 
 def table(results: dict[str, Any]) -> str:
@@ -270,36 +292,40 @@ def main() -> None:
         "targets": {},
     }
     ping = "/v1/models"
-    with process([PY, str(HERE / "upstream.py"), str(up_port)], upstream + "/x"):
-        results["targets"]["direct"] = measure_target("direct", upstream, None, args.quick)
-        with process(
-            [PY, str(HERE / "passthrough.py"), str(floor_port), upstream],
-            f"http://127.0.0.1:{floor_port}/x",
-        ) as floor:
-            results["targets"]["floor"] = measure_target(
-                "floor", f"http://127.0.0.1:{floor_port}", floor.pid, args.quick
+    with ExitStack() as stack:
+        stack.enter_context(process([PY, str(HERE / "upstream.py"), str(up_port)], upstream + "/x"))
+        floor = stack.enter_context(
+            process(
+                [PY, str(HERE / "passthrough.py"), str(floor_port), upstream],
+                f"http://127.0.0.1:{floor_port}/x",
             )
-        for key, port, ledger in (
-            ("pirouter", on_port, True),
-            ("pirouter_no_ledger", off_port, False),
+        )
+        targets: dict[str, tuple[str, int | None]] = {
+            "direct": (upstream, None),
+            "floor": (f"http://127.0.0.1:{floor_port}", floor.pid),
+        }
+        for key, port, ledger, metrics in (
+            ("pirouter", on_port, True, True),
+            ("pirouter_no_ledger", off_port, False, True),
+            ("pirouter_no_metrics", free_port(), True, False),
         ):
-            config = pirouter_config(tmp, upstream, ledger)
+            config = pirouter_config(tmp, upstream, ledger, metrics)
             cmd = [PY, "-m", "pirouter_py", "--config", str(config), "run", "--port", str(port)]
-            with process(
-                cmd + ([] if ledger else ["--no-ledger"]), f"http://127.0.0.1:{port}{ping}"
-            ) as daemon:
-                results["targets"][key] = measure_target(
-                    key, f"http://127.0.0.1:{port}", daemon.pid, args.quick
-                )
-        config = pirouter_config(tmp, upstream, True, metrics=False)
-        port = free_port()
-        cmd = [PY, "-m", "pirouter_py", "--config", str(config), "run", "--port", str(port)]
-        with process(cmd, f"http://127.0.0.1:{port}{ping}"):
-            results["targets"]["pirouter_no_metrics"] = {
-                "throughput": loadgen(
-                    "throughput", f"http://127.0.0.1:{port}", 32, 5 if args.quick else 15
-                )
-            }
+            daemon = stack.enter_context(
+                process(cmd + ([] if ledger else ["--no-ledger"]), f"http://127.0.0.1:{port}{ping}")
+            )
+            targets[key] = (f"http://127.0.0.1:{port}", daemon.pid)
+        for key in ("direct", "floor", "pirouter"):
+            url, pid = targets[key]
+            results["targets"][key] = measure_target(key, url, pid, args.quick)
+        rounds = throughput_rounds(targets, 2 if args.quick else 3, 3 if args.quick else 5)
+        for key, result in rounds.items():
+            target = results["targets"].setdefault(key, {"name": key})
+            target["throughput"] = result
+            target["cpu_ms_per_request"] = result["cpu_ms_per_request"]
+            target["rss_load_mib"] = result["rss_load_mib"]
+        for key in ("floor", "pirouter"):  # memory after the whole run
+            results["targets"][key]["rss_after_mib"] = rss_mib(targets[key][1] or 0)
         config = pirouter_config(tmp, upstream, False)
         pirouter = str(Path(PY).parent / "pirouter")
         results["startup"] = {
