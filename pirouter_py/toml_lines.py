@@ -14,6 +14,15 @@ import json
 KeyPath = tuple[str | int, ...]
 
 
+def _unquote(quoted: str) -> str:
+    """A basic-string key's text; malformed ones (the file is rejected anyway) as written."""
+    try:
+        value = json.loads(quoted)
+    except ValueError:
+        return quoted.strip('"')
+    return value if isinstance(value, str) else quoted
+
+
 def _split_key(text: str) -> tuple[str, ...]:
     """`models."gpt-4o".quality` -> ("models", "gpt-4o", "quality")."""
     parts: list[str] = []
@@ -26,16 +35,16 @@ def _split_key(text: str) -> tuple[str, ...]:
             while end < n and text[end] != ch:
                 end += 2 if (ch == '"' and text[end] == "\\") else 1
             quoted = text[i : end + 1]
-            buf.append(json.loads(quoted) if ch == '"' else quoted[1:-1])
+            buf.append(_unquote(quoted) if ch == '"' else quoted[1:-1])
             i = end + 1
             continue
         if ch == ".":
-            parts.append("".join(buf).strip())
+            parts.append("".join(buf).strip(" \t"))
             buf = []
         else:
             buf.append(ch)
         i += 1
-    parts.append("".join(buf).strip())
+    parts.append("".join(buf).strip(" \t"))
     return tuple(parts)
 
 
@@ -113,7 +122,8 @@ def key_lines(text: str, repeated: list[tuple[KeyPath, int]] | None = None) -> d
                 out.append(arrays[key] - 1)
         return tuple(out)
 
-    for lineno, raw in enumerate(text.splitlines(), 1):
+    # TOML lines end at \n (or \r\n) only; str.splitlines() would also split at \x85 and others.
+    for lineno, raw in enumerate(text.split("\n"), 1):
         if scanner.open:
             scanner.feed(raw)
             continue
@@ -121,7 +131,8 @@ def key_lines(text: str, repeated: list[tuple[KeyPath, int]] | None = None) -> d
         if not stripped or stripped.startswith("#"):
             continue
         if stripped.startswith("[["):
-            path = resolve(_split_key(stripped[2 : stripped.index("]]")]), keep_last=True)
+            end = stripped.find("]]")
+            path = resolve(_split_key(stripped[2 : end if end > 0 else None]), keep_last=True)
             index = arrays.get(path, 0)
             arrays[path] = index + 1
             table = (*path, index)

@@ -63,3 +63,11 @@ def test_keys_set_twice_are_reported() -> None:
     repeated: list[tuple[tuple[str | int, ...], int]] = []
     key_lines("[a]\nx = 1\ny = 2\nx = 3\n", repeated)
     assert repeated == [(("a", "x"), 4)]
+
+
+def test_malformed_text_never_raises() -> None:
+    # found by the fuzzer: an unclosed array-of-tables header, and a key holding U+0085, which
+    # str.splitlines() (but not TOML) treats as a line break
+    assert key_lines("[[") == {("",): 1, ("", 0): 1}
+    assert key_lines('[server]\n"0\x85" = 1\n')[("server", "0\x85")] == 2
+    assert key_lines('["\\q"]\n') == {("\\q",): 1}
