@@ -15,6 +15,7 @@ arrives. The last model of the chain is never held back: there is nowhere left t
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,10 +23,14 @@ from dataclasses import dataclass, field
 from pirouter_py import record as rec
 from pirouter_py.config import CascadeConfig, Config
 from pirouter_py.errors import UpstreamError
+from pirouter_py.health import Health
 from pirouter_py.providers.base import Provider
 from pirouter_py.record import Attempt
 from pirouter_py.router import Decision
 from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent, Usage
+
+RETRY_BASE_S = 0.25  # first retry of the same model after ~0.25 s (jittered), then doubling
+RETRY_MAX_WAIT_S = 5.0  # a longer Retry-After moves on to the next model instead of waiting
 
 
 def judge(
@@ -115,11 +120,13 @@ class Cascade:
         config: Config,
         providers: Mapping[str, Provider],
         clock: Callable[[], float] = time.perf_counter,
+        health: Health | None = None,
     ) -> None:
         self.config = config
         self.cfg = config.cascade
         self.providers = providers
         self.clock = clock
+        self.health = health
 
     def _start(self, alias: str) -> tuple[Attempt, Provider]:
         model = self.config.models[alias]
@@ -129,11 +136,30 @@ class Cascade:
         """Record an error; True when the cascade may go on to the next model."""
         attempt.error = exc.message
         attempt.status = getattr(exc, "status", None)
+        if exc.retryable and self.health is not None:
+            self.health.failed(attempt.alias, getattr(exc, "retry_after", None), exc.message)
         if exc.retryable and self.cfg.on_http_error:
             attempt.outcome = rec.ESCALATED_HTTP_ERROR
             return True
         attempt.outcome = rec.FATAL_ERROR
         return False
+
+    def _answered(self, alias: str) -> None:
+        if self.health is not None:
+            self.health.succeeded(alias)
+
+    async def _again(self, exc: UpstreamError, tries: int) -> bool:
+        """Retry the same model ([cascade] retries)? Waits a jittered backoff, or Retry-After
+        when the upstream named a short one; a long Retry-After moves on to the next model."""
+        if tries >= self.cfg.retries:
+            return False
+        wait = getattr(exc, "retry_after", None)
+        if wait is None:
+            wait = RETRY_BASE_S * 2**tries * random.uniform(0.5, 1.5)
+        if wait > RETRY_MAX_WAIT_S:
+            return False
+        await asyncio.sleep(wait)
+        return True
 
     def _exhausted(self, attempts: list[Attempt], last: UpstreamError | None) -> Outcome:
         reasons = "; ".join(f"{a.alias}: {a.error or a.outcome}" for a in attempts)
@@ -150,7 +176,10 @@ class Cascade:
         attempts = [] if attempts is None else attempts
         kept: tuple[str, ChatResponse, Attempt] | None = None
         last_error: UpstreamError | None = None
-        for alias in decision.chain:
+        chain = decision.chain
+        index = tries = 0
+        while index < len(chain):
+            alias = chain[index]
             attempt, provider = self._start(alias)
             attempts.append(attempt)
             started = self.clock()
@@ -159,14 +188,19 @@ class Cascade:
             except UpstreamError as exc:
                 attempt.latency_ms = (self.clock() - started) * 1000
                 last_error = exc
-                if self._failed(attempt, exc):
-                    continue
-                return Outcome(rec.STATUS_UPSTREAM_ERROR, tuple(attempts), error=exc)
+                if not self._failed(attempt, exc):
+                    return Outcome(rec.STATUS_UPSTREAM_ERROR, tuple(attempts), error=exc)
+                if await self._again(exc, tries):
+                    tries += 1
+                else:
+                    index, tries = index + 1, 0
+                continue
             except asyncio.CancelledError:
                 attempt.latency_ms = (self.clock() - started) * 1000
                 attempt.outcome = rec.CLIENT_CANCELLED
                 raise
             attempt.latency_ms = (self.clock() - started) * 1000
+            self._answered(alias)
             _take_usage(attempt, response.usage)
             verdict = judge(
                 self.cfg,
@@ -181,6 +215,7 @@ class Cascade:
                 return Outcome(rec.STATUS_OK, tuple(attempts), response, alias)
             attempt.outcome = verdict
             kept = (alias, response, attempt)
+            index, tries = index + 1, 0
         if kept is not None:
             alias, response, attempt = kept
             attempt.returned = True
@@ -208,8 +243,10 @@ class Cascade:
         last_error: UpstreamError | None = None
         upstream_ms = 0.0
         chain = decision.chain
-        for index, alias in enumerate(chain):
-            final = index == len(chain) - 1
+        index = tries = 0
+        while index < len(chain):
+            alias = chain[index]
+            final = index == len(chain) - 1 and tries >= self.cfg.retries
             attempt, provider = self._start(alias)
             attempts.append(attempt)
             started = self.clock()
@@ -236,14 +273,19 @@ class Cascade:
                 last_error = exc
                 if events is not None:
                     await events.aclose()  # type: ignore[attr-defined]
-                if self._failed(attempt, exc):
-                    continue
-                return Outcome(rec.STATUS_UPSTREAM_ERROR, tuple(attempts), error=exc)
+                if not self._failed(attempt, exc):
+                    return Outcome(rec.STATUS_UPSTREAM_ERROR, tuple(attempts), error=exc)
+                if await self._again(exc, tries):
+                    tries += 1
+                else:
+                    index, tries = index + 1, 0
+                continue
             except asyncio.CancelledError:
                 attempt.outcome = rec.CLIENT_CANCELLED
                 attempt.latency_ms = (self.clock() - started) * 1000
                 raise
             elapsed = (self.clock() - started) * 1000
+            self._answered(alias)
             if seen.usage is not None:
                 _take_usage(attempt, seen.usage)
             if ended:
@@ -256,6 +298,7 @@ class Cascade:
                 if verdict is not None and not final:
                     attempt.outcome = verdict
                     kept = (alias, held, attempt)
+                    index, tries = index + 1, 0
                     continue
                 attempt.outcome = verdict or rec.OK
                 attempt.returned = True
@@ -267,6 +310,7 @@ class Cascade:
                 attempt.latency_ms = elapsed
                 upstream_ms += elapsed
                 attempt.outcome = rec.ESCALATED_MARKER
+                index, tries = index + 1, 0
                 continue
             attempt.returned = True
             return StreamOutcome(

@@ -699,6 +699,17 @@ def status(
         )
     else:
         lines.append("  ledger:    off")
+    cooling = {a: m for a, m in (health.get("models") or {}).items() if m.get("cooling")}
+    lines.append(
+        "  cooling:   "
+        + (
+            ", ".join(
+                f"{a} ({m['cooldown_left_s']:.0f}s left, {m['failures']} failures)"
+                for a, m in cooling.items()
+            )
+            or "none"
+        )
+    )
     sys.stdout.write("\n".join(lines) + "\n")
 
 

@@ -194,6 +194,9 @@ class CascadeConfig(_Section):
     on_marker: str | None = None
     on_truncated: bool = False
     on_empty: bool = False
+    retries: int = Field(default=0, ge=0)  # retries of the same model on a retryable error
+    cooldown_secs: float = Field(default=5.0, ge=0)  # first cooldown after a failure
+    max_cooldown_secs: float = Field(default=300.0, ge=0)  # cooldowns double up to this
 
 
 class Config(_Section):

@@ -42,6 +42,7 @@ from pirouter_py.errors import (
     UpstreamError,
 )
 from pirouter_py.features import estimate_tokens
+from pirouter_py.health import Health
 from pirouter_py.ledger import Ledger
 from pirouter_py.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pirouter_py.metrics import Metrics
@@ -76,6 +77,7 @@ class State:
     started: float = field(default_factory=time.time)
     cascade: Cascade | None = None
     metrics: Metrics | None = None
+    health: Health | None = None
     draining: bool = False
     served: int = 0
     in_flight: int = 0
@@ -243,6 +245,8 @@ async def health(request: web.Request) -> web.Response:
     }
     if state.ledger is not None:
         body["ledger"] = asdict(state.ledger.status())
+    if state.health is not None:
+        body["models"] = state.health.snapshot()
     return web.Response(body=orjson.dumps(body), content_type=JSON)
 
 
@@ -439,6 +443,8 @@ async def _serve(
     try:
         try:
             ctx.decision = decide(state.loaded.config, chat, request.headers)
+            if state.health is not None:
+                ctx.decision = state.health.order(ctx.decision)
         except RoutingError as exc:
             overhead = (time.perf_counter() - started) * 1000
             _finish(ctx, rec.STATUS_ROUTING_ERROR, 400, None, overhead)
@@ -581,7 +587,7 @@ async def _upstreams(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=90)
     async with aiohttp.ClientSession(connector=connector) as session:
         providers = provider_registry.build(state.loaded.config, session, state.environ)
-        state.cascade = Cascade(state.loaded.config, providers)
+        state.cascade = Cascade(state.loaded.config, providers, health=state.health)
         yield
 
 
@@ -602,6 +608,8 @@ def create_app(
         client_max_size=loaded.config.server.max_body_bytes, middlewares=[errors_middleware]
     )
     state = app[STATE] = State(loaded, recorder, environ, ledger_path)
+    cascade = loaded.config.cascade
+    state.health = Health(cascade.cooldown_secs, cascade.max_cooldown_secs)
     server = loaded.config.server
     state.keys = access.load_keys(server, environ)
     listen = host if host is not None else (parse_bind(server.bind) or ("127.0.0.1", 0))[0]

@@ -65,6 +65,7 @@ min_output_tokens = 3
 on_marker = "<escalate/>"
 on_truncated = true
 on_empty = true
+max_cooldown_secs = 0  # these tests script each model's failures themselves
 """
 
 

@@ -20,6 +20,8 @@ CONFIG = """
 [ledger]
 path = "{ledger}"
 store_prompts = true
+[cascade]
+max_cooldown_secs = 0  # every request is scripted to escalate; no cooldown may skip a model
 [providers.fake]
 type = "openai"
 base_url = "{url}"

@@ -1,0 +1,179 @@
+"""Health-aware routing: cooldowns from live failures, chains reordered, retries of a model."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pirouter_py.features import extract
+from pirouter_py.health import Health
+from pirouter_py.router import Decision
+from pirouter_py.types import ChatRequest, text_message
+from tests.fakes import Daemon, FakeUpstream, Reply
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_cooldowns_double_cap_honour_retry_after_and_reset() -> None:
+    clock = Clock()
+    health = Health(5, 60, clock)
+    assert [health.failed("a") for _ in range(6)] == [5, 10, 20, 40, 60, 60]
+    assert health.cooling("a") and not health.cooling("b")
+    clock.now += 59.9
+    assert health.cooling("a")
+    clock.now += 0.2
+    assert not health.cooling("a")
+    assert health.failed("b", retry_after=120) == 120  # never shorter than Retry-After
+    health.succeeded("a")
+    assert health.failed("a") == 5  # a success ended the streak
+    assert health.snapshot()["b"] == {
+        "cooling": True,
+        "cooldown_left_s": 120.0,
+        "failures": 1,
+        "last_error": None,
+    }
+    assert Health(5, 0, clock).failed("a", retry_after=9) == 0  # max 0: cooldowns off
+
+
+def decision(primary: str, *cascade: str) -> Decision:
+    request = ChatRequest("auto", (text_message("user", "hi"),))
+    return Decision("r", primary, cascade, "rule", "balanced", "easy", "", extract(request))
+
+
+def test_cooling_models_go_last_never_away() -> None:
+    health = Health(5, 60, Clock())
+    assert health.order(decision("a", "b", "c")) == decision("a", "b", "c")
+    health.failed("a")
+    health.failed("c")
+    ordered = health.order(decision("a", "b", "c", "d"))
+    assert (ordered.primary, ordered.cascade) == ("b", ("d", "a", "c"))
+    assert ordered.notes == ("cooling down, tried last: a, c",)
+    every = health.order(decision("a", "c"))
+    assert (every.primary, every.cascade) == ("a", ("c",))  # all cooling: order kept
+
+
+CONFIG = """
+[providers.fake]
+type = "openai"
+base_url = "{url}"
+api_key = "k"
+[models.cheap]
+provider = "fake"
+model_id = "m-cheap"
+quality = "basic"
+[models.mid]
+provider = "fake"
+model_id = "m-mid"
+quality = "standard"
+[cascade]
+cooldown_secs = 30
+retries = {retries}
+"""
+
+
+def start(fake: FakeUpstream, tmp_path: Path, retries: int = 0) -> Daemon:
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG.replace("{url}", fake.url).replace("{retries}", str(retries)))
+    return Daemon(path).start()
+
+
+def ask(daemon: Daemon) -> tuple[int, dict[str, str], Any]:
+    host, port = daemon.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=20)
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        body=json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}),
+        headers={"content-type": "application/json"},
+    )
+    response = conn.getresponse()
+    out = (
+        response.status,
+        {k.lower(): v for k, v in response.getheaders()},
+        json.loads(response.read()),
+    )
+    conn.close()
+    return out
+
+
+@pytest.fixture
+def fresh(fake: FakeUpstream) -> Iterator[FakeUpstream]:
+    fake.reset()
+    yield fake
+
+
+def test_a_failing_model_is_skipped_while_it_cools(fresh: FakeUpstream, tmp_path: Path) -> None:
+    daemon = start(fresh, tmp_path)
+    try:
+        fresh.script("m-cheap", Reply(kind="status", status=503))
+        status, headers, _ = ask(daemon)
+        assert status == 200 and fresh.models_called() == ["m-cheap", "m-mid"]
+        status, headers, body = ask(daemon)  # cheap is cooling: mid first, cheap kept last
+        assert status == 200 and headers["x-pirouter-model"] == "mid"
+        assert fresh.models_called() == ["m-cheap", "m-mid", "m-mid"]
+        with __import__("urllib.request").request.urlopen(daemon.url + "/health") as response:
+            models = json.loads(response.read())["models"]
+        assert models["cheap"]["cooling"] and models["cheap"]["failures"] == 1
+        # mid fails now: the cooling model is still the last option, and it answers
+        fresh.script("m-mid", Reply(kind="status", status=500))
+        status, headers, body = ask(daemon)
+        assert status == 200 and headers["x-pirouter-model"] == "cheap"
+        assert [a["alias"] for a in body["pirouter"]["attempts"]] == ["mid", "cheap"]
+    finally:
+        daemon.stop()
+
+
+def test_retries_try_the_same_model_again_first(fresh: FakeUpstream, tmp_path: Path) -> None:
+    daemon = start(fresh, tmp_path, retries=2)
+    try:
+        fresh.script("m-cheap", Reply(kind="status", status=503), Reply(kind="status", status=502))
+        status, _, body = ask(daemon)
+        assert status == 200 and fresh.models_called() == ["m-cheap"] * 3
+        assert [a["outcome"]["kind"] for a in body["pirouter"]["attempts"]] == [
+            "escalated_http_error",
+            "escalated_http_error",
+            "ok",
+        ]
+        fresh.seen.clear()  # cheap answered in the end, which ended its cooldown
+        fresh.script("m-cheap", Reply(kind="status", status=429, headers={"Retry-After": "0.3"}))
+        started = time.monotonic()
+        status, _, body = ask(daemon)  # retried after the upstream's (short) Retry-After
+        assert status == 200 and fresh.models_called() == ["m-cheap", "m-cheap"]
+        assert time.monotonic() - started >= 0.3
+    finally:
+        daemon.stop()
+
+
+def test_status_lists_cooling_models(fresh: FakeUpstream, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pirouter_py.cli import app
+
+    daemon = start(fresh, tmp_path)
+    try:
+        fresh.script("m-cheap", Reply(kind="status", status=503))
+        ask(daemon)
+        port = daemon.url.rsplit(":", 1)[1]
+        config = tmp_path / "status.toml"
+        config.write_text(
+            f'[server]\nbind = "127.0.0.1:{port}"\n[providers.ollama]\n'
+            '[models.m]\nprovider = "ollama"\nmodel_id = "x"\n'
+        )
+        out = CliRunner().invoke(app, ["status", "-c", str(config)]).stdout
+        assert (
+            "  cooling:   cheap (30s left, 1 failures)" in out or "  cooling:   cheap (29s" in out
+        )
+    finally:
+        daemon.stop()
