@@ -32,8 +32,9 @@ from pirouter_py import __version__, access
 from pirouter_py import providers as provider_registry
 from pirouter_py import record as rec
 from pirouter_py.cascade import Cascade, Outcome
-from pirouter_py.config import LoadedConfig, parse_bind
+from pirouter_py.config import LoadedConfig, load_config, parse_bind
 from pirouter_py.errors import (
+    ConfigError,
     ForbiddenHost,
     PirouterError,
     RequestError,
@@ -78,6 +79,7 @@ class State:
     cascade: Cascade | None = None
     metrics: Metrics | None = None
     health: Health | None = None
+    session: aiohttp.ClientSession | None = None
     draining: bool = False
     served: int = 0
     in_flight: int = 0
@@ -437,12 +439,14 @@ async def _serve(
     request: web.Request, codec: Codec, chat: ChatRequest, started: float
 ) -> web.StreamResponse:
     state = request.app[STATE]
-    assert state.cascade is not None
+    # A reload swaps both at once; this request keeps the pair it started with.
+    config, cascade = state.loaded.config, state.cascade
+    assert cascade is not None
     ctx = _Ctx(request, codec, chat, started, time.time(), request["rid"])
     state.in_flight += 1
     try:
         try:
-            ctx.decision = decide(state.loaded.config, chat, request.headers)
+            ctx.decision = decide(config, chat, request.headers)
             if state.health is not None:
                 ctx.decision = state.health.order(ctx.decision)
         except RoutingError as exc:
@@ -456,8 +460,8 @@ async def _serve(
                 headers=_routing_headers(ctx, None, overhead),
             )
         if chat.stream:
-            return await _serve_stream(ctx, state.cascade)
-        return await _serve_whole(ctx, state.cascade)
+            return await _serve_stream(ctx, cascade)
+        return await _serve_whole(ctx, cascade)
     finally:
         state.in_flight -= 1
 
@@ -586,9 +590,76 @@ async def _upstreams(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=90)
     async with aiohttp.ClientSession(connector=connector) as session:
+        state.session = session
         providers = provider_registry.build(state.loaded.config, session, state.environ)
         state.cascade = Cascade(state.loaded.config, providers, health=state.health)
+        watcher = asyncio.create_task(_watch_config(app), name="config-watcher")
         yield
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+RESTART_KEYS = ("bind", "api_keys_env", "api_keys_file", "allowed_hosts", "max_body_bytes")
+WATCH_EVERY_S = 2.0  # how often the config file is checked for changes
+
+
+def reload_config(app: web.Application) -> bool:
+    """Load the config file again and serve with it; an invalid file keeps the old one."""
+    state = app[STATE]
+    old = state.loaded
+    if old.path is None or state.session is None:
+        log.info("config_reload_skipped", reason="running on the built-in default, no file")
+        return False
+    try:
+        loaded = load_config(old.path)
+    except ConfigError as exc:
+        log.error(
+            "config_reload_rejected",
+            path=str(old.path),
+            problems=[str(p) for p in exc.problems],
+            keeping="the running config",
+        )
+        return False
+    providers = provider_registry.build(loaded.config, state.session, state.environ)
+    state.loaded, state.cascade = loaded, Cascade(loaded.config, providers, health=state.health)
+    if state.ledger is not None:
+        state.ledger.models = loaded.config.models
+    if state.metrics is not None:
+        state.metrics.models = loaded.config.models
+    changed = [
+        k for k in RESTART_KEYS if getattr(old.config.server, k) != getattr(loaded.config.server, k)
+    ]
+    log.info(
+        "config_reloaded",
+        path=str(old.path),
+        models=len(loaded.config.models),
+        rules=len(loaded.config.rules),
+        needs_restart=changed or None,
+    )
+    return True
+
+
+def _stamp(path: Path) -> tuple[float, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime, info.st_size
+
+
+async def _watch_config(app: web.Application) -> None:
+    """Reload when the config file changes (its mtime or size)."""
+    path = app[STATE].loaded.path
+    if path is None:
+        return
+    stamp = _stamp(path)
+    while True:
+        await asyncio.sleep(WATCH_EVERY_S)
+        now = _stamp(path)
+        if now is not None and now != stamp:
+            stamp = now
+            reload_config(app)
 
 
 async def _drain(app: web.Application) -> None:
@@ -675,6 +746,7 @@ async def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload_config, app)
         await stop.wait()
         for sig in (signal.SIGINT, signal.SIGTERM):
             # Draining is bounded by shutdown_timeout_secs: a repeated signal (a second Ctrl-C,

@@ -1,0 +1,126 @@
+"""Reloading the config: SIGHUP or an edited file; an invalid file keeps the old config; requests
+in flight finish on the config they started with."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes import Daemon, FakeUpstream, Reply
+
+BASE = """
+[providers.fake]
+type = "openai"
+base_url = "{url}"
+api_key = "k"
+[models.cheap]
+provider = "fake"
+model_id = "m-cheap"
+[models.mid]
+provider = "fake"
+model_id = "m-mid"
+"""
+PIN_MID = '[[rules]]\nname = "pin-mid"\nwhen = { always = true }\nthen = { primary = "mid" }\n'
+
+
+def ask(daemon: Daemon) -> tuple[str, Any]:
+    host, port = daemon.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=20)
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        body=json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}),
+        headers={"content-type": "application/json"},
+    )
+    response = conn.getresponse()
+    model = response.getheader("x-pirouter-model") or ""
+    body = json.loads(response.read())
+    conn.close()
+    return model, body
+
+
+def wait_for(daemon: Daemon, event: str, count: int = 1, timeout: float = 8.0) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = daemon.log_lines(event)
+        if len(lines) >= count:
+            return lines
+        time.sleep(0.05)
+    raise AssertionError(f"no {event} log line")
+
+
+@pytest.fixture
+def running(fake: FakeUpstream, tmp_path: Path) -> Iterator[tuple[Daemon, Path]]:
+    fake.reset()
+    path = tmp_path / "config.toml"
+    path.write_text(BASE.replace("{url}", fake.url))
+    daemon = Daemon(path).start()
+    yield daemon, path
+    daemon.stop()
+
+
+def test_sighup_reloads(running: tuple[Daemon, Path]) -> None:
+    daemon, path = running
+    assert ask(daemon)[0] == "cheap"
+    path.write_text(path.read_text() + PIN_MID)
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    (line,) = wait_for(daemon, "config_reloaded")
+    assert (line["models"], line["rules"]) == (2, 1)
+    assert ask(daemon)[0] == "mid"
+
+
+def test_an_invalid_file_is_rejected_and_the_old_config_serves(
+    running: tuple[Daemon, Path],
+) -> None:
+    daemon, path = running
+    path.write_text(
+        path.read_text().replace('model_id = "m-mid"', 'model_id = "m-mid"\nquality = "stronk"')
+    )
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    (line,) = wait_for(daemon, "config_reload_rejected")
+    assert line["problems"] == [
+        f'{path}:13: models.mid.quality: "stronk" is not one of basic, standard, strong, premium'
+    ]
+    assert ask(daemon)[0] == "cheap"
+    assert daemon.proc.poll() is None
+
+
+def test_an_edited_file_is_picked_up_without_a_signal(running: tuple[Daemon, Path]) -> None:
+    daemon, path = running
+    path.write_text(path.read_text() + PIN_MID)
+    os.utime(path, (time.time() + 5, time.time() + 5))  # a new mtime even on coarse clocks
+    wait_for(daemon, "config_reloaded")
+    assert ask(daemon)[0] == "mid"
+
+
+def test_requests_in_flight_finish_on_their_config(
+    running: tuple[Daemon, Path], fake: FakeUpstream
+) -> None:
+    daemon, path = running
+    fake.script("m-cheap", Reply(text="old config answer", delay=1.0))
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.update(first=ask(daemon)))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not fake.seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+    path.write_text(path.read_text().replace('model_id = "m-cheap"', 'model_id = "m-cheap-v2"'))
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(daemon, "config_reloaded")
+    thread.join(10)
+    model, body = result["first"]
+    assert model == "cheap" and body["choices"][0]["message"]["content"] == "old config answer"
+    ask(daemon)
+    assert fake.models_called() == ["m-cheap", "m-cheap-v2"]
