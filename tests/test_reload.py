@@ -90,7 +90,7 @@ def test_an_invalid_file_is_rejected_and_the_old_config_serves(
     daemon.proc.send_signal(signal.SIGHUP)
     (line,) = wait_for(daemon, "config_reload_rejected")
     assert line["problems"] == [
-        f'{path}:13: models.mid.quality: "stronk" is not one of basic, standard, strong, premium'
+        f'{path}:12: models.mid.quality: "stronk" is not one of basic, standard, strong, premium'
     ]
     assert ask(daemon)[0] == "cheap"
     assert daemon.proc.poll() is None
