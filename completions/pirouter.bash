@@ -21,14 +21,14 @@ _pirouter() {
     esac
     local words
     case "$path" in
-        "") words="check-config models route run stats status completions ledger service --config -c --version -V --help -h" ;;
+        "") words="check-config models route run status completions stats ledger service --config -c --version -V --help -h" ;;
         "check-config") words="--config -c --json --help -h" ;;
         "models") words="--config -c --json --help -h" ;;
         "route") words="--prompt -p --model --tools --image --system --header -H --profile --config -c --json --help -h" ;;
         "run") words="--host --port --no-ledger --config -c --help -h" ;;
-        "stats") words="--hours --since --by --config -c --json --help -h" ;;
         "status") words="--config -c --json --help -h" ;;
         "completions") words="bash zsh fish --help -h" ;;
+        "stats") words="--hours --since --by --config -c --json --help -h" ;;
         "ledger") words="path tail export --help -h" ;;
         "ledger path") words="--config -c --help -h" ;;
         "ledger tail") words="-n --lines --follow -f --config -c --json --help -h" ;;

@@ -53,7 +53,8 @@ class Command:
 
 
 def _choices() -> dict[str, tuple[str, ...]]:
-    from pirouter_py.cli import Dimension, ExportFormat, ProfileName
+    from pirouter_py.cli import ProfileName
+    from pirouter_py.cli_ledger import Dimension, ExportFormat
 
     return {
         "--profile": tuple(p.value for p in ProfileName),

@@ -31,6 +31,7 @@ from pirouter_py.types import (
     ToolSpec,
     Usage,
 )
+from pirouter_py.wire import request_object
 
 STOP_TO_FINISH = {
     "end_turn": "stop",
@@ -83,15 +84,7 @@ def _loads_args(arguments: str) -> Any:
 
 
 def decode_request(body: bytes) -> ChatRequest:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise _bad(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise _bad("request body must be a JSON object")
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise _bad('`model` is required: a model alias, or "auto" to let pirouter choose', "model")
+    data, model = request_object(body)
     raw_messages = data.get("messages")
     if not isinstance(raw_messages, list):
         raise _bad("`messages` must be an array of messages", "messages")

@@ -31,7 +31,7 @@ from pirouter_py.types import (
     ToolSpec,
     Usage,
 )
-from pirouter_py.wire import obj
+from pirouter_py.wire import obj, request_object
 
 ROLES = ("system", "user", "assistant", "tool")
 # base64 prefixes of the image formats Ollama's models take
@@ -56,15 +56,7 @@ def _media(data: str) -> str:
 
 
 def decode_request(body: bytes) -> ChatRequest:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise _bad(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise _bad("request body must be a JSON object")
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise _bad('`model` is required: a model alias, or "auto" to let pirouter choose', "model")
+    data, model = request_object(body)
     raw_messages = data.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise _bad("`messages` must be a non-empty array", "messages")

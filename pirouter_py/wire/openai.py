@@ -30,7 +30,7 @@ from pirouter_py.types import (
     ToolSpec,
     Usage,
 )
-from pirouter_py.wire import obj
+from pirouter_py.wire import obj, request_object
 
 # Inbound roles; "developer" is OpenAI's newer name for system, "function" its legacy tool role.
 ROLES: dict[str, Role] = {
@@ -67,19 +67,7 @@ def _bad(message: str, param: str) -> RequestError:
 
 def decode_request(body: bytes) -> ChatRequest:
     """An OpenAI request body -> ChatRequest; raises RequestError on any malformed field."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise RequestError("request body must be a JSON object")
-    return request_from_dict(data)
-
-
-def request_from_dict(data: Mapping[str, Any]) -> ChatRequest:
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise _bad('`model` is required: a model alias, or "auto" to let pirouter choose', "model")
+    data, model = request_object(body)
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("`messages` must be a non-empty array of messages", "messages")

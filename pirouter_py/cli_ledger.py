@@ -1,0 +1,214 @@
+"""`pirouter stats` and `pirouter ledger path|tail|export`: reports from the ledger file.
+
+Registered on the CLI's `app` when `cli` imports this module; the ledger is read read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pirouter_py.cli import (
+    ConfigOption,
+    JsonOption,
+    _guard,
+    _ledger_path,
+    _load,
+    _print_json,
+    app,
+)
+from pirouter_py.config import LoadedConfig
+
+# ---------------------------------------------------------------------------------------------
+# stats and ledger
+
+
+class Dimension(StrEnum):
+    model = "model"
+    rule = "rule"
+    provider = "provider"
+    day = "day"
+    status = "status"
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+SinceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        help="Only requests from this date or time on (ISO 8601, local time "
+        "unless it names a zone), e.g. 2026-11-01 or 2026-11-21T09:00.",
+        show_default=False,
+    ),
+]
+
+
+def _parse_since(value: str) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO date or time, e.g. 2026-11-21 or 2026-11-21T09:00",
+            param_hint="--since",
+        ) from None
+
+
+def _read_rows(
+    loaded: LoadedConfig, since: float, limit: int | None = None, newest_first: bool = False
+) -> list[dict[str, Any]]:
+    from pirouter_py import ledger
+
+    db = ledger.open_read_only(_ledger_path(loaded))
+    if db is None:
+        return []
+    try:
+        return ledger.read_requests(db, since, limit, newest_first)
+    finally:
+        db.close()
+
+
+@app.command("stats")
+def stats_command(
+    ctx: typer.Context,
+    hours: Annotated[
+        int | None,
+        typer.Option("--hours", help="The last N hours (default 24).", show_default=False),
+    ] = None,
+    since: SinceOption = None,
+    by: Annotated[
+        Dimension, typer.Option("--by", help="Group the table by this.")
+    ] = Dimension.model,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Report requests, success, escalations, cost and savings from the ledger."""
+    import time
+
+    from pirouter_py import report, stats
+
+    if hours is not None and since is not None:
+        raise typer.BadParameter("give --hours or --since, not both", param_hint="--since")
+    hours = 24 if hours is None else hours  # v0.1's default window
+    start = _parse_since(since) if since is not None else time.time() - hours * 3600
+    window = (
+        f"since {since}" if since is not None else f"last {hours} hour{'s' if hours != 1 else ''}"
+    )
+    loaded = _guard(lambda: _load(ctx, config))
+    rows = _guard(lambda: _read_rows(loaded, start))
+    summary = stats.summarize(
+        rows, since=start, by=by.value, baseline=stats.choose_baseline(loaded.config)
+    )
+    if as_json:
+        _print_json(report.summary_json(summary, {"since": start, "window": window}))
+    elif not rows:  # v0.1's words
+        sys.stdout.write(
+            f"no requests since {since}\n"
+            if since is not None
+            else f"no requests in the last {hours} hour(s)\n"
+        )
+    else:
+        sys.stdout.write(report.summary_text(summary, window))
+
+
+ledger_app = typer.Typer(
+    help="The ledger file itself: where it is, its newest rows, an export.", no_args_is_help=True
+)
+app.add_typer(ledger_app, name="ledger")
+
+
+@ledger_app.command("path")
+def ledger_path(ctx: typer.Context, config: ConfigOption = None) -> None:
+    """Print where the ledger is (it is a plain SQLite file)."""
+    loaded = _guard(lambda: _load(ctx, config))
+    sys.stdout.write(f"{_ledger_path(loaded)}\n")
+
+
+@ledger_app.command("tail")
+def ledger_tail(
+    ctx: typer.Context,
+    lines: Annotated[
+        int, typer.Option("-n", "--lines", help="How many of the newest requests.", min=1)
+    ] = 20,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new requests until interrupted.")
+    ] = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print the newest requests, one per line (JSON lines with --json)."""
+    import time
+
+    from pirouter_py import report
+
+    loaded = _guard(lambda: _load(ctx, config))
+
+    def show(row: dict[str, Any]) -> None:
+        sys.stdout.write((json.dumps(row) if as_json else report.tail_line(row)) + "\n")
+
+    rows = _guard(lambda: _read_rows(loaded, 0, lines, newest_first=True))
+    for row in reversed(rows):
+        show(row)
+    if not follow:
+        return
+    seen = {r["id"] for r in rows}
+    newest = max((r["ts"] for r in rows), default=time.time())
+    try:
+        while True:
+            sys.stdout.flush()
+            time.sleep(1.0)
+            for row in _read_rows(loaded, newest):
+                if row["id"] not in seen:
+                    seen.add(row["id"])
+                    newest = max(newest, row["ts"])
+                    show(row)
+    except KeyboardInterrupt:
+        return
+
+
+@ledger_app.command("export")
+def ledger_export(
+    ctx: typer.Context,
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format", help="csv: one row per request; jsonl: requests with their attempts."
+        ),
+    ] = ExportFormat.jsonl,
+    since: SinceOption = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write here instead of standard output.", show_default=False
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Export ledger rows as CSV or JSON lines."""
+    import csv
+    import io
+
+    loaded = _guard(lambda: _load(ctx, config))
+    rows = _guard(lambda: _read_rows(loaded, _parse_since(since) if since else 0))
+    out = io.StringIO()
+    if fmt is ExportFormat.jsonl:
+        out.writelines(json.dumps(row) + "\n" for row in rows)
+    elif rows:
+        fields = [k for k in rows[0] if k != "attempts"]
+        writer = csv.DictWriter(out, fields, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    if output is None:
+        sys.stdout.write(out.getvalue())
+    else:
+        output.write_text(out.getvalue(), encoding="utf-8")

@@ -1,0 +1,119 @@
+"""`pirouter service install|uninstall|status|logs`: pirouter as a systemd or launchd service.
+
+Registered on the CLI's `app` when `cli` imports this module; `service.py` builds the plans.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pirouter_py.cli import ConfigOption, _fail, _guard, _load, app
+from pirouter_py.errors import ExitCode
+
+service_app = typer.Typer(
+    help="Run pirouter as a user service: systemd on Linux, launchd on macOS.",
+    no_args_is_help=True,
+)
+app.add_typer(service_app, name="service")
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Print the files and commands, change nothing.")
+]
+
+
+def _where(ctx: typer.Context, config: Path | None) -> tuple[str, Any]:
+    """The service kind for this platform and its paths, for a config that loads."""
+    import os
+
+    import platformdirs
+
+    from pirouter_py import service
+
+    kind = _guard(service.kind_for)
+    loaded = _guard(lambda: _load(ctx, config, warn=False))
+    config_path = loaded.path.resolve() if loaded.path is not None else None
+    config_dir = (
+        config_path.parent
+        if config_path is not None
+        else (loaded.default_path or Path.home()).parent
+    )
+    log_dir = platformdirs.user_log_path("pirouter", appauthor=False)
+    return kind, service.Where(Path.home(), config_path, config_dir, log_dir, os.getuid())
+
+
+@service_app.command("install")
+def service_install(
+    ctx: typer.Context, config: ConfigOption = None, dry_run: DryRunOption = False
+) -> None:
+    """Install (or update) and start the service for the config in use."""
+    from pirouter_py import service
+
+    kind, where = _where(ctx, config)
+    plan = service.install_plan(kind, where, service.program())
+    if dry_run:
+        sys.stdout.write(service.describe(plan))
+        return
+    skipped = service.apply(plan)
+    sys.stdout.write(f"installed {plan.summary}\n" + "".join(f"note: {n}\n" for n in plan.notes))
+    if skipped:
+        sys.stdout.write(
+            "run these yourself (not found here):\n" + "".join(f"  {c}\n" for c in skipped)
+        )
+
+
+@service_app.command("uninstall")
+def service_uninstall(
+    ctx: typer.Context, config: ConfigOption = None, dry_run: DryRunOption = False
+) -> None:
+    """Stop the service and remove its unit or plist (the key file is kept)."""
+    from pirouter_py import service
+
+    kind, where = _where(ctx, config)
+    plan = service.uninstall_plan(kind, where)
+    if dry_run:
+        sys.stdout.write(service.describe(plan))
+        return
+    skipped = service.apply(plan)
+    sys.stdout.write(
+        f"removed: {plan.summary}\n" + "".join(f"  run yourself: {c}\n" for c in skipped)
+    )
+
+
+def _service_exec(command: tuple[str, ...]) -> None:
+    import shlex
+    import shutil
+    import subprocess
+
+    if shutil.which(command[0]) is None:
+        _fail(
+            f"{command[0]} is not available here; the command would be: {shlex.join(command)}",
+            ExitCode.RUNTIME,
+        )
+    raise typer.Exit(subprocess.run(command, check=False).returncode)
+
+
+@service_app.command("status")
+def service_status(ctx: typer.Context, config: ConfigOption = None) -> None:
+    """Show the service manager's view of the service."""
+    from pirouter_py import service
+
+    kind, where = _where(ctx, config)
+    _service_exec(service.status_command(kind, where))
+
+
+@service_app.command("logs")
+def service_logs(
+    ctx: typer.Context,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Show the service's log (journalctl on Linux, the log file on macOS)."""
+    from pirouter_py import service
+
+    kind, where = _where(ctx, config)
+    _service_exec(service.logs_command(kind, where, follow))
