@@ -741,12 +741,13 @@ async def serve(
             ) from None
         bound = runner.addresses[0]
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        announce(f"http://{shown}:{bound[1]}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, reload_config, app)
+        # Only now say where we listen: a supervisor may signal as soon as it reads this line.
+        announce(f"http://{shown}:{bound[1]}")
         await stop.wait()
         for sig in (signal.SIGINT, signal.SIGTERM):
             # Draining is bounded by shutdown_timeout_secs: a repeated signal (a second Ctrl-C,
