@@ -54,6 +54,7 @@ class ServerConfig(_Section):
     bind: str = DEFAULT_BIND
     log_level: str = "info"
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    body_timeout_secs: float = Field(default=30.0, gt=0)  # a slower request body gets 408
     shutdown_timeout_secs: float = Field(default=10.0, ge=0)
     metrics: bool = True  # serve Prometheus metrics at GET /metrics
     # Client keys: names of environment variables holding them, and/or a file of one per line.

@@ -142,6 +142,12 @@ class UnknownModel(RequestError):
     openai_type = "not_found_error"
 
 
+class RequestTimeout(RequestError):
+    """The client did not send its body in time."""
+
+    http_status = 408
+
+
 class UnsupportedMediaType(RequestError):
     """The body is not declared as JSON."""
 
@@ -321,7 +327,14 @@ async def _decode(request: web.Request, codec: Codec, *, count_only: bool = Fals
         raise UnsupportedMediaType(
             f"Content-Type must be application/json, not {request.content_type or 'absent'}"
         )
-    body = await request.read()
+    limit = request.app[STATE].loaded.config.server.body_timeout_secs
+    try:
+        async with asyncio.timeout(limit):  # a client trickling its body holds nothing for long
+            body = await request.read()
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {limit:g} s ([server] body_timeout_secs)"
+        ) from None
     if count_only:  # count_tokens bodies carry no max_tokens
         with contextlib.suppress(orjson.JSONDecodeError):
             data = orjson.loads(body)

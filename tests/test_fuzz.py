@@ -277,3 +277,50 @@ def test_a_ten_thousand_message_conversation_is_routed(connection: Any) -> None:
         json.dumps({"model": "auto", "messages": turns}).encode(),
     )
     assert status == 200 and body["choices"][0]["message"]["content"]
+
+
+def test_a_client_trickling_its_body_gets_408(fake: Any, tmp_path: Any) -> None:
+    import socket
+    import time
+
+    path = tmp_path / "config.toml"
+    path.write_text("[server]\nbody_timeout_secs = 1\n" + CONFIG.replace("{url}", fake.url))
+    slow = Daemon(path).start()
+    try:
+        host, port = slow.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
+            started = time.monotonic()
+            reply = b""
+            sock.settimeout(0.3)
+            while b"did not arrive" not in reply and time.monotonic() - started < 8:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b" ")  # one byte every 0.3 s: never enough, never done
+                with contextlib.suppress(TimeoutError):
+                    reply += sock.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 408")
+        assert b'"type":"error"' in reply and b"did not arrive within 1 s" in reply
+        assert time.monotonic() - started < 4
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().status == 200  # still serving
+        connection.close()
+    finally:
+        slow.stop()
+
+
+def test_a_header_flood_is_refused_and_the_daemon_stays_up(connection: Any, daemon: Any) -> None:
+    import socket
+
+    host, port = daemon.url.removeprefix("http://").split(":")
+    flood = b"".join(b"X-Flood-%d: %s\r\n" % (i, b"a" * 4000) for i in range(400))
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n" + flood)
+        reply = sock.recv(4096)
+    assert reply.split(b" ", 2)[1] in (b"400", b"413", b"431")  # aiohttp's own refusal
+    connection.request("GET", "/healthz")
+    response = connection.getresponse()
+    assert (response.status, response.read()) == (200, b"ok")
