@@ -294,3 +294,12 @@ def test_ollama_tool_calls_get_ids_and_json_arguments() -> None:
     )
     assert response.tool_calls == (ToolCall("call_0", "f", '{"a":[1]}'),)
     assert (response.finish_reason, response.usage) == ("tool_calls", Usage(4, 2))
+
+
+@pytest.mark.parametrize("field", ["tool_calls", "images"])
+def test_ollama_fields_that_must_be_arrays(field: str) -> None:
+    # found by the fuzzer: a number where an array belongs raised TypeError (a 500)
+    body = {"model": "auto", "messages": [{"role": "assistant", "content": "", field: 1}]}
+    with pytest.raises(RequestError) as caught:
+        ollama.decode_request(json.dumps(body).encode())
+    assert caught.value.param == f"messages[0].{field}"

@@ -92,6 +92,15 @@ def decode_request(body: bytes) -> ChatRequest:
     )
 
 
+def _array(value: Any, where: str) -> list[Any]:
+    """A field that must be an array when present."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _bad(f"`{where}` must be an array", where)
+    return value
+
+
 def _message(m: Any, i: int, ids_by_name: dict[str, str]) -> Message:
     where = f"messages[{i}]"
     if not isinstance(m, dict) or m.get("role") not in ROLES:
@@ -100,12 +109,12 @@ def _message(m: Any, i: int, ids_by_name: dict[str, str]) -> Message:
     if not isinstance(content, str):
         raise _bad(f"`{where}.content` must be a string", f"{where}.content")
     parts: list[ContentPart] = [TextPart(content)] if content else []
-    for image in m.get("images") or []:
+    for image in _array(m.get("images"), f"{where}.images"):
         if not isinstance(image, str):
             raise _bad(f"`{where}.images` must hold base64 strings", f"{where}.images")
         parts.append(ImagePart(f"data:{_media(image)};base64,{image}"))
     calls = []
-    for j, call in enumerate(m.get("tool_calls") or []):
+    for j, call in enumerate(_array(m.get("tool_calls"), f"{where}.tool_calls")):
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise _bad(f"`{where}.tool_calls[{j}].function.name` is required", where)
