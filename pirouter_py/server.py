@@ -73,6 +73,7 @@ class State:
     environ: Mapping[str, str] | None
     ledger_path: Path | None = None  # when set, the app opens a Ledger there as its recorder
     ledger: Ledger | None = None
+    ledger_error: str | None = None  # why the ledger could not be opened, if it could not
     keys: tuple[bytes, ...] = ()  # client keys; empty: none required (loopback only)
     hosts: frozenset[str] = frozenset()  # Host names answered; empty: any (keys protect)
     started: float = field(default_factory=time.time)
@@ -253,6 +254,14 @@ async def health(request: web.Request) -> web.Response:
     }
     if state.ledger is not None:
         body["ledger"] = asdict(state.ledger.status())
+    elif state.ledger_error is not None:
+        body["ledger"] = {
+            "path": str(state.ledger_path),
+            "failing": True,
+            "last_error": state.ledger_error,
+            "written": 0,
+            "backlog": 0,
+        }
     if state.health is not None:
         body["models"] = state.health.snapshot()
     return web.Response(body=orjson.dumps(body), content_type=JSON)
@@ -585,17 +594,23 @@ async def _ledger(app: web.Application) -> AsyncIterator[None]:
     if state.ledger_path is None:
         yield
         return
-    state.ledger = Ledger(state.ledger_path, state.loaded.config)
+    ledger = Ledger(state.ledger_path, state.loaded.config)
     try:
-        await state.ledger.open()
+        await ledger.open()
     except (OSError, sqlite3.Error) as exc:
-        raise PirouterError(
-            f"cannot open the ledger at {state.ledger_path}: {exc}; set [ledger] path to a "
-            "writable file, or run with --no-ledger"
-        ) from None
-    state.recorder = state.ledger
+        # A ledger that cannot be opened (a read-only or full disk) must not take the daemon
+        # down: serve without it, and say so loudly in the log, /health and `pirouter status`.
+        state.ledger_error = (
+            f"cannot open the ledger at {state.ledger_path}: {exc}; set "
+            "[ledger] path to a writable file (requests are not recorded)"
+        )
+        log.error("ledger_unavailable", path=str(state.ledger_path), error=str(exc))
+        yield
+        return
+    state.ledger = ledger
+    state.recorder = ledger
     yield
-    await state.ledger.close()
+    await ledger.close()
 
 
 async def _upstreams(app: web.Application) -> AsyncIterator[None]:

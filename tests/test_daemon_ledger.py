@@ -133,3 +133,32 @@ def test_sigterm_under_load_loses_no_answered_request(fake: FakeUpstream, tmp_pa
     assert all(rows[rid]["status"] == "ok" for rid in answered)
     line = daemon.log_lines("shutting_down")[0]
     assert line["in_flight"] >= 1
+
+
+def test_an_unwritable_ledger_does_not_take_the_daemon_down(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    import os
+    import urllib.request
+
+    if os.geteuid() == 0:  # root writes anywhere: make the ledger's "directory" a file instead
+        blocker = tmp_path / "not-a-dir"
+        blocker.write_text("")
+        book = blocker / "ledger.db"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        book = locked / "ledger.db"
+    fake.reset()
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.replace("{url}", fake.url).replace("{ledger}", str(book)))
+    daemon = Daemon(config).start()
+    try:
+        answers = asyncio.run(fire(daemon.url, 3))
+        assert [status for status, _, _ in answers] == [200, 200, 200]
+        with urllib.request.urlopen(daemon.url + "/health", timeout=10) as response:
+            ledger = json.loads(response.read())["ledger"]
+        assert ledger["failing"] and "cannot open the ledger" in ledger["last_error"]
+        assert daemon.log_lines("ledger_unavailable")
+    finally:
+        assert daemon.stop() == 0
