@@ -64,6 +64,8 @@ class ServerConfig(_Section):
     # Host header values accepted besides localhost, 127.0.0.1, [::1] and the bind host (DNS
     # rebinding protection).
     allowed_hosts: list[str] = Field(default_factory=list)
+    # Origins whose web pages may call pirouter (CORS); empty: none, "*": any.
+    cors_origins: list[str] = Field(default_factory=list)
 
 
 class LedgerConfig(_Section):

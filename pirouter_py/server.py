@@ -179,6 +179,8 @@ async def errors_middleware(
                 f"pirouter does not answer for host {request.host!r}; add it to "
                 "[server] allowed_hosts if it is yours"
             )
+        if request.method == "OPTIONS" and _cors_origin(request) is not None:
+            return _preflight(request)  # browsers send no keys with a preflight
         if (
             state.keys
             and request.path != "/healthz"
@@ -690,6 +692,45 @@ async def _watch_config(app: web.Application) -> None:
             reload_config(app)
 
 
+# CORS: off unless [server] cors_origins lists the origins (or "*") whose pages may call us.
+CORS_EXPOSE = (
+    "x-pirouter-request-id, x-pirouter-rule, x-pirouter-model, x-pirouter-attempts, "
+    "x-pirouter-overhead-ms"
+)
+
+
+def _cors_origin(request: web.Request) -> str | None:
+    """The value for Access-Control-Allow-Origin, or None when this origin is not allowed."""
+    allowed = request.app[STATE].loaded.config.server.cors_origins
+    origin = request.headers.get("Origin")
+    if not allowed or origin is None:
+        return None
+    if "*" in allowed:
+        return "*"
+    return origin if origin in allowed else None
+
+
+def _preflight(request: web.Request) -> web.Response:
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Headers": request.headers.get(
+                "Access-Control-Request-Headers", ""
+            ),
+            "Access-Control-Max-Age": "600",
+        },
+    )
+
+
+async def _cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    origin = _cors_origin(request)
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE
+        response.headers["Vary"] = "Origin"
+
+
 async def _drain(app: web.Application) -> None:
     app[STATE].draining = True
 
@@ -723,6 +764,8 @@ def create_app(
     app.cleanup_ctx.append(_ledger)
     app.cleanup_ctx.append(_upstreams)
     app.on_shutdown.append(_drain)
+    if server.cors_origins:
+        app.on_response_prepare.append(_cors_headers)
     add = app.router
     add.add_get("/healthz", healthz)
     add.add_get("/health", health)

@@ -162,3 +162,86 @@ def test_missing_client_key_stops_the_start(fake: FakeUpstream, tmp_path: Path) 
         RuntimeError, match="api_keys_env names PIROUTER_TEST_CLIENT_KEY, which is not set"
     ):
         Daemon(path, env=env).start(timeout=10)
+
+
+def test_cors_is_off_unless_configured(daemon_plain: Daemon) -> None:
+    status, headers = cors_call(daemon_plain, "GET", "/v1/models", {"Origin": "http://a.test"})
+    assert status == 200 and "access-control-allow-origin" not in headers
+    assert (
+        cors_call(
+            daemon_plain,
+            "OPTIONS",
+            "/v1/chat/completions",
+            {"Origin": "http://a.test", "Access-Control-Request-Method": "POST"},
+        )[0]
+        == 405
+    )
+
+
+def test_cors_for_configured_origins(fake: FakeUpstream, tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    text = CONFIG.replace("{url}", fake.url).replace(
+        'allowed_hosts = ["pirouter.internal"]',
+        'allowed_hosts = ["pirouter.internal"]\ncors_origins = ["http://app.test"]',
+    )
+    path.write_text(text)
+    process = Daemon(path, env={"PIROUTER_TEST_CLIENT_KEY": KEY}).start()
+    try:
+        status, headers = cors_call(
+            process,
+            "OPTIONS",
+            "/v1/chat/completions",
+            {
+                "Origin": "http://app.test",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+        assert status == 204  # no key needed for a preflight
+        assert headers["access-control-allow-origin"] == "http://app.test"
+        assert headers["access-control-allow-headers"] == "authorization, content-type"
+        status, headers = cors_call(
+            process,
+            "POST",
+            "/v1/chat/completions",
+            {"Origin": "http://app.test", "authorization": f"Bearer {KEY}"},
+            CHAT,
+        )
+        assert status == 200 and headers["access-control-allow-origin"] == "http://app.test"
+        assert "x-pirouter-model" in headers["access-control-expose-headers"]
+        status, headers = cors_call(
+            process, "GET", "/v1/models", {"Origin": "http://evil.test", "x-api-key": KEY}
+        )
+        assert status == 200 and "access-control-allow-origin" not in headers
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def daemon_plain(fake: FakeUpstream, tmp_path: Path) -> Iterator[Daemon]:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[providers.fake]\ntype = "openai"\nbase_url = "' + fake.url + '"\n'
+        'api_key = "k"\n[models.m]\nprovider = "fake"\nmodel_id = "m"\n'
+    )
+    process = Daemon(path).start()
+    yield process
+    process.stop()
+
+
+def cors_call(
+    daemon: Daemon, method: str, path: str, headers: dict[str, str], body: object = None
+) -> tuple[int, dict[str, str]]:
+    host, port = daemon.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=20)
+    conn.request(
+        method,
+        path,
+        body=json.dumps(body) if body is not None else None,
+        headers={"content-type": "application/json", **headers},
+    )
+    response = conn.getresponse()
+    response.read()
+    out = response.status, {k.lower(): v for k, v in response.getheaders()}
+    conn.close()
+    return out
