@@ -76,3 +76,35 @@ def host_name(host_header: str) -> str:
     if host.startswith("["):
         return host[1:].split("]", 1)[0]
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+# CORS: off unless [server] cors_origins lists the origins (or "*") whose pages may call us.
+CORS_EXPOSE = (
+    "x-pirouter-request-id, x-pirouter-rule, x-pirouter-model, x-pirouter-attempts, "
+    "x-pirouter-overhead-ms"
+)
+
+
+def cors_origin(allowed: list[str], origin: str | None) -> str | None:
+    """The Access-Control-Allow-Origin value for `origin`, or None when it is not allowed."""
+    if not allowed or origin is None:
+        return None
+    if "*" in allowed:
+        return "*"
+    return origin if origin in allowed else None
+
+
+def cors_headers(origin: str) -> dict[str, str]:
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Expose-Headers": CORS_EXPOSE,
+        "Vary": "Origin",
+    }
+
+
+def preflight_headers(requested: str) -> dict[str, str]:
+    return {
+        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Headers": requested,
+        "Access-Control-Max-Age": "600",
+    }

@@ -31,10 +31,10 @@ from aiohttp import web
 from pirouter_py import __version__, access
 from pirouter_py import providers as provider_registry
 from pirouter_py import record as rec
+from pirouter_py import reload as config_reload
 from pirouter_py.cascade import Cascade, Outcome
-from pirouter_py.config import LoadedConfig, load_config, parse_bind
+from pirouter_py.config import LoadedConfig, parse_bind
 from pirouter_py.errors import (
-    ConfigError,
     ForbiddenHost,
     PirouterError,
     RequestError,
@@ -179,8 +179,15 @@ async def errors_middleware(
                 f"pirouter does not answer for host {request.host!r}; add it to "
                 "[server] allowed_hosts if it is yours"
             )
-        if request.method == "OPTIONS" and _cors_origin(request) is not None:
-            return _preflight(request)  # browsers send no keys with a preflight
+        cors = state.loaded.config.server.cors_origins
+        if request.method == "OPTIONS" and access.cors_origin(cors, request.headers.get("Origin")):
+            # browsers send no keys with a preflight
+            return web.Response(
+                status=204,
+                headers=access.preflight_headers(
+                    request.headers.get("Access-Control-Request-Headers", "")
+                ),
+            )
         if (
             state.keys
             and request.path != "/healthz"
@@ -623,112 +630,19 @@ async def _upstreams(app: web.Application) -> AsyncIterator[None]:
         state.session = session
         providers = provider_registry.build(state.loaded.config, session, state.environ)
         state.cascade = Cascade(state.loaded.config, providers, health=state.health)
-        watcher = asyncio.create_task(_watch_config(app), name="config-watcher")
+        watcher = asyncio.create_task(config_reload.watch_config(state), name="config-watcher")
         yield
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
 
 
-RESTART_KEYS = ("bind", "api_keys_env", "api_keys_file", "allowed_hosts", "max_body_bytes")
-WATCH_EVERY_S = 2.0  # how often the config file is checked for changes
-
-
-def reload_config(app: web.Application) -> bool:
-    """Load the config file again and serve with it; an invalid file keeps the old one."""
-    state = app[STATE]
-    old = state.loaded
-    if old.path is None or state.session is None:
-        log.info("config_reload_skipped", reason="running on the built-in default, no file")
-        return False
-    try:
-        loaded = load_config(old.path)
-    except ConfigError as exc:
-        log.error(
-            "config_reload_rejected",
-            path=str(old.path),
-            problems=[str(p) for p in exc.problems],
-            keeping="the running config",
-        )
-        return False
-    providers = provider_registry.build(loaded.config, state.session, state.environ)
-    state.loaded, state.cascade = loaded, Cascade(loaded.config, providers, health=state.health)
-    if state.ledger is not None:
-        state.ledger.models = loaded.config.models
-    if state.metrics is not None:
-        state.metrics.models = loaded.config.models
-    changed = [
-        k for k in RESTART_KEYS if getattr(old.config.server, k) != getattr(loaded.config.server, k)
-    ]
-    log.info(
-        "config_reloaded",
-        path=str(old.path),
-        models=len(loaded.config.models),
-        rules=len(loaded.config.rules),
-        needs_restart=changed or None,
-    )
-    return True
-
-
-def _stamp(path: Path) -> tuple[float, int] | None:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return info.st_mtime, info.st_size
-
-
-async def _watch_config(app: web.Application) -> None:
-    """Reload when the config file changes (its mtime or size)."""
-    path = app[STATE].loaded.path
-    if path is None:
-        return
-    stamp = _stamp(path)
-    while True:
-        await asyncio.sleep(WATCH_EVERY_S)
-        now = _stamp(path)
-        if now is not None and now != stamp:
-            stamp = now
-            reload_config(app)
-
-
-# CORS: off unless [server] cors_origins lists the origins (or "*") whose pages may call us.
-CORS_EXPOSE = (
-    "x-pirouter-request-id, x-pirouter-rule, x-pirouter-model, x-pirouter-attempts, "
-    "x-pirouter-overhead-ms"
-)
-
-
-def _cors_origin(request: web.Request) -> str | None:
-    """The value for Access-Control-Allow-Origin, or None when this origin is not allowed."""
-    allowed = request.app[STATE].loaded.config.server.cors_origins
-    origin = request.headers.get("Origin")
-    if not allowed or origin is None:
-        return None
-    if "*" in allowed:
-        return "*"
-    return origin if origin in allowed else None
-
-
-def _preflight(request: web.Request) -> web.Response:
-    return web.Response(
-        status=204,
-        headers={
-            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-            "Access-Control-Allow-Headers": request.headers.get(
-                "Access-Control-Request-Headers", ""
-            ),
-            "Access-Control-Max-Age": "600",
-        },
-    )
-
-
 async def _cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    origin = _cors_origin(request)
+    """CORS headers on every response to an allowed origin (streams included)."""
+    allowed = request.app[STATE].loaded.config.server.cors_origins
+    origin = access.cors_origin(allowed, request.headers.get("Origin"))
     if origin is not None:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE
-        response.headers["Vary"] = "Origin"
+        response.headers.update(access.cors_headers(origin))
 
 
 async def _drain(app: web.Application) -> None:
@@ -816,7 +730,7 @@ async def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, reload_config, app)
+        loop.add_signal_handler(signal.SIGHUP, config_reload.reload_config, app[STATE])
         # Only now say where we listen: a supervisor may signal as soon as it reads this line.
         announce(f"http://{shown}:{bound[1]}")
         await stop.wait()

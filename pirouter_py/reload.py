@@ -1,0 +1,93 @@
+"""Reloading the config while the daemon runs: on SIGHUP, and when the file changes.
+
+A valid file replaces the config and the cascade in one step (requests in flight keep the pair
+they started with); providers reuse the pooled session; health, the ledger and metrics carry on
+with the new prices. An invalid file is refused with one log line naming each problem, and the
+running config keeps serving. Settings that need a new listener are reported as such.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from pirouter_py import providers as provider_registry
+from pirouter_py.cascade import Cascade
+from pirouter_py.config import load_config
+from pirouter_py.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pirouter_py.server import State
+
+log = structlog.get_logger("pirouter")
+
+RESTART_KEYS = (
+    "bind",
+    "api_keys_env",
+    "api_keys_file",
+    "allowed_hosts",
+    "max_body_bytes",
+    "cors_origins",
+    "metrics",
+)
+WATCH_EVERY_S = 2.0  # how often the config file is checked for changes
+
+
+def reload_config(state: State) -> bool:
+    """Load the config file again and serve with it; an invalid file keeps the old one."""
+    old = state.loaded
+    if old.path is None or state.session is None:
+        log.info("config_reload_skipped", reason="running on the built-in default, no file")
+        return False
+    try:
+        loaded = load_config(old.path)
+    except ConfigError as exc:
+        log.error(
+            "config_reload_rejected",
+            path=str(old.path),
+            problems=[str(p) for p in exc.problems],
+            keeping="the running config",
+        )
+        return False
+    providers = provider_registry.build(loaded.config, state.session, state.environ)
+    state.loaded, state.cascade = loaded, Cascade(loaded.config, providers, health=state.health)
+    if state.ledger is not None:
+        state.ledger.models = loaded.config.models
+    if state.metrics is not None:
+        state.metrics.models = loaded.config.models
+    changed = [
+        k for k in RESTART_KEYS if getattr(old.config.server, k) != getattr(loaded.config.server, k)
+    ]
+    log.info(
+        "config_reloaded",
+        path=str(old.path),
+        models=len(loaded.config.models),
+        rules=len(loaded.config.rules),
+        needs_restart=changed or None,
+    )
+    return True
+
+
+def _stamp(path: Path) -> tuple[float, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime, info.st_size
+
+
+async def watch_config(state: State) -> None:
+    """Reload when the config file changes (its mtime or size)."""
+    path = state.loaded.path
+    if path is None:
+        return
+    stamp = _stamp(path)
+    while True:
+        await asyncio.sleep(WATCH_EVERY_S)
+        now = _stamp(path)
+        if now is not None and now != stamp:
+            stamp = now
+            reload_config(state)
