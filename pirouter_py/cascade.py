@@ -161,6 +161,17 @@ class Cascade:
         await asyncio.sleep(wait)
         return True
 
+    async def _on_error(
+        self, attempt: Attempt, exc: UpstreamError, index: int, tries: int
+    ) -> tuple[int, int] | None:
+        """Where a chain walk goes after a failed attempt: the (index, tries) of the next try,
+        the same model again or the next one, or None when the cascade stops here."""
+        if not self._failed(attempt, exc):
+            return None
+        if await self._again(exc, tries):
+            return index, tries + 1
+        return index + 1, 0
+
     def _exhausted(self, attempts: list[Attempt], last: UpstreamError | None) -> Outcome:
         reasons = "; ".join(f"{a.alias}: {a.error or a.outcome}" for a in attempts)
         error = UpstreamError(f"cascade exhausted, every model failed ({reasons})", retryable=False)
@@ -188,12 +199,10 @@ class Cascade:
             except UpstreamError as exc:
                 attempt.latency_ms = (self.clock() - started) * 1000
                 last_error = exc
-                if not self._failed(attempt, exc):
+                step = await self._on_error(attempt, exc, index, tries)
+                if step is None:
                     return Outcome(rec.STATUS_UPSTREAM_ERROR, tuple(attempts), error=exc)
-                if await self._again(exc, tries):
-                    tries += 1
-                else:
-                    index, tries = index + 1, 0
+                index, tries = step
                 continue
             except asyncio.CancelledError:
                 attempt.latency_ms = (self.clock() - started) * 1000
@@ -273,12 +282,10 @@ class Cascade:
                 last_error = exc
                 if events is not None:
                     await events.aclose()  # type: ignore[attr-defined]
-                if not self._failed(attempt, exc):
+                step = await self._on_error(attempt, exc, index, tries)
+                if step is None:
                     return Outcome(rec.STATUS_UPSTREAM_ERROR, tuple(attempts), error=exc)
-                if await self._again(exc, tries):
-                    tries += 1
-                else:
-                    index, tries = index + 1, 0
+                index, tries = step
                 continue
             except asyncio.CancelledError:
                 attempt.outcome = rec.CLIENT_CANCELLED

@@ -9,7 +9,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,7 +22,9 @@ from pirouter_py.cli import (
     _print_json,
     app,
 )
-from pirouter_py.config import LoadedConfig
+
+if TYPE_CHECKING:  # pydantic costs ~100 ms: not for `pirouter --help`
+    from pirouter_py.config import LoadedConfig
 
 # ---------------------------------------------------------------------------------------------
 # stats and ledger

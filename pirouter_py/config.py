@@ -36,7 +36,6 @@ Quality = Literal["basic", "standard", "strong", "premium"]
 Profile = Literal["local-first", "balanced", "best-quality", "cloud-only"]
 PROVIDER_TYPES: tuple[str, ...] = ("openai", "anthropic", "ollama")
 QUALITY_RANK: dict[str, int] = {"basic": 0, "standard": 1, "strong": 2, "premium": 3}
-PROFILES: tuple[str, ...] = ("local-first", "balanced", "best-quality", "cloud-only")
 # Where a provider table named after its type points when it gives no base_url (v0.1 required one).
 OFFICIAL_BASE_URLS: dict[str, str] = {
     "openai": "https://api.openai.com",
@@ -223,9 +222,6 @@ class Config(_Section):
     def policy_cache(self) -> dict[Any, Any]:
         """Derived routing state the policy computes once per config (owned by policy.py)."""
         return self._policy_cache
-
-    def provider_of(self, alias: str) -> ProviderConfig:
-        return self.providers[self.models[alias].provider]
 
 
 @dataclass(frozen=True, slots=True)

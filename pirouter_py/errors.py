@@ -5,8 +5,7 @@
     ├── RoutingError              exit 1, HTTP 400 invalid_request_error: no model can take it
     ├── RequestError              HTTP 400 invalid_request_error: the client's body is malformed
     │   ├── Unauthorized          HTTP 401 authentication_error: a client key is missing or wrong
-    │   ├── ForbiddenHost         HTTP 403 permission_error: a Host header naming another host
-    │   └── PayloadTooLarge       HTTP 413
+    │   └── ForbiddenHost         HTTP 403 permission_error: a Host header naming another host
     └── UpstreamError             HTTP 502 upstream_error: a provider call failed
         ├── UpstreamHTTPError     the provider answered with a non-2xx status
         └── UpstreamTransportError  timeout, refused connection, reset, malformed body
@@ -100,12 +99,6 @@ class ForbiddenHost(RequestError):
 
     http_status = 403
     openai_type = "permission_error"
-
-
-class PayloadTooLarge(RequestError):
-    """The request body is over `[server] max_body_bytes`."""
-
-    http_status = 413
 
 
 class UpstreamError(PirouterError):

@@ -12,12 +12,10 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Any, Literal
+from typing import Any
 
 from pirouter_py.config import Config
 
-Dimension = Literal["model", "rule", "provider", "day", "status"]
-DIMENSIONS: tuple[str, ...] = ("model", "rule", "provider", "day", "status")
 NO_ANSWER = "(no answer)"
 
 

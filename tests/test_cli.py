@@ -330,3 +330,15 @@ def test_installed_entry_points_run(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_help_does_not_import_the_config_stack() -> None:
+    """`pirouter --help` must start fast: pydantic, tomlkit and aiohttp stay out of its path."""
+    code = (
+        "import sys, pirouter_py.cli; "
+        "print(sorted(m for m in ('pydantic', 'tomlkit', 'aiohttp', 'rich') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert done.stdout.strip() == "[]"

@@ -19,6 +19,7 @@ import orjson
 
 from pirouter_py.errors import RequestError, UpstreamTransportError
 from pirouter_py.types import (
+    ROLES,
     ChatRequest,
     ChatResponse,
     ContentPart,
@@ -33,7 +34,6 @@ from pirouter_py.types import (
 )
 from pirouter_py.wire import obj, request_object
 
-ROLES = ("system", "user", "assistant", "tool")
 # base64 prefixes of the image formats Ollama's models take
 MAGIC = {"iVBOR": "image/png", "/9j/": "image/jpeg", "R0lGOD": "image/gif", "UklGR": "image/webp"}
 PASSTHROUGH = ("keep_alive", "format", "think")  # Ollama-only fields carried to Ollama upstreams
