@@ -25,6 +25,8 @@ complete -c pirouter -n '__fish_seen_subcommand_from route' -l image -d 'Attach 
 complete -c pirouter -n '__fish_seen_subcommand_from route' -l system -x -d 'A system message.'
 complete -c pirouter -n '__fish_seen_subcommand_from route' -l header -s H -x -d 'A request header \'Name: value\' (repeatable).'
 complete -c pirouter -n '__fish_seen_subcommand_from route' -l profile -x -a 'local-first balanced best-quality cloud-only' -d 'Use this policy profile instead of [routing] profile.'
+complete -c pirouter -n '__fish_seen_subcommand_from route' -l stream -d 'The client asks for a stream.'
+complete -c pirouter -n '__fish_seen_subcommand_from route' -l max-tokens -x -d 'The client\'s max_tokens.'
 complete -c pirouter -n '__fish_seen_subcommand_from route' -l config -s c -r -F -d 'Path to config.toml (default: $PIROUTER_CONFIG, then the platform config dir, then the built-in default).'
 complete -c pirouter -n '__fish_seen_subcommand_from route' -l json -d 'Print JSON for scripts.'
 complete -c pirouter -n '__fish_seen_subcommand_from route' -l help -s h -d 'Show the help and exit.'

@@ -27,6 +27,7 @@ from pirouter_py.health import Health
 from pirouter_py.providers.base import Provider
 from pirouter_py.record import Attempt
 from pirouter_py.router import Decision
+from pirouter_py.traffic import Limits
 from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent, Usage
 
 RETRY_BASE_S = 0.25  # first retry of the same model after ~0.25 s (jittered), then doubling
@@ -121,24 +122,28 @@ class Cascade:
         providers: Mapping[str, Provider],
         clock: Callable[[], float] = time.perf_counter,
         health: Health | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.config = config
         self.cfg = config.cascade
         self.providers = providers
         self.clock = clock
         self.health = health
+        self.limits = limits
 
-    def _start(self, alias: str) -> tuple[Attempt, Provider]:
+    def _start(self, alias: str, decision: Decision) -> tuple[Attempt, Provider]:
         model = self.config.models[alias]
+        if self.limits is not None:
+            self.limits.take(alias, decision.features.estimated_tokens)
         return Attempt(alias, model.provider, model.model_id), self.providers[model.provider]
 
-    def _failed(self, attempt: Attempt, exc: UpstreamError) -> bool:
+    def _failed(self, cfg: CascadeConfig, attempt: Attempt, exc: UpstreamError) -> bool:
         """Record an error; True when the cascade may go on to the next model."""
         attempt.error = exc.message
         attempt.status = getattr(exc, "status", None)
         if exc.retryable and self.health is not None:
             self.health.failed(attempt.alias, getattr(exc, "retry_after", None), exc.message)
-        if exc.retryable and self.cfg.on_http_error:
+        if exc.retryable and cfg.on_http_error:
             attempt.outcome = rec.ESCALATED_HTTP_ERROR
             return True
         attempt.outcome = rec.FATAL_ERROR
@@ -148,10 +153,10 @@ class Cascade:
         if self.health is not None:
             self.health.succeeded(alias)
 
-    async def _again(self, exc: UpstreamError, tries: int) -> bool:
+    async def _again(self, cfg: CascadeConfig, exc: UpstreamError, tries: int) -> bool:
         """Retry the same model ([cascade] retries)? Waits a jittered backoff, or Retry-After
         when the upstream named a short one; a long Retry-After moves on to the next model."""
-        if tries >= self.cfg.retries:
+        if tries >= cfg.retries:
             return False
         wait = getattr(exc, "retry_after", None)
         if wait is None:
@@ -162,13 +167,13 @@ class Cascade:
         return True
 
     async def _on_error(
-        self, attempt: Attempt, exc: UpstreamError, index: int, tries: int
+        self, cfg: CascadeConfig, attempt: Attempt, exc: UpstreamError, index: int, tries: int
     ) -> tuple[int, int] | None:
         """Where a chain walk goes after a failed attempt: the (index, tries) of the next try,
         the same model again or the next one, or None when the cascade stops here."""
-        if not self._failed(attempt, exc):
+        if not self._failed(cfg, attempt, exc):
             return None
-        if await self._again(exc, tries):
+        if await self._again(cfg, exc, tries):
             return index, tries + 1
         return index + 1, 0
 
@@ -185,13 +190,14 @@ class Cascade:
         """The whole cascade for a non-streaming request. `attempts`, when given, is filled as
         the cascade goes, so a caller that is cancelled still knows what was tried."""
         attempts = [] if attempts is None else attempts
+        cfg = decision.escalation or self.cfg
         kept: tuple[str, ChatResponse, Attempt] | None = None
         last_error: UpstreamError | None = None
         chain = decision.chain
         index = tries = 0
         while index < len(chain):
             alias = chain[index]
-            attempt, provider = self._start(alias)
+            attempt, provider = self._start(alias, decision)
             attempts.append(attempt)
             started = self.clock()
             try:
@@ -199,7 +205,7 @@ class Cascade:
             except UpstreamError as exc:
                 attempt.latency_ms = (self.clock() - started) * 1000
                 last_error = exc
-                step = await self._on_error(attempt, exc, index, tries)
+                step = await self._on_error(cfg, attempt, exc, index, tries)
                 if step is None:
                     return Outcome(rec.STATUS_UPSTREAM_ERROR, tuple(attempts), error=exc)
                 index, tries = step
@@ -212,7 +218,7 @@ class Cascade:
             self._answered(alias)
             _take_usage(attempt, response.usage)
             verdict = judge(
-                self.cfg,
+                cfg,
                 response.text,
                 bool(response.tool_calls),
                 response.finish_reason,
@@ -231,11 +237,11 @@ class Cascade:
             return Outcome(rec.STATUS_OK, tuple(attempts), response, alias)
         return self._exhausted(attempts, last_error)
 
-    def _decided(self, seen: _Seen) -> bool:
+    @staticmethod
+    def _decided(cfg: CascadeConfig, seen: _Seen) -> bool:
         """Has a stream delivered enough to judge it before its end?"""
         if not seen.chars and not seen.tool_calls:
             return False
-        cfg = self.cfg
         if cfg.on_short_response and seen.deltas < cfg.min_output_tokens:
             return False
         need_chars = len(cfg.on_marker or "")
@@ -248,6 +254,7 @@ class Cascade:
     ) -> StreamOutcome | Outcome:
         """Run until a stream is committed; an Outcome (with the error) when none could be."""
         attempts = [] if attempts is None else attempts
+        cfg = decision.escalation or self.cfg
         kept: tuple[str, list[StreamEvent], Attempt] | None = None
         last_error: UpstreamError | None = None
         upstream_ms = 0.0
@@ -255,8 +262,8 @@ class Cascade:
         index = tries = 0
         while index < len(chain):
             alias = chain[index]
-            final = index == len(chain) - 1 and tries >= self.cfg.retries
-            attempt, provider = self._start(alias)
+            final = index == len(chain) - 1 and tries >= cfg.retries
+            attempt, provider = self._start(alias, decision)
             attempts.append(attempt)
             started = self.clock()
             seen = _Seen()
@@ -272,7 +279,7 @@ class Cascade:
                     held.append(event)
                     # The last model commits at its first content; others once the checks can
                     # decide. Before that, an error still falls back to a kept answer.
-                    if (final and (seen.chars or seen.tool_calls)) or self._decided(seen):
+                    if (final and (seen.chars or seen.tool_calls)) or self._decided(cfg, seen):
                         break
                 else:
                     ended = True
@@ -282,7 +289,7 @@ class Cascade:
                 last_error = exc
                 if events is not None:
                     await events.aclose()  # type: ignore[attr-defined]
-                step = await self._on_error(attempt, exc, index, tries)
+                step = await self._on_error(cfg, attempt, exc, index, tries)
                 if step is None:
                     return Outcome(rec.STATUS_UPSTREAM_ERROR, tuple(attempts), error=exc)
                 index, tries = step
@@ -300,7 +307,7 @@ class Cascade:
                 upstream_ms += elapsed
                 tokens = seen.usage.output_tokens if seen.usage else seen.deltas
                 verdict = judge(
-                    self.cfg, "".join(seen.text), seen.tool_calls, seen.finish_reason, tokens
+                    cfg, "".join(seen.text), seen.tool_calls, seen.finish_reason, tokens
                 )
                 if verdict is not None and not final:
                     attempt.outcome = verdict
@@ -311,7 +318,7 @@ class Cascade:
                 attempt.returned = True
                 return StreamOutcome(alias, attempt, held, _nothing(), tuple(attempts), upstream_ms)
             assert events is not None
-            marker = self.cfg.on_marker
+            marker = cfg.on_marker
             if not final and marker and marker in "".join(seen.text):
                 await events.aclose()  # type: ignore[attr-defined]
                 attempt.latency_ms = elapsed

@@ -135,7 +135,7 @@ def check_config(
             "type": p.kind,
             "base_url": p.url,
             "api_key_env": p.api_key_env,
-            "api_key_set": _key_state(p.kind, p.api_key_env, p.api_key),
+            "api_key_set": _key_state(p.kind, p.key_envs, p.api_key),
         }
         for name, p in sorted(cfg.providers.items())
     ]
@@ -166,14 +166,15 @@ def check_config(
     sys.stdout.write("\n".join(out) + "\n")
 
 
-def _key_state(kind: str, env: str | None, literal: str | None) -> str:
+def _key_state(kind: str, envs: tuple[str, ...], literal: str | None) -> str:
     """How a provider's key is found, naming variables only, never a key."""
     import os
 
-    if kind == "ollama":
+    if kind == "ollama" and not envs:
         return "no key needed"
-    if env:
-        return f"key from ${env} ({'set' if os.environ.get(env) else 'NOT SET'})"
+    if envs:
+        states = [f"${e} ({'set' if os.environ.get(e) else 'NOT SET'})" for e in envs]
+        return ("key from " if len(envs) == 1 else "keys rotated from ") + ", ".join(states)
     return "literal api_key" if literal else "NO KEY: set api_key_env"
 
 
@@ -300,6 +301,11 @@ def route(
             show_default=False,
         ),
     ] = None,
+    stream: Annotated[bool, typer.Option("--stream", help="The client asks for a stream.")] = False,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option("--max-tokens", help="The client's max_tokens.", show_default=False, min=1),
+    ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -314,7 +320,13 @@ def route(
     parts = (TextPart(text), ImagePart(SAMPLE_IMAGE)) if image else (TextPart(text),)
     messages.append(Message("user", parts))
     offered = (ToolSpec("tool", "synthetic dry-run tool", {"type": "object", "properties": {}}),)
-    request = ChatRequest(model=model, messages=tuple(messages), tools=offered if tools else ())
+    request = ChatRequest(
+        model=model,
+        messages=tuple(messages),
+        tools=offered if tools else (),
+        stream=stream,
+        max_tokens=max_tokens,
+    )
     chosen = profile.value if profile is not None else None
     decision = _guard(lambda: decide(cfg, request, headers, profile=chosen, explain=True))  # type: ignore[arg-type]
     if as_json:
@@ -337,7 +349,13 @@ def _decision_json(d: Any) -> dict[str, Any]:
             "has_tools": d.features.has_tools,
             "has_images": d.features.has_images,
             "rules": [
-                {"name": t.name, "matched": t.matched, "reason": t.reason} for t in d.rule_traces
+                {
+                    "name": t.name,
+                    "matched": t.matched,
+                    "reason": t.reason,
+                    "checks": [_check_json(c) for c in t.checks],
+                }
+                for t in d.rule_traces
             ],
             "candidates": [
                 {"alias": c.alias, "verdict": c.verdict, "position": c.position, "reason": c.reason}
@@ -346,6 +364,22 @@ def _decision_json(d: Any) -> dict[str, Any]:
             "notes": list(d.notes),
         },
     }
+
+
+def _check_json(c: Any) -> dict[str, Any]:
+    out = {"key": c.key, "held": c.held, "detail": c.detail}
+    if c.children:
+        out["checks"] = [_check_json(child) for child in c.children]
+    return out
+
+
+def _check_lines(checks: Any, depth: int) -> list[str]:
+    lines = []
+    for c in checks:
+        mark = "+" if c.held else "-"
+        lines.append(f"{'    ' * depth}  {mark} {c.key}: {c.detail}")
+        lines += _check_lines(c.children, depth + 1)
+    return lines
 
 
 def _decision_lines(d: Any, cfg: Any) -> list[str]:
@@ -364,10 +398,10 @@ def _decision_lines(d: Any, cfg: Any) -> list[str]:
     if d.rule_traces:
         lines.append("rules, first match wins:")
         width = max(len(t.name) for t in d.rule_traces)
-        lines += [
-            f"  {'match' if t.matched else 'skip '}  {t.name:<{width}}  {t.reason}"
-            for t in d.rule_traces
-        ]
+        for t in d.rule_traces:
+            lines.append(f"  {'match' if t.matched else 'skip '}  {t.name:<{width}}  {t.reason}")
+            if len(t.checks) > 1 or any(c.children for c in t.checks):
+                lines += _check_lines(t.checks, 2)
     elif not cfg.rules:
         lines.append("rules: none configured")
     if d.source == "policy":

@@ -20,8 +20,9 @@ from typing import Any, Literal
 
 import tomlkit
 import tomlkit.exceptions
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from pirouter_py.config_rules import Profile, Rule, check_rules
 from pirouter_py.errors import ConfigError, ConfigProblem
 from pirouter_py.toml_lines import KeyPath, key_lines, locate
 
@@ -29,11 +30,9 @@ APP_NAME = "pirouter"
 CONFIG_ENV = "PIROUTER_CONFIG"
 DEFAULT_BIND = "127.0.0.1:11435"
 BUILTIN_SOURCE = "<built-in default>"
-HEADER_TARGET = "$header:"
 
 ProviderType = Literal["openai", "anthropic", "ollama"]
 Quality = Literal["basic", "standard", "strong", "premium"]
-Profile = Literal["local-first", "balanced", "best-quality", "cloud-only"]
 PROVIDER_TYPES: tuple[str, ...] = ("openai", "anthropic", "ollama")
 QUALITY_RANK: dict[str, int] = {"basic": 0, "standard": 1, "strong": 2, "premium": 3}
 # Where a provider table named after its type points when it gives no base_url (v0.1 required one).
@@ -82,7 +81,8 @@ class ProviderConfig(_Section):
     base_url: str | None = (
         None  # normalised at load: no trailing "/" (nor "/v1" for openai/anthropic)
     )
-    api_key_env: str | None = None
+    # The name of the environment variable holding the key; several names rotate the keys.
+    api_key_env: str | list[str] | None = None
     api_key: str | None = None
     request_timeout_secs: int = Field(default=120, ge=0)
     connect_timeout_secs: float = Field(default=10.0, gt=0)
@@ -98,6 +98,12 @@ class ProviderConfig(_Section):
     def url(self) -> str:
         assert self.base_url is not None, "base URLs are resolved at load"
         return self.base_url
+
+    @property
+    def key_envs(self) -> tuple[str, ...]:
+        """The names of the variables holding this provider's keys (several rotate)."""
+        env = self.api_key_env
+        return () if not env else (env,) if isinstance(env, str) else tuple(env)
 
 
 class ModelConfig(_Section):
@@ -117,6 +123,10 @@ class ModelConfig(_Section):
     enabled: bool = True
     # max_tokens sent to Anthropic-type upstreams (which require one) when the request sets none.
     default_max_tokens: int = Field(default=1024, ge=1)
+    rpm: int | None = Field(default=None, ge=1)  # requests per minute this model may take
+    tpm: int | None = Field(default=None, ge=1)  # input+output tokens per minute
+    daily_usd: float | None = Field(default=None, ge=0)  # this model's budgets
+    monthly_usd: float | None = Field(default=None, ge=0)
 
     @property
     def rank(self) -> int:
@@ -133,59 +143,20 @@ class RoutingConfig(_Section):
     auto_cascade: bool = True
     max_policy_fallbacks: int = Field(default=3, ge=0)
     honor_requested_model: bool = False
+    latency_ties: bool = True  # among models tied on the profile's keys, prefer the faster
 
 
-class HeaderMatch(_Section):
-    name: str
-    equals: str | None = None
-    any_value: bool = False
-
-    @field_validator("name")
-    @classmethod
-    def _lower(cls, value: str) -> str:
-        return value.lower()
+class BudgetConfig(_Section):
+    daily_usd: float | None = Field(default=None, ge=0)  # all models together, today (local)
+    monthly_usd: float | None = Field(default=None, ge=0)  # ... this calendar month
+    action: Literal["downgrade", "refuse"] = "downgrade"
 
 
-# The `when` keys that are conditions (besides `always`).
-CONDITIONS = (
-    "has_tools",
-    "tokens_in_gt",
-    "tokens_in_lt",
-    "system_matches",
-    "model_alias_eq",
-    "header",
-)
-
-
-class When(_Section):
-    always: bool = False
-    has_tools: bool | None = None
-    tokens_in_gt: int | None = Field(default=None, ge=0)
-    tokens_in_lt: int | None = Field(default=None, ge=0)
-    system_matches: str | None = None
-    model_alias_eq: str | None = None
-    header: HeaderMatch | None = None
-
-    def is_empty(self) -> bool:
-        """No effective condition: v0.1 rejects such a rule at load."""
-        return not self.always and all(getattr(self, key) is None for key in CONDITIONS)
-
-
-class Then(_Section):
-    primary: str
-    cascade: list[str] = Field(default_factory=list)
-
-
-class Rule(_Section):
-    name: str
-    when: When
-    then: Then
-    _system_re: re.Pattern[str] | None = PrivateAttr(default=None)
-
-    @property
-    def system_re(self) -> re.Pattern[str] | None:
-        """`when.system_matches`, compiled once at load."""
-        return self._system_re
+class AffinityConfig(_Section):
+    enabled: bool = False  # keep a conversation on the model that served its previous turn
+    hard_secs: float = Field(default=300.0, ge=0)  # within this: always the same model
+    soft_secs: float = Field(default=1800.0, ge=0)  # within this: it wins ties and near-ties
+    near_tie: float = Field(default=0.25, ge=0)  # a near-tie costs at most this much more
 
 
 class CascadeConfig(_Section):
@@ -210,6 +181,8 @@ class Config(_Section):
     rules: list[Rule] = Field(default_factory=list)
     cascade: CascadeConfig = Field(default_factory=CascadeConfig)
     stats: StatsConfig = Field(default_factory=StatsConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    affinity: AffinityConfig = Field(default_factory=AffinityConfig)
     _aliases: tuple[str, ...] = PrivateAttr(default=())
     _policy_cache: dict[Any, Any] = PrivateAttr(default_factory=dict)
 
@@ -434,13 +407,14 @@ def _unknown_keys(node: Any, path: KeyPath) -> list[tuple[KeyPath, str]]:
     """Every key that no model field knows, with a spelling suggestion when one is close."""
     found: list[tuple[KeyPath, str]] = []
     if isinstance(node, BaseModel):
-        known = list(type(node).model_fields)
+        fields = type(node).model_fields
+        known = [field.alias or name for name, field in fields.items()]
         for key in node.model_extra or {}:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean `{close[0]}`?)" if close else ""
             found.append(((*path, key), f"unknown key, ignored{hint}"))
-        for name in known:
-            found += _unknown_keys(getattr(node, name), (*path, name))
+        for name, field in fields.items():
+            found += _unknown_keys(getattr(node, name), (*path, field.alias or name))
     elif isinstance(node, dict):
         for key, value in node.items():
             found += _unknown_keys(value, (*path, key))
@@ -487,6 +461,13 @@ def _resolve(config: Config, error: Report, warn: Report) -> Config:
                 '"ollama" (only tables named after a type may leave it out)',
             )
             continue
+        if isinstance(prov.api_key_env, list) and (
+            not prov.api_key_env or not all(prov.api_key_env)
+        ):
+            error(
+                ("providers", name, "api_key_env"),
+                'names no variable; write api_key_env = "NAME" or ["NAME_A", "NAME_B"]',
+            )
         url = prov.base_url
         if url is None:
             if name != kind:
@@ -525,47 +506,7 @@ def _resolve(config: Config, error: Report, warn: Report) -> Config:
             )
 
     aliases = sorted(config.models)
-    seen: dict[str, int] = {}
-    for index, rule in enumerate(config.rules):
-        at: KeyPath = ("rules", index)
-        if rule.name in seen:
-            error(
-                (*at, "name"),
-                f"rule name `{rule.name}` is already used by rules[{seen[rule.name]}]; "
-                "give each rule its own name",
-            )
-        seen.setdefault(rule.name, index)
-        when = rule.when
-        if when.is_empty():
-            error(
-                (*at, "when"),
-                f"rule `{rule.name}` has an empty predicate; use `always = true` "
-                "for a default rule",
-            )
-        if when.system_matches is not None:
-            try:
-                rule._system_re = re.compile(when.system_matches)
-            except re.error as exc:
-                error(
-                    (*at, "when", "system_matches"),
-                    f"rule `{rule.name}` has invalid "
-                    f"system_matches regex `{when.system_matches}`: {exc}",
-                )
-        if when.header is not None and when.header.equals is None and not when.header.any_value:
-            warn(
-                (*at, "when", "header"),
-                "has neither `equals` nor `any_value = true`, so it never matches; add one of them",
-            )
-        targets = [("primary", rule.then.primary)] + [
-            (f"cascade[{i}]", a) for i, a in enumerate(rule.then.cascade)
-        ]
-        for key, target in targets:
-            if not target.startswith(HEADER_TARGET) and target not in config.models:
-                error(
-                    (*at, "then", key.split("[")[0]),
-                    f"rule `{rule.name}` references unknown model alias `{target}`"
-                    + _suggest(target, aliases),
-                )
+    check_rules(config.rules, aliases, error, warn)
 
     baseline = config.stats.baseline
     if baseline is not None and baseline not in config.models:
@@ -583,6 +524,9 @@ def _resolve(config: Config, error: Report, warn: Report) -> Config:
         )
         cascade = cascade.model_copy(update={"on_marker": None})
 
+    for rule in config.rules:
+        if rule.then.escalation is not None:
+            rule._cascade = cascade.model_copy(update=rule.then.escalation.overrides())
     final = config.model_copy(update={"providers": providers, "cascade": cascade})
     final._aliases = tuple(aliases)
     final._policy_cache = {}  # model_copy shares private dicts: this config gets its own
@@ -643,6 +587,9 @@ def default_config_text(environ: Mapping[str, str]) -> str:
                 "",
             ]
     parts += [
+        "# Keep conversations on the model of their previous turn (prompt caches stay warm).",
+        "[affinity]\nenabled = true",
+        "",
         "[[rules]]",
         'name = "explicit-override"',
         'when = { header = { name = "x-pirouter-route", any_value = true } }',

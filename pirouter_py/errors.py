@@ -3,6 +3,7 @@
     PirouterError                 exit 1, HTTP 500 server_error
     ├── ConfigError               exit 3: the config file cannot be used; carries located problems
     ├── RoutingError              exit 1, HTTP 400 invalid_request_error: no model can take it
+    │   └── BudgetExceeded        HTTP 429 insufficient_quota: a [budget] is spent, action refuse
     ├── RequestError              HTTP 400 invalid_request_error: the client's body is malformed
     │   ├── Unauthorized          HTTP 401 authentication_error: a client key is missing or wrong
     │   └── ForbiddenHost         HTTP 403 permission_error: a Host header naming another host
@@ -74,6 +75,17 @@ class RoutingError(PirouterError):
 
     http_status = 400
     openai_type = "invalid_request_error"
+
+
+class BudgetExceeded(RoutingError):
+    """A budget is spent and `[budget] action = "refuse"` (or nothing unspent can take it)."""
+
+    http_status = 429
+    openai_type = "insufficient_quota"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class RequestError(PirouterError):

@@ -3,18 +3,17 @@
 A retryable failure (429, 5xx, timeout, refused connection...) cools a model for `cooldown_secs`,
 doubling with each failure in a row up to `max_cooldown_secs`, and never shorter than the
 upstream's `Retry-After`. Cooling models are moved to the end of a request's chain (rules and
-policy alike): they are skipped while others can answer, yet a request never fails that a cooling
-model could still serve as the last option. The clock is a parameter, so tests are exact.
+policy alike; router.py does it): they are skipped while others can answer, yet a request never
+fails that a cooling model could still serve as the last option. The clock is a parameter, so
+tests are exact.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
-
-from pirouter_py.router import Decision
 
 
 @dataclass(slots=True)
@@ -57,22 +56,6 @@ class Health:
     def cooling(self, alias: str) -> bool:
         state = self.states.get(alias)
         return state is not None and state.until > self.clock()
-
-    def order(self, decision: Decision) -> Decision:
-        """The same decision with cooling models moved to the end of its chain."""
-        if not self.states:
-            return decision
-        chain = decision.chain
-        cool = [a for a in chain if self.cooling(a)]
-        if not cool:
-            return decision
-        ordered = [a for a in chain if a not in cool] + cool
-        return replace(
-            decision,
-            primary=ordered[0],
-            cascade=tuple(ordered[1:]),
-            notes=(*decision.notes, "cooling down, tried last: " + ", ".join(cool)),
-        )
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Each model with a recent failure: in cooldown or not, seconds left, failures."""

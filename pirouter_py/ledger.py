@@ -129,12 +129,23 @@ def _m005_prompts(db: sqlite3.Connection) -> None:
         )""")
 
 
+AFFINITY_COLUMNS = (("session", "TEXT"), ("pin", "TEXT"))
+
+
+def _m006_affinity(db: sqlite3.Connection) -> None:
+    have = _columns(db, "requests")
+    for name, kind in AFFINITY_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("001_requests", _m001_requests),
     ("002_requested_model", _m002_requested_model),
     ("003_request_details", _m003_request_details),
     ("004_attempts", _m004_attempts),
     ("005_prompts", _m005_prompts),
+    ("006_affinity", _m006_affinity),
 )
 
 
@@ -201,6 +212,7 @@ REQUEST_COLUMNS = (
     "latency_ms",
     "status",
     *tuple(name for name, _ in REQUEST_DETAILS),
+    *tuple(name for name, _ in AFFINITY_COLUMNS),
 )
 ATTEMPT_COLUMNS = (
     "request_id",
@@ -281,6 +293,8 @@ def rows_for(
         record.ttft_ms,
         round(record.overhead_ms, 3),
         record.user_agent,
+        record.session,
+        record.pin,
     )
     return request, attempts
 
@@ -486,6 +500,40 @@ def open_read_only(path: Path) -> sqlite3.Connection | None:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
     db.row_factory = sqlite3.Row
     return db
+
+
+def traffic_seed(db: sqlite3.Connection, now: float, soft_secs: float) -> dict[str, Any]:
+    """What the daemon's traffic state starts from: spend per model today and this month (local
+    time), the model that last served each session still inside the affinity window, and the
+    most recent times to first token, oldest first."""
+    from pirouter_py.traffic import day_start, month_start
+
+    spend: dict[str, dict[str, float]] = {"today": {}, "month": {}}
+    if has_table(db, "attempts"):
+        query = (
+            "SELECT a.alias, SUM(a.cost_usd) FROM attempts a JOIN requests r "
+            "ON r.id = a.request_id WHERE r.ts >= ? GROUP BY a.alias"
+        )
+        for period, start in (("today", day_start(now)), ("month", month_start(now))):
+            for alias, usd in db.execute(query, (int(start.timestamp()),)):
+                spend[period][alias] = float(usd or 0.0)
+    sessions: dict[str, tuple[str, float]] = {}
+    if "session" in _columns(db, "requests"):
+        query = (
+            "SELECT session, final_model, MAX(COALESCE(ts_ms, ts * 1000)) FROM requests "
+            "WHERE session IS NOT NULL AND final_model != '' AND status = 'ok' AND ts >= ? "
+            "GROUP BY session"
+        )
+        for session, alias, ts_ms in db.execute(query, (int(now - soft_secs),)):
+            sessions[session] = (alias, ts_ms / 1000.0)
+    ttft: list[tuple[str, float]] = []
+    if has_table(db, "attempts"):
+        query = (
+            "SELECT alias, ttft_ms FROM attempts WHERE ttft_ms IS NOT NULL "
+            "ORDER BY rowid DESC LIMIT 2000"
+        )
+        ttft = [(alias, float(ms)) for alias, ms in db.execute(query)][::-1]
+    return {"spend": spend, "sessions": sessions, "ttft": ttft}
 
 
 def has_table(db: sqlite3.Connection, table: str) -> bool:

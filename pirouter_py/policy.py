@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
-from pirouter_py.config import QUALITY_RANK, Config, ModelConfig, Profile
-from pirouter_py.errors import RoutingError
+from pirouter_py.config import QUALITY_RANK, Config, ModelConfig
+from pirouter_py.config_rules import Profile
+from pirouter_py.errors import BudgetExceeded, RoutingError
 from pirouter_py.features import REQUIRED_QUALITY, Difficulty, Features
 
 # v0.1 names profiles in its "no enabled model" error by their Rust Debug form.
@@ -27,6 +28,42 @@ PROFILE_DEBUG_NAMES: dict[str, str] = {
 }
 Verdict = Literal["primary", "fallback", "ranked", "dropped"]
 SortKey = tuple[float | int | bool | str, ...]
+Ranked = list[tuple[str, ModelConfig]]
+
+
+class Spent(Protocol):
+    """A used-up budget (traffic.Spent)."""
+
+    @property
+    def key(self) -> str: ...
+
+    def message(self, now: float) -> str: ...
+
+    def retry_after(self, now: float) -> int: ...
+
+
+class Live(Protocol):
+    """What the daemon knows now about each model (traffic.Traffic); `pirouter route` has none."""
+
+    @property
+    def budget_action(self) -> str: ...  # "downgrade": go around spent budgets; "refuse": 429
+
+    def busy(self, alias: str, tokens: int) -> str | None: ...  # cooling, or at rpm/tpm
+
+    def spent(self, alias: str) -> Spent | None: ...
+
+    def ttft(self, alias: str) -> float | None: ...
+
+    def over_budget(self) -> Spent | None: ...  # the global budget, when it is spent
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """The model that served this conversation's previous turn, and how long ago."""
+
+    alias: str
+    age_s: float
+    hard: bool  # within the hard window: always the same model, unless it must escape
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +82,8 @@ class PolicyChoice:
     cascade: tuple[str, ...]
     rule: str  # "policy:<profile>:<difficulty>"
     candidates: tuple[CandidateTrace, ...] = ()
+    pin: str | None = None  # what affinity did: hard, soft, new, or escaped:<why>
+    notes: tuple[str, ...] = ()
 
 
 def _order(profile: Profile, required: int) -> Callable[[tuple[str, ModelConfig]], SortKey]:
@@ -131,25 +170,57 @@ def choose(
     level: Difficulty,
     profile: Profile,
     explain: bool = False,
+    live: Live | None = None,
+    pin: Pin | None = None,
 ) -> PolicyChoice:
-    """The policy decision for a request no rule matched; raises RoutingError when none fits."""
+    """The policy decision for a request no rule matched; raises RoutingError when none fits.
+
+    With `live`: models whose budget is spent drop out ("downgrade") or refuse the request when
+    the choice would land on one ("refuse"); models tied on the profile's keys are ordered by
+    recent time to first token; busy models (cooling, at a limit) go last. With `pin`: session
+    affinity (see `_affinity`)."""
     required_name = REQUIRED_QUALITY[level]
     required = QUALITY_RANK[required_name]
     tokens = features.estimated_tokens
     orders = _orders(config, profile, level, features.has_tools, features.has_images)
-    pool = [am for am in orders.ranked if _fits(am[1], tokens)]
-    if not pool:
+    fitting = [am for am in orders.ranked if _fits(am[1], tokens)]
+    spent: dict[str, Spent] = {}
+    if live is not None and fitting:
+        spent = {a: why for a, _ in fitting if (why := live.spent(a)) is not None}
+        if spent and live.budget_action == "downgrade":
+            fitting = [am for am in fitting if am[0] not in spent]
+            if not fitting:
+                raise _refused(next(iter(spent.values())), "no model without a spent budget")
+    if not fitting:
         images = ", images=true" if features.has_images else ""
         raise RoutingError(
             "no enabled model satisfies routing constraints: "
             f"profile={PROFILE_DEBUG_NAMES[profile]}, tools={str(features.has_tools).lower()}, "
             f"estimated_tokens={tokens}{images}"
         )
-    adequate = [am for am in pool if am[1].rank >= required]
-    below = pool if adequate else []
-    pool = adequate or pool
+    adequate = [am for am in fitting if am[1].rank >= required]
+    below = fitting if adequate else []
+    pool = adequate or fitting
+    notes: list[str] = []
+    busy: dict[str, str] = {}
+    if live is not None:
+        if config.routing.latency_ties and len(pool) > 1:
+            pool = _by_latency(pool, _order(profile, required), live)
+        busy = {a: w for a, _ in pool if (w := live.busy(a, tokens)) is not None}
     primary, primary_model = pool[0]
-    cascade = _climb(config, orders, {a for a, _ in pool}, primary, primary_model.rank, tokens)
+    pin_state = None
+    if pin is not None:
+        primary, pin_state = _affinity(config, pin, pool, fitting, orders, busy, spent, tokens)
+        primary_model = config.models[primary]
+    if live is not None and live.budget_action == "refuse" and primary in spent:
+        raise _refused(spent[primary], f"`{primary}` was chosen")
+    pool_names = {a for a, _ in fitting if a not in spent}
+    cascade = _climb(config, orders, pool_names, primary, primary_model.rank, tokens)
+    chain = (primary, *cascade)
+    if busy and any(a in busy for a in chain):  # busy models are tried last, never dropped
+        chain = (*(a for a in chain if a not in busy), *(a for a in chain if a in busy))
+        notes.append("tried last: " + "; ".join(f"{a} ({busy[a]})" for a in chain if a in busy))
+        primary, cascade = chain[0], chain[1:]
 
     candidates: tuple[CandidateTrace, ...] = ()
     if explain:
@@ -167,8 +238,10 @@ def choose(
             for a, m in orders.ranked
             if not _fits(m, tokens)
         ]
+        gone = [(a, f"budget spent: {s.key}") for a, s in spent.items() if a not in dict(pool)]
         dropped = [
-            CandidateTrace(a, "dropped", why) for a, why in sorted([*orders.dropped, *too_small])
+            CandidateTrace(a, "dropped", why)
+            for a, why in sorted([*orders.dropped, *too_small, *gone])
         ]
         dropped += [
             CandidateTrace(a, "dropped", f"{m.quality} is below the required {required_name}")
@@ -176,7 +249,90 @@ def choose(
             if m.rank < required
         ]
         candidates = (*ranked, *dropped)
-    return PolicyChoice(primary, cascade, f"policy:{profile}:{level}", candidates)
+    return PolicyChoice(
+        primary,
+        cascade,
+        f"policy:{profile}:{level}",
+        candidates,
+        pin_state,
+        tuple(notes),
+    )
+
+
+def _refused(spent: Spent, why: str) -> BudgetExceeded:
+    import time
+
+    now = time.time()
+    return BudgetExceeded(f"{spent.message(now)} ({why})", spent.retry_after(now))
+
+
+def _by_latency(
+    pool: Ranked, key: Callable[[tuple[str, ModelConfig]], SortKey], live: Live
+) -> Ranked:
+    """Within runs of models equal on the profile's keys (all but the alias), the one with the
+    lower recent time to first token first; unmeasured models keep their place after measured."""
+    out: Ranked = []
+    i = 0
+    while i < len(pool):
+        head = key(pool[i])[:-1]
+        j = i + 1
+        while j < len(pool) and key(pool[j])[:-1] == head:
+            j += 1
+        group = pool[i:j]
+        if len(group) > 1:
+            inf = float("inf")
+            group = sorted(group, key=lambda am: live.ttft(am[0]) or inf)
+        out += group
+        i = j
+    return out
+
+
+def _affinity(
+    config: Config,
+    pin: Pin,
+    pool: Ranked,
+    fitting: Ranked,
+    orders: _Orders,
+    busy: dict[str, str],
+    spent: dict[str, Any],
+    tokens: int,
+) -> tuple[str, str]:
+    """Keep a conversation on the model that served its previous turn, so the provider's prompt
+    cache stays warm. Hard window: that model, unless it must escape (removed, disabled, busy,
+    budget spent, lacks a capability the turn needs, or the conversation outgrew its context
+    window: then the closest larger-context model). Soft window: it wins ties and near-ties
+    (same quality and locality as the best, costing at most `[affinity] near_tie` more)."""
+    top = pool[0][0]
+    model = config.models.get(pin.alias)
+    if model is None:
+        return top, "escaped:removed"
+    if pin.alias in busy:
+        return top, "escaped:busy"
+    if pin.alias in spent:
+        return top, "escaped:budget"
+    capable = {a for a, _ in orders.ranked}
+    if pin.alias not in capable:
+        return top, "escaped:capability"
+    if not _fits(model, tokens):
+        window = model.context_window or 0
+        larger = [
+            (m.context_window or 0, a)
+            for a, m in fitting
+            if a not in busy and a not in spent and (m.context_window or 0) > window
+        ]
+        return (min(larger)[1] if larger else top), "escaped:context"
+    if pin.alias == top:
+        return top, "hard" if pin.hard else "soft"
+    if pin.hard:
+        return pin.alias, "hard"
+    in_pool = dict(pool)
+    if pin.alias not in in_pool:
+        return top, "soft-lost"
+    best = in_pool[top]
+    same_tier = model.rank == best.rank and model.local == best.local
+    if same_tier and model.cost <= best.cost * (1 + config.affinity.near_tie):
+        return pin.alias, "soft"
+    return top, "soft-lost"
 
 
 def _climb(

@@ -95,6 +95,9 @@ class RequestRecord:
     attempts: tuple[Attempt, ...] = field(default_factory=tuple)
     prompt: str | None = None  # the request's messages as JSON, only with [ledger] store_prompts
     answer: str | None = None  # the answer text, likewise
+    session: str | None = None  # the conversation, when session affinity is on
+    pin: str | None = None  # what affinity did: hard, soft, soft-lost, escaped:<why>
+    estimated_tokens: int = 0  # the router's input estimate (not stored; for rate limits)
 
     @property
     def input_tokens(self) -> int:

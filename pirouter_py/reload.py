@@ -53,7 +53,11 @@ def reload_config(state: State) -> bool:
         )
         return False
     providers = provider_registry.build(loaded.config, state.session, state.environ)
-    state.loaded, state.cascade = loaded, Cascade(loaded.config, providers, health=state.health)
+    if state.traffic is not None:
+        state.traffic.reconfigure(loaded.config)
+    limits = state.traffic.limits if state.traffic is not None else None
+    cascade = Cascade(loaded.config, providers, health=state.health, limits=limits)
+    state.loaded, state.cascade = loaded, cascade
     if state.ledger is not None:
         state.ledger.models = loaded.config.models
     if state.metrics is not None:

@@ -8,18 +8,23 @@ With `explain=True` the decision carries each rule tried and each catalog model'
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from pirouter_py import features as feats
 from pirouter_py import policy, rules
-from pirouter_py.config import Config, Profile
-from pirouter_py.errors import RoutingError
+from pirouter_py.config import CascadeConfig, Config
+from pirouter_py.config_rules import Profile
+from pirouter_py.errors import BudgetExceeded, RoutingError
 from pirouter_py.features import Difficulty, Features
-from pirouter_py.policy import CandidateTrace
-from pirouter_py.rules import RuleTrace
+from pirouter_py.policy import CandidateTrace, Live, Pin
+from pirouter_py.rules import Facts, RuleTrace
 from pirouter_py.types import ChatRequest
+
+PROFILE_HEADER = "x-pirouter-profile"
+PROFILES: tuple[Profile, ...] = ("local-first", "balanced", "best-quality", "cloud-only")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,8 @@ class Decision:
     rule_traces: tuple[RuleTrace, ...] = ()
     candidates: tuple[CandidateTrace, ...] = ()
     notes: tuple[str, ...] = ()
+    escalation: CascadeConfig | None = None  # the matched rule's triggers, when it sets its own
+    pin: str | None = None  # session affinity: hard, soft, soft-lost, escaped:<why>; None: off
 
     @property
     def chain(self) -> tuple[str, ...]:
@@ -50,69 +57,147 @@ def decide(
     *,
     profile: Profile | None = None,
     explain: bool = False,
+    live: Live | None = None,
+    pin: Pin | None = None,
 ) -> Decision:
-    """Route `request`; `headers` must answer lower-case names. Raises RoutingError."""
+    """Route `request`; `headers` must answer lower-case names. Raises RoutingError.
+
+    `live` (the daemon's traffic state) makes the decision go around busy models and spent
+    budgets and break the policy's ties by latency; `pin` is the model that served this
+    conversation's previous turn (session affinity, policy decisions only)."""
     features = feats.extract(request)
     level, level_reason = feats.difficulty(request, features, headers)
-    chosen_profile: Profile = profile or config.routing.profile
+    chosen_profile = profile or _header_profile(headers) or config.routing.profile
+    notes: list[str] = []
+    if live is not None and live.budget_action == "downgrade":
+        over = live.over_budget()
+        if over is not None and chosen_profile != "local-first":
+            chosen_profile = "local-first"
+            notes.append(f"{over.key} is spent: routing with the local-first profile")
     trace: list[RuleTrace] | None = [] if explain else None
-    rule = (
-        rules.first_match(config.rules, request, features, headers, trace) if config.rules else None
-    )
+    rule = None
+    if config.rules:
+        facts = Facts(request, features, headers, chosen_profile, level)
+        rule = rules.first_match(config.rules, facts, trace)
+    traces = tuple(trace or ())
+    escalation = None
+    source: Literal["rule", "requested", "policy"] = "policy"
+    chain: tuple[str, ...] = ()
+    name = ""
     if rule is not None:
-        primary = rules.resolve_target(rule.then.primary, headers)
-        cascade = [rules.resolve_target(a, headers) for a in rule.then.cascade]
-        for alias in (primary, *cascade):
-            if alias not in config.models:
-                raise RoutingError(f"rule `{rule.name}` selected unknown model alias `{alias}`")
-        notes: list[str] = []
-        if features.has_images:
-            _check_vision(config, features, primary, f"rule `{rule.name}` selected `{primary}`")
-            blind = [a for a in cascade if not config.models[a].supports_vision]
-            if blind:
-                notes.append("left out of the cascade, no image input: " + ", ".join(blind))
-                cascade = [a for a in cascade if a not in blind]
-        return Decision(
-            rule.name,
-            primary,
-            tuple(cascade),
-            "rule",
-            chosen_profile,
-            level,
-            level_reason,
-            features,
-            tuple(trace or ()),
-            (),
-            tuple(notes),
-        )
-    requested = request.model
-    if config.routing.honor_requested_model and requested in config.models:
+        then = rule.then
+        escalation = rule.cascade_config
+        name, source = rule.name, "rule"
+        if then.difficulty is not None:
+            level, level_reason = then.difficulty, f"rule `{rule.name}` sets difficulty"
+        chosen_profile = then.profile or chosen_profile
+        if then.primary is not None:
+            chain, blind = _rule_chain(
+                config, rule.name, then.primary, then.cascade, headers, features
+            )
+            notes += blind
+            who = f"rule `{rule.name}`"
+    elif config.routing.honor_requested_model and request.model in config.models:
+        requested = request.model
         _check_vision(config, features, requested, f"the requested model `{requested}`")
         fallbacks = policy.fallbacks_for(config, features, level, chosen_profile, requested)
+        name, source, chain = f"requested:{requested}", "requested", (requested, *fallbacks)
+        who = "the requested model"
+    if chain and live is not None:
+        chain = _live_chain(chain, live, features.estimated_tokens, who, notes)
+    if not chain:  # the policy decides: no rule matched, a rule handed over, or budgets spent
+        choice = policy.choose(config, features, level, chosen_profile, explain, live, pin)
+        if source == "rule":
+            notes.append(f"rule `{name}` hands the request to the policy ({choice.rule})")
+        else:
+            name = choice.rule
         return Decision(
-            f"requested:{requested}",
-            requested,
-            fallbacks,
-            "requested",
+            name,
+            choice.primary,
+            choice.cascade,
+            "policy",
             chosen_profile,
             level,
             level_reason,
             features,
-            tuple(trace or ()),
+            traces,
+            choice.candidates,
+            (*notes, *choice.notes),
+            escalation,
+            choice.pin,
         )
-    choice = policy.choose(config, features, level, chosen_profile, explain)
     return Decision(
-        choice.rule,
-        choice.primary,
-        choice.cascade,
-        "policy",
+        name,
+        chain[0],
+        chain[1:],
+        source,
         chosen_profile,
         level,
         level_reason,
         features,
-        tuple(trace or ()),
-        choice.candidates,
+        traces,
+        (),
+        tuple(notes),
+        escalation,
     )
+
+
+def _rule_chain(
+    config: Config,
+    name: str,
+    primary: str,
+    cascade: list[str],
+    headers: Mapping[str, str],
+    features: Features,
+) -> tuple[tuple[str, ...], list[str]]:
+    """A rule's models after `$header:` substitution, checked against the catalog."""
+    first = rules.resolve_target(primary, headers)
+    rest = [rules.resolve_target(a, headers) for a in cascade]
+    for alias in (first, *rest):
+        if alias not in config.models:
+            raise RoutingError(f"rule `{name}` selected unknown model alias `{alias}`")
+    notes: list[str] = []
+    if features.has_images:
+        _check_vision(config, features, first, f"rule `{name}` selected `{first}`")
+        blind = [a for a in rest if not config.models[a].supports_vision]
+        if blind:
+            notes.append("left out of the cascade, no image input: " + ", ".join(blind))
+            rest = [a for a in rest if a not in blind]
+    return (first, *rest), notes
+
+
+def _live_chain(
+    chain: tuple[str, ...], live: Live, tokens: int, who: str, notes: list[str]
+) -> tuple[str, ...]:
+    """A named chain (rule or requested model) under live conditions: spent budgets leave it
+    (or refuse the request when its primary is spent and the action is refuse; an emptied chain
+    goes to the policy), busy models are tried last."""
+    spent = {a: s for a in chain if (s := live.spent(a)) is not None}
+    if spent:
+        if live.budget_action == "refuse" and chain[0] in spent:
+            now = time.time()
+            raise BudgetExceeded(
+                f"{spent[chain[0]].message(now)} ({who} chose `{chain[0]}`)",
+                spent[chain[0]].retry_after(now),
+            )
+        chain = tuple(a for a in chain if a not in spent)
+        notes.append("budget spent, left out: " + ", ".join(spent))
+        if not chain:
+            return ()
+    busy = {a: w for a in chain if (w := live.busy(a, tokens)) is not None}
+    if busy:
+        chain = (*(a for a in chain if a not in busy), *(a for a in chain if a in busy))
+        notes.append("tried last: " + "; ".join(f"{a} ({w})" for a, w in busy.items()))
+    return chain
+
+
+def _header_profile(headers: Mapping[str, str]) -> Profile | None:
+    """The profile a client asks for with `x-pirouter-profile` (ignored when not a profile)."""
+    value = headers.get(PROFILE_HEADER)
+    if value is None:
+        return None
+    value = value.strip().lower()
+    return next((p for p in PROFILES if p == value), None)
 
 
 def _check_vision(config: Config, features: Features, alias: str, who: str) -> None:

@@ -29,12 +29,14 @@ import structlog
 from aiohttp import web
 
 from pirouter_py import __version__, access
+from pirouter_py import ledger as ledger_mod
 from pirouter_py import providers as provider_registry
 from pirouter_py import record as rec
 from pirouter_py import reload as config_reload
 from pirouter_py.cascade import Cascade, Outcome
-from pirouter_py.config import LoadedConfig, parse_bind
+from pirouter_py.config import Config, LoadedConfig, parse_bind
 from pirouter_py.errors import (
+    BudgetExceeded,
     ForbiddenHost,
     PirouterError,
     RequestError,
@@ -49,6 +51,7 @@ from pirouter_py.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pirouter_py.metrics import Metrics
 from pirouter_py.record import Attempt, Recorder, RequestRecord
 from pirouter_py.router import Decision, decide
+from pirouter_py.traffic import Traffic, session_key
 from pirouter_py.types import ChatRequest
 from pirouter_py.wire import codecs
 from pirouter_py.wire import ollama as ollama_wire
@@ -80,6 +83,7 @@ class State:
     cascade: Cascade | None = None
     metrics: Metrics | None = None
     health: Health | None = None
+    traffic: Traffic | None = None
     session: aiohttp.ClientSession | None = None
     draining: bool = False
     served: int = 0
@@ -383,6 +387,7 @@ class _Ctx:
     rid: str
     decision: Decision | None = None
     attempts: tuple[Attempt, ...] = ()
+    session: str | None = None  # the conversation, with [affinity] enabled
 
 
 def _routing_headers(ctx: _Ctx, alias: str | None, overhead_ms: float) -> dict[str, str]:
@@ -441,6 +446,9 @@ def _finish(
         ttft_ms=next((a.ttft_ms for a in ctx.attempts if a.returned), None),
         user_agent=ctx.request.headers.get("user-agent", ""),
         attempts=ctx.attempts,
+        session=ctx.session,
+        pin=decision.pin if decision else None,
+        estimated_tokens=decision.features.estimated_tokens if decision else 0,
     )
     log.info(
         "request",
@@ -459,6 +467,8 @@ def _finish(
     )
     if state.metrics is not None:
         state.metrics.observe(record)
+    if state.traffic is not None:
+        state.traffic.finished(record)
     if state.recorder is not None:
         if state.loaded.config.ledger.store_prompts and ctx.chat.raw is not None:
             prompt = orjson.dumps(ctx.chat.raw).decode()
@@ -471,24 +481,25 @@ async def _serve(
 ) -> web.StreamResponse:
     state = request.app[STATE]
     # A reload swaps both at once; this request keeps the pair it started with.
-    config, cascade = state.loaded.config, state.cascade
+    config, cascade, traffic = state.loaded.config, state.cascade, state.traffic
     assert cascade is not None
     ctx = _Ctx(request, codec, chat, started, time.time(), request["rid"])
     state.in_flight += 1
     try:
         try:
-            ctx.decision = decide(config, chat, request.headers)
-            if state.health is not None:
-                ctx.decision = state.health.order(ctx.decision)
+            pin = None
+            if config.affinity.enabled and traffic is not None:
+                ctx.session = session_key(chat, request.headers)
+                pin = traffic.sessions.pin(ctx.session)
+            ctx.decision = decide(config, chat, request.headers, live=traffic, pin=pin)
         except RoutingError as exc:
             overhead = (time.perf_counter() - started) * 1000
-            _finish(ctx, rec.STATUS_ROUTING_ERROR, 400, None, overhead)
+            _finish(ctx, rec.STATUS_ROUTING_ERROR, exc.http_status, None, overhead)
+            headers = _routing_headers(ctx, None, overhead)
+            if isinstance(exc, BudgetExceeded):
+                headers["retry-after"] = str(exc.retry_after)
             return error_response(
-                codec,
-                400,
-                exc.message,
-                exc.openai_type,
-                headers=_routing_headers(ctx, None, overhead),
+                codec, exc.http_status, exc.message, exc.openai_type, headers=headers
             )
         if chat.stream:
             return await _serve_stream(ctx, cascade)
@@ -618,8 +629,23 @@ async def _ledger(app: web.Application) -> AsyncIterator[None]:
         return
     state.ledger = ledger
     state.recorder = ledger
+    if state.traffic is not None:
+        await asyncio.to_thread(_seed, state.traffic, state.ledger_path, state.loaded.config)
     yield
     await ledger.close()
+
+
+def _seed(traffic: Traffic, path: Path, config: Config) -> None:
+    """Budgets, sessions and latency start from what the ledger already knows."""
+    db = ledger_mod.open_read_only(path)
+    if db is None:
+        return
+    try:
+        traffic.seed(ledger_mod.traffic_seed(db, time.time(), config.affinity.soft_secs))
+    except sqlite3.Error as exc:
+        log.warning("traffic_seed_failed", error=str(exc))
+    finally:
+        db.close()
 
 
 async def _upstreams(app: web.Application) -> AsyncIterator[None]:
@@ -629,7 +655,8 @@ async def _upstreams(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(connector=connector) as session:
         state.session = session
         providers = provider_registry.build(state.loaded.config, session, state.environ)
-        state.cascade = Cascade(state.loaded.config, providers, health=state.health)
+        limits = state.traffic.limits if state.traffic else None
+        state.cascade = Cascade(state.loaded.config, providers, health=state.health, limits=limits)
         watcher = asyncio.create_task(config_reload.watch_config(state), name="config-watcher")
         yield
         watcher.cancel()
@@ -664,6 +691,7 @@ def create_app(
     state = app[STATE] = State(loaded, recorder, environ, ledger_path)
     cascade = loaded.config.cascade
     state.health = Health(cascade.cooldown_secs, cascade.max_cooldown_secs)
+    state.traffic = Traffic(loaded.config, state.health)
     server = loaded.config.server
     state.keys = access.load_keys(server, environ)
     listen = host if host is not None else (parse_bind(server.bind) or ("127.0.0.1", 0))[0]

@@ -238,6 +238,9 @@ def test_route_json() -> None:
             "name": "explicit-override",
             "matched": False,
             "reason": "header x-pirouter-route is absent",
+            "checks": [
+                {"key": "header", "held": False, "detail": "header x-pirouter-route is absent"}
+            ],
         }
     ]
     dropped = [c for c in explanation["candidates"] if c["verdict"] == "dropped"]
@@ -247,6 +250,33 @@ def test_route_json() -> None:
         "gpt-4o-mini",
         "qwen2.5-coder-local",
     }
+
+
+def test_route_explains_every_predicate_of_nested_rules(
+    write_config: Callable[[str], Path],
+) -> None:
+    path = write_config(
+        '[providers.ollama]\n[models.a]\nprovider = "ollama"\nmodel_id = "a"\n'
+        '[[rules]]\nname = "agents"\nwhen = { client_matches = "aider", any = [{ stream = true },'
+        ' { not = { max_tokens_gt = 100 } }] }\nthen = { profile = "local-first" }\n'
+    )
+    args = ["route", "-p", "hi", "-H", "User-Agent: aider/1", "--max-tokens", "500", "--stream"]
+    code, out, _ = run(*args, "-c", str(path))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "rule:    agents"
+    start = lines.index("rules, first match wins:")
+    assert lines[start + 1 : start + 8] == [
+        "  match  agents  all of client_matches, any hold",
+        "          + client_matches: client_matches 'aider' finds 'aider' in the user agent",
+        "          + any: 1 of 2 hold",
+        "              + any[0]: holds",
+        "                  + stream: stream = true, and the request streams",
+        "              - any[1]: fails",
+        "                  - not: the inner table holds",
+    ]
+    code, out, _ = run(*args[:-1], "-c", str(path))  # no stream: any fails, the rule is skipped
+    assert "  skip   agents  any: 0 of 2 hold" in out.splitlines()
 
 
 def test_route_reads_the_prompt_from_stdin() -> None:

@@ -17,24 +17,29 @@ from tests.conftest import EXAMPLE, ROOT
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def config_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    """Every key path a config.toml can set, e.g. "models.<alias>.quality"."""
+def config_keys(
+    model: type[BaseModel], prefix: str = "", seen: frozenset[type] = frozenset()
+) -> list[str]:
+    """Every key path a config.toml can set, e.g. "models.<alias>.quality" (a table that nests
+    itself, like a rule's `when` inside `any`, is listed once)."""
+    if model in seen:
+        return []
     keys: list[str] = []
     for name, field in model.model_fields.items():
-        path = f"{prefix}{name}"
+        path = f"{prefix}{field.alias or name}"
         keys.append(path)
-        keys += _nested(field.annotation, path)
+        keys += _nested(field.annotation, path, seen | {model})
     return keys
 
 
-def _nested(annotation: Any, path: str) -> list[str]:
+def _nested(annotation: Any, path: str, seen: frozenset[type]) -> list[str]:
     args = getattr(annotation, "__args__", ())
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return config_keys(annotation, path + ".")
+        return config_keys(annotation, path + ".", seen)
     found: list[str] = []
     for arg in args:
         found += _nested(
-            arg, path + (".<name>" if getattr(annotation, "__origin__", None) is dict else "")
+            arg, path + (".<name>" if getattr(annotation, "__origin__", None) is dict else ""), seen
         )
     return found
 

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from pirouter_py.features import extract
+from pirouter_py.config import parse_config
 from pirouter_py.health import Health
-from pirouter_py.router import Decision
-from pirouter_py.types import ChatRequest, text_message
+from pirouter_py.router import decide
+from pirouter_py.traffic import Traffic
+from pirouter_py.types import ChatRequest, ToolSpec, text_message
 from tests.fakes import Daemon, FakeUpstream, Reply
 
 
@@ -47,21 +48,50 @@ def test_cooldowns_double_cap_honour_retry_after_and_reset() -> None:
     assert Health(5, 0, clock).failed("a", retry_after=9) == 0  # max 0: cooldowns off
 
 
-def decision(primary: str, *cascade: str) -> Decision:
-    request = ChatRequest("auto", (text_message("user", "hi"),))
-    return Decision("r", primary, cascade, "rule", "balanced", "easy", "", extract(request))
+CHAIN = """
+[providers.p]
+type = "openai"
+base_url = "http://127.0.0.1:9"
+api_key = "k"
+[models.a]
+provider = "p"
+model_id = "a"
+[models.b]
+provider = "p"
+model_id = "b"
+[models.c]
+provider = "p"
+model_id = "c"
+[models.d]
+provider = "p"
+model_id = "d"
+[[rules]]
+name = "r"
+when = { has_tools = false }
+then = { primary = "a", cascade = ["b", "c", "d"] }
+[[rules]]
+name = "ac"
+when = { has_tools = true }
+then = { primary = "a", cascade = ["c"] }
+"""
 
 
 def test_cooling_models_go_last_never_away() -> None:
+    config = parse_config(CHAIN, "t")[0]
     health = Health(5, 60, Clock())
-    assert health.order(decision("a", "b", "c")) == decision("a", "b", "c")
+    traffic = Traffic(config, health)
+    hi = ChatRequest("auto", (text_message("user", "hi"),))
+    tools = ChatRequest("auto", (text_message("user", "hi"),), (ToolSpec("t"),))
+    assert decide(config, hi, {}, live=traffic).chain == ("a", "b", "c", "d")
     health.failed("a")
     health.failed("c")
-    ordered = health.order(decision("a", "b", "c", "d"))
-    assert (ordered.primary, ordered.cascade) == ("b", ("d", "a", "c"))
-    assert ordered.notes == ("cooling down, tried last: a, c",)
-    every = health.order(decision("a", "c"))
-    assert (every.primary, every.cascade) == ("a", ("c",))  # all cooling: order kept
+    ordered = decide(config, hi, {}, live=traffic)
+    assert ordered.chain == ("b", "d", "a", "c")
+    assert ordered.notes == (
+        "tried last: a (cooling down after a failure); c (cooling down after a failure)",
+    )
+    every = decide(config, tools, {}, live=traffic)
+    assert every.chain == ("a", "c")  # all cooling: order kept
 
 
 CONFIG = """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,3 +107,119 @@ def test_rule_targets_are_not_capped_or_capability_checked(mini_config: Config) 
     # v0.1: a matched rule's list is used as written (no tool, context or enabled check).
     d = decide(mini_config, ask("x" * 700000), {})
     assert (d.primary, d.cascade) == ("sonnet", ("opus",))
+
+
+CATALOG = """
+[providers.ollama]
+[providers.anthropic]
+api_key = "x"
+[models.local]
+provider = "ollama"
+model_id = "l"
+quality = "basic"
+local = true
+[models.haiku]
+provider = "anthropic"
+model_id = "h"
+quality = "basic"
+input_per_m = 1.0
+[models.sonnet]
+provider = "anthropic"
+model_id = "s"
+quality = "strong"
+input_per_m = 3.0
+"""
+
+
+def test_then_profile_hands_the_request_to_the_policy(write_config: Callable[[str], Path]) -> None:
+    cfg = load_config(
+        write_config(
+            CATALOG + '[[rules]]\nname = "chat"\nwhen = { stream = true }\n'
+            'then = { profile = "best-quality" }\n'
+        )
+    ).config
+    streamed = ChatRequest("auto", (text_message("user", "hi"),), stream=True)
+    d = decide(cfg, streamed, {})
+    assert (d.rule, d.source, d.profile, d.primary) == ("chat", "policy", "best-quality", "sonnet")
+    assert d.candidates == ()  # no explanation asked for
+    assert any("hands the request to the policy (policy:best-quality:easy)" in n for n in d.notes)
+    # The rule does not match a non-streaming request: the configured profile routes it.
+    assert decide(cfg, ask("hi"), {}).primary == "local"
+
+
+def test_then_difficulty_overrides_the_estimate(write_config: Callable[[str], Path]) -> None:
+    cfg = load_config(
+        write_config(
+            CATALOG
+            + '[[rules]]\nname = "sql"\nwhen = { prompt_matches = "(?i)\\\\bselect\\\\b" }\n'
+            'then = { difficulty = "hard" }\n'
+        )
+    ).config
+    d = decide(cfg, ask("SELECT 1"), {}, explain=True)
+    assert (d.rule, d.difficulty, d.primary) == ("sql", "hard", "sonnet")
+    assert d.difficulty_reason == "rule `sql` sets difficulty"
+    assert d.candidates  # explained like any policy decision
+    assert decide(cfg, ask("hello"), {}).primary == "local"
+
+
+def test_profile_header_and_profile_eq(write_config: Callable[[str], Path]) -> None:
+    cfg = load_config(
+        write_config(
+            CATALOG + '[[rules]]\nname = "local"\nwhen = { profile_eq = "local-first" }\n'
+            'then = { primary = "local" }\n'
+        )
+    ).config
+    assert decide(cfg, ask("hi"), {"x-pirouter-profile": "Local-First"}).rule == "local"
+    assert decide(cfg, ask("hi"), {"x-pirouter-profile": "nonsense"}).rule.startswith("policy:")
+    d = decide(cfg, ask("hi"), {"x-pirouter-profile": "best-quality"})
+    assert (d.profile, d.primary) == ("best-quality", "sonnet")
+
+
+def test_rule_escalation_overrides_cascade_triggers(write_config: Callable[[str], Path]) -> None:
+    cfg = load_config(
+        write_config(
+            CATALOG + "[cascade]\non_short_response = false\nmin_output_tokens = 8\n"
+            '[[rules]]\nname = "strict"\nwhen = { has_tools = true }\n'
+            'then = { primary = "haiku", cascade = ["sonnet"], '
+            "escalation = { on_short_response = true, min_output_tokens = 50 } }\n"
+        )
+    ).config
+    d = decide(cfg, ask("hi", tools=True), {})
+    assert d.escalation is not None
+    assert (d.escalation.on_short_response, d.escalation.min_output_tokens) == (True, 50)
+    assert d.escalation.on_http_error is True  # unset keys keep [cascade]'s
+    assert decide(cfg, ask("hi"), {}).escalation is None
+
+
+@pytest.mark.parametrize(
+    ("then", "problem"),
+    [
+        ("{ }", "says nothing to do"),
+        ('{ primary = "haiku", profile = "balanced" }', "keep one of them"),
+        ('{ cascade = ["haiku"], difficulty = "easy" }', "has a cascade but no primary"),
+        ('{ profile = "fastest" }', '"fastest" is not one of'),
+        ('{ primary = "haiku", escalation = { retries = -1 } }', "must be at least 0"),
+    ],
+)
+def test_bad_then_tables(write_config: Callable[[str], Path], then: str, problem: str) -> None:
+    path = write_config(
+        CATALOG + f'[[rules]]\nname = "r"\nwhen = {{ always = true }}\nthen = {then}\n'
+    )
+    with pytest.raises(ConfigError, match=problem) as caught:
+        load_config(path)
+    assert f"{path}:" in str(caught.value)  # located in the file
+
+
+def test_the_example_configs_commented_rules_load(write_config: Callable[[str], Path]) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    blocks = text.split("# [[rules]]\n")[1:]
+    assert len(blocks) >= 4
+    uncommented = "".join(
+        "[[rules]]\n"
+        + "".join(line[2:] + "\n" for line in b.splitlines() if re.match(r"# [a-z]+ = ", line))
+        for b in blocks
+    )
+    # The example's sample rules name sonnet/opus/gpt-4o-mini, which the example declares.
+    loaded = load_config(write_config(text + "\n" + uncommented))
+    names = [r.name for r in loaded.config.rules]
+    assert "agents-not-streaming-or-long" in names and "chit-chat-stays-local" in names

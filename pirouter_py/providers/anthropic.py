@@ -23,7 +23,10 @@ class AnthropicProvider(HTTPProvider):
     kind = "anthropic"
 
     def _headers(self) -> dict[str, str]:
-        return {"x-api-key": self.api_key(), "anthropic-version": API_VERSION}
+        return {"anthropic-version": API_VERSION}
+
+    def auth(self, key: str) -> dict[str, str]:
+        return {"x-api-key": key}
 
     async def complete(self, request: ChatRequest, model: ModelConfig) -> ChatResponse:
         body = wire.encode_request(

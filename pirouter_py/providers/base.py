@@ -25,11 +25,14 @@ import orjson
 from pirouter_py import __version__
 from pirouter_py.config import ModelConfig, ProviderConfig
 from pirouter_py.errors import UpstreamError, UpstreamHTTPError, UpstreamTransportError
+from pirouter_py.health import Health
 from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent
 
 USER_AGENT = f"pirouter/{__version__}"
 CONTEXT_WORDS = ("context", "too many tokens", "maximum token")  # a 400/422 about length retries
 RETRYABLE_STATUS = frozenset((408, 413, 429))
+KEY_STATUS = frozenset((401, 403, 429))  # statuses that rest the key that got them
+BAD_KEY_REST_S = 300.0  # a key refused with 401/403 rests this long
 MAX_ERROR_BODY = 600  # characters of an upstream error body quoted in messages
 _KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6})[A-Za-z0-9_\-]{6,}")
 
@@ -82,29 +85,49 @@ class HTTPProvider:
             connect=config.connect_timeout_secs, sock_read=total
         )
         self.first_byte = config.first_byte_timeout_secs
+        self.rested = Health(5.0, BAD_KEY_REST_S)  # keys (by variable name) that must rest
+        self._turn = -1
 
-    def api_key(self) -> str:
-        """The key, read at each request (v0.1): a changed variable needs no restart."""
-        env = self.config.api_key_env
-        if env:
-            key = self.environ.get(env)
-            if not key:
-                raise UpstreamError(
-                    f"provider `{self.name}`: environment variable {env} is not "
-                    "set; export it, or fix api_key_env",
-                    retryable=False,
-                )
-            return key
-        if self.config.api_key:
-            return self.config.api_key
-        raise UpstreamError(
-            f"provider `{self.name}` has no key; set api_key_env (or api_key) in "
-            f"[providers.{self.name}]",
-            retryable=False,
-        )
+    def auth(self, key: str) -> dict[str, str]:
+        """The headers that carry `key` (providers that need no key send none)."""
+        return {}
+
+    @property
+    def needs_key(self) -> bool:
+        return self.kind != "ollama"
+
+    def api_key(self) -> tuple[str | None, str]:
+        """(the variable's name, the key), read at each request (v0.1), so a changed variable
+        needs no restart. Several variables rotate: each request takes the next whose key is
+        not resting (after a 401, 403 or 429); when all rest, the one that recovers first."""
+        envs = self.config.key_envs
+        if not envs:
+            if self.config.api_key:
+                return None, self.config.api_key
+            raise UpstreamError(
+                f"provider `{self.name}` has no key; set api_key_env (or api_key) in "
+                f"[providers.{self.name}]",
+                retryable=False,
+            )
+        usable = [e for e in envs if self.environ.get(e)]
+        if not usable:
+            names = ", ".join(envs)
+            raise UpstreamError(
+                f"provider `{self.name}`: environment variable{'s' if len(envs) > 1 else ''} "
+                f"{names} {'are' if len(envs) > 1 else 'is'} not set; export "
+                f"{'them' if len(envs) > 1 else 'it'}, or fix api_key_env",
+                retryable=False,
+            )
+        self._turn += 1
+        order = usable[self._turn % len(usable) :] + usable[: self._turn % len(usable)]
+        env = next((e for e in order if not self.rested.cooling(e)), None)
+        if env is None:
+            env = min(order, key=lambda e: self.rested.states[e].until)
+        return env, self.environ[env]
 
     def redact(self, text: str) -> str:
-        for key in (self.config.api_key, self.environ.get(self.config.api_key_env or "")):
+        keys = [self.config.api_key, *(self.environ.get(e) for e in self.config.key_envs)]
+        for key in keys:
             if key:
                 text = text.replace(key, "***")
         return _KEYLIKE.sub(r"\1***", text)
@@ -155,19 +178,35 @@ class HTTPProvider:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """POST JSON; yields a 2xx response, raises UpstreamError for anything else."""
         url = self.config.url + path
-        all_headers = {"content-type": "application/json", "user-agent": USER_AGENT, **headers}
-        try:
-            # Without a first-byte limit the client's total (or, for streams, its per-read)
-            # timeout already bounds the wait for headers: no extra timer per request.
-            async with asyncio.timeout(self.first_byte) if self.first_byte else nullcontext():
-                response = await self.session.post(
-                    url,
-                    data=orjson.dumps(body),
-                    headers=all_headers,
-                    timeout=self.stream_timeout if stream else self.timeout,
-                )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._transport_error(model_id, exc) from None
+        base = {"content-type": "application/json", "user-agent": USER_AGENT, **headers}
+        data = orjson.dumps(body)
+        for _ in range(max(1, len(self.config.key_envs))):
+            env, key = self.api_key() if self.needs_key else (None, "")
+            try:
+                # Without a first-byte limit the client's total (or, for streams, its per-read)
+                # timeout already bounds the wait for headers: no extra timer per request.
+                async with asyncio.timeout(self.first_byte) if self.first_byte else nullcontext():
+                    response = await self.session.post(
+                        url,
+                        data=data,
+                        headers={**base, **self.auth(key)} if key else base,
+                        timeout=self.stream_timeout if stream else self.timeout,
+                    )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise self._transport_error(model_id, exc) from None
+            if env is None or len(self.config.key_envs) < 2:
+                break
+            if response.status not in KEY_STATUS:
+                self.rested.succeeded(env)
+                break
+            # This key is refused or throttled: rest it, and try the next one at once.
+            wait = retry_after(response.headers.get("Retry-After"))
+            if response.status != 429:
+                wait = BAD_KEY_REST_S
+            self.rested.failed(env, wait, f"{response.status}")
+            if all(self.rested.cooling(e) for e in self.config.key_envs if self.environ.get(e)):
+                break
+            response.release()
         try:
             if response.status >= 300:
                 try:

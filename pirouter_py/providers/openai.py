@@ -21,7 +21,10 @@ class OpenAIProvider(HTTPProvider):
     kind = "openai"
 
     def _headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.api_key()}"}
+        return {}
+
+    def auth(self, key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"}
 
     async def complete(self, request: ChatRequest, model: ModelConfig) -> ChatResponse:
         body = wire.encode_request(request, model.model_id, stream=False)

@@ -118,7 +118,9 @@ def _message(m: Any, i: int, ids_by_name: dict[str, str]) -> Message:
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise _bad(f"`{where}.tool_calls[{j}].function.name` is required", where)
-        call_id = call.get("id") or f"call_{i}_{j}"
+        call_id = call.get("id")
+        if not isinstance(call_id, str) or not call_id:
+            call_id = f"call_{i}_{j}"
         ids_by_name[fn["name"]] = call_id
         args = fn.get("arguments")
         calls.append(
@@ -131,6 +133,8 @@ def _message(m: Any, i: int, ids_by_name: dict[str, str]) -> Message:
     tool_call_id = None
     if m["role"] == "tool":
         name = m.get("tool_name") or m.get("name")
+        if name is not None and not isinstance(name, str):
+            raise _bad(f"`{where}.tool_name` must be a string", f"{where}.tool_name")
         tool_call_id = ids_by_name.get(name, f"call_{name}") if name else None
     return Message(m["role"], tuple(parts), tool_calls=tuple(calls), tool_call_id=tool_call_id)
 
