@@ -111,9 +111,16 @@ def stats_command(
     summary = stats.summarize(
         rows, since=start, by=by.value, baseline=stats.choose_baseline(loaded.config)
     )
+    burns = _guard(lambda: _budget_burn(loaded))
     if as_json:
-        _print_json(report.summary_json(summary, {"since": start, "window": window}))
-    elif not rows:  # v0.1's words
+        doc = report.summary_json(summary, {"since": start, "window": window})
+        doc["budgets"] = [
+            {"budget": b.key, "limit_usd": b.limit, "spent_usd": b.spent, "percent": b.percent}
+            for b in burns
+        ]
+        _print_json(doc)
+        return
+    if not rows:  # v0.1's words
         sys.stdout.write(
             f"no requests since {since}\n"
             if since is not None
@@ -121,6 +128,32 @@ def stats_command(
         )
     else:
         sys.stdout.write(report.summary_text(summary, window))
+    if burns:
+        width = max(len(b.key) for b in burns)
+        lines = ["", "budgets (today and this month, local time):"]
+        lines += [
+            f"  {b.key:<{width}}  ${b.spent:.2f} of ${b.limit:.2f}  {b.percent:5.1f}%"
+            + ("  SPENT" if b.spent >= b.limit else "")
+            for b in burns
+        ]
+        sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _budget_burn(loaded: LoadedConfig) -> list[Any]:
+    import time
+
+    from pirouter_py import ledger, stats
+
+    if not stats.budget_burn(loaded.config, {}, {}):
+        return []
+    db = ledger.open_read_only(_ledger_path(loaded))
+    spend: dict[str, dict[str, float]] = {"today": {}, "month": {}}
+    if db is not None:
+        try:
+            spend = ledger.traffic_seed(db, time.time(), 0)["spend"]
+        finally:
+            db.close()
+    return stats.budget_burn(loaded.config, spend["today"], spend["month"])
 
 
 ledger_app = typer.Typer(

@@ -37,9 +37,9 @@ class Spent(Protocol):
     @property
     def key(self) -> str: ...
 
-    def message(self, now: float) -> str: ...
+    def message(self) -> str: ...
 
-    def retry_after(self, now: float) -> int: ...
+    def retry_after(self) -> int: ...
 
 
 class Live(Protocol):
@@ -190,7 +190,7 @@ def choose(
         if spent and live.budget_action == "downgrade":
             fitting = [am for am in fitting if am[0] not in spent]
             if not fitting:
-                raise _refused(next(iter(spent.values())), "no model without a spent budget")
+                raise refused(next(iter(spent.values())), "no model without a spent budget")
     if not fitting:
         images = ", images=true" if features.has_images else ""
         raise RoutingError(
@@ -213,7 +213,7 @@ def choose(
         primary, pin_state = _affinity(config, pin, pool, fitting, orders, busy, spent, tokens)
         primary_model = config.models[primary]
     if live is not None and live.budget_action == "refuse" and primary in spent:
-        raise _refused(spent[primary], f"`{primary}` was chosen")
+        raise refused(spent[primary], f"`{primary}` was chosen")
     pool_names = {a for a, _ in fitting if a not in spent}
     cascade = _climb(config, orders, pool_names, primary, primary_model.rank, tokens)
     chain = (primary, *cascade)
@@ -259,11 +259,8 @@ def choose(
     )
 
 
-def _refused(spent: Spent, why: str) -> BudgetExceeded:
-    import time
-
-    now = time.time()
-    return BudgetExceeded(f"{spent.message(now)} ({why})", spent.retry_after(now))
+def refused(spent: Spent, why: str) -> BudgetExceeded:
+    return BudgetExceeded(f"{spent.message()} ({why})", spent.retry_after())
 
 
 def _by_latency(

@@ -8,7 +8,6 @@ With `explain=True` the decision carries each rule tried and each catalog model'
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -17,7 +16,7 @@ from pirouter_py import features as feats
 from pirouter_py import policy, rules
 from pirouter_py.config import CascadeConfig, Config
 from pirouter_py.config_rules import Profile
-from pirouter_py.errors import BudgetExceeded, RoutingError
+from pirouter_py.errors import RoutingError
 from pirouter_py.features import Difficulty, Features
 from pirouter_py.policy import CandidateTrace, Live, Pin
 from pirouter_py.rules import Facts, RuleTrace
@@ -175,11 +174,7 @@ def _live_chain(
     spent = {a: s for a in chain if (s := live.spent(a)) is not None}
     if spent:
         if live.budget_action == "refuse" and chain[0] in spent:
-            now = time.time()
-            raise BudgetExceeded(
-                f"{spent[chain[0]].message(now)} ({who} chose `{chain[0]}`)",
-                spent[chain[0]].retry_after(now),
-            )
+            raise policy.refused(spent[chain[0]], f"{who} chose `{chain[0]}`")
         chain = tuple(a for a in chain if a not in spent)
         notes.append("budget spent, left out: " + ", ".join(spent))
         if not chain:

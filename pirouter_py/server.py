@@ -277,6 +277,12 @@ async def health(request: web.Request) -> web.Response:
         }
     if state.health is not None:
         body["models"] = state.health.snapshot()
+    if state.traffic is not None and (limits := state.traffic.limits.snapshot()):
+        body["limits"] = limits
+    if state.cascade is not None:  # keys resting after a 401/403/429, by variable name only
+        providers = state.cascade.providers.items()
+        rested = {n: p.rested.snapshot() for n, p in providers if hasattr(p, "rested")}
+        body["keys"] = {n: r for n, r in rested.items() if r}
     return web.Response(body=orjson.dumps(body), content_type=JSON)
 
 

@@ -181,3 +181,35 @@ def summarize(
         groups=tuple(table),
         total=total,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Burn:
+    """One configured budget and how much of it is spent."""
+
+    key: str  # "budget.daily_usd", "models.<alias>.monthly_usd"
+    limit: float
+    spent: float
+
+    @property
+    def percent(self) -> float:
+        return 100.0 if self.limit <= 0 else 100.0 * self.spent / self.limit
+
+
+def budget_burn(
+    config: Config, today: Mapping[str, float], month: Mapping[str, float]
+) -> list[Burn]:
+    """Every configured budget against the ledger's spend today and this month (local time)."""
+    burns = []
+    b = config.budget
+    if b.daily_usd is not None:
+        burns.append(Burn("budget.daily_usd", b.daily_usd, sum(today.values())))
+    if b.monthly_usd is not None:
+        burns.append(Burn("budget.monthly_usd", b.monthly_usd, sum(month.values())))
+    for alias in config.aliases:
+        m = config.models[alias]
+        if m.daily_usd is not None:
+            burns.append(Burn(f"models.{alias}.daily_usd", m.daily_usd, today.get(alias, 0.0)))
+        if m.monthly_usd is not None:
+            burns.append(Burn(f"models.{alias}.monthly_usd", m.monthly_usd, month.get(alias, 0.0)))
+    return burns

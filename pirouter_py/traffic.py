@@ -125,17 +125,18 @@ class Spent:
     limit: float
     spent: float
     resets: datetime
+    at: float  # when this was found out
 
-    def message(self, now: float) -> str:
-        left = max(0, int(self.resets.timestamp() - now))
+    def message(self) -> str:
+        left = max(0, int(self.resets.timestamp() - self.at))
         return (
             f"the {self.key} budget of ${self.limit:.2f} is spent (${self.spent:.2f}); "
             f"it resets at {self.resets:%Y-%m-%d %H:%M} local time, in {left // 3600}h"
             f"{left % 3600 // 60:02d}m"
         )
 
-    def retry_after(self, now: float) -> int:
-        return max(1, int(self.resets.timestamp() - now))
+    def retry_after(self) -> int:
+        return max(1, int(self.resets.timestamp() - self.at))
 
 
 @dataclass(slots=True)
@@ -202,7 +203,7 @@ class Budgets:
         )
         for key, limit, spent, period in checks:
             if limit is not None and spent >= limit:
-                return Spent(key, limit, spent, next_reset(period, now))
+                return Spent(key, limit, spent, next_reset(period, now), now)
         return self.global_spent(now)
 
     def global_spent(self, now: float | None = None) -> Spent | None:
@@ -215,7 +216,7 @@ class Budgets:
         ):
             total = sum(totals.values())
             if limit is not None and total >= limit:
-                return Spent(key, limit, total, next_reset(period, now))
+                return Spent(key, limit, total, next_reset(period, now), now)
         return None
 
 

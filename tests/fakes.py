@@ -9,6 +9,7 @@ connection, send malformed JSON, or cut a stream short. It records every request
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import re
@@ -69,6 +70,7 @@ class FakeUpstream:
         self.scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self.defaults: dict[str, Reply] = {}
         self.seen: list[Seen] = []
+        self.refused_keys: dict[str, int] = {}  # API key -> the status every request with it gets
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -86,6 +88,7 @@ class FakeUpstream:
         self.scripts.clear()
         self.defaults.clear()
         self.seen.clear()
+        self.refused_keys.clear()
 
     def models_called(self) -> list[str]:
         return [s.model for s in self.seen]
@@ -115,6 +118,11 @@ class FakeUpstream:
         body = await request.json()
         seen = Seen(request.path, body.get("model", ""), body, dict(request.headers))
         self.seen.append(seen)
+        key = request.headers.get("x-api-key") or request.headers.get("authorization", "")[7:]
+        if key in self.refused_keys:
+            status = self.refused_keys[key]
+            refusal = Reply(kind="status", status=status, error=f"key refused ({status})")
+            return web.json_response(error_body(refusal), status=status)
         reply = self._next(seen.model)
         try:
             if reply.delay:
@@ -538,6 +546,28 @@ class Daemon:
                 raise RuntimeError(f"daemon did not start: {''.join(self.stderr)}")
         self.ready_s = time.perf_counter() - started
         return self
+
+    def post(
+        self, body: dict[str, Any], path: str = "/v1/chat/completions", **headers: str
+    ) -> tuple[int, dict[str, str], Any]:
+        """POST JSON; (status, lower-cased headers, decoded body)."""
+        host, port = self.url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=20)
+        try:
+            conn.request(
+                "POST",
+                path,
+                body=json.dumps(body),
+                headers={"content-type": "application/json", **headers},
+            )
+            response = conn.getresponse()
+            return (
+                response.status,
+                {k.lower(): v for k, v in response.getheaders()},
+                json.loads(response.read()),
+            )
+        finally:
+            conn.close()
 
     def log_lines(self, event: str = "request") -> list[dict[str, Any]]:
         out = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
 from collections.abc import Iterator
@@ -120,22 +119,7 @@ def start(fake: FakeUpstream, tmp_path: Path, retries: int = 0) -> Daemon:
 
 
 def ask(daemon: Daemon) -> tuple[int, dict[str, str], Any]:
-    host, port = daemon.url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=20)
-    conn.request(
-        "POST",
-        "/v1/chat/completions",
-        body=json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}),
-        headers={"content-type": "application/json"},
-    )
-    response = conn.getresponse()
-    out = (
-        response.status,
-        {k.lower(): v for k, v in response.getheaders()},
-        json.loads(response.read()),
-    )
-    conn.close()
-    return out
+    return daemon.post({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
 
 
 @pytest.fixture
