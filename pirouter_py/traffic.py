@@ -149,10 +149,14 @@ class Budgets:
     month: datetime = field(init=False)
     today: dict[str, float] = field(default_factory=dict)
     this_month: dict[str, float] = field(default_factory=dict)
+    day_end: float = field(init=False)  # when the current day ends (a month ends with a day)
+    active: bool = field(init=False)  # any budget configured at all
 
     def __post_init__(self) -> None:
-        now = self.clock()
-        self.day, self.month = day_start(now), month_start(now)
+        self.day, self.month = day_start(self.clock()), month_start(self.clock())
+        self.day_end = 0.0
+        self._roll(self.clock())
+        self.active = self.configured
 
     @property
     def configured(self) -> bool:
@@ -167,12 +171,15 @@ class Budgets:
         return list(self.config.models.values())
 
     def _roll(self, now: float) -> None:
+        if now < self.day_end:  # the request path: one comparison
+            return
         day = day_start(now)
         if day != self.day:
             self.day, self.today = day, {}
         month = month_start(now)
         if month != self.month:
             self.month, self.this_month = month, {}
+        self.day_end = next_reset("daily", now).timestamp()
 
     def seed(self, today: Mapping[str, float], this_month: Mapping[str, float]) -> None:
         self.today, self.this_month = dict(today), dict(this_month)
@@ -187,6 +194,8 @@ class Budgets:
     def spent(self, alias: str) -> Spent | None:
         """The budget that stops `alias` now, or None. A model with no price spends nothing, so
         no budget stops it."""
+        if not self.active:
+            return None
         model = self.config.models.get(alias)
         if model is None or model.cost <= 0:
             return None
@@ -207,6 +216,8 @@ class Budgets:
         return self.global_spent(now)
 
     def global_spent(self, now: float | None = None) -> Spent | None:
+        if not self.active:
+            return None
         now = self.clock() if now is None else now
         self._roll(now)
         b = self.config.budget
@@ -328,6 +339,7 @@ class Traffic:
                 if kept is not None and kept.capacity == bucket.capacity:
                     mine[alias] = kept
         self.config = self.budgets.config = config
+        self.budgets.active = self.budgets.configured
         self.sessions.cfg = config.affinity
         self.budget_action = config.budget.action
 
