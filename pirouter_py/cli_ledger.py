@@ -144,7 +144,7 @@ def _budget_burn(loaded: LoadedConfig) -> list[Any]:
 
     from pirouter_py import ledger, stats
 
-    if not stats.budget_burn(loaded.config, {}, {}):
+    if not loaded.config.has_budgets:
         return []
     db = ledger.open_read_only(_ledger_path(loaded))
     spend: dict[str, dict[str, float]] = {"today": {}, "month": {}}

@@ -22,7 +22,7 @@ import tomlkit
 import tomlkit.exceptions
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from pirouter_py.config_rules import Profile, Rule, check_rules
+from pirouter_py.config_rules import Profile, Rule, check_rules, did_you_mean
 from pirouter_py.errors import ConfigError, ConfigProblem
 from pirouter_py.toml_lines import KeyPath, key_lines, locate
 
@@ -190,6 +190,20 @@ class Config(_Section):
     def aliases(self) -> tuple[str, ...]:
         """Every declared alias in byte order (v0.1 keeps the catalog in a sorted map)."""
         return self._aliases
+
+    @property
+    def has_budgets(self) -> bool:
+        """Is any budget set, in [budget] or on a model?"""
+        b = self.budget
+        return any(
+            limit is not None
+            for limit in (
+                b.daily_usd,
+                b.monthly_usd,
+                *(m.daily_usd for m in self.models.values()),
+                *(m.monthly_usd for m in self.models.values()),
+            )
+        )
 
     @property
     def policy_cache(self) -> dict[Any, Any]:
@@ -424,11 +438,6 @@ def _unknown_keys(node: Any, path: KeyPath) -> list[tuple[KeyPath, str]]:
     return found
 
 
-def _suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1)
-    return f"; did you mean `{close[0]}`?" if close else ""
-
-
 _BIND = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d{1,5})$")
 
 
@@ -502,7 +511,7 @@ def _resolve(config: Config, error: Report, warn: Report) -> Config:
                 ("models", alias, "provider"),
                 f"provider `{model.provider}` is not configured (configured: {configured}); "
                 f"add a [providers.{model.provider}] table or fix the name"
-                + _suggest(model.provider, list(config.providers)),
+                + did_you_mean(model.provider, list(config.providers)),
             )
 
     aliases = sorted(config.models)
@@ -512,7 +521,7 @@ def _resolve(config: Config, error: Report, warn: Report) -> Config:
     if baseline is not None and baseline not in config.models:
         error(
             ("stats", "baseline"),
-            f"`{baseline}` is not a declared model alias" + _suggest(baseline, aliases),
+            f"`{baseline}` is not a declared model alias" + did_you_mean(baseline, aliases),
         )
 
     cascade = config.cascade

@@ -137,6 +137,14 @@ class Rule(_Table):
 When.model_rebuild()
 
 
+def did_you_mean(name: str, choices: Sequence[str]) -> str:
+    """ "; did you mean `x`?" for the closest choice, or ""."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
 def field_key(model: type[BaseModel], name: str) -> str:
     """The TOML key of a field (its alias when it has one)."""
     return model.model_fields[name].alias or name
@@ -144,8 +152,6 @@ def field_key(model: type[BaseModel], name: str) -> str:
 
 def check_rules(rules: Sequence[Rule], aliases: Sequence[str], error: Report, warn: Report) -> None:
     """v0.1's rule checks (reference §2.9) plus the new forms; compiles every regex."""
-    import difflib
-
     seen: dict[str, int] = {}
     for index, rule in enumerate(rules):
         at: KeyPath = ("rules", index)
@@ -178,11 +184,10 @@ def check_rules(rules: Sequence[Rule], aliases: Sequence[str], error: Report, wa
         targets += [("cascade", a) for a in then.cascade]
         for key, target in targets:
             if not target.startswith(HEADER_TARGET) and target not in aliases:
-                close = difflib.get_close_matches(target, list(aliases), n=1)
                 error(
                     (*at, "then", key),
                     f"rule `{rule.name}` references unknown model alias `{target}`"
-                    + (f"; did you mean `{close[0]}`?" if close else ""),
+                    + did_you_mean(target, aliases),
                 )
 
 

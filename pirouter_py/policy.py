@@ -238,7 +238,8 @@ def choose(
             for a, m in orders.ranked
             if not _fits(m, tokens)
         ]
-        gone = [(a, f"budget spent: {s.key}") for a, s in spent.items() if a not in dict(pool)]
+        kept = {a for a, _ in pool}
+        gone = [(a, f"budget spent: {s.key}") for a, s in spent.items() if a not in kept]
         dropped = [
             CandidateTrace(a, "dropped", why)
             for a, why in sorted([*orders.dropped, *too_small, *gone])

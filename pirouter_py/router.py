@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from pirouter_py import features as feats
 from pirouter_py import policy, rules
@@ -23,7 +23,7 @@ from pirouter_py.rules import Facts, RuleTrace
 from pirouter_py.types import ChatRequest
 
 PROFILE_HEADER = "x-pirouter-profile"
-PROFILES: tuple[Profile, ...] = ("local-first", "balanced", "best-quality", "cloud-only")
+PROFILES: tuple[Profile, ...] = get_args(Profile)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +192,7 @@ def _header_profile(headers: Mapping[str, str]) -> Profile | None:
     if value is None:
         return None
     value = value.strip().lower()
-    return next((p for p in PROFILES if p == value), None)
+    return value if value in PROFILES else None
 
 
 def _check_vision(config: Config, features: Features, alias: str, who: str) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pirouter_py.config import Config, ModelConfig
+from pirouter_py.config import Config
 from pirouter_py.health import Health
 from pirouter_py.ledger import attempt_cost
 from pirouter_py.policy import Pin
@@ -156,19 +156,7 @@ class Budgets:
         self.day, self.month = day_start(self.clock()), month_start(self.clock())
         self.day_end = 0.0
         self._roll(self.clock())
-        self.active = self.configured
-
-    @property
-    def configured(self) -> bool:
-        b = self.config.budget
-        return (
-            b.daily_usd is not None
-            or b.monthly_usd is not None
-            or any(m.daily_usd is not None or m.monthly_usd is not None for m in self.models())
-        )
-
-    def models(self) -> list[ModelConfig]:
-        return list(self.config.models.values())
+        self.active = self.config.has_budgets
 
     def _roll(self, now: float) -> None:
         if now < self.day_end:  # the request path: one comparison
@@ -339,7 +327,7 @@ class Traffic:
                 if kept is not None and kept.capacity == bucket.capacity:
                     mine[alias] = kept
         self.config = self.budgets.config = config
-        self.budgets.active = self.budgets.configured
+        self.budgets.active = config.has_budgets
         self.sessions.cfg = config.affinity
         self.budget_action = config.budget.action
 

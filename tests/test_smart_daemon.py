@@ -69,12 +69,6 @@ def start(
     return Daemon(path, env=env).start()
 
 
-def post(
-    daemon: Daemon, body: dict[str, Any], path: str = "/v1/chat/completions", **headers: str
-) -> tuple[int, dict[str, str], Any]:
-    return daemon.post(body, path, **headers)
-
-
 def hello(text: str = "hi") -> dict[str, Any]:
     return {"model": "auto", "messages": [{"role": "user", "content": text}]}
 
@@ -91,7 +85,7 @@ def ledger_rows(daemon: Daemon, query: str) -> list[tuple[Any, ...]]:
 def test_a_spent_budget_refuses_in_each_clients_format(fresh: FakeUpstream, tmp_path: Path) -> None:
     daemon = start(fresh, tmp_path, extra='[budget]\ndaily_usd = 0.000001\naction = "refuse"')
     try:
-        status, _, _ = post(daemon, hello())  # spends more than $0.000001: the budget is spent
+        status, _, _ = daemon.post(hello())  # spends more than $0.000001: the budget is spent
         assert status == 200
         client = openai.OpenAI(base_url=daemon.url + "/v1", api_key="x", max_retries=0)
         with pytest.raises(openai.RateLimitError) as caught:
@@ -118,8 +112,8 @@ def test_a_spent_budget_refuses_in_each_clients_format(fresh: FakeUpstream, tmp_
 def test_downgrade_routes_around_a_models_spent_budget(fresh: FakeUpstream, tmp_path: Path) -> None:
     daemon = start(fresh, tmp_path, cheap="daily_usd = 0.000001")
     try:
-        assert post(daemon, hello())[1]["x-pirouter-model"] == "cheap"
-        assert post(daemon, hello())[1]["x-pirouter-model"] == "other"
+        assert daemon.post(hello())[1]["x-pirouter-model"] == "cheap"
+        assert daemon.post(hello())[1]["x-pirouter-model"] == "other"
     finally:
         daemon.stop()
     stats = subprocess.run(
@@ -140,7 +134,7 @@ def test_rpm_limit_holds_under_concurrent_load(fresh: FakeUpstream, tmp_path: Pa
     daemon = start(fresh, tmp_path, cheap="rpm = 3")
     try:
         with ThreadPoolExecutor(12) as pool:
-            results = list(pool.map(lambda _: post(daemon, hello()), range(12)))
+            results = list(pool.map(lambda _: daemon.post(hello()), range(12)))
         assert all(status == 200 for status, _, _ in results)
         served = sorted(headers["x-pirouter-model"] for _, headers, _ in results)
         assert served == ["cheap"] * 3 + ["other"] * 9
@@ -154,14 +148,14 @@ def test_key_rotation_rests_a_refused_key(fresh: FakeUpstream, tmp_path: Path) -
     daemon = start(fresh, tmp_path, auth='api_key_env = ["KEY_A", "KEY_B", "KEY_C"]', env=env)
     try:
         for _ in range(3):
-            assert post(daemon, hello())[0] == 200
+            assert daemon.post(hello())[0] == 200
         used = [s.headers["Authorization"] for s in fresh.seen]
         assert sorted(used) == ["Bearer key-aaaa", "Bearer key-bbbb", "Bearer key-cccc"]
         fresh.seen.clear()
         fresh.refused_keys["key-bbbb"] = 401
         fresh.refused_keys["key-cccc"] = 429
         for _ in range(6):
-            status, headers, _ = post(daemon, hello())
+            status, headers, _ = daemon.post(hello())
             assert status == 200 and headers["x-pirouter-model"] == "cheap"
         with urllib.request.urlopen(daemon.url + "/health", timeout=10) as response:
             rested = json.loads(response.read())["keys"]["fake"]
@@ -182,17 +176,17 @@ def test_affinity_keeps_a_conversation_across_a_restart(
     session = {"x-pirouter-session": "conv-1"}
     daemon = start(fresh, tmp_path, extra=extra)
     try:
-        assert post(daemon, hello(), **session)[1]["x-pirouter-model"] == "cheap"
-        assert post(daemon, hello())[1]["x-pirouter-model"] == "cheap"  # another conversation
+        assert daemon.post(hello(), **session)[1]["x-pirouter-model"] == "cheap"
+        assert daemon.post(hello())[1]["x-pirouter-model"] == "cheap"  # another conversation
         fresh.script("m-cheap", Reply(kind="status", status=503))  # the pinned model fails:
-        assert post(daemon, hello(), **session)[1]["x-pirouter-model"] == "other"  # escalated,
-        assert post(daemon, hello(), **session)[1]["x-pirouter-model"] == "other"  # and kept
+        assert daemon.post(hello(), **session)[1]["x-pirouter-model"] == "other"  # escalated,
+        assert daemon.post(hello(), **session)[1]["x-pirouter-model"] == "other"  # and kept
     finally:
         daemon.stop()
     daemon = start(fresh, tmp_path, extra=extra)
     try:  # a restart: sessions come back from the ledger
-        assert post(daemon, hello(), **session)[1]["x-pirouter-model"] == "other"
-        assert post(daemon, hello())[1]["x-pirouter-model"] == "cheap"
+        assert daemon.post(hello(), **session)[1]["x-pirouter-model"] == "other"
+        assert daemon.post(hello())[1]["x-pirouter-model"] == "cheap"
     finally:
         daemon.stop()
     rows = ledger_rows(daemon, "SELECT final_model, pin, session FROM requests ORDER BY rowid")

@@ -166,6 +166,19 @@ class HTTPProvider:
             what = f"request failed ({type(exc).__name__})"
         return UpstreamTransportError(f"{self.name} ({model_id}): {what}", retryable=True)
 
+    def _next_key(self, env: str | None, response: aiohttp.ClientResponse) -> bool:
+        """Key rotation after an answer to the key in `env`: True when that key was refused or
+        throttled (it now rests) and another key can take the request at once."""
+        if env is None or len(self.config.key_envs) < 2:
+            return False
+        if response.status not in KEY_STATUS:
+            self.rested.succeeded(env)
+            return False
+        wait = retry_after(response.headers.get("Retry-After"))
+        self.rested.failed(env, wait if response.status == 429 else BAD_KEY_REST_S)
+        envs = self.config.key_envs
+        return not all(self.rested.cooling(e) for e in envs if self.environ.get(e))
+
     @asynccontextmanager
     async def _post(
         self,
@@ -194,17 +207,7 @@ class HTTPProvider:
                     )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise self._transport_error(model_id, exc) from None
-            if env is None or len(self.config.key_envs) < 2:
-                break
-            if response.status not in KEY_STATUS:
-                self.rested.succeeded(env)
-                break
-            # This key is refused or throttled: rest it, and try the next one at once.
-            wait = retry_after(response.headers.get("Retry-After"))
-            if response.status != 429:
-                wait = BAD_KEY_REST_S
-            self.rested.failed(env, wait, f"{response.status}")
-            if all(self.rested.cooling(e) for e in self.config.key_envs if self.environ.get(e)):
+            if not self._next_key(env, response):
                 break
             response.release()
         try:
