@@ -303,6 +303,10 @@ The SQLite ledger: one row per request and per attempt (\fBpirouter ledger path\
 .TP
 .I ~/.local/share/pirouter/ledger.db.spill.jsonl
 Rows that could not be written yet; imported on the next start.
+.TP
+.I ~/.local/share/pirouter/ledger.db.journal.<pid>.<n>
+Every row, written before its answer is sent; a killed daemon's journal is imported on the next
+start, and deleted once its rows are in the ledger.
 .SH EXIT STATUS
 .TP
 .B 0

@@ -1,8 +1,10 @@
 """The SQLite ledger: one row per request and one per attempt, written without slowing a reply.
 
 Invariants:
-- The request path only enqueues (`record()` never touches the disk); one writer task drains the
-  queue in batched transactions (WAL). Shutdown drains the queue before the file is closed.
+- The request path appends the row to the journal (one write(2), see `journal.py`) and enqueues
+  it; one writer task drains the queue in batched transactions (WAL). Shutdown drains the queue
+  before the file is closed. A killed daemon's journal is imported at the next start, so no row
+  whose answer was sent is lost to SIGKILL.
 - No accepted row is dropped silently: when writes fail (disk full, file locked, read-only), rows
   wait and are retried, and the backlog is reported; when the bounded queue is full, or rows
   still cannot be written at shutdown, they go to `<ledger>.spill.jsonl`, imported on next start.
@@ -21,13 +23,14 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import structlog
 
+from pirouter_py import journal
 from pirouter_py.config import Config, ModelConfig
 from pirouter_py.record import Attempt, RequestRecord
 
@@ -299,14 +302,26 @@ def rows_for(
     return request, attempts
 
 
-def _record_json(record: RequestRecord) -> str:
-    return json.dumps(asdict(record), separators=(",", ":"))
+def _record_json(record: RequestRecord) -> bytes:
+    return orjson.dumps(record)
 
 
-def _record_from_json(line: str) -> RequestRecord:
-    data = json.loads(line)
+def _record_from_json(line: str | bytes) -> RequestRecord:
+    data = orjson.loads(line)
     data["attempts"] = tuple(Attempt(**a) for a in data["attempts"])
     return RequestRecord(**data)
+
+
+def _read_rows(paths: Iterable[Path]) -> list[RequestRecord]:
+    """The rows of spill and journal files; a line that does not parse is skipped and logged."""
+    records = []
+    for path in paths:
+        for line in journal.read(path):
+            try:
+                records.append(_record_from_json(line))
+            except (ValueError, TypeError) as exc:
+                log.warning("ledger_import_skipped_line", path=str(path), error=str(exc))
+    return records
 
 
 def write_batch(
@@ -375,10 +390,11 @@ class Ledger:
         self.spill_path = path.with_name(path.name + SPILL_SUFFIX)
         self.models = config.models
         self.retention_days = config.ledger.retention_days
-        self.queue: asyncio.Queue[RequestRecord] = asyncio.Queue(queue_max)
+        self.queue: asyncio.Queue[tuple[int, RequestRecord]] = asyncio.Queue(queue_max)
+        self.journal = journal.Journal(path)
         self.db: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
-        self._pending: list[RequestRecord] = []
+        self._pending: list[tuple[int, RequestRecord]] = []  # (journal seq, row)
         self.written = 0
         self.spilled = 0
         self.last_error: str | None = None
@@ -386,9 +402,10 @@ class Ledger:
     # the request path
 
     def record(self, record: RequestRecord) -> None:
-        """Enqueue; never blocks. A full queue spills the row to the JSONL file instead."""
+        """Journal and enqueue; never blocks. A full queue spills the row to the JSONL file."""
+        seq = self.journal.append(record)
         try:
-            self.queue.put_nowait(record)
+            self.queue.put_nowait((seq, record))
         except asyncio.QueueFull:
             self._spill([record])
 
@@ -406,20 +423,24 @@ class Ledger:
 
     async def open(self) -> None:
         self.db = await asyncio.to_thread(self._open_sync)
+        try:
+            self.journal.open()
+        except OSError as exc:  # rows still reach SQLite; only the SIGKILL window reopens
+            log.warning("journal_unavailable", error=str(exc))
         self._task = asyncio.create_task(self._writer(), name="ledger-writer")
 
     def _open_sync(self) -> sqlite3.Connection:
         db = connect(self.path, self.busy_timeout)
         migrate(db)
+        found = journal.leftovers(self.path)
         if self.spill_path.exists():
-            spilled = [
-                _record_from_json(line)
-                for line in self.spill_path.read_text(encoding="utf-8").splitlines()
-                if line.strip()
-            ]
-            write_batch(db, spilled, self.models)
-            self.spill_path.unlink()
-            log.info("ledger_spill_imported", rows=len(spilled), path=str(self.spill_path))
+            found.append(self.spill_path)
+        if found:
+            imported = _read_rows(found)
+            write_batch(db, imported, self.models)  # rows already written are skipped
+            for path in found:
+                path.unlink()
+            log.info("ledger_rows_imported", rows=len(imported), files=[p.name for p in found])
         if self.retention_days:
             prune(db, self.retention_days, time.time())
         return db
@@ -433,8 +454,10 @@ class Ledger:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        leftover = self._pending + [self.queue.get_nowait() for _ in range(self.queue.qsize())]
+        queued = self._pending + [self.queue.get_nowait() for _ in range(self.queue.qsize())]
+        leftover = [record for _, record in queued]
         self._pending = []
+        lost = False
         if leftover:
             try:
                 assert self.db is not None
@@ -444,18 +467,21 @@ class Ledger:
                 self.written += len(leftover)
             except Exception as exc:  # the disk still refuses: keep the rows beside it
                 log.warning("ledger_unwritable_at_shutdown", rows=len(leftover), error=str(exc))
-                self._spill(leftover)
+                lost = not self._spill(leftover)
+        self.journal.close(keep=lost)  # rows the spill could not take are still in the journal
         if self.db is not None:
             self.db.close()
             self.db = None
 
-    def _spill(self, records: list[RequestRecord]) -> None:
+    def _spill(self, records: list[RequestRecord]) -> bool:
         try:
-            with self.spill_path.open("a", encoding="utf-8") as out:
-                out.writelines(_record_json(r) + "\n" for r in records)
-            self.spilled += len(records)
+            with self.spill_path.open("ab") as out:
+                out.writelines(_record_json(r) + b"\n" for r in records)
         except OSError as exc:
-            log.error("ledger_rows_lost", rows=len(records), error=str(exc))
+            log.error("ledger_rows_not_spilled", rows=len(records), error=str(exc))
+            return False
+        self.spilled += len(records)
+        return True
 
     async def _writer(self) -> None:
         assert self.db is not None
@@ -467,7 +493,8 @@ class Ledger:
                 while len(self._pending) < BATCH_MAX and not self.queue.empty():
                     self._pending.append(self.queue.get_nowait())
             try:
-                await asyncio.to_thread(write_batch, self.db, self._pending, self.models)
+                rows = [record for _, record in self._pending]
+                await asyncio.to_thread(write_batch, self.db, rows, self.models)
             except sqlite3.Error as exc:
                 self.last_error = str(exc)
                 log.warning(
@@ -480,6 +507,7 @@ class Ledger:
                 failures += 1
                 continue
             self.written += len(self._pending)
+            self.journal.committed(self._pending[-1][0])
             for _ in self._pending:
                 self.queue.task_done()
             self._pending = []

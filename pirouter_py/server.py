@@ -597,16 +597,18 @@ async def _serve_stream(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
             chunk = encoder.encode(event)
             if chunk:
                 await response.write(chunk)
-        await response.write(encoder.end())
+        tail = encoder.end()
     except UpstreamError as exc:
         status = rec.STATUS_UPSTREAM_ERROR
-        with contextlib.suppress(ConnectionResetError):
-            await response.write(encoder.error(exc.message) + encoder.end())
+        tail = encoder.error(exc.message) + encoder.end()
     except (asyncio.CancelledError, ConnectionResetError):
         await outcome.rest.aclose()  # type: ignore[attr-defined]
         _finish(ctx, rec.STATUS_CLIENT_CANCELLED, 200, outcome.alias, overhead)
         raise
+    # Recorded (journaled) before the last bytes go out: an answered stream always has its row.
     _finish(ctx, status, 200, outcome.alias, overhead, "".join(text) if keep else None)
+    with contextlib.suppress(ConnectionResetError):
+        await response.write(tail)
     return response
 
 

@@ -14,10 +14,12 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -605,3 +607,66 @@ class Daemon:
             if pipe is not None:
                 pipe.close()
         return code
+
+
+class LLMock:
+    """PyPI's llmock (an independent OpenAI/Anthropic mock with a chaos admin API) on a free port.
+
+    `script()` queues behaviours over its `/_llmock/scenario` API: statuses with Retry-After,
+    delays, slow first tokens, and streams that disconnect, truncate, stall or turn malformed.
+    """
+
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> LLMock:
+        binary = Path(sys.executable).parent / "llmock"
+        args = ["serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            [str(binary), *args, "--response-style", "echo", "--log-level", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("llmock did not start")
+
+    def _admin(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + "/_llmock" + path,
+            data=data,
+            method=method,
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def script(self, *behaviors: dict[str, Any]) -> None:
+        self._admin("POST", "/scenario", {"behaviors": list(behaviors)})
+
+    def reset(self) -> None:
+        self._admin("POST", "/reset", {})
+
+    def requests(self) -> list[dict[str, Any]]:
+        return list(self._admin("GET", "/requests")["requests"])
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            self.proc = None

@@ -5,13 +5,8 @@ a format shared by our own fakes and our adapters still shows up."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TypeVar
 
 import anthropic
@@ -20,7 +15,7 @@ import openai
 import pytest
 
 from tests import test_conformance
-from tests.fakes import Daemon, FakeUpstream, Reply
+from tests.fakes import Daemon, FakeUpstream, LLMock, Reply
 from tests.test_conformance import CALL, TOOL
 
 WEATHER = {
@@ -219,43 +214,10 @@ def test_ollama_errors_are_ollama_shaped(daemon: Daemon, fake: FakeUpstream) -> 
 # --- llmock: an independent implementation of the OpenAI and Anthropic formats ----------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def llmock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    port = free_port()
-    binary = Path(sys.executable).parent / "llmock"
-    mock = subprocess.Popen(
-        [
-            str(binary),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--response-style",
-            "echo",
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        mock.kill()
-        pytest.fail("llmock did not start")
+    mock = LLMock().start()
+    url = mock.url
     path = tmp_path_factory.mktemp("llmock") / "config.toml"
     path.write_text(f"""
 [providers.mock-openai]
@@ -282,8 +244,7 @@ then = {{ primary = "$header:x-pirouter-route" }}
     process = Daemon(path).start()
     yield process
     process.stop()
-    mock.terminate()
-    mock.wait(10)
+    mock.stop()
 
 
 ECHO = "Hello! You said: ping pong"

@@ -1,0 +1,128 @@
+"""The ledger's journal on real files: rows on disk before the answer, rotation and deletion once
+committed, import at the next start (duplicates skipped, torn lines skipped), live daemons' journals
+left alone, a failing disk never failing a request."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pirouter_py import journal
+from pirouter_py.journal import Journal
+from pirouter_py.ledger import Ledger, migrate
+from tests.test_ledger import config_with, make_record, ok_attempt, rows, run
+
+
+def lines(path: Path) -> list[str]:
+    return [orjson.loads(line)["request_id"] for line in journal.read(path)]
+
+
+def test_rows_are_in_the_journal_before_sqlite_and_gone_once_committed(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+
+    async def go() -> None:
+        book = Ledger(path, config_with(tmp_path))
+        await book.open()
+        book.record(make_record("a", attempts=(ok_attempt(),)))
+        book.record(make_record("b", attempts=(ok_attempt(),)))
+        # no await yet: the writer has not run, the rows are only in memory and in the journal
+        assert lines(book.journal.path(0)) == ["a", "b"]
+        await book.close()
+
+    run(go())
+    assert {r["id"] for r in rows(path)} == {"a", "b"}
+    assert not list(tmp_path.glob("ledger.db.journal.*"))  # a clean close leaves none behind
+
+
+def test_generations_rotate_and_are_deleted_when_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal, "ROTATE_BYTES", 2_000)
+    path = tmp_path / "ledger.db"
+
+    async def go() -> None:
+        book = Ledger(path, config_with(tmp_path))
+        await book.open()
+        for i in range(30):
+            book.record(make_record(f"r{i}", attempts=(ok_attempt(),)))
+        files = sorted(tmp_path.glob("ledger.db.journal.*"))
+        assert len(files) >= 3  # rotated past 2,000 bytes
+        await book.queue.join()  # the writer committed all 30
+        left = list(tmp_path.glob("ledger.db.journal.*"))
+        assert left == [book.journal.path(book.journal.gen)]  # only the open generation
+        await book.close()
+
+    run(go())
+    assert len(rows(path)) == 30
+
+
+def test_a_dead_daemons_journal_is_imported_once_duplicates_and_torn_lines_skipped(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.db"
+    migrate(sqlite3.connect(path))
+    code = "import os; print(os.getpid())"
+    dead = subprocess.run([sys.executable, "-c", code], text=True, capture_output=True, check=True)
+    pid = int(dead.stdout)  # a process that has exited
+    first = path.with_name(f"ledger.db.journal.{pid}.0")
+    second = path.with_name(f"ledger.db.journal.{pid}.1")
+
+    def row(rid: str) -> bytes:
+        return orjson.dumps(make_record(rid, attempts=(ok_attempt(),)))
+
+    first.write_bytes(row("x") + b"\n" + row("y")[:40] + b"\n" + row("z") + b"\n")
+    second.write_bytes(row("z") + b"\n")  # already in the first: written once
+
+    async def start() -> None:
+        book = Ledger(path, config_with(tmp_path))
+        await book.open()
+        await book.close()
+
+    run(start())
+    assert sorted(r["id"] for r in rows(path)) == ["x", "z"]  # type: ignore[type-var]
+    assert not first.exists() and not second.exists()
+    run(start())  # nothing to import twice
+    assert len(rows(path)) == 2
+
+
+def test_a_running_daemons_journal_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        live = path.with_name(f"ledger.db.journal.{other.pid}.0")
+        live.write_bytes(orjson.dumps(make_record("theirs")) + b"\n")
+        assert journal.leftovers(path) == []
+    finally:
+        other.kill()
+        other.wait()
+    assert journal.leftovers(path) == [live]
+
+
+def test_a_torn_write_is_ended_before_the_next_line(tmp_path: Path) -> None:
+    book = Journal(tmp_path / "ledger.db")
+    book.open()
+    assert book.fd is not None
+    os.write(book.fd, b'{"cut short')  # what a write stopped by a full disk leaves
+    book.torn = True
+    book.append(make_record("after"))
+    book.close(keep=True)
+    torn, after = journal.read(book.path(0))
+    assert torn == b'{"cut short' and orjson.loads(after)["request_id"] == "after"
+
+
+def test_an_unwritable_journal_never_fails_the_request(tmp_path: Path) -> None:
+    book = Journal(tmp_path / "ledger.db")
+    book.open()
+    assert book.fd is not None
+    os.close(book.fd)
+    book.fd = os.open(book.path(0), os.O_RDONLY)  # every write now fails, as on a lost disk
+    assert book.append(make_record("a")) == 1 and book.append(make_record("b")) == 2
+    assert book.failing is not None and "Bad file descriptor" in book.failing
+    book.close(keep=False)
+    assert not book.path(0).exists()
