@@ -2,7 +2,8 @@
 
 `FakeUpstream` is a real aiohttp server on 127.0.0.1 (port 0) in a thread of its own, scripted per
 model id: answer, stream paced chunks, fail with any status (and Retry-After), hang, reset the
-connection, send malformed JSON, or cut a stream short. It records every request it received.
+connection, send malformed JSON, or cut or stall a body midway (streamed or whole). It records every
+request it received.
 `Daemon` runs `python -m pirouter_py run --port 0` in a subprocess and reads its URL and log lines.
 """
 
@@ -37,7 +38,7 @@ class Reply:
     """One scripted upstream reply."""
 
     text: str = "Hello from the fake upstream."
-    kind: str = "answer"  # answer | status | hang | reset | malformed | cut
+    kind: str = "answer"  # answer | status | hang | reset | malformed | cut | stall
     status: int = 200
     error: str = "scripted failure"
     headers: dict[str, str] = field(default_factory=dict)
@@ -46,7 +47,18 @@ class Reply:
     usage: tuple[int, int] | None = None  # (prompt, completion); default: from the text
     delay: float = 0.0  # before the headers
     chunk_delay: float = 0.0  # between stream chunks
-    chunks: int | None = None  # for "cut": how many content chunks before the cut
+    chunks: int | None = None  # for "cut"/"stall": content chunks before the reset or the stall
+
+
+async def interrupted(request: web.Request, reply: Reply, n: int) -> bool:
+    """At the `chunks`-th piece of a "cut" or "stall" reply: reset the connection, or go silent."""
+    if reply.kind not in ("cut", "stall") or n != (reply.chunks or 1):
+        return False
+    if reply.kind == "stall":
+        await asyncio.sleep(MAX_HANG_S)
+    assert request.transport is not None
+    request.transport.abort()
+    return True
 
 
 @dataclass
@@ -144,6 +156,14 @@ class FakeUpstream:
                 return web.Response(
                     text='{"id": "x", "content": [', content_type="application/json"
                 )
+            if reply.kind in ("cut", "stall") and not body.get("stream"):
+                # a whole body that stops midway: reset, or silence until the reader gives up
+                response = web.StreamResponse(headers={"content-type": "application/json"})
+                response.content_length = 400
+                await response.prepare(request)
+                await response.write(b'{"id": "partial", "model": "m", "content": [')
+                await interrupted(request, reply, reply.chunks or 1)
+                return response
             return await answer(request, body, reply, seen)
         except (asyncio.CancelledError, ConnectionResetError):
             seen.cancelled = True  # the daemon went away mid-answer
@@ -241,9 +261,7 @@ class FakeUpstream:
                 }
             )
             for n, piece in enumerate(words(reply.text)):
-                if reply.kind == "cut" and n == (reply.chunks or 1):
-                    assert request.transport is not None
-                    request.transport.abort()
+                if await interrupted(request, reply, n):
                     return response
                 await send(
                     {
@@ -333,9 +351,7 @@ class FakeUpstream:
 
         line = {"model": body["model"], "created_at": "2026-11-22T00:00:00Z", "done": False}
         for n, piece in enumerate(words(reply.text) if reply.text else []):
-            if reply.kind == "cut" and n == (reply.chunks or 1):
-                assert request.transport is not None
-                request.transport.abort()
+            if await interrupted(request, reply, n):
                 return response
             await send({**line, "message": {"role": "assistant", "content": piece}})
         if calls:
@@ -404,9 +420,7 @@ class FakeUpstream:
         )
         pieces = words(reply.text) if reply.text else []
         for n, piece in enumerate(pieces):
-            if reply.kind == "cut" and n == (reply.chunks or 1):
-                assert request.transport is not None
-                request.transport.abort()
+            if await interrupted(request, reply, n):
                 return response
             await send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
         for i, call in enumerate(reply.tool_calls or []):

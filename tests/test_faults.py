@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,16 +24,16 @@ path = "{url}"
 type = "openai"
 base_url = "{url}"
 api_key = "k"
-request_timeout_secs = 2
+request_timeout_secs = 1
 [providers.up-anthropic]
 type = "anthropic"
 base_url = "{url}"
 api_key = "k"
-request_timeout_secs = 2
+request_timeout_secs = 1
 [providers.up-ollama]
 type = "ollama"
 base_url = "{url}"
-request_timeout_secs = 2
+request_timeout_secs = 1
 [models.first-openai]
 provider = "up-openai"
 model_id = "f-openai"
@@ -57,15 +59,20 @@ on_empty = true
 max_cooldown_secs = 0
 """
 KINDS = ("openai", "anthropic", "ollama")
+WORDS = "one two three four five six"
 FAULTS = {
     **FAIL,
     "529": Reply(kind="status", status=529),
     "garbage-stream": Reply(kind="malformed"),
+    "reset-mid-body": Reply(kind="cut", text=WORDS, chunks=1),
+    "stall-mid-body": Reply(kind="stall", text=WORDS, chunks=1),
 }
 OUTCOMES = {
     **EXPECTED_OUTCOME,
     "529": "escalated_http_error",
     "garbage-stream": "escalated_http_error",
+    "reset-mid-body": "escalated_http_error",
+    "stall-mid-body": "escalated_http_error",
 }
 
 
@@ -131,3 +138,87 @@ def test_every_fault_left_a_ledger_row(daemon: Any) -> None:
         time.sleep(0.1)
     assert len(rows) == expected
     assert set(rows) == {("ok", "next")}
+
+
+DRIP = "alpha bravo charlie delta echo foxtrot golf hotel"
+
+
+@pytest.mark.usefixtures("clean_fake")
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_slow_drip_is_relayed_as_it_comes(daemon: Any, fake: FakeUpstream, kind: str) -> None:
+    """Chunks 0.25 s apart, longer in all than the 1 s timeout: each gap is within it, so the
+    answer is not cut, and the client sees the first words long before the last are sent (once
+    the hold-back has the 11 characters that `on_marker` needs)."""
+    fake.script(f"f-{kind}", Reply(text=DRIP, chunk_delay=0.25))
+    host, port = daemon.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=20)
+    body = {"model": "auto", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    started = time.monotonic()
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        body=json.dumps(body),
+        headers={"content-type": "application/json", "x-first": f"first-{kind}"},
+    )
+    response = conn.getresponse()
+    first_text_at, text = 0.0, ""
+    for line in response:  # SSE lines, as the daemon flushes them
+        if line.startswith(b"data: {"):
+            event = json.loads(line[6:])
+            delta = event["choices"][0]["delta"].get("content") if event["choices"] else None
+            if delta:
+                first_text_at = first_text_at or time.monotonic() - started
+                text += delta
+    total = time.monotonic() - started
+    conn.close()
+    assert response.getheader("x-pirouter-model") == f"first-{kind}"
+    assert text.split() == DRIP.split()
+    assert total > 1.5 and first_text_at < total - 0.8  # streamed through, not gathered
+
+
+def test_a_connect_timeout_escalates(fake: FakeUpstream, tmp_path: Path) -> None:
+    """A listener whose accept queue is full drops SYNs: a real connect timeout on loopback."""
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    filler = socket.create_connection(full.getsockname(), timeout=5)  # takes the only slot
+    dead = "http://{}:{}".format(*full.getsockname())
+    config = tmp_path / "config.toml"
+    config.write_text(
+        CONFIG.replace('path = "{url}"', f'path = "{tmp_path / "ledger.db"}"').replace(
+            "{url}", fake.url
+        )
+        + f'[providers.silent]\ntype = "openai"\nbase_url = "{dead}"\napi_key = "k"\n'
+        + "connect_timeout_secs = 0.5\n"
+        + '[models.first-silent]\nprovider = "silent"\nmodel_id = "never"\n'
+    )
+    fake.reset()
+    daemon = Daemon(config).start()
+    try:
+        started = time.monotonic()
+        status, model = post_first(daemon, "first-silent")
+        elapsed = time.monotonic() - started
+    finally:
+        assert daemon.stop() == 0
+        filler.close()
+        full.close()
+    assert (status, model) == (200, "next")
+    assert 0.5 <= elapsed < 5  # the connect timeout, not the request timeout, gave up
+    line = daemon.log_lines()[-1]
+    assert line["chain"] == ["first-silent:escalated_http_error", "next:ok"]
+
+
+def post_first(daemon: Any, first: str) -> tuple[int, str]:
+    host, port = daemon.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=20)
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        body=json.dumps(body),
+        headers={"content-type": "application/json", "x-first": first},
+    )
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response.status, response.getheader("x-pirouter-model") or ""
