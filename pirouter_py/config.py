@@ -208,7 +208,9 @@ class Config(_Section):
     @property
     def policy_cache(self) -> dict[Any, Any]:
         """Derived routing state the policy computes once per config (owned by policy.py)."""
-        return self._policy_cache
+        private = self.__pydantic_private__  # direct: pydantic's __getattr__ costs µs per call
+        assert private is not None
+        return private["_policy_cache"]  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ipaddress
 import itertools
+import logging
 import secrets
 import signal
 import sqlite3
@@ -249,10 +250,14 @@ async def errors_middleware(
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """v0.1's `ok`, plus a line when ledger rows are waiting to be written."""
+    """v0.1's `ok`, plus a line when ledger rows wait because writing them fails.
+
+    (Rows always wait a moment, as the writer gathers them into batches: not worth a line.)"""
     ledger = request.app[STATE].ledger
-    backlog = ledger.status().backlog if ledger is not None else 0
-    return web.Response(text=f"ok\nledger backlog: {backlog}" if backlog else "ok")
+    status = ledger.status() if ledger is not None else None
+    if status is not None and status.failing:
+        return web.Response(text=f"ok\nledger backlog: {status.backlog}")
+    return web.Response(text="ok")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -357,8 +362,11 @@ async def _decode(request: web.Request, codec: Codec, *, count_only: bool = Fals
         )
     limit = request.app[STATE].loaded.config.server.body_timeout_secs
     try:
-        async with asyncio.timeout(limit):  # a client trickling its body holds nothing for long
+        if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
             body = await request.read()
+        else:
+            async with asyncio.timeout(limit):  # a client trickling its body holds nothing long
+                body = await request.read()
     except TimeoutError:
         raise RequestTimeout(
             f"the request body did not arrive within {limit:g} s ([server] body_timeout_secs)"
@@ -422,6 +430,33 @@ def _upstream_ms(attempts: tuple[Attempt, ...]) -> float:
     return sum(a.latency_ms for a in attempts)
 
 
+def _log_request(
+    ctx: _Ctx,
+    record: RequestRecord,
+    status: str,
+    http_status: int,
+    final: str | None,
+    elapsed: float,
+    overhead_ms: float,
+) -> None:
+    """The canonical log line of a finished request."""
+    log.info(
+        "request",
+        request_id=ctx.rid,
+        protocol=ctx.chat.protocol,
+        status=status,
+        http_status=http_status,
+        rule=record.rule,
+        model=final,
+        stream=ctx.chat.stream,
+        chain=[f"{a.alias}:{a.outcome}" for a in ctx.attempts],
+        tokens_in=record.input_tokens,
+        tokens_out=record.output_tokens,
+        latency_ms=round(elapsed, 1),
+        overhead_ms=round(overhead_ms, 2),
+    )
+
+
 def _finish(
     ctx: _Ctx,
     status: str,
@@ -456,21 +491,8 @@ def _finish(
         pin=decision.pin if decision else None,
         estimated_tokens=decision.features.estimated_tokens if decision else 0,
     )
-    log.info(
-        "request",
-        request_id=ctx.rid,
-        protocol=ctx.chat.protocol,
-        status=status,
-        http_status=http_status,
-        rule=record.rule,
-        model=final,
-        stream=ctx.chat.stream,
-        chain=[f"{a.alias}:{a.outcome}" for a in ctx.attempts],
-        tokens_in=record.input_tokens,
-        tokens_out=record.output_tokens,
-        latency_ms=round(elapsed, 1),
-        overhead_ms=round(overhead_ms, 2),
-    )
+    if log.is_enabled_for(logging.INFO):  # the arguments alone cost µs on every request
+        _log_request(ctx, record, status, http_status, final, elapsed, overhead_ms)
     if state.metrics is not None:
         state.metrics.observe(record)
     if state.traffic is not None:
