@@ -32,6 +32,7 @@ log = structlog.get_logger("pirouter.journal")
 
 ROTATE_BYTES = 1 << 20  # start a new generation past 1 MiB, so committed ones can be deleted
 MARK = ".journal."
+REOPEN_EVERY = 100  # after a failed open, try again once per this many rows
 
 
 class Journal:
@@ -60,7 +61,12 @@ class Journal:
         """Write the row; returns its seq. Never raises: a failed write is logged and skipped."""
         self.seq += 1
         if self.fd is None:
-            return self.seq
+            if self.failing is None or self.seq % REOPEN_EVERY:
+                return self.seq  # not opened (by choice), or it failed and it is not time yet
+            try:  # a failed rotation: the disk may have room again
+                self.open()
+            except OSError:
+                return self.seq
         line = orjson.dumps(record) + b"\n"
         if self.torn:  # the last line was cut short: end it, so this one parses on its own
             line = b"\n" + line

@@ -126,3 +126,29 @@ def test_an_unwritable_journal_never_fails_the_request(tmp_path: Path) -> None:
     assert book.failing is not None and "Bad file descriptor" in book.failing
     book.close(keep=False)
     assert not book.path(0).exists()
+
+
+def test_a_failed_rotation_is_retried_while_rows_keep_coming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal, "ROTATE_BYTES", 100)
+    folder = tmp_path / "ledger"
+    folder.mkdir()
+    book = Journal(folder / "ledger.db")
+    book.open()
+    folder.chmod(0o500)  # no new files: the rotation's open fails (as root: replaced below)
+    if os.access(folder, os.W_OK):  # root ignores modes: take the folder away instead
+        folder.chmod(0o700)
+        book.folder = tmp_path / "missing"
+    book.append(make_record("fills-it"))  # over 100 bytes: rotates, and the open fails
+    assert book.fd is None and book.failing is not None
+    for i in range(150):
+        book.append(make_record(f"r{i}"))
+    assert book.fd is None  # not every row retries
+    folder.chmod(0o700)
+    book.folder = folder
+    for i in range(150, 260):
+        book.append(make_record(f"r{i}"))
+    assert book.fd is not None and book.failing is None  # reopened within 100 rows
+    book.close(keep=True)
+    assert lines(book.path(book.gen - 1)) == ["r259"]  # each row rotates at 100 bytes
