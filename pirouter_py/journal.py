@@ -52,19 +52,21 @@ class Journal:
     def path(self, gen: int) -> Path:
         return self.folder / f"{self.prefix}{gen}"
 
-    def open(self) -> None:
+    def open(self) -> int:
         self.fd = os.open(self.path(self.gen), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self.size = 0
         self.torn = False
+        return self.fd
 
     def append(self, record: RequestRecord) -> int:
         """Write the row; returns its seq. Never raises: a failed write is logged and skipped."""
         self.seq += 1
-        if self.fd is None:
+        fd = self.fd
+        if fd is None:
             if self.failing is None or self.seq % REOPEN_EVERY:
                 return self.seq  # not opened (by choice), or it failed and it is not time yet
             try:  # a failed rotation: the disk may have room again
-                self.open()
+                fd = self.open()
             except OSError:
                 return self.seq
         line = orjson.dumps(record) + b"\n"
@@ -73,7 +75,7 @@ class Journal:
         done = 0
         try:
             while done < len(line):  # a short write happens on a nearly full disk
-                done += os.write(self.fd, line[done:])
+                done += os.write(fd, line[done:])
         except OSError as exc:
             self.torn = self.torn or done > 0
             if self.failing is None:
