@@ -6,7 +6,10 @@
     │   └── BudgetExceeded        HTTP 429 insufficient_quota: a [budget] is spent, action refuse
     ├── RequestError              HTTP 400 invalid_request_error: the client's body is malformed
     │   ├── Unauthorized          HTTP 401 authentication_error: a client key is missing or wrong
-    │   └── ForbiddenHost         HTTP 403 permission_error: a Host header naming another host
+    │   ├── ForbiddenHost         HTTP 403 permission_error: a Host header naming another host
+    │   ├── UnknownModel          HTTP 404 not_found_error: neither `auto` nor an alias
+    │   ├── RequestTimeout        HTTP 408: the body did not arrive in time
+    │   └── UnsupportedMediaType  HTTP 415: the body is not declared as JSON
     └── UpstreamError             HTTP 502 upstream_error: a provider call failed
         ├── UpstreamHTTPError     the provider answered with a non-2xx status
         └── UpstreamTransportError  timeout, refused connection, reset, malformed body
@@ -111,6 +114,25 @@ class ForbiddenHost(RequestError):
 
     http_status = 403
     openai_type = "permission_error"
+
+
+class UnknownModel(RequestError):
+    """A model name that is neither `auto` nor an alias, where one is required."""
+
+    http_status = 404
+    openai_type = "not_found_error"
+
+
+class RequestTimeout(RequestError):
+    """The client did not send its body in time."""
+
+    http_status = 408
+
+
+class UnsupportedMediaType(RequestError):
+    """The body is not declared as JSON."""
+
+    http_status = 415
 
 
 class UpstreamError(PirouterError):

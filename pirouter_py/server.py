@@ -41,8 +41,11 @@ from pirouter_py.errors import (
     ForbiddenHost,
     PirouterError,
     RequestError,
+    RequestTimeout,
     RoutingError,
     Unauthorized,
+    UnknownModel,
+    UnsupportedMediaType,
     UpstreamError,
 )
 from pirouter_py.features import estimate_tokens
@@ -139,25 +142,6 @@ def error_response(
         content_type=JSON,
         headers=headers,
     )
-
-
-class UnknownModel(RequestError):
-    """A model name that is neither `auto` nor an alias, where one is required."""
-
-    http_status = 404
-    openai_type = "not_found_error"
-
-
-class RequestTimeout(RequestError):
-    """The client did not send its body in time."""
-
-    http_status = 408
-
-
-class UnsupportedMediaType(RequestError):
-    """The body is not declared as JSON."""
-
-    http_status = 415
 
 
 @web.middleware

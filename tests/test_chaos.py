@@ -6,8 +6,6 @@ and the daemon stays up. (Ollama's format, which llmock does not speak, is cover
 
 from __future__ import annotations
 
-import http.client
-import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -16,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.fakes import Daemon, FakeUpstream, LLMock
+from tests.test_faults import send, streamed_text
 
 CONFIG = """
 [ledger]
@@ -98,28 +97,6 @@ def daemon(
     assert process.stop() == 0
 
 
-def call(daemon: Daemon, first: str, stream: bool, inbound: str) -> tuple[int, str, str, bytes]:
-    host, port = daemon.url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=20)
-    body: dict[str, Any] = {"model": "auto", "stream": stream, "max_tokens": 64}
-    body["messages"] = [{"role": "user", "content": "hello there"}]
-    conn.request(
-        "POST",
-        INBOUND[inbound],
-        body=json.dumps(body),
-        headers={"content-type": "application/json", "x-first": first},
-    )
-    response = conn.getresponse()
-    data = response.read()
-    conn.close()
-    return (
-        response.status,
-        response.getheader("x-pirouter-model") or "",
-        response.getheader("x-pirouter-request-id") or "",
-        data,
-    )
-
-
 @pytest.mark.usefixtures("clean_fake")
 @pytest.mark.parametrize(
     ("fault", "stream", "kind"),
@@ -131,31 +108,17 @@ def test_llmock_fault(daemon: Daemon, mock: LLMock, fault: str, stream: bool, ki
     mock.script({**HTTP_FAULTS, **STREAM_FAULTS}[fault])
     # the client speaks the other format half the time: the fault crosses a translation too
     inbound = kind if fault in HTTP_FAULTS else ("anthropic" if kind == "openai" else "openai")
-    status, model, rid, body = call(daemon, f"first-{kind}", stream, inbound)
-    assert status == 200, body
-    assert model == "next"
-    assert (
-        b"Hello from the fake upstream." in body.replace(b'"', b"")
-        or _streamed_text(body) == "Hello from the fake upstream."
-    )
+    conn, response = send(daemon, f"first-{kind}", stream=stream, path=INBOUND[inbound])
+    body = response.read()
+    conn.close()
+    assert response.status == 200, body
+    assert response.getheader("x-pirouter-model") == "next"
+    text = streamed_text(body) if stream else body.decode()
+    assert "Hello from the fake upstream." in text
     assert len(mock.requests()) == 1  # the fault really fired upstream
-    line = daemon.wait_log(rid)
+    line = daemon.wait_log(response.getheader("x-pirouter-request-id") or "")
     assert line["chain"][-1] == "next:ok" and len(line["chain"]) == 2
     assert line["chain"][0].startswith(f"first-{kind}:escalated_")
-
-
-def _streamed_text(body: bytes) -> str:
-    text = []
-    for block in body.split(b"\n\n"):
-        for raw in block.split(b"\n"):
-            if not raw.startswith(b"data: {"):
-                continue
-            event = json.loads(raw[6:])
-            if event.get("choices"):
-                text.append(event["choices"][0]["delta"].get("content") or "")
-            elif event.get("type") == "content_block_delta":
-                text.append(event["delta"].get("text", ""))
-    return "".join(text)
 
 
 def test_every_chaos_case_left_a_ledger_row_and_the_daemon_is_up(daemon: Daemon) -> None:

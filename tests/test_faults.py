@@ -88,39 +88,53 @@ def daemon(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Any:
     assert process.stop() == 0
 
 
+def send(
+    daemon: Any, first: str, *, stream: bool = False, path: str = "/v1/chat/completions"
+) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """POST a one-message chat whose rule starts at model `first`; the caller reads and closes."""
+    host, port = daemon.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=20)
+    body = {"model": "auto", "stream": stream, "max_tokens": 64}
+    body["messages"] = [{"role": "user", "content": "hi"}]
+    conn.request(
+        "POST",
+        path,
+        body=json.dumps(body),
+        headers={"content-type": "application/json", "x-first": first},
+    )
+    return conn, conn.getresponse()
+
+
+def streamed_text(body: bytes) -> str:
+    """The text of an OpenAI or Anthropic event stream."""
+    text = []
+    for block in body.split(b"\n\n"):
+        for raw in block.split(b"\n"):
+            if not raw.startswith(b"data: {"):
+                continue
+            event = json.loads(raw[6:])
+            if event.get("choices"):
+                text.append(event["choices"][0]["delta"].get("content") or "")
+            elif event.get("type") == "content_block_delta":
+                text.append(event["delta"].get("text", ""))
+    return "".join(text)
+
+
 @pytest.mark.usefixtures("clean_fake")
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 @pytest.mark.parametrize("fault", list(FAULTS))
 @pytest.mark.parametrize("kind", KINDS)
 def test_fault(daemon: Any, fake: FakeUpstream, kind: str, fault: str, stream: bool) -> None:
     fake.script(f"f-{kind}", FAULTS[fault])
-    host, port = daemon.url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=20)
-    conn.request(
-        "POST",
-        "/v1/chat/completions",
-        body=json.dumps(
-            {"model": "auto", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
-        ),
-        headers={"content-type": "application/json", "x-first": f"first-{kind}"},
-    )
-    response = conn.getresponse()
+    conn, response = send(daemon, f"first-{kind}", stream=stream)
     body = response.read()
     rid = response.getheader("x-pirouter-request-id")
     conn.close()
     assert response.status == 200, body
     assert response.getheader("x-pirouter-model") == "next"
     assert fake.models_called() == [f"f-{kind}", "next"]
-    text = body.decode()
-    assert "Hello from the fake upstream." in (
-        text
-        if not stream
-        else "".join(
-            json.loads(b[6:])["choices"][0]["delta"].get("content") or ""
-            for b in body.split(b"\n\n")
-            if b.startswith(b"data: {") and json.loads(b[6:])["choices"]
-        )
-    )
+    text = streamed_text(body) if stream else body.decode()
+    assert "Hello from the fake upstream." in text
     line = daemon.wait_log(rid)
     assert line["chain"] == [f"first-{kind}:{OUTCOMES[fault]}", "next:ok"]
 
@@ -150,17 +164,8 @@ def test_a_slow_drip_is_relayed_as_it_comes(daemon: Any, fake: FakeUpstream, kin
     answer is not cut, and the client sees the first words long before the last are sent (once
     the hold-back has the 11 characters that `on_marker` needs)."""
     fake.script(f"f-{kind}", Reply(text=DRIP, chunk_delay=0.25))
-    host, port = daemon.url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=20)
-    body = {"model": "auto", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     started = time.monotonic()
-    conn.request(
-        "POST",
-        "/v1/chat/completions",
-        body=json.dumps(body),
-        headers={"content-type": "application/json", "x-first": f"first-{kind}"},
-    )
-    response = conn.getresponse()
+    conn, response = send(daemon, f"first-{kind}", stream=True)
     first_text_at, text = 0.0, ""
     for line in response:  # SSE lines, as the daemon flushes them
         if line.startswith(b"data: {"):
@@ -196,7 +201,10 @@ def test_a_connect_timeout_escalates(fake: FakeUpstream, tmp_path: Path) -> None
     daemon = Daemon(config).start()
     try:
         started = time.monotonic()
-        status, model = post_first(daemon, "first-silent")
+        conn, response = send(daemon, "first-silent")
+        response.read()
+        conn.close()
+        status, model = response.status, response.getheader("x-pirouter-model")
         elapsed = time.monotonic() - started
     finally:
         assert daemon.stop() == 0
@@ -206,19 +214,3 @@ def test_a_connect_timeout_escalates(fake: FakeUpstream, tmp_path: Path) -> None
     assert 0.5 <= elapsed < 5  # the connect timeout, not the request timeout, gave up
     line = daemon.log_lines()[-1]
     assert line["chain"] == ["first-silent:escalated_http_error", "next:ok"]
-
-
-def post_first(daemon: Any, first: str) -> tuple[int, str]:
-    host, port = daemon.url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=20)
-    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
-    conn.request(
-        "POST",
-        "/v1/chat/completions",
-        body=json.dumps(body),
-        headers={"content-type": "application/json", "x-first": first},
-    )
-    response = conn.getresponse()
-    response.read()
-    conn.close()
-    return response.status, response.getheader("x-pirouter-model") or ""
