@@ -255,20 +255,20 @@ class HTTPProvider:
                     retryable=True,
                 )
             event, data = "", []
-            async for raw_line in response.content:
-                line = raw_line.rstrip(b"\r\n")
-                if line:
-                    if line.startswith(b"data:"):
-                        data.append(line[5:].lstrip(b" "))
-                    elif line.startswith(b"event:"):
-                        event = line[6:].strip().decode()
-                    continue
-                if data:
-                    payload = b"\n".join(data)
-                    if payload == b"[DONE]":
-                        return
-                    yield event, self._decode(model_id, payload)
-                event, data = "", []
+            async for lines in _lines(response.content):
+                for line in lines:
+                    if line:
+                        if line.startswith(b"data:"):
+                            data.append(line[5:].lstrip(b" "))
+                        elif line.startswith(b"event:"):
+                            event = line[6:].strip().decode()
+                        continue
+                    if data:
+                        payload = b"\n".join(data)
+                        if payload == b"[DONE]":
+                            return
+                        yield event, self._decode(model_id, payload)
+                    event, data = "", []
             if data == [b"[DONE]"]:
                 return
             if data:
@@ -283,10 +283,10 @@ class HTTPProvider:
     ) -> AsyncIterator[Any]:
         """POST and yield each decoded line of a newline-delimited JSON stream."""
         async with self._post(path, model_id, body, headers, stream=True) as response:
-            async for raw_line in response.content:
-                line = raw_line.strip()
-                if line:
-                    yield self._decode(model_id, line)
+            async for lines in _lines(response.content):
+                for line in lines:
+                    if line.strip():
+                        yield self._decode(model_id, line)
 
     def _decode(self, model_id: str, payload: bytes) -> Any:
         try:
@@ -295,3 +295,16 @@ class HTTPProvider:
             raise UpstreamTransportError(
                 f"{self.name} ({model_id}): sent a malformed stream line", retryable=True
             ) from None
+
+
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[list[bytes]]:
+    """A streamed body as lists of whole lines (no `\\n`, no trailing `\\r`), one list per read;
+    a last line without its `\\n` at the end. A stream event is usually one read: split here it
+    costs one step, where aiohttp's `readline` took two calls and their buffer bookkeeping."""
+    pending = b""
+    while piece := await content.readany():
+        lines = (pending + piece).split(b"\n") if pending else piece.split(b"\n")
+        pending = lines.pop()
+        yield [line.rstrip(b"\r") for line in lines]
+    if pending:
+        yield [pending.rstrip(b"\r")]
