@@ -179,8 +179,7 @@ class HTTPProvider:
         envs = self.config.key_envs
         return not all(self.rested.cooling(e) for e in envs if self.environ.get(e))
 
-    @asynccontextmanager
-    async def _post(
+    async def _send(
         self,
         path: str,
         model_id: str,
@@ -188,8 +187,9 @@ class HTTPProvider:
         headers: Mapping[str, str],
         *,
         stream: bool,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST JSON; yields a 2xx response, raises UpstreamError for anything else."""
+    ) -> aiohttp.ClientResponse:
+        """POST JSON, with the next key after a key was refused; the response, whatever its
+        status. The caller releases it."""
         url = self.config.url + path
         base = {"content-type": "application/json", "user-agent": USER_AGENT, **headers}
         data = orjson.dumps(body)
@@ -210,13 +210,32 @@ class HTTPProvider:
             if not self._next_key(env, response):
                 break
             response.release()
+        return response
+
+    async def _refuse(self, model_id: str, response: aiohttp.ClientResponse) -> None:
+        """Raise the UpstreamError for an answer that is not 2xx; return for one that is."""
+        if response.status < 300:
+            return
         try:
-            if response.status >= 300:
-                try:
-                    text = await response.text(errors="replace")
-                except (aiohttp.ClientError, TimeoutError):
-                    text = ""
-                raise self._http_error(model_id, response.status, text, response.headers)
+            text = await response.text(errors="replace")
+        except (aiohttp.ClientError, TimeoutError):
+            text = ""
+        raise self._http_error(model_id, response.status, text, response.headers)
+
+    @asynccontextmanager
+    async def _post(
+        self,
+        path: str,
+        model_id: str,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        *,
+        stream: bool,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST JSON; yields a 2xx response, raises UpstreamError for anything else."""
+        response = await self._send(path, model_id, body, headers, stream=stream)
+        try:
+            await self._refuse(model_id, response)
             yield response
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._transport_error(model_id, exc) from None
@@ -226,9 +245,16 @@ class HTTPProvider:
     async def post_json(
         self, path: str, model_id: str, body: Mapping[str, Any], headers: Mapping[str, str]
     ) -> Any:
-        """POST and decode the JSON answer."""
-        async with self._post(path, model_id, body, headers, stream=False) as response:
+        """POST and decode the JSON answer. (Not through `_post`: an async context manager
+        costs an async generator and its frames on every request.)"""
+        response = await self._send(path, model_id, body, headers, stream=False)
+        try:
+            await self._refuse(model_id, response)
             raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._transport_error(model_id, exc) from None
+        finally:
+            response.release()
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
