@@ -24,11 +24,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
-import structlog
 
+from pirouter_py.log import get_logger
 from pirouter_py.record import RequestRecord
 
-log = structlog.get_logger("pirouter.journal")
+log = get_logger("pirouter.journal")
 
 ROTATE_BYTES = 1 << 20  # start a new generation past 1 MiB, so committed ones can be deleted
 MARK = ".journal."

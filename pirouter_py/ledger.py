@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import structlog
 
 from pirouter_py import journal
 from pirouter_py.config import Config, ModelConfig
+from pirouter_py.log import get_logger
 from pirouter_py.record import Attempt, RequestRecord
 
-log = structlog.get_logger("pirouter.ledger")
+log = get_logger("pirouter.ledger")
 
 QUEUE_MAX = 50_000  # rows waiting in memory before they spill to the JSONL file
 BATCH_MAX = 500  # rows written per transaction

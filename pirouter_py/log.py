@@ -11,8 +11,20 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from typing import Any
 
-import structlog
+# structlog's dev module imports rich, when it is installed, for pretty tracebacks: ~60 ms of
+# start-up and ~5 MiB the daemon has no use for (its log lines show people no tracebacks). rich
+# is hidden while structlog loads; a command that already imported rich (a table) loses nothing,
+# and rich imports normally afterwards. Every module takes its logger from here (get_logger).
+_HIDE_RICH = "rich" not in sys.modules
+if _HIDE_RICH:
+    sys.modules["rich"] = None  # type: ignore[assignment]
+try:
+    import structlog
+finally:
+    if _HIDE_RICH:
+        del sys.modules["rich"]
 
 LEVELS = {
     "trace": logging.DEBUG,
@@ -23,6 +35,10 @@ LEVELS = {
     "error": logging.ERROR,
     "off": logging.CRITICAL + 10,
 }
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)
 
 
 def level_from(configured: str, environ: Mapping[str, str] | None = None) -> int:

@@ -12,17 +12,16 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import structlog
-
 from pirouter_py import providers as provider_registry
 from pirouter_py.cascade import Cascade
 from pirouter_py.config import load_config
 from pirouter_py.errors import ConfigError
+from pirouter_py.log import get_logger
 
 if TYPE_CHECKING:
     from pirouter_py.server import State
 
-log = structlog.get_logger("pirouter")
+log = get_logger("pirouter")
 
 RESTART_KEYS = (
     "bind",

@@ -27,7 +27,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-import structlog
 from aiohttp import web
 
 from pirouter_py import __version__, access
@@ -53,6 +52,7 @@ from pirouter_py.features import estimate_tokens
 from pirouter_py.gate import StartGate
 from pirouter_py.health import Health
 from pirouter_py.ledger import Ledger
+from pirouter_py.log import get_logger
 from pirouter_py.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pirouter_py.metrics import Metrics
 from pirouter_py.record import Attempt, Recorder, RequestRecord
@@ -63,7 +63,7 @@ from pirouter_py.wire import codecs
 from pirouter_py.wire import ollama as ollama_wire
 from pirouter_py.wire.codecs import Codec
 
-log = structlog.get_logger("pirouter")
+log = get_logger("pirouter")
 
 ROUTES_HELP = (
     "POST /v1/chat/completions, POST /v1/messages, POST /api/chat, GET /v1/models, "

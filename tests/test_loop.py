@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
+import sys
 
 from pirouter_py.gate import StartGate
 from pirouter_py.server import GC_THRESHOLDS, settle_gc
@@ -126,3 +128,19 @@ def test_settle_gc_freezes_what_is_alive_and_raises_the_thresholds() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_the_daemon_loads_without_rich_and_rich_still_loads_after() -> None:
+    """rich (~60 ms, ~5 MiB) is for the CLI's tables; structlog would pull it into the daemon."""
+    code = (
+        "import sys, pirouter_py.server, structlog.dev\n"
+        "assert 'rich' not in sys.modules, 'rich was imported'\n"
+        "assert structlog.dev.rich is None\n"
+        "import rich.console\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
