@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import ipaddress
 import itertools
 import logging
@@ -49,10 +48,10 @@ from pirouter_py.errors import (
     UpstreamError,
 )
 from pirouter_py.features import estimate_tokens
-from pirouter_py.gate import StartGate
 from pirouter_py.health import Health
 from pirouter_py.ledger import Ledger
 from pirouter_py.log import get_logger
+from pirouter_py.loop import StartGate, settle_gc
 from pirouter_py.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pirouter_py.metrics import Metrics
 from pirouter_py.record import Attempt, Recorder, RequestRecord
@@ -740,21 +739,6 @@ def create_app(
     add.add_get("/api/version", ollama_version)
     add.add_post("/api/show", ollama_show)
     return app
-
-
-# Collect young garbage every 10,000 allocations rather than 700: request objects rarely form
-# cycles (reference counting frees them), so most collections found nothing and cost ~10 % of the
-# CPU per request at saturation (bench/). The older generations are collected less often too.
-GC_THRESHOLDS = (10_000, 20, 20)
-
-
-def settle_gc() -> None:
-    """Once started: move everything alive (modules, config, the app) out of the collector's
-    sight, so that a full collection walks only what requests allocate. Without this one took
-    30-55 ms under 512 streams, a pause every stream felt."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def serve(

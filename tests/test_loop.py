@@ -1,7 +1,7 @@
-"""What keeps the event loop responsive under load. The start gate (gate.py): a burst of starts
+"""What keeps the event loop responsive under load. The start gate (loop.py): a burst of starts
 goes through `per_turn` at a time, in arrival order, with the loop turning (and polling sockets)
 between; a cancelled waiter gives its place up; below the limit nothing waits. The collector
-(server.settle_gc): what was alive at start is frozen, and young garbage is collected less often."""
+(loop.settle_gc): what was alive at start is frozen, and young garbage is collected less often."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import gc
 import subprocess
 import sys
 
-from pirouter_py.gate import StartGate
-from pirouter_py.server import GC_THRESHOLDS, settle_gc
+from pirouter_py.loop import GC_THRESHOLDS, StartGate, settle_gc
 
 
 class Turns:

@@ -1,4 +1,6 @@
-"""Fair starts: a burst of new requests must not stall the streams already running.
+"""What keeps the event loop responsive under load: fair starts, and a settled collector.
+
+Fair starts: a burst of new requests must not stall the streams already running.
 
 Starting a request (decode, route, open the upstream call) costs a few hundred µs of the event
 loop. When hundreds arrive in one loop turn, asyncio runs all their starts back to back before
@@ -12,6 +14,7 @@ costs one counter increment, and one `call_soon` per turn.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections import deque
 
 PER_TURN = 8
@@ -48,3 +51,18 @@ class StartGate:
             if not waiter.done():
                 waiter.set_result(None)
                 self._count()
+
+
+# Collect young garbage every 10,000 allocations rather than 700: request objects rarely form
+# cycles (reference counting frees them), so most collections found nothing and cost ~10 % of the
+# CPU per request at saturation (bench/). The older generations are collected less often too.
+GC_THRESHOLDS = (10_000, 20, 20)
+
+
+def settle_gc() -> None:
+    """Once started: move everything alive (modules, config, the app) out of the collector's
+    sight, so that a full collection walks only what requests allocate. Without this one took
+    30-55 ms under 512 streams, a pause every stream felt."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
