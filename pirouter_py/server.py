@@ -369,9 +369,14 @@ async def _decode(request: web.Request, codec: Codec, *, count_only: bool = Fals
 def chat_handler(codec: Codec) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        await request.app[STATE].gate.enter()
-        chat = await _decode(request, codec)
-        return await _serve(request, codec, chat, started)
+        state = request.app[STATE]
+        state.in_flight += 1  # from arrival: one waiting at the start gate is in flight too
+        try:
+            await state.gate.enter()
+            chat = await _decode(request, codec)
+            return await _serve(request, codec, chat, started)
+        finally:
+            state.in_flight -= 1
 
     return handle
 
@@ -499,28 +504,22 @@ async def _serve(
     config, cascade, traffic = state.loaded.config, state.cascade, state.traffic
     assert cascade is not None
     ctx = _Ctx(request, codec, chat, started, time.time(), request["rid"])
-    state.in_flight += 1
     try:
-        try:
-            pin = None
-            if config.affinity.enabled and traffic is not None:
-                ctx.session = session_key(chat, request.headers)
-                pin = traffic.sessions.pin(ctx.session)
-            ctx.decision = decide(config, chat, request.headers, live=traffic, pin=pin)
-        except RoutingError as exc:
-            overhead = (time.perf_counter() - started) * 1000
-            _finish(ctx, rec.STATUS_ROUTING_ERROR, exc.http_status, None, overhead)
-            headers = _routing_headers(ctx, None, overhead)
-            if isinstance(exc, BudgetExceeded):
-                headers["retry-after"] = str(exc.retry_after)
-            return error_response(
-                codec, exc.http_status, exc.message, exc.openai_type, headers=headers
-            )
-        if chat.stream:
-            return await _serve_stream(ctx, cascade)
-        return await _serve_whole(ctx, cascade)
-    finally:
-        state.in_flight -= 1
+        pin = None
+        if config.affinity.enabled and traffic is not None:
+            ctx.session = session_key(chat, request.headers)
+            pin = traffic.sessions.pin(ctx.session)
+        ctx.decision = decide(config, chat, request.headers, live=traffic, pin=pin)
+    except RoutingError as exc:
+        overhead = (time.perf_counter() - started) * 1000
+        _finish(ctx, rec.STATUS_ROUTING_ERROR, exc.http_status, None, overhead)
+        headers = _routing_headers(ctx, None, overhead)
+        if isinstance(exc, BudgetExceeded):
+            headers["retry-after"] = str(exc.retry_after)
+        return error_response(codec, exc.http_status, exc.message, exc.openai_type, headers=headers)
+    if chat.stream:
+        return await _serve_stream(ctx, cascade)
+    return await _serve_whole(ctx, cascade)
 
 
 def _failed(ctx: _Ctx, outcome: Outcome) -> web.Response:

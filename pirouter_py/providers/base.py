@@ -13,8 +13,8 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager, nullcontext
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from contextlib import nullcontext
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -222,8 +222,7 @@ class HTTPProvider:
             text = ""
         raise self._http_error(model_id, response.status, text, response.headers)
 
-    @asynccontextmanager
-    async def _post(
+    def _post(
         self,
         path: str,
         model_id: str,
@@ -231,30 +230,16 @@ class HTTPProvider:
         headers: Mapping[str, str],
         *,
         stream: bool,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST JSON; yields a 2xx response, raises UpstreamError for anything else."""
-        response = await self._send(path, model_id, body, headers, stream=stream)
-        try:
-            await self._refuse(model_id, response)
-            yield response
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._transport_error(model_id, exc) from None
-        finally:
-            response.release()
+    ) -> _Call:
+        """`async with self._post(...) as response`: a 2xx response; UpstreamError otherwise."""
+        return _Call(self, model_id, self._send(path, model_id, body, headers, stream=stream))
 
     async def post_json(
         self, path: str, model_id: str, body: Mapping[str, Any], headers: Mapping[str, str]
     ) -> Any:
-        """POST and decode the JSON answer. (Not through `_post`: an async context manager
-        costs an async generator and its frames on every request.)"""
-        response = await self._send(path, model_id, body, headers, stream=False)
-        try:
-            await self._refuse(model_id, response)
+        """POST and decode the JSON answer."""
+        async with self._post(path, model_id, body, headers, stream=False) as response:
             raw = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._transport_error(model_id, exc) from None
-        finally:
-            response.release()
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -321,6 +306,39 @@ class HTTPProvider:
             raise UpstreamTransportError(
                 f"{self.name} ({model_id}): sent a malformed stream line", retryable=True
             ) from None
+
+
+class _Call:
+    """One upstream call as an async context: entering sends it and raises for an answer that is
+    not 2xx; a transport failure inside becomes an UpstreamTransportError; leaving releases the
+    connection. A class rather than `@asynccontextmanager`, which costs an async generator and
+    its frames on every request."""
+
+    __slots__ = ("model_id", "provider", "response", "send")
+
+    def __init__(
+        self,
+        provider: HTTPProvider,
+        model_id: str,
+        send: Coroutine[Any, Any, aiohttp.ClientResponse],
+    ) -> None:
+        self.provider, self.model_id, self.send = provider, model_id, send
+        self.response: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        self.response = response = await self.send
+        try:
+            await self.provider._refuse(self.model_id, response)
+        except BaseException:
+            response.release()
+            raise
+        return response
+
+    async def __aexit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        assert self.response is not None
+        self.response.release()
+        if isinstance(exc, aiohttp.ClientError | TimeoutError):
+            raise self.provider._transport_error(self.model_id, exc) from None
 
 
 async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[list[bytes]]:

@@ -424,13 +424,7 @@ def tags(aliases: list[tuple[str, str]], started: float) -> bytes:
                     "modified_at": modified,
                     "size": 0,
                     "digest": "",
-                    "details": {
-                        "format": "",
-                        "family": provider,
-                        "families": [provider],
-                        "parameter_size": "",
-                        "quantization_level": "",
-                    },
+                    "details": _details(provider),
                 }
                 for alias, provider in aliases
             ]
@@ -449,15 +443,20 @@ def show(alias: str, provider: str, tools: bool, vision: bool, context: int | No
             "modelfile": "",
             "parameters": "",
             "template": "",
-            "details": {
-                "format": "",
-                "family": provider,
-                "families": [provider],
-                "parameter_size": "",
-                "quantization_level": "",
-            },
+            "details": _details(provider),
             "model_info": info,
             "capabilities": capabilities,
             "modified_at": _now(),
         }
     )
+
+
+def _details(provider: str) -> dict[str, Any]:
+    """A model's `details` in /api/tags and /api/show: the provider stands in for the family."""
+    return {
+        "format": "",
+        "family": provider,
+        "families": [provider],
+        "parameter_size": "",
+        "quantization_level": "",
+    }
