@@ -251,6 +251,32 @@ def test_writer_batches_and_close_drains_everything(tmp_path: Path) -> None:
     assert written[0]["cost_usd"] == pytest.approx(50 / 1e6, abs=1e-12)
 
 
+@pytest.mark.parametrize("count", [1, 2, 31, 32, 33, 63, 64, 77, 500])
+def test_a_batch_of_any_size_writes_every_row_once(tmp_path: Path, count: int) -> None:
+    """Rows go in as multi-row INSERTs of power-of-two chunks: every size, boundaries included."""
+    db = ledger.connect(tmp_path / "ledger.db")
+    ledger.migrate(db)
+    models = config_with(tmp_path).models
+    batch = [
+        make_record(
+            f"r{i}",
+            attempts=(ok_attempt(tokens=(i, 1)),) * (1 + i % 3),
+            prompt=f'["p{i}"]' if i % 2 else None,
+            answer=f"a{i}" if i % 2 else None,
+        )
+        for i in range(count)
+    ]
+    assert ledger.write_batch(db, batch, models) == count
+    assert ledger.write_batch(db, batch[: count // 2 + 1], models) == count // 2 + 1  # ignored
+    requests = db.execute("SELECT id, input_tokens FROM requests ORDER BY ts_ms, id").fetchall()
+    assert sorted(requests) == sorted((f"r{i}", i * (1 + i % 3)) for i in range(count))
+    attempts = db.execute("SELECT request_id, idx FROM attempts").fetchall()
+    assert sorted(attempts) == sorted((f"r{i}", k) for i in range(count) for k in range(1 + i % 3))
+    prompts = db.execute("SELECT request_id, messages, answer FROM prompts").fetchall()
+    assert sorted(prompts) == sorted((f"r{i}", f'["p{i}"]', f"a{i}") for i in range(1, count, 2))
+    db.close()
+
+
 def test_full_queue_spills_to_jsonl_and_the_next_start_imports_it(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
 
