@@ -52,7 +52,6 @@ from pirouter_py.health import Health
 from pirouter_py.ledger import Ledger
 from pirouter_py.log import get_logger
 from pirouter_py.loop import StartGate, settle_gc
-from pirouter_py.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pirouter_py.metrics import Metrics
 from pirouter_py.record import Attempt, Recorder, RequestRecord
 from pirouter_py.router import Decision, decide
@@ -281,8 +280,9 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition of requests, attempts, latency, tokens, cost, in flight, backlog."""
     state = request.app[STATE]
     assert state.metrics is not None  # the route exists only when metrics are on
-    response = web.Response(body=state.metrics.render())
-    response.headers["content-type"] = METRICS_CONTENT_TYPE
+    body, content_type = state.metrics.render()
+    response = web.Response(body=body)
+    response.headers["content-type"] = content_type
     return response
 
 

@@ -130,12 +130,17 @@ def test_settle_gc_freezes_what_is_alive_and_raises_the_thresholds() -> None:
 
 
 def test_the_daemon_loads_without_rich_and_rich_still_loads_after() -> None:
-    """rich (~60 ms, ~5 MiB) is for the CLI's tables; structlog would pull it into the daemon."""
+    """rich (~60 ms, ~5 MiB) is for the CLI's tables; structlog would pull it into the daemon.
+    prometheus_client (~35 ms) waits for the first scrape."""
     code = (
         "import sys, pirouter_py.server, structlog.dev\n"
         "assert 'rich' not in sys.modules, 'rich was imported'\n"
+        "assert 'prometheus_client' not in sys.modules, 'prometheus_client was imported'\n"
         "assert structlog.dev.rich is None\n"
         "import rich.console\n"
+        "from pirouter_py.metrics import Metrics\n"
+        "body, kind = Metrics({}, in_flight=lambda: 2, ledger_backlog=lambda: 0).render()\n"
+        "assert b'pirouter_in_flight_requests 2.0' in body and kind.startswith('text/plain')\n"
         "print('ok')\n"
     )
     out = subprocess.run(
