@@ -346,17 +346,24 @@ def _read_rows(paths: Iterable[Path]) -> list[RequestRecord]:
     return records
 
 
-def write_batch(
-    db: sqlite3.Connection, records: Iterable[RequestRecord], models: Mapping[str, ModelConfig]
-) -> int:
-    """Write records in one transaction; returns how many."""
+Rows = tuple[tuple[Any, ...], list[tuple[Any, ...]], tuple[str, str, str | None] | None]
+
+
+def prepare(record: RequestRecord, models: Mapping[str, ModelConfig]) -> Rows:
+    """A record's requests row, attempts rows and prompts row (None unless stored)."""
+    request, attempts = rows_for(record, models)
+    prompt = None if record.prompt is None else (record.request_id, record.prompt, record.answer)
+    return request, attempts, prompt
+
+
+def write_rows(db: sqlite3.Connection, prepared: Iterable[Rows]) -> int:
+    """Write prepared rows in one transaction; returns how many requests."""
     requests, attempts, prompts = [], [], []
-    for record in records:
-        request, rows = rows_for(record, models)
+    for request, rows, prompt in prepared:
         requests.append(request)
         attempts += rows
-        if record.prompt is not None:
-            prompts.append((record.request_id, record.prompt, record.answer))
+        if prompt is not None:
+            prompts.append(prompt)
     db.execute("BEGIN")
     try:
         _insert(db, INSERT_REQUEST, requests)
@@ -368,6 +375,13 @@ def write_batch(
             db.execute("ROLLBACK")
         raise
     return len(requests)
+
+
+def write_batch(
+    db: sqlite3.Connection, records: Iterable[RequestRecord], models: Mapping[str, ModelConfig]
+) -> int:
+    """Write records in one transaction; returns how many."""
+    return write_rows(db, [prepare(record, models) for record in records])
 
 
 def prune(db: sqlite3.Connection, days: int, now: float) -> int:
@@ -395,6 +409,9 @@ class LedgerStatus:
     last_error: str | None
 
 
+_Queued = tuple[int, RequestRecord, Rows]  # (journal seq, the record, its SQL rows)
+
+
 class Ledger:
     """The daemon's ledger: `record()` from the request path, one writer task behind it."""
 
@@ -411,11 +428,11 @@ class Ledger:
         self.spill_path = path.with_name(path.name + SPILL_SUFFIX)
         self.models = config.models
         self.retention_days = config.ledger.retention_days
-        self.queue: asyncio.Queue[tuple[int, RequestRecord]] = asyncio.Queue(queue_max)
+        self.queue: asyncio.Queue[_Queued] = asyncio.Queue(queue_max)
         self.journal = journal.Journal(path)
         self.db: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
-        self._pending: list[tuple[int, RequestRecord]] = []  # (journal seq, row)
+        self._pending: list[_Queued] = []
         self.written = 0
         self.spilled = 0
         self.last_error: str | None = None
@@ -423,10 +440,15 @@ class Ledger:
     # the request path
 
     def record(self, record: RequestRecord) -> None:
-        """Journal and enqueue; never blocks. A full queue spills the row to the JSONL file."""
+        """Journal and enqueue; never blocks. A full queue spills the row to the JSONL file.
+
+        The SQL rows are made here, on the event loop, not by the writer thread: a thread that
+        runs Python holds the GIL for up to the switch interval (5 ms) while the loop waits for
+        it. Made there, each batch held the loop up for about a millisecond; its requests were
+        the p99 of latency at concurrency 1 (1.9 ms with the ledger, 0.95 without)."""
         seq = self.journal.append(record)
         try:
-            self.queue.put_nowait((seq, record))
+            self.queue.put_nowait((seq, record, prepare(record, self.models)))
         except asyncio.QueueFull:
             self._spill([record])
 
@@ -476,15 +498,14 @@ class Ledger:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         queued = self._pending + [self.queue.get_nowait() for _ in range(self.queue.qsize())]
-        leftover = [record for _, record in queued]
+        leftover = [record for _, record, _ in queued]
         self._pending = []
         lost = False
         if leftover:
             try:
                 assert self.db is not None
-                await asyncio.wait_for(
-                    asyncio.to_thread(write_batch, self.db, leftover, self.models), timeout
-                )
+                rows = [rows for _, _, rows in queued]
+                await asyncio.wait_for(asyncio.to_thread(write_rows, self.db, rows), timeout)
                 self.written += len(leftover)
             except Exception as exc:  # the disk still refuses: keep the rows beside it
                 log.warning("ledger_unwritable_at_shutdown", rows=len(leftover), error=str(exc))
@@ -518,8 +539,8 @@ class Ledger:
                 while len(self._pending) < BATCH_MAX and not self.queue.empty():
                     self._pending.append(self.queue.get_nowait())
             try:
-                rows = [record for _, record in self._pending]
-                await asyncio.to_thread(write_batch, self.db, rows, self.models)
+                rows = [rows for _, _, rows in self._pending]
+                await asyncio.to_thread(write_rows, self.db, rows)
             except sqlite3.Error as exc:
                 self.last_error = str(exc)
                 log.warning(
