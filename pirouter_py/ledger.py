@@ -11,7 +11,8 @@ Invariants:
 - The schema is versioned: `_migrations` names each applied step, each one transaction. A v0.1
   `ledger.db` (reference §6) is upgraded in place; v0.1's columns keep their names and meaning
   (`ts` in unix seconds, token sums over attempts, cost priced by alias), so old queries still work.
-- Costs are priced by alias from the catalog: uncached input at `input_per_m`, cached reads and
+- Costs are priced by alias from the catalog the request was served under (a reload does not
+  reprice rows waiting for the writer): uncached input at `input_per_m`, cached reads and
   writes at `cache_read_per_m`/`cache_write_per_m` (else `input_per_m`), output at `output_per_m`.
 """
 

@@ -277,6 +277,25 @@ def test_a_batch_of_any_size_writes_every_row_once(tmp_path: Path, count: int) -
     db.close()
 
 
+def test_a_row_is_priced_by_the_catalog_it_was_served_under(tmp_path: Path) -> None:
+    """A reload that changes prices while rows wait for the writer does not reprice them."""
+    path = tmp_path / "ledger.db"
+
+    async def go() -> None:
+        book = Ledger(path, config_with(tmp_path))
+        await book.open()
+        book.record(make_record("before", attempts=(ok_attempt(tokens=(10, 20)),)))
+        book.models = config_with(tmp_path).models | {
+            "cheap": CHEAP.model_copy(update={"input_per_m": 100.0, "output_per_m": 200.0})
+        }
+        book.record(make_record("after", attempts=(ok_attempt(tokens=(10, 20)),)))
+        await book.close()
+
+    run(go())
+    cost = {row["id"]: row["cost_usd"] for row in rows(path)}
+    assert cost == {"before": pytest.approx(50 / 1e6), "after": pytest.approx(5000 / 1e6)}
+
+
 def test_full_queue_spills_to_jsonl_and_the_next_start_imports_it(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
 
