@@ -48,7 +48,7 @@ async def latency(url: str, n: int, warmup: int) -> dict[str, Any]:
                 assert response.status == 200, response.status
             if i >= warmup:
                 times.append((time.perf_counter() - start) * 1000)
-    return summary(times)
+    return {**summary(times), "samples": times}
 
 
 async def throughput(url: str, concurrency: int, seconds: float) -> dict[str, Any]:
@@ -100,7 +100,7 @@ async def ttft(url: str, n: int) -> dict[str, Any]:
                 await response.read()
             if i >= 20:
                 times.append(first)
-    return summary(times)
+    return {**summary(times), "samples": times}
 
 
 async def streams(url: str, n: int, chunks: int, pace_ms: float) -> dict[str, Any]:
