@@ -39,7 +39,7 @@ log = get_logger("pirouter.ledger")
 
 QUEUE_MAX = 50_000  # rows waiting in memory before they spill to the JSONL file
 BATCH_MAX = 500  # rows written per transaction
-GATHER_S = 0.05  # how long the writer lets rows gather before a commit
+GATHER_S = 0.25  # how long the writer lets rows gather before a commit (see `_writer`)
 RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)  # waits between write attempts after a failure
 PRUNE_EVERY_S = 86_400.0
 SPILL_SUFFIX = ".spill.jsonl"
@@ -433,6 +433,7 @@ class Ledger:
         self.journal = journal.Journal(path)
         self.db: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
+        self._busy: asyncio.Future[Any] | None = None  # the writer's call in a worker thread
         self._pending: list[_Queued] = []
         self.written = 0
         self.spilled = 0
@@ -498,12 +499,22 @@ class Ledger:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        # A write the writer had in a thread goes on after the task is cancelled; the
+        # connection is not ours again until it ends (then rewriting its rows is harmless).
+        busy = self._busy
+        if busy is not None and not busy.done():
+            await asyncio.wait([busy], timeout=timeout)
+        if busy is not None and busy.done() and not busy.cancelled():
+            busy.exception()  # seen here; the writer already logged a failure
+        usable = busy is None or busy.done()
         queued = self._pending + [self.queue.get_nowait() for _ in range(self.queue.qsize())]
         leftover = [record for _, record, _ in queued]
         self._pending = []
         lost = False
         if leftover:
             try:
+                if not usable:
+                    raise sqlite3.OperationalError("a write still holds the connection")
                 assert self.db is not None
                 rows = [rows for _, _, rows in queued]
                 await asyncio.wait_for(asyncio.to_thread(write_rows, self.db, rows), timeout)
@@ -512,7 +523,7 @@ class Ledger:
                 log.warning("ledger_unwritable_at_shutdown", rows=len(leftover), error=str(exc))
                 lost = not self._spill(leftover)
         self.journal.close(keep=lost)  # rows the spill could not take are still in the journal
-        if self.db is not None:
+        if self.db is not None and usable:
             self.db.close()
             self.db = None
 
@@ -541,7 +552,7 @@ class Ledger:
                     self._pending.append(self.queue.get_nowait())
             try:
                 rows = [rows for _, _, rows in self._pending]
-                await asyncio.to_thread(write_rows, self.db, rows)
+                await self._in_thread(write_rows, self.db, rows)
             except sqlite3.Error as exc:
                 self.last_error = str(exc)
                 log.warning(
@@ -562,7 +573,13 @@ class Ledger:
             self.last_error = None
             if self.retention_days and time.monotonic() - last_prune > PRUNE_EVERY_S:
                 last_prune = time.monotonic()
-                await asyncio.to_thread(prune, self.db, self.retention_days, time.time())
+                await self._in_thread(prune, self.db, self.retention_days, time.time())
+
+    async def _in_thread(self, call: Callable[..., Any], *args: Any) -> Any:
+        """Run a database call in a worker thread, shielded: cancelling the writer leaves it
+        running to its end, and `close` waits for that before it uses the connection."""
+        self._busy = asyncio.ensure_future(asyncio.to_thread(call, *args))
+        return await asyncio.shield(self._busy)
 
 
 # --- reading (the CLI; read-only, works while the daemon writes) -------------------------------

@@ -354,6 +354,51 @@ def test_a_locked_file_delays_rows_but_loses_none(tmp_path: Path) -> None:
     assert len(rows(path)) == 10
 
 
+def test_close_waits_for_a_retry_still_writing_in_its_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shutdown while the writer's retry is still in its thread: close lets that write end
+    before it uses the connection (it once began its own transaction beside it, failed with
+    "cannot start a transaction within a transaction" and spilled rows that were fine)."""
+    path = tmp_path / "ledger.db"
+    real = ledger.write_rows
+    calls, overlaps, active = [], [], []
+    retrying, proceed = threading.Event(), threading.Event()
+
+    def write_rows(db: sqlite3.Connection, prepared: list[ledger.Rows]) -> int:
+        overlaps.extend(active)
+        active.append(len(calls))
+        calls.append(len(prepared))
+        try:
+            if len(calls) == 1:
+                raise sqlite3.OperationalError("database is locked")
+            if len(calls) == 2:  # the retry: still running when shutdown begins
+                retrying.set()
+                proceed.wait(5)
+            return real(db, prepared)
+        finally:
+            active.pop()
+
+    monkeypatch.setattr(ledger, "write_rows", write_rows)
+    monkeypatch.setattr(ledger, "RETRY_S", (0.01,))
+
+    async def go() -> None:
+        book = Ledger(path, config_with(tmp_path))
+        await book.open()
+        for i in range(10):
+            book.record(make_record(f"r{i}"))
+        while not retrying.is_set():
+            await asyncio.sleep(0.01)
+        threading.Timer(0.2, proceed.set).start()
+        await book.close()
+        assert book.spilled == 0
+
+    run(go())
+    assert overlaps == [] and len(calls) >= 2
+    assert len(rows(path)) == 10
+    assert not path.with_name("ledger.db.spill.jsonl").exists()
+
+
 def test_rows_that_cannot_be_written_at_shutdown_are_spilled(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     migrate(ledger.connect(path))
