@@ -272,41 +272,51 @@ def _insert(
 def rows_for(
     record: RequestRecord, models: Mapping[str, ModelConfig]
 ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
-    """The requests row and attempts rows of one record."""
-    costs = [attempt_cost(models.get(a.alias), a) for a in record.attempts]
-    attempts = [
-        (
-            record.request_id,
-            i,
-            a.alias,
-            a.provider,
-            a.model_id,
-            a.outcome,
-            a.status,
-            a.error,
-            a.input_tokens,
-            a.output_tokens,
-            a.cache_read_tokens,
-            a.cache_write_tokens,
-            cost,
-            round(a.latency_ms, 3),
-            a.ttft_ms,
-            int(a.returned),
+    """The requests row and attempts rows of one record (one pass over the attempts: this runs
+    on the request path)."""
+    rid = record.request_id
+    attempts = []
+    cost = 0.0
+    tokens_in = tokens_out = cache_read = cache_write = 0
+    for i, a in enumerate(record.attempts):
+        priced = attempt_cost(models.get(a.alias), a)
+        cost += priced
+        tokens_in += a.input_tokens
+        tokens_out += a.output_tokens
+        cache_read += a.cache_read_tokens
+        cache_write += a.cache_write_tokens
+        attempts.append(
+            (
+                rid,
+                i,
+                a.alias,
+                a.provider,
+                a.model_id,
+                a.outcome,
+                a.status,
+                a.error,
+                a.input_tokens,
+                a.output_tokens,
+                a.cache_read_tokens,
+                a.cache_write_tokens,
+                priced,
+                round(a.latency_ms, 3),
+                a.ttft_ms,
+                int(a.returned),
+            )
         )
-        for i, (a, cost) in enumerate(zip(record.attempts, costs, strict=True))
-    ]
     path = orjson.dumps([a.to_json() for a in record.attempts]).decode()
     request = (
-        record.request_id,
+        rid,
         int(record.ts),
         record.requested_model,
         record.rule,
         record.primary or "",
         record.final or "",
         path,
-        record.input_tokens,
-        record.output_tokens,
-        sum(costs),
+        tokens_in,
+        tokens_out,
+        cost,
         round(record.latency_ms),
         record.status,
         int(record.ts * 1000),
@@ -314,8 +324,8 @@ def rows_for(
         record.difficulty,
         record.http_status,
         int(record.streamed),
-        sum(a.cache_read_tokens for a in record.attempts),
-        sum(a.cache_write_tokens for a in record.attempts),
+        cache_read,
+        cache_write,
         record.ttft_ms,
         round(record.overhead_ms, 3),
         record.user_agent,
