@@ -118,7 +118,9 @@ def test_500_concurrent_requests_make_500_rows_with_their_attempts(
 
 def test_sigterm_under_load_loses_no_answered_request(fake: FakeUpstream, tmp_path: Path) -> None:
     fake.reset()
-    fake.default("m-cheap", Reply(text="slow answer, but complete", delay=0.5))
+    # Slow enough that the first answers are still pending when the 400th request reaches the
+    # upstream, even on a loaded machine (at 0.5 s a busy CI box saw only 237 in flight).
+    fake.default("m-cheap", Reply(text="slow answer, but complete", delay=2.0))
     daemon, book = start(fake, tmp_path)
 
     async def load_then_stop() -> list[tuple[int, str, str]]:
