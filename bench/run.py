@@ -341,11 +341,9 @@ def main() -> None:
         for mode, per_turn in (("latency", (500 // scale, 50)), ("ttft", (250 // scale,))):
             for key, result in sampled_rounds(mode, measured, turns, *per_turn).items():
                 results["targets"][key][mode] = result
-        for key, (url, pid) in measured.items():
+        for key, (url, _) in measured.items():
             streams = loadgen("streams", url, 128 if args.quick else 512, 64, 20)
             results["targets"][key]["streams"] = streams
-            if pid is not None:
-                results["targets"][key]["rss_after_mib"] = rss_mib(pid)
         rounds = throughput_rounds(targets, 2 if args.quick else 3, 3 if args.quick else 5)
         for key, result in rounds.items():
             target = results["targets"].setdefault(key, {"name": key})

@@ -35,6 +35,11 @@ MARK = ".journal."
 REOPEN_EVERY = 100  # after a failed open, try again once per this many rows
 
 
+def line(record: RequestRecord) -> bytes:
+    """A record as one line, as the journal and the spill file hold it."""
+    return orjson.dumps(record) + b"\n"
+
+
 class Journal:
     """Append-only JSON lines beside the ledger, one generation file at a time."""
 
@@ -69,13 +74,13 @@ class Journal:
                 fd = self.open()
             except OSError:
                 return self.seq
-        line = orjson.dumps(record) + b"\n"
+        data = line(record)
         if self.torn:  # the last line was cut short: end it, so this one parses on its own
-            line = b"\n" + line
+            data = b"\n" + data
         done = 0
         try:
-            while done < len(line):  # a short write happens on a nearly full disk
-                done += os.write(fd, line[done:])
+            while done < len(data):  # a short write happens on a nearly full disk
+                done += os.write(fd, data[done:])
         except OSError as exc:
             self.torn = self.torn or done > 0
             if self.failing is None:
@@ -84,7 +89,7 @@ class Journal:
             return self.seq
         self.torn = False
         self.failing = None
-        self.size += len(line)
+        self.size += len(data)
         if self.size > ROTATE_BYTES:
             self._rotate()
         return self.seq

@@ -335,10 +335,6 @@ def rows_for(
     return request, attempts
 
 
-def _record_json(record: RequestRecord) -> bytes:
-    return orjson.dumps(record)
-
-
 def _record_from_json(line: str | bytes) -> RequestRecord:
     data = orjson.loads(line)
     data["attempts"] = tuple(Attempt(**a) for a in data["attempts"])
@@ -514,8 +510,6 @@ class Ledger:
         busy = self._busy
         if busy is not None and not busy.done():
             await asyncio.wait([busy], timeout=timeout)
-        if busy is not None and busy.done() and not busy.cancelled():
-            busy.exception()  # seen here; the writer already logged a failure
         usable = busy is None or busy.done()
         queued = self._pending + [self.queue.get_nowait() for _ in range(self.queue.qsize())]
         leftover = [record for _, record, _ in queued]
@@ -540,7 +534,7 @@ class Ledger:
     def _spill(self, records: list[RequestRecord]) -> bool:
         try:
             with self.spill_path.open("ab") as out:
-                out.writelines(_record_json(r) + b"\n" for r in records)
+                out.writelines(journal.line(r) for r in records)
         except OSError as exc:
             log.error("ledger_rows_not_spilled", rows=len(records), error=str(exc))
             return False
@@ -613,7 +607,8 @@ def traffic_seed(db: sqlite3.Connection, now: float, soft_secs: float) -> dict[s
     from pirouter_py.traffic import day_start, month_start
 
     spend: dict[str, dict[str, float]] = {"today": {}, "month": {}}
-    if has_table(db, "attempts"):
+    attempts = has_table(db, "attempts")
+    if attempts:
         query = (
             "SELECT a.alias, SUM(a.cost_usd) FROM attempts a JOIN requests r "
             "ON r.id = a.request_id WHERE r.ts >= ? GROUP BY a.alias"
@@ -631,7 +626,7 @@ def traffic_seed(db: sqlite3.Connection, now: float, soft_secs: float) -> dict[s
         for session, alias, ts_ms in db.execute(query, (int(now - soft_secs),)):
             sessions[session] = (alias, ts_ms / 1000.0)
     ttft: list[tuple[str, float]] = []
-    if has_table(db, "attempts"):
+    if attempts:
         query = (
             "SELECT alias, ttft_ms FROM attempts WHERE ttft_ms IS NOT NULL "
             "ORDER BY rowid DESC LIMIT 2000"
