@@ -32,7 +32,7 @@ async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
     await app["session"].close()
 
 
-def main() -> None:
+def serve(port: int, upstream: str) -> None:
     try:
         import uvloop
 
@@ -40,11 +40,11 @@ def main() -> None:
     except ImportError:
         pass
     app = web.Application()
-    app["upstream"] = sys.argv[2] + "/v1/chat/completions"
+    app["upstream"] = upstream + "/v1/chat/completions"
     app.cleanup_ctx.append(session_ctx)
     app.router.add_post("/v1/chat/completions", proxy)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
 if __name__ == "__main__":
-    main()
+    serve(int(sys.argv[1]), sys.argv[2])

@@ -94,15 +94,12 @@ def loadgen(*args: object, timeout: float = 600) -> dict[str, Any]:
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
-def wall_ms(args: list[str], runs: int = 10) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False
-        )
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+def wall_ms(args: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=True
+    )
+    return (time.perf_counter() - start) * 1000
 
 
 def pirouter_config(tmp: Path, upstream: str, ledger: bool, metrics: bool = True) -> Path:
@@ -215,12 +212,11 @@ def table(results: dict[str, Any]) -> str:
         ("rss_after_mib", "RSS after MiB", "no growth"),
     ):
         row(label, floor[key], on[key], target, 1)
-    s = results["startup"]
-    rows += [
-        ("pirouter --help ms", "", f"{s['help_ms']:.0f}", "", "<= 150"),
-        ("pirouter route --prompt hi ms", "", f"{s['route_ms']:.0f}", "", "<= 150"),
-        ("daemon start to first 200 ms", "", f"{s['first_200_ms']:.0f}", "", "<= 500"),
-    ]
+    s = results["startup"]  # against the stack floor (bench/floor_cli.py)
+    row("RSS idle MiB, stack floor", s["rss_idle_floor_mib"], on["rss_idle_mib"], "<= 50", 1)
+    row("pirouter --help ms", s["help_floor_ms"], s["help_ms"], "<= 150", 0)
+    row("pirouter route --prompt hi ms", s["route_floor_ms"], s["route_ms"], "<= 150", 0)
+    row("daemon start to first 200 ms", s["first_200_floor_ms"], s["first_200_ms"], "<= 500", 0)
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = [
         "  ".join(
@@ -242,24 +238,11 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def first_200_ms(config: Path, port: int) -> float:
+def first_200_ms(command: list[str], port: int) -> float:
+    """From starting `command` (a daemon listening on `port`) to its first answered request."""
     body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}).encode()
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        [
-            PY,
-            "-m",
-            "pirouter_py",
-            "--config",
-            str(config),
-            "run",
-            "--port",
-            str(port),
-            "--no-ledger",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while True:
             try:
@@ -279,13 +262,55 @@ def first_200_ms(config: Path, port: int) -> float:
         proc.wait(15)
 
 
+def startup(tmp: Path, upstream: str) -> dict[str, float]:
+    """Start-up of pirouter and of the stack floor (`floor_cli.py`: the same libraries doing the
+    least a command of its kind can), taking turns; medians."""
+    config = pirouter_config(tmp, upstream, False)
+    pirouter = [str(Path(PY).parent / "pirouter"), "--config", str(config)]
+    floor = [PY, str(HERE / "floor_cli.py")]
+    commands = {
+        "help_ms": [*pirouter, "--help"],
+        "help_floor_ms": [*floor, "--help"],
+        "route_ms": [*pirouter, "route", "--prompt", "hi"],
+        "route_floor_ms": [*floor, "route", "--config", str(config), "--prompt", "hi"],
+    }
+    times: dict[str, list[float]] = {key: [] for key in commands}
+    for _ in range(10):
+        for key, command in commands.items():
+            times[key].append(wall_ms(command))
+    out = {key: statistics.median(values) for key, values in times.items()}
+    daemons = {
+        "first_200_ms": lambda port: [*pirouter, "run", "--port", str(port), "--no-ledger"],
+        "first_200_floor_ms": lambda port: [
+            *floor,
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--upstream",
+            upstream,
+        ],
+    }
+    runs: dict[str, list[float]] = {key: [] for key in daemons}
+    for _ in range(5):
+        for key, command in daemons.items():
+            port = free_port()
+            runs[key].append(first_200_ms(command(port), port))
+    out |= {key: statistics.median(values) for key, values in runs.items()}
+    port = free_port()
+    with process(daemons["first_200_floor_ms"](port), f"http://127.0.0.1:{port}/x") as idle:
+        out["rss_idle_floor_mib"] = rss_mib(idle.pid)
+    return out
+
+
 def compile_package() -> None:
     """Measure pirouter as installed: pip compiles every module to bytecode at install time. An
     editable checkout run with PYTHONDONTWRITEBYTECODE=1 (set on some VMs and CI images) would
     otherwise compile its ~40 modules from source at every start, ~100 ms no user pays."""
     spec = importlib.util.find_spec("pirouter_py")
     assert spec is not None and spec.submodule_search_locations
-    for folder in spec.submodule_search_locations:
+    for folder in [*spec.submodule_search_locations, str(HERE)]:  # bench/: the floors' modules
         compileall.compile_dir(folder, quiet=1)
 
 
@@ -352,13 +377,7 @@ def main() -> None:
             target["rss_load_mib"] = result["rss_load_mib"]
         for key in ("floor", "pirouter"):  # memory after the whole run
             results["targets"][key]["rss_after_mib"] = rss_mib(targets[key][1] or 0)
-        config = pirouter_config(tmp, upstream, False)
-        pirouter = str(Path(PY).parent / "pirouter")
-        results["startup"] = {
-            "help_ms": wall_ms([pirouter, "--help"]),
-            "route_ms": wall_ms([pirouter, "--config", str(config), "route", "--prompt", "hi"]),
-            "first_200_ms": statistics.median(first_200_ms(config, free_port()) for _ in range(3)),
-        }
+        results["startup"] = startup(tmp, upstream)
     text = table(results)
     print(text)
     out = HERE / "results"
