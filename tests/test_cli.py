@@ -372,3 +372,27 @@ def test_help_does_not_import_the_config_stack() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_collection_is_off_while_a_command_starts_and_back_on_after() -> None:
+    """Start-up (imports, config) runs without the collector; once the config is loaded what lives
+    is frozen out of its sight and collection resumes (a long `ledger tail` must not leak)."""
+    code = f"""
+import atexit, gc, sys
+import pirouter_py.config as config
+from pirouter_py import cli
+seen = []
+real = config.load_config
+def load_config(*args, **kwargs):
+    seen.append(gc.isenabled())
+    return real(*args, **kwargs)
+config.load_config = load_config
+atexit.register(lambda: print(seen, gc.isenabled(), gc.get_freeze_count() > 10_000))
+sys.argv = ["pirouter", "--config", {EX!r}, "route", "--prompt", "hi"]
+cli.main()
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[False] True True"
