@@ -111,9 +111,11 @@ def _load(ctx: typer.Context, config: Path | None, *, warn: bool = True) -> Load
 def _started() -> None:
     """Start-up is over (the command's code and its config are loaded): what lives now lives as
     long as the command, so it goes out of the collector's sight, and collection resumes for the
-    command's own work. `main` turned the collector off."""
-    gc.freeze()
-    gc.enable()
+    command's own work. Only if `main` turned the collector off (not for a caller's own process,
+    such as a test runner invoking commands)."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _print_json(value: Any) -> None:
