@@ -25,8 +25,9 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -238,11 +239,12 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def first_200_ms(command: list[str], port: int) -> float:
-    """From starting `command` (a daemon listening on `port`) to its first answered request."""
+def first_200_ms(daemon: Callable[[int], list[str]]) -> float:
+    """From starting `daemon(port)` on a free port to its first answered request."""
     body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    port = free_port()
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(daemon(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while True:
             try:
@@ -262,6 +264,16 @@ def first_200_ms(command: list[str], port: int) -> float:
         proc.wait(15)
 
 
+def in_turns(rounds: int, measures: dict[str, Callable[[], float]]) -> dict[str, float]:
+    """Every measure `rounds` times, taking turns (drift in the machine's speed hits all alike);
+    the medians."""
+    values: dict[str, list[float]] = {key: [] for key in measures}
+    for _ in range(rounds):
+        for key, measure in measures.items():
+            values[key].append(measure())
+    return {key: statistics.median(v) for key, v in values.items()}
+
+
 def startup(tmp: Path, upstream: str) -> dict[str, float]:
     """Start-up of pirouter and of the stack floor (`floor_cli.py`: the same libraries doing the
     least a command of its kind can), taking turns; medians."""
@@ -274,11 +286,6 @@ def startup(tmp: Path, upstream: str) -> dict[str, float]:
         "route_ms": [*pirouter, "route", "--prompt", "hi"],
         "route_floor_ms": [*floor, "route", "--config", str(config), "--prompt", "hi"],
     }
-    times: dict[str, list[float]] = {key: [] for key in commands}
-    for _ in range(10):
-        for key, command in commands.items():
-            times[key].append(wall_ms(command))
-    out = {key: statistics.median(values) for key, values in times.items()}
     daemons = {
         "first_200_ms": lambda port: [*pirouter, "run", "--port", str(port), "--no-ledger"],
         "first_200_floor_ms": lambda port: [
@@ -292,12 +299,8 @@ def startup(tmp: Path, upstream: str) -> dict[str, float]:
             upstream,
         ],
     }
-    runs: dict[str, list[float]] = {key: [] for key in daemons}
-    for _ in range(5):
-        for key, command in daemons.items():
-            port = free_port()
-            runs[key].append(first_200_ms(command(port), port))
-    out |= {key: statistics.median(values) for key, values in runs.items()}
+    out = in_turns(10, {key: partial(wall_ms, command) for key, command in commands.items()})
+    out |= in_turns(5, {key: partial(first_200_ms, daemon) for key, daemon in daemons.items()})
     port = free_port()
     with process(daemons["first_200_floor_ms"](port), f"http://127.0.0.1:{port}/x") as idle:
         out["rss_idle_floor_mib"] = rss_mib(idle.pid)
