@@ -38,7 +38,7 @@ WATCH_EVERY_S = 2.0  # how often the config file is checked for changes
 def reload_config(state: State) -> bool:
     """Load the config file again and serve with it; an invalid file keeps the old one."""
     old = state.loaded
-    if old.path is None or state.session is None:
+    if old.path is None or state.upstreams is None:
         log.info("config_reload_skipped", reason="running on the built-in default, no file")
         return False
     try:
@@ -51,7 +51,7 @@ def reload_config(state: State) -> bool:
             keeping="the running config",
         )
         return False
-    providers = provider_registry.build(loaded.config, state.session, state.environ)
+    providers = provider_registry.build(loaded.config, state.upstreams, state.environ)
     if state.traffic is not None:
         state.traffic.reconfigure(loaded.config)
     limits = state.traffic.limits if state.traffic is not None else None

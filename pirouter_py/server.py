@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -53,6 +52,7 @@ from pirouter_py.ledger import Ledger
 from pirouter_py.log import get_logger
 from pirouter_py.loop import StartGate, settle_gc
 from pirouter_py.metrics import Metrics
+from pirouter_py.providers.http import Upstreams
 from pirouter_py.record import Attempt, Recorder, RequestRecord
 from pirouter_py.router import Decision, decide
 from pirouter_py.traffic import Traffic, session_key
@@ -69,6 +69,7 @@ ROUTES_HELP = (
 )
 LOOPBACK_NAMES = frozenset(("localhost", "localhost.localdomain"))
 JSON = "application/json"
+KEEPALIVE_S = 90.0  # an idle upstream connection older than this is not reused
 
 
 @dataclass(slots=True)
@@ -88,7 +89,7 @@ class State:
     metrics: Metrics | None = None
     health: Health | None = None
     traffic: Traffic | None = None
-    session: aiohttp.ClientSession | None = None
+    upstreams: Upstreams | None = None
     draining: bool = False
     served: int = 0
     in_flight: int = 0
@@ -665,19 +666,20 @@ def _seed(traffic: Traffic, path: Path, config: Config) -> None:
 
 
 async def _upstreams(app: web.Application) -> AsyncIterator[None]:
-    """One pooled client session for every upstream call, closed at shutdown."""
+    """One connection pool for every upstream call, closed at shutdown."""
     state = app[STATE]
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=90)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        state.session = session
-        providers = provider_registry.build(state.loaded.config, session, state.environ)
-        limits = state.traffic.limits if state.traffic else None
-        state.cascade = Cascade(state.loaded.config, providers, health=state.health, limits=limits)
-        watcher = asyncio.create_task(config_reload.watch_config(state), name="config-watcher")
+    state.upstreams = upstreams = Upstreams(keepalive=KEEPALIVE_S)
+    providers = provider_registry.build(state.loaded.config, upstreams, state.environ)
+    limits = state.traffic.limits if state.traffic else None
+    state.cascade = Cascade(state.loaded.config, providers, health=state.health, limits=limits)
+    watcher = asyncio.create_task(config_reload.watch_config(state), name="config-watcher")
+    try:
         yield
+    finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        await upstreams.close()
 
 
 async def _cors_headers(request: web.Request, response: web.StreamResponse) -> None:

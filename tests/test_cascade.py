@@ -48,7 +48,7 @@ def test_judge(
 PROVIDER = HTTPProvider(
     "p",
     ProviderConfig(type="openai", base_url="http://x", api_key="sk-abcdefghijklmnopqrstuvwxyz"),
-    session=None,
+    upstreams=None,
 )  # type: ignore[arg-type]
 
 

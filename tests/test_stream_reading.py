@@ -9,13 +9,13 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from pirouter_py.config import ModelConfig, ProviderConfig
 from pirouter_py.errors import UpstreamError
 from pirouter_py.providers.base import HTTPProvider
+from pirouter_py.providers.http import Upstreams
 from pirouter_py.providers.ollama import OllamaProvider
 from pirouter_py.providers.openai import OpenAIProvider
 from pirouter_py.types import ChatRequest, Message, StreamEvent, TextPart
@@ -54,16 +54,17 @@ async def collect(
 ) -> list[StreamEvent]:
     runner, url = await serve_pieces(pieces, content_type)
     try:
-        async with aiohttp.ClientSession() as session:
-            config = ProviderConfig(
-                type=kind.kind, base_url=url, api_key="k", request_timeout_secs=5
-            )
-            provider = kind("up", config, session, {})
-            hi = Message("user", (TextPart("hi"),))
-            request = ChatRequest(model="auto", messages=(hi,), stream=True)
-            model = ModelConfig(provider="up", model_id="m")
-            stream: AsyncIterator[StreamEvent] = provider.stream(request, model)
+        upstreams = Upstreams()
+        config = ProviderConfig(type=kind.kind, base_url=url, api_key="k", request_timeout_secs=5)
+        provider = kind("up", config, upstreams, {})
+        hi = Message("user", (TextPart("hi"),))
+        request = ChatRequest(model="auto", messages=(hi,), stream=True)
+        model = ModelConfig(provider="up", model_id="m")
+        stream: AsyncIterator[StreamEvent] = provider.stream(request, model)
+        try:
             return [e async for e in stream]
+        finally:
+            await upstreams.close()
     finally:
         await runner.cleanup()
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import aiohttp
-
 from pirouter_py.config import Config
 from pirouter_py.providers.anthropic import AnthropicProvider
 from pirouter_py.providers.base import HTTPProvider, Provider
+from pirouter_py.providers.http import Upstreams
 from pirouter_py.providers.ollama import OllamaProvider
 from pirouter_py.providers.openai import OpenAIProvider
 
@@ -20,10 +19,10 @@ KINDS: dict[str, type[HTTPProvider]] = {
 
 
 def build(
-    config: Config, session: aiohttp.ClientSession, environ: Mapping[str, str] | None = None
+    config: Config, upstreams: Upstreams, environ: Mapping[str, str] | None = None
 ) -> dict[str, Provider]:
-    """One adapter per configured provider, sharing the daemon's session."""
+    """One adapter per configured provider, sharing the daemon's connection pool."""
     return {
-        name: KINDS[p.kind](name, p, session, environ)  # type: ignore[misc]
+        name: KINDS[p.kind](name, p, upstreams, environ)  # type: ignore[misc]
         for name, p in config.providers.items()
     }

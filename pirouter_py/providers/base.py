@@ -14,18 +14,26 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
-from contextlib import nullcontext
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 
 from pirouter_py import __version__
 from pirouter_py.config import ModelConfig, ProviderConfig
 from pirouter_py.errors import UpstreamError, UpstreamHTTPError, UpstreamTransportError
 from pirouter_py.health import Health
+from pirouter_py.providers.http import (
+    BadResponse,
+    ConnectFailed,
+    Disconnected,
+    Response,
+    Target,
+    TransportError,
+    Truncated,
+    Upstreams,
+)
 from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent
 
 USER_AGENT = f"pirouter/{__version__}"
@@ -63,7 +71,7 @@ def retry_after(value: str | None) -> float | None:
 
 
 class HTTPProvider:
-    """Shared plumbing: the daemon's pooled session, per-provider timeouts, key lookup."""
+    """Shared plumbing: the daemon's connection pool, per-provider timeouts, key lookup."""
 
     kind = ""
 
@@ -71,20 +79,22 @@ class HTTPProvider:
         self,
         name: str,
         config: ProviderConfig,
-        session: aiohttp.ClientSession,
+        upstreams: Upstreams,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.config = config
-        self.session = session
+        self.upstreams = upstreams
         self.environ = os.environ if environ is None else environ
-        total = float(config.request_timeout_secs)
-        self.timeout = aiohttp.ClientTimeout(total=total, connect=config.connect_timeout_secs)
-        # A stream may run past the total as long as it keeps moving: the total bounds each gap.
-        self.stream_timeout = aiohttp.ClientTimeout(
-            connect=config.connect_timeout_secs, sock_read=total
-        )
+        # A whole answer must come within the total; a stream may run past it as long as it
+        # keeps moving: the total then bounds each gap between reads.
+        self.total = float(config.request_timeout_secs)
+        self.connect = config.connect_timeout_secs
         self.first_byte = config.first_byte_timeout_secs
+        try:
+            self.target: Target | None = Target(config.url)
+        except ValueError:
+            self.target = None
         self.rested = Health(5.0, BAD_KEY_REST_S)  # keys (by variable name) that must rest
         self._turn = -1
 
@@ -150,23 +160,26 @@ class HTTPProvider:
             f"{self.name} ({model_id}): {status} {phrase}: {text}",
             status=status,
             retryable=retryable,
-            retry_after=retry_after(headers.get("Retry-After")),
+            retry_after=retry_after(headers.get("retry-after")),
         )
 
     def _transport_error(self, model_id: str, exc: BaseException) -> UpstreamTransportError:
         if isinstance(exc, TimeoutError | asyncio.TimeoutError):
             what = "timed out"
-        elif isinstance(exc, aiohttp.ClientConnectorError):
-            what = f"connection failed ({exc.os_error.strerror or exc.os_error})"
-        elif isinstance(exc, aiohttp.ServerDisconnectedError):
+        elif isinstance(exc, ConnectFailed):
+            error = exc.os_error
+            what = f"connection failed ({os.strerror(error.errno) if error.errno else error})"
+        elif isinstance(exc, Disconnected):
             what = "closed the connection"
-        elif isinstance(exc, aiohttp.ClientPayloadError):
+        elif isinstance(exc, Truncated):
             what = "sent a truncated body"
+        elif isinstance(exc, BadResponse):
+            what = f"sent a malformed answer ({exc})"
         else:
             what = f"request failed ({type(exc).__name__})"
         return UpstreamTransportError(f"{self.name} ({model_id}): {what}", retryable=True)
 
-    def _next_key(self, env: str | None, response: aiohttp.ClientResponse) -> bool:
+    def _next_key(self, env: str | None, response: Response) -> bool:
         """Key rotation after an answer to the key in `env`: True when that key was refused or
         throttled (it now rests) and another key can take the request at once."""
         if env is None or len(self.config.key_envs) < 2:
@@ -174,7 +187,7 @@ class HTTPProvider:
         if response.status not in KEY_STATUS:
             self.rested.succeeded(env)
             return False
-        wait = retry_after(response.headers.get("Retry-After"))
+        wait = retry_after(response.headers.get("retry-after"))
         self.rested.failed(env, wait if response.status == 429 else BAD_KEY_REST_S)
         envs = self.config.key_envs
         return not all(self.rested.cooling(e) for e in envs if self.environ.get(e))
@@ -187,38 +200,46 @@ class HTTPProvider:
         headers: Mapping[str, str],
         *,
         stream: bool,
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         """POST JSON, with the next key after a key was refused; the response, whatever its
         status. The caller releases it."""
-        url = self.config.url + path
-        base = {"content-type": "application/json", "user-agent": USER_AGENT, **headers}
+        if self.target is None:
+            raise UpstreamError(
+                f"provider `{self.name}`: base_url {self.config.url!r} names no host; fix it in "
+                f"[providers.{self.name}]",
+                retryable=False,
+            )
+        base = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers}
         data = orjson.dumps(body)
         for _ in range(max(1, len(self.config.key_envs))):
             env, key = self.api_key() if self.needs_key else (None, "")
             try:
-                # Without a first-byte limit the client's total (or, for streams, its per-read)
-                # timeout already bounds the wait for headers: no extra timer per request.
-                async with asyncio.timeout(self.first_byte) if self.first_byte else nullcontext():
-                    response = await self.session.post(
-                        url,
-                        data=data,
-                        headers={**base, **self.auth(key)} if key else base,
-                        timeout=self.stream_timeout if stream else self.timeout,
-                    )
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                response = await self.upstreams.post(
+                    self.target,
+                    path,
+                    data,
+                    {**base, **self.auth(key)} if key else base,
+                    connect=self.connect,
+                    total=None if stream else self.total,
+                    gap=self.total if stream else None,
+                    first_byte=self.first_byte,
+                )
+            except (TransportError, TimeoutError) as exc:
                 raise self._transport_error(model_id, exc) from None
+            except ValueError as exc:  # a header value that would split the request
+                raise UpstreamError(f"{self.name} ({model_id}): {exc}", retryable=False) from None
             if not self._next_key(env, response):
                 break
             response.release()
         return response
 
-    async def _refuse(self, model_id: str, response: aiohttp.ClientResponse) -> None:
+    async def _refuse(self, model_id: str, response: Response) -> None:
         """Raise the UpstreamError for an answer that is not 2xx; return for one that is."""
         if response.status < 300:
             return
         try:
             text = await response.text(errors="replace")
-        except (aiohttp.ClientError, TimeoutError):
+        except (TransportError, TimeoutError):
             text = ""
         raise self._http_error(model_id, response.status, text, response.headers)
 
@@ -266,7 +287,7 @@ class HTTPProvider:
                     retryable=True,
                 )
             event, data = "", []
-            async for lines in _lines(response.content):
+            async for lines in _lines(response):
                 for line in lines:
                     if line:
                         if line.startswith(b"data:"):
@@ -294,7 +315,7 @@ class HTTPProvider:
     ) -> AsyncIterator[Any]:
         """POST and yield each decoded line of a newline-delimited JSON stream."""
         async with self._post(path, model_id, body, headers, stream=True) as response:
-            async for lines in _lines(response.content):
+            async for lines in _lines(response):
                 for line in lines:
                     if line.strip():
                         yield self._decode(model_id, line)
@@ -320,12 +341,12 @@ class _Call:
         self,
         provider: HTTPProvider,
         model_id: str,
-        send: Coroutine[Any, Any, aiohttp.ClientResponse],
+        send: Coroutine[Any, Any, Response],
     ) -> None:
         self.provider, self.model_id, self.send = provider, model_id, send
-        self.response: aiohttp.ClientResponse | None = None
+        self.response: Response | None = None
 
-    async def __aenter__(self) -> aiohttp.ClientResponse:
+    async def __aenter__(self) -> Response:
         self.response = response = await self.send
         try:
             await self.provider._refuse(self.model_id, response)
@@ -337,14 +358,14 @@ class _Call:
     async def __aexit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         assert self.response is not None
         self.response.release()
-        if isinstance(exc, aiohttp.ClientError | TimeoutError):
+        if isinstance(exc, TransportError | TimeoutError):
             raise self.provider._transport_error(self.model_id, exc) from None
 
 
-async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[list[bytes]]:
+async def _lines(content: Response) -> AsyncIterator[list[bytes]]:
     """A streamed body as lists of whole lines (no `\\n`, no trailing `\\r`), one list per read;
     a last line without its `\\n` at the end. A stream event is usually one read: split here it
-    costs one step, where aiohttp's `readline` took two calls and their buffer bookkeeping."""
+    costs one step, where a `readline` takes two calls and their buffer bookkeeping."""
     pending = b""
     while piece := await content.readany():
         lines = (pending + piece).split(b"\n") if pending else piece.split(b"\n")
