@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import gzip
 import socket
 import ssl
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -103,6 +105,27 @@ def test_the_request_goes_out_whole_and_a_connection_is_reused() -> None:
                 response.release()
             assert len(peers) == 3 and len(set(peers)) == 1  # one connection, kept alive
             assert pool.idle(Target(url)) == 1
+        await pool.close()
+
+    run(main())
+
+
+def test_a_released_answer_is_freed_without_the_collector() -> None:
+    # The daemon collects young garbage rarely (loop.py): a cycle per call would pile up.
+    async def main() -> None:
+        pool = Upstreams()
+        async with app_server(ok) as (url, _):
+            gc.disable()
+            try:
+                for total in (None, 5.0):  # with and without a timer
+                    response = await pool.post(Target(url), "/", b"", {}, total=total)
+                    await response.read()
+                    response.release()
+                    freed = weakref.ref(response)
+                    del response
+                    assert freed() is None
+            finally:
+                gc.enable()
         await pool.close()
 
     run(main())

@@ -145,7 +145,8 @@ class Upstreams:
         now = asyncio.get_running_loop().time()
         while idle:
             conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < self.keepalive:
+            closing = conn.closed or conn.transport is None or conn.transport.is_closing()
+            if not closing and now - conn.idle_since < self.keepalive:
                 return conn
             conn.close()
         return None
@@ -225,7 +226,7 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         response = self.response
-        if response is None:  # bytes nobody asked for: this connection cannot be trusted
+        if response is None or response.done:  # bytes nobody asked for: not to be trusted
             self.close()
             return
         response.feed(data)
@@ -462,6 +463,9 @@ class Response:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        # The parser holds this response's callbacks: a cycle per call, left to the collector
+        # (which runs rarely, loop.py) unless broken here. Nothing feeds a released response.
+        del self.parser
         conn = self.conn
         if self.done and self.keep_alive and self.error is None and not conn.closed:
             if self.paused:
