@@ -60,18 +60,21 @@ async def app_server(
 
 
 @asynccontextmanager
-async def raw_server(answer: bytes | None, *, close: bool = True) -> AsyncIterator[str]:
-    """A server that reads one request's head and writes `answer` (None: nothing) as it is."""
+async def raw_server(answer: bytes | list[bytes] | None) -> AsyncIterator[str]:
+    """A server that reads one request's head, writes `answer` (None: nothing; a list: its pieces
+    as separate reads) as it is and closes the connection."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        if answer is not None:
-            writer.write(answer)
-            await writer.drain()
-        if close:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            for piece in [answer] if isinstance(answer, bytes) else answer or []:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+        except ConnectionError:
+            pass  # the client gave up on a broken answer first
+        finally:
             writer.close()
-        else:
-            await asyncio.sleep(5)
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -190,6 +193,23 @@ def test_a_chunked_body_is_read_whole_and_piece_by_piece() -> None:
     run(main())
 
 
+def test_an_interim_answer_is_skipped() -> None:
+    async def main() -> None:
+        pool = Upstreams()
+        answer = [
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+        ]
+        async with raw_server(answer) as url:
+            response = await post(pool, url)
+            assert (response.status, response.headers) == (201, {"content-length": "2"})
+            assert await response.read() == b"ok"
+            response.release()
+        await pool.close()
+
+    run(main())
+
+
 def test_a_body_that_ends_with_the_connection() -> None:
     async def main() -> None:
         pool = Upstreams()
@@ -240,6 +260,7 @@ def test_a_refused_connection() -> None:
             with pytest.raises(ConnectFailed) as caught:
                 await post(pool, f"http://127.0.0.1:{port}")
             assert caught.value.os_error.errno == errno.ECONNREFUSED
+            assert caught.value.reason == "Connection refused"
             await pool.close()
 
     run(main())
@@ -394,8 +415,9 @@ def test_tls_with_the_trusted_ca() -> None:
             assert len(set(peers)) == 1
             await pool.close()
             untrusting = Upstreams()  # the system's CAs do not know this one
-            with pytest.raises(ConnectFailed):
+            with pytest.raises(ConnectFailed) as caught:
                 await post(untrusting, url)
+            assert caught.value.reason == "TLS: CERTIFICATE_VERIFY_FAILED"
             await untrusting.close()
 
     run(main())

@@ -167,8 +167,7 @@ class HTTPProvider:
         if isinstance(exc, TimeoutError | asyncio.TimeoutError):
             what = "timed out"
         elif isinstance(exc, ConnectFailed):
-            error = exc.os_error
-            what = f"connection failed ({os.strerror(error.errno) if error.errno else error})"
+            what = f"connection failed ({exc.reason})"
         elif isinstance(exc, Disconnected):
             what = "closed the connection"
         elif isinstance(exc, Truncated):

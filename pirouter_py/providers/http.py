@@ -30,6 +30,7 @@ Exceptions (all `TransportError` but the timeout, which is the builtin `TimeoutE
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import zlib
@@ -53,6 +54,17 @@ class ConnectFailed(TransportError):
     def __init__(self, os_error: OSError) -> None:
         super().__init__(str(os_error))
         self.os_error = os_error
+        self.reason = _reason(os_error)
+
+
+def _reason(error: OSError) -> str:
+    """Why a connection failed, in words: an OSError's errno is the C library's only when it is
+    neither a TLS error (OpenSSL's code) nor a resolver error (getaddrinfo's, negative)."""
+    if isinstance(error, ssl.SSLError):
+        return f"TLS: {error.reason or error}"
+    if isinstance(error, socket.gaierror) or not error.errno or error.errno < 0:
+        return error.strerror or str(error) or type(error).__name__
+    return os.strerror(error.errno)
 
 
 class Disconnected(TransportError):
@@ -260,6 +272,7 @@ class Response:
         self.status = 0
         self.headers: dict[str, str] = {}
         self.head_done = False
+        self.interim = False  # parsing a 1xx answer that comes before the real one
         self.done = False
         self.error: BaseException | None = None
         self.keep_alive = False
@@ -357,6 +370,10 @@ class Response:
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        if 100 <= self.status < 200 and self.status != 101:
+            self.interim = True  # 100 Continue, 103 Early Hints: the answer follows
+            self.headers = {}
+            return
         self.keep_alive = self.parser.should_keep_alive()
         self.head_done = True
         encoding = self.headers.get("content-encoding", "identity").strip().lower()
@@ -381,6 +398,9 @@ class Response:
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         if self._inflate is not None:
             rest = self._inflate.flush()
             if rest:
