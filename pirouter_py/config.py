@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import tomlkit
 import tomlkit.exceptions
@@ -379,6 +380,18 @@ def _dotted(path: KeyPath) -> str:
     return out
 
 
+def _url_problem(url: str) -> str | None:
+    """What keeps an http(s) URL from naming a server, or None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number in range
+    except ValueError as exc:
+        return f'is not a valid URL ({exc}); write e.g. "http://127.0.0.1:11434"'
+    if not parts.hostname:
+        return 'names no host; write e.g. "http://127.0.0.1:11434"'
+    return None
+
+
 def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -489,6 +502,9 @@ def _resolve(config: Config, error: Report, warn: Report) -> Config:
             error(
                 ("providers", name, "base_url"), f"{_show(url)} is not an http:// or https:// URL"
             )
+            continue
+        if (host_problem := _url_problem(url)) is not None:
+            error(("providers", name, "base_url"), f"{_show(url)} {host_problem}")
             continue
         url = url.rstrip("/")
         if kind in ("openai", "anthropic") and url.endswith("/v1"):

@@ -282,6 +282,23 @@ def test_named_provider_needs_a_base_url() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://", "names no host"),
+        ("https://:8080", "names no host"),
+        ("http://127.0.0.1:port", "is not a valid URL (Port could not be cast"),
+        ("http://127.0.0.1:99999", "is not a valid URL (Port out of range"),
+    ],
+)
+def test_a_base_url_must_name_a_server(url: str, problem: str) -> None:
+    text = f'[providers.local]\ntype = "openai"\nbase_url = "{url}"\n' + MODEL.replace(
+        '"openai"', '"local"'
+    )
+    (only,) = errors_of(text)
+    assert only.startswith(f'config.toml:3: providers.local.base_url: "{url}" {problem}')
+
+
 def test_empty_marker_and_dead_header_predicate_are_warnings() -> None:
     text = (
         PROVIDER

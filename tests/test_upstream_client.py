@@ -12,11 +12,14 @@ import ssl
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 import trustme
 from aiohttp import web
 
+from pirouter_py import server
+from pirouter_py.config import load_config
 from pirouter_py.providers.http import (
     HIGH_WATER,
     BadResponse,
@@ -430,3 +433,29 @@ def test_targets() -> None:
     assert Target("http://[::1]:8080").request_head == " HTTP/1.1\r\nHost: [::1]:8080\r\n"
     with pytest.raises(ValueError, match="not an http"):
         Target("ftp://x")
+
+
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_the_daemon_loads_the_ca_store_at_start_only_for_https(scheme: str, tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'[providers.up]\ntype = "openai"\nbase_url = "{scheme}://127.0.0.1:9"\napi_key_env = "K"\n'
+        '[models.m]\nprovider = "up"\nmodel_id = "x"\n'
+    )
+
+    async def main() -> None:
+        app = server.create_app(load_config(path), recorder=None)
+        runner = web.AppRunner(app)
+        await runner.setup()  # runs the start-up contexts; nothing listens or calls out
+        try:
+            pool = app[server.STATE].upstreams
+            assert pool is not None
+            for _ in range(100 if scheme == "https" else 0):
+                if pool._ssl is not None:
+                    break
+                await asyncio.sleep(0.02)
+            assert (pool._ssl is not None) == (scheme == "https")
+        finally:
+            await runner.cleanup()
+
+    run(main())

@@ -119,6 +119,13 @@ class Upstreams:
         self._open: set[_Conn] = set()
         self.closed = False
 
+    def tls(self) -> ssl.SSLContext:
+        """The TLS context, made at first use: loading the system's CAs takes ~30 ms, which the
+        daemon spends in a thread at start when a provider is https (server.py)."""
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
     def idle(self, target: Target) -> int:
         """How many connections to `target`'s origin wait in the pool (for tests)."""
         return len(self._idle.get(target.origin, ()))
@@ -167,11 +174,7 @@ class Upstreams:
         if self.closed:
             raise Disconnected("the daemon is shutting down")
         loop = asyncio.get_running_loop()
-        context = None
-        if target.https:
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context()
-            context = self._ssl
+        context = self.tls() if target.https else None
         try:
             async with asyncio.timeout(timeout):
                 # uvloop's create_connection has no happy eyeballs: aiohappyeyeballs (aiohttp's
