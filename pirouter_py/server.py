@@ -674,18 +674,14 @@ async def _upstreams(app: web.Application) -> AsyncIterator[None]:
     limits = state.traffic.limits if state.traffic else None
     state.cascade = Cascade(config, providers, health=state.health, limits=limits)
     watcher = asyncio.create_task(config_reload.watch_config(state), name="config-watcher")
-    # The CA store loads in a thread now rather than on the loop at the first https request.
-    https = any(p.url.startswith("https://") for p in config.providers.values())
-    warm = asyncio.create_task(asyncio.to_thread(upstreams.tls)) if https else None
+    if any(p.url.startswith("https://") for p in config.providers.values()):
+        upstreams.warm_tls()
     try:
         yield
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-        if warm is not None:
-            with contextlib.suppress(Exception):  # the first https call will say what failed
-                await warm
         await upstreams.close()
 
 

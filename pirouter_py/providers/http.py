@@ -30,6 +30,7 @@ Exceptions (all `TransportError` but the timeout, which is the builtin `TimeoutE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import ssl
@@ -117,14 +118,20 @@ class Upstreams:
         self._ssl = ssl_context
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._open: set[_Conn] = set()
+        self._warming: asyncio.Future[ssl.SSLContext] | None = None
         self.closed = False
 
     def tls(self) -> ssl.SSLContext:
-        """The TLS context, made at first use: loading the system's CAs takes ~30 ms, which the
-        daemon spends in a thread at start when a provider is https (server.py)."""
+        """The TLS context, made at first use (see `warm_tls`)."""
         if self._ssl is None:
             self._ssl = ssl.create_default_context()
         return self._ssl
+
+    def warm_tls(self) -> None:
+        """Load the system's CAs (~30 ms) in a thread now, not on the loop at the first https
+        call; the daemon does at start when a provider is https."""
+        if self._ssl is None and self._warming is None:
+            self._warming = asyncio.ensure_future(asyncio.to_thread(self.tls))
 
     def idle(self, target: Target) -> int:
         """How many connections to `target`'s origin wait in the pool (for tests)."""
@@ -219,6 +226,9 @@ class Upstreams:
     async def close(self) -> None:
         """Close every connection; calls in flight fail with Disconnected."""
         self.closed = True
+        if self._warming is not None:
+            with contextlib.suppress(Exception):  # the first https call says what failed
+                await self._warming
         for conn in list(self._open):
             conn.close()
         self._idle.clear()
