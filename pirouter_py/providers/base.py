@@ -91,10 +91,7 @@ class HTTPProvider:
         self.total = float(config.request_timeout_secs)
         self.connect = config.connect_timeout_secs
         self.first_byte = config.first_byte_timeout_secs
-        try:
-            self.target: Target | None = Target(config.url)
-        except ValueError:
-            self.target = None
+        self.target = Target(config.url)  # load_config has checked that it names a server
         self.rested = Health(5.0, BAD_KEY_REST_S)  # keys (by variable name) that must rest
         self._turn = -1
 
@@ -202,12 +199,6 @@ class HTTPProvider:
     ) -> Response:
         """POST JSON, with the next key after a key was refused; the response, whatever its
         status. The caller releases it."""
-        if self.target is None:
-            raise UpstreamError(
-                f"provider `{self.name}`: base_url {self.config.url!r} names no host; fix it in "
-                f"[providers.{self.name}]",
-                retryable=False,
-            )
         base = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers}
         data = orjson.dumps(body)
         for _ in range(max(1, len(self.config.key_envs))):
@@ -225,7 +216,7 @@ class HTTPProvider:
                 )
             except (TransportError, TimeoutError) as exc:
                 raise self._transport_error(model_id, exc) from None
-            except ValueError as exc:  # a header value that would split the request
+            except ValueError as exc:  # a header that would split the request
                 raise UpstreamError(f"{self.name} ({model_id}): {exc}", retryable=False) from None
             if not self._next_key(env, response):
                 break

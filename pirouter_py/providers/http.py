@@ -104,7 +104,7 @@ def _head(target: Target, path: str, headers: Mapping[str, str], length: int) ->
     lines = [f"POST {target.prefix}{path}{target.request_head}"]
     for name, value in headers.items():
         if "\n" in value or "\r" in value or "\n" in name or "\r" in name or ":" in name:
-            raise ValueError(f"header {name!r} has a line break in it")
+            raise ValueError(f"header {name!r} has a line break in it, or a colon in its name")
         lines.append(f"{name}: {value}\r\n")
     lines.append(f"Content-Length: {length}\r\n\r\n")
     return "".join(lines).encode()
@@ -153,7 +153,7 @@ class Upstreams:
         reads the body (or not) and must `release()` the response."""
         payload = _head(target, path, headers, len(body)) + body
         conn = self._reuse(target.origin) or await self._connect(target, connect)
-        response = Response(self, conn, total, gap, first_byte)
+        response = Response(conn, total, gap, first_byte)
         conn.response = response
         assert conn.transport is not None
         conn.transport.write(payload)
@@ -273,14 +273,9 @@ class Response:
     `read()`, `text()` or `readany()`. httptools calls the `on_*` methods as it parses."""
 
     def __init__(
-        self,
-        pool: Upstreams,
-        conn: _Conn,
-        total: float | None,
-        gap: float | None,
-        first_byte: float | None,
+        self, conn: _Conn, total: float | None, gap: float | None, first_byte: float | None
     ) -> None:
-        self.pool, self.conn = pool, conn
+        self.conn = conn
         self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.headers: dict[str, str] = {}
@@ -503,7 +498,7 @@ class Response:
         if self.done and self.keep_alive and self.error is None and not conn.closed:
             if self.paused:
                 self._resume()
-            self.pool._park(conn)
+            conn.pool._park(conn)
         else:
             conn.response = None
             conn.close()
