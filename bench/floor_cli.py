@@ -1,7 +1,7 @@
 """The start-up floor: pirouter's own libraries doing the least a command of its kind can do.
 
 `python bench/floor_cli.py route --config FILE --prompt TEXT` parses its options with typer, reads
-the TOML file with tomlkit, validates it with a pydantic model and prints one line;
+the TOML file with tomllib, validates it with a pydantic model and prints one line;
 `serve --config FILE --port P --upstream URL` does the same and then serves the pass-through
 (`passthrough.py`) with the rest of the daemon's libraries loaded (structlog, orjson, sqlite3).
 Start-up time and idle memory beyond these are pirouter's own.
@@ -21,8 +21,9 @@ ConfigOption = Annotated[Path, typer.Option("--config", help="The TOML file.")]
 
 def load(path: Path) -> Any:
     """The config, validated; the libraries load here, not for --help (as in pirouter)."""
+    import tomllib
+
     import platformdirs
-    import tomlkit
     from pydantic import BaseModel, ConfigDict
 
     class Server(BaseModel):
@@ -36,7 +37,7 @@ def load(path: Path) -> Any:
         models: dict[str, dict[str, Any]] = {}
 
     platformdirs.user_config_dir("pirouter-floor")
-    return Config.model_validate(tomlkit.parse(path.read_text()).unwrap())
+    return Config.model_validate(tomllib.loads(path.read_text()))
 
 
 @app.command()

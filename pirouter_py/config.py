@@ -1,7 +1,10 @@
 """The config file: pydantic models of config.toml, loading, validation and default paths.
 
 Every key of pirouter v0.1 keeps its type, default and meaning; new keys are additive. The file is
-read with tomlkit (so commands that later write it keep the user's comments). Loading either
+read with the standard library's `tomllib`: loading only needs the values, and tomlkit (kept for
+commands that write the file, which must keep the user's comments) took 18.5 ms to parse
+config.example.toml against tomllib's 1.0, plus 7.5 ms to import, on every command and reload;
+`toml_lines` finds the lines errors name. Loading either
 returns a `LoadedConfig` whose config is fully validated, with derived state computed once
 (compiled regexes, resolved provider types, normalised URLs), or raises `ConfigError` listing
 every problem located by file, line and dotted key, with what to do. Unknown keys are warnings,
@@ -13,14 +16,13 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import tomlkit
-import tomlkit.exceptions
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from pirouter_py.config_rules import Profile, Rule, check_rules, did_you_mean
@@ -316,7 +318,11 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
 # ---------------------------------------------------------------------------------------------
 # Parsing and validation
 
-_TOML_POSITION = re.compile(r"\s+at line \d+ col \d+$")
+_TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
+_TOML_HINTS = {  # tomllib's words for the commonest slips, and what they mean to a person
+    "Illegal character '\\n'": "a string is not closed on its line (add the closing quote, or "
+    'use """ for text over several lines)',
+}
 
 
 def parse_config(text: str, source: str) -> tuple[Config, tuple[ConfigProblem, ...]]:
@@ -324,26 +330,9 @@ def parse_config(text: str, source: str) -> tuple[Config, tuple[ConfigProblem, .
     repeated: list[tuple[KeyPath, int]] = []
     lines = key_lines(text, repeated)
     try:
-        data = tomlkit.parse(text).unwrap()
-    except tomlkit.exceptions.ParseError as exc:
-        message = _TOML_POSITION.sub("", str(exc))
-        raise ConfigError(  # tomlkit counts columns from 0; editors and compilers from 1
-            [ConfigProblem(source, exc.line, "", f"TOML syntax error: {message}", exc.col + 1)]
-        ) from None
-    except tomlkit.exceptions.TOMLKitError as exc:  # e.g. a key set twice inside a table
-        if repeated:
-            path, line = repeated[0]
-            raise ConfigError(
-                [
-                    ConfigProblem(
-                        source,
-                        line,
-                        _dotted(path),
-                        f"is set twice (first at line {lines[path]}); keep one",
-                    )
-                ]
-            ) from None
-        raise ConfigError([ConfigProblem(source, None, "", f"TOML error: {exc}")]) from None
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_syntax_problem(source, str(exc), repeated, lines)]) from None
 
     def problem(path: KeyPath, message: str) -> ConfigProblem:
         return ConfigProblem(source, locate(lines, path), _dotted(path), message)
@@ -367,6 +356,26 @@ def parse_config(text: str, source: str) -> tuple[Config, tuple[ConfigProblem, .
     if errors:
         raise ConfigError(errors)
     return config, tuple(warnings)
+
+
+def _syntax_problem(
+    source: str, message: str, repeated: list[tuple[KeyPath, int]], lines: dict[KeyPath, int]
+) -> ConfigProblem:
+    """A TOML decode error, located; a key set twice gets its own words (v0.1's parser, like
+    tomllib, refuses the file)."""
+    at = _TOML_POSITION.search(message)
+    line = int(at[1]) if at is not None and at[1] is not None else None
+    if repeated and (line is None or line >= repeated[0][1]):
+        path, again = repeated[0]
+        return ConfigProblem(
+            source, again, _dotted(path), f"is set twice (first at line {lines[path]}); keep one"
+        )
+    what = _TOML_POSITION.sub("", message)
+    what = _TOML_HINTS.get(what, what)
+    if line is None:
+        return ConfigProblem(source, None, "", f"TOML syntax error at the end of the file: {what}")
+    assert at is not None
+    return ConfigProblem(source, line, "", f"TOML syntax error: {what}", int(at[2]))
 
 
 def _dotted(path: KeyPath) -> str:

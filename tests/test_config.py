@@ -121,9 +121,23 @@ def test_missing_required_key() -> None:
 
 def test_toml_syntax_error_shows_line_and_column() -> None:
     assert errors_of('[server]\nbind = "127.0.0.1:1\n') == [
-        "config.toml:2:20: TOML syntax error: Control characters (codes less than 0x1f and 0x7f)"
-        " are not allowed in strings, use \\u000a instead"
+        "config.toml:2:20: TOML syntax error: a string is not closed on its line (add the closing"
+        ' quote, or use """ for text over several lines)'
     ]
+    assert errors_of("[server]\nbind = 127.0.0.1:1\n") == [
+        "config.toml:2:13: TOML syntax error: Expected newline or end of document after a statement"
+    ]
+
+
+def test_toml_syntax_error_at_the_end_of_the_file() -> None:
+    assert errors_of("[server]\nbind =") == [
+        "config.toml: TOML syntax error at the end of the file: Invalid value"
+    ]
+
+
+def test_a_syntax_error_before_a_repeated_key_is_the_one_reported() -> None:
+    text = "[server]\nbind = = 1\n" + PROVIDER + MODEL + 'model_id = "again"\n'
+    assert errors_of(text) == ["config.toml:2:8: TOML syntax error: Invalid value"]
 
 
 def test_duplicate_key_is_a_syntax_error() -> None:
