@@ -13,6 +13,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 # structlog's dev module imports rich, when it is installed, for pretty tracebacks: ~60 ms of
 # start-up and ~5 MiB the daemon has no use for (its log lines show people no tracebacks). rich
 # is hidden while structlog loads; a command that already imported rich (a table) loses nothing,
@@ -51,20 +53,40 @@ def level_from(configured: str, environ: Mapping[str, str] | None = None) -> int
 
 
 def setup(configured: str, *, json: bool | None = None) -> None:
-    """Configure structlog for the daemon; output goes to stderr."""
+    """Configure structlog for the daemon; output goes to stderr.
+
+    JSON lines are made by orjson and written as bytes, one write each (structlog's documented
+    fast path): the daemon logs a line per request at info, and with the standard library's
+    encoder and a text stream that line cost ~57 µs of CPU per request, ~37 µs this way (daemon
+    CPU per request at concurrency 32, same-run A/B; 17 against 10 µs in a loop)."""
     as_json = not sys.stderr.isatty() if json is None else json
+    level = structlog.make_filtering_bound_logger(level_from(configured))
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    binary = getattr(sys.stderr, "buffer", None)  # a stream replaced by a StringIO has none
+    if as_json and binary is not None:
+        structlog.configure(
+            processors=[
+                structlog.processors.add_log_level,
+                stamp,
+                # Values orjson cannot encode are written by repr() (structlog's fallback, as
+                # with the standard encoder); keys that are not strings are allowed as there.
+                structlog.processors.JSONRenderer(
+                    serializer=orjson.dumps, option=orjson.OPT_NON_STR_KEYS
+                ),
+            ],
+            wrapper_class=level,
+            logger_factory=structlog.BytesLoggerFactory(file=binary),
+            cache_logger_on_first_use=True,
+        )
+        return
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if as_json
         else structlog.dev.ConsoleRenderer(colors=True)
     )
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level_from(configured)),
+        processors=[structlog.processors.add_log_level, stamp, renderer],
+        wrapper_class=level,
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )

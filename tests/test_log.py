@@ -1,0 +1,49 @@
+"""The daemon's log lines: JSON through orjson, and nothing a log call passes loses its line."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import structlog
+
+from pirouter_py import log
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog() -> object:
+    yield
+    structlog.reset_defaults()
+
+
+def _lines(raw: bytes | str) -> list[dict[str, object]]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_json_lines_are_written_as_bytes_and_keep_every_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    binary = io.BytesIO()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(binary, write_through=True))
+    log.setup("info", json=True)
+    logger = log.get_logger("pirouter.test")
+    logger.info("request", path=Path("/tmp/x"), counts={200: 3}, error=ValueError("no"), text="é")
+    logger.debug("hidden")  # below the level: no line
+    [line] = _lines(binary.getvalue())
+    assert line["event"] == "request" and line["level"] == "info"
+    assert line["counts"] == {"200": 3} and line["text"] == "é"
+    assert line["path"] == "PosixPath('/tmp/x')" and line["error"] == "ValueError('no')"
+    assert str(line["timestamp"]).endswith("Z")
+
+
+def test_a_stream_without_a_byte_buffer_still_gets_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", text)
+    log.setup("info", json=True)
+    log.get_logger("pirouter.test").warning("slow", ms=12)
+    [line] = _lines(text.getvalue())
+    assert line["event"] == "slow" and line["ms"] == 12 and line["level"] == "warning"
