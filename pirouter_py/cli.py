@@ -462,8 +462,9 @@ def run(
     import asyncio
 
     from pirouter_py import log
+    from pirouter_py.access import is_loopback
     from pirouter_py.config import parse_bind
-    from pirouter_py.server import is_loopback, serve
+    from pirouter_py.server import serve
 
     loaded = _guard(lambda: _load(ctx, config))
     cfg = loaded.config

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import itertools
 import logging
 import secrets
@@ -67,7 +66,6 @@ ROUTES_HELP = (
     "POST /v1/chat/completions, POST /v1/messages, POST /api/chat, GET /v1/models, "
     "GET /api/tags, GET /healthz"
 )
-LOOPBACK_NAMES = frozenset(("localhost", "localhost.localdomain"))
 JSON = "application/json"
 KEEPALIVE_S = 90.0  # an idle upstream connection older than this is not reused
 
@@ -107,15 +105,6 @@ _ID_COUNTER = itertools.count(1)
 
 def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,9 +225,8 @@ async def errors_middleware(
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """v0.1's `ok`, plus a line when ledger rows wait because writing them fails.
-
-    (Rows always wait a moment, as the writer gathers them into batches: not worth a line.)"""
+    """v0.1's `ok`, plus a line when ledger rows wait because writing them fails (not when they
+    wait a moment for the writer's next batch)."""
     ledger = request.app[STATE].ledger
     status = ledger.status() if ledger is not None else None
     if status is not None and status.failing:
@@ -423,45 +411,32 @@ def _upstream_ms(attempts: tuple[Attempt, ...]) -> float:
     return sum(a.latency_ms for a in attempts)
 
 
-def _log_request(
-    ctx: _Ctx,
-    record: RequestRecord,
-    status: str,
-    http_status: int,
-    final: str | None,
-    elapsed: float,
-    overhead_ms: float,
-) -> None:
+def _log_request(ctx: _Ctx, record: RequestRecord) -> None:
     """The canonical log line of a finished request."""
     log.info(
         "request",
         request_id=ctx.rid,
         protocol=ctx.chat.protocol,
-        status=status,
-        http_status=http_status,
+        status=record.status,
+        http_status=record.http_status,
         rule=record.rule,
-        model=final,
+        model=record.final,
         stream=ctx.chat.stream,
         chain=[f"{a.alias}:{a.outcome}" for a in ctx.attempts],
         tokens_in=record.input_tokens,
         tokens_out=record.output_tokens,
-        latency_ms=round(elapsed, 1),
-        overhead_ms=round(overhead_ms, 2),
+        latency_ms=round(record.latency_ms, 1),
+        overhead_ms=round(record.overhead_ms, 2),
     )
 
 
-def _finish(
-    ctx: _Ctx,
-    status: str,
-    http_status: int,
-    final: str | None,
-    overhead_ms: float,
-    answer: str | None = None,
-) -> None:
-    """The canonical log line and the record of a finished request."""
+def _record(
+    ctx: _Ctx, status: str, http: int, final: str | None, overhead_ms: float, answer: str | None
+) -> RequestRecord:
+    """The record of a finished request, given to the recorder (the ledger journals it) before
+    the answer's last bytes are sent; `_observed` follows."""
     state = ctx.request.app[STATE]
     state.served += 1
-    elapsed = (time.perf_counter() - ctx.started) * 1000
     decision = ctx.decision
     record = RequestRecord(
         request_id=ctx.rid,
@@ -473,9 +448,9 @@ def _finish(
         primary=decision.primary if decision else None,
         final=final,
         status=status,
-        http_status=http_status,
+        http_status=http,
         streamed=ctx.chat.stream,
-        latency_ms=elapsed,
+        latency_ms=(time.perf_counter() - ctx.started) * 1000,
         overhead_ms=overhead_ms,
         ttft_ms=next((a.ttft_ms for a in ctx.attempts if a.returned), None),
         user_agent=ctx.request.headers.get("user-agent", ""),
@@ -484,17 +459,25 @@ def _finish(
         pin=decision.pin if decision else None,
         estimated_tokens=decision.features.estimated_tokens if decision else 0,
     )
+    if state.recorder is not None:
+        if state.loaded.config.ledger.store_prompts and ctx.chat.raw is not None:
+            prompt = orjson.dumps(ctx.chat.raw).decode()
+            state.recorder.record(replace(record, prompt=prompt, answer=answer))
+        else:
+            state.recorder.record(record)
+    return record
+
+
+def _observed(ctx: _Ctx, record: RequestRecord) -> None:
+    """What the daemon learns from a finished request (log line, metrics, live traffic); for an
+    answer, after it is sent: the client need not wait (the log line alone is ~20-40 µs)."""
+    state = ctx.request.app[STATE]
     if log.is_enabled_for(logging.INFO):  # the arguments alone cost µs on every request
-        _log_request(ctx, record, status, http_status, final, elapsed, overhead_ms)
+        _log_request(ctx, record)
     if state.metrics is not None:
         state.metrics.observe(record)
     if state.traffic is not None:
         state.traffic.finished(record)
-    if state.recorder is not None:
-        if state.loaded.config.ledger.store_prompts and ctx.chat.raw is not None:
-            prompt = orjson.dumps(ctx.chat.raw).decode()
-            record = replace(record, prompt=prompt, answer=answer)
-        state.recorder.record(record)
 
 
 async def _serve(
@@ -513,7 +496,8 @@ async def _serve(
         ctx.decision = decide(config, chat, request.headers, live=traffic, pin=pin)
     except RoutingError as exc:
         overhead = (time.perf_counter() - started) * 1000
-        _finish(ctx, rec.STATUS_ROUTING_ERROR, exc.http_status, None, overhead)
+        failed = _record(ctx, rec.STATUS_ROUTING_ERROR, exc.http_status, None, overhead, None)
+        _observed(ctx, failed)
         headers = _routing_headers(ctx, None, overhead)
         if isinstance(exc, BudgetExceeded):
             headers["retry-after"] = str(exc.retry_after)
@@ -527,7 +511,7 @@ def _failed(ctx: _Ctx, outcome: Outcome) -> web.Response:
     ctx.attempts = outcome.attempts
     overhead = (time.perf_counter() - ctx.started) * 1000 - _upstream_ms(outcome.attempts)
     assert outcome.error is not None
-    _finish(ctx, outcome.status, 502, None, overhead)
+    _observed(ctx, _record(ctx, outcome.status, 502, None, overhead, None))
     return error_response(
         ctx.codec,
         502,
@@ -541,7 +525,7 @@ def _cancelled(ctx: _Ctx, tried: list[Attempt]) -> None:
     """The client went away before an answer was committed: record what had been tried."""
     ctx.attempts = tuple(tried)
     overhead = (time.perf_counter() - ctx.started) * 1000 - _upstream_ms(ctx.attempts)
-    _finish(ctx, rec.STATUS_CLIENT_CANCELLED, 499, None, overhead)
+    _observed(ctx, _record(ctx, rec.STATUS_CLIENT_CANCELLED, 499, None, overhead, None))
 
 
 async def _serve_whole(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
@@ -563,10 +547,17 @@ async def _serve_whole(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
         meta=_meta(ctx),
     )
     overhead = (time.perf_counter() - ctx.started) * 1000 - _upstream_ms(outcome.attempts)
-    _finish(ctx, outcome.status, 200, outcome.alias, overhead, outcome.response.text)
-    return web.Response(
+    record = _record(ctx, outcome.status, 200, outcome.alias, overhead, outcome.response.text)
+    response = web.Response(
         body=body, content_type=JSON, headers=_routing_headers(ctx, outcome.alias, overhead)
     )
+    try:  # sent here rather than by aiohttp after we return, so the bookkeeping can follow it
+        with contextlib.suppress(ConnectionResetError):
+            await response.prepare(ctx.request)
+            await response.write_eof()
+    finally:
+        _observed(ctx, record)
+    return response
 
 
 async def _serve_stream(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
@@ -612,12 +603,16 @@ async def _serve_stream(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
         tail = encoder.error(exc.message) + encoder.end()
     except (asyncio.CancelledError, ConnectionResetError):
         await outcome.rest.aclose()  # type: ignore[attr-defined]
-        _finish(ctx, rec.STATUS_CLIENT_CANCELLED, 200, outcome.alias, overhead)
+        cancelled = _record(ctx, rec.STATUS_CLIENT_CANCELLED, 200, outcome.alias, overhead, None)
+        _observed(ctx, cancelled)
         raise
     # Recorded (journaled) before the last bytes go out: an answered stream always has its row.
-    _finish(ctx, status, 200, outcome.alias, overhead, "".join(text) if keep else None)
-    with contextlib.suppress(ConnectionResetError):
-        await response.write(tail)
+    record = _record(ctx, status, 200, outcome.alias, overhead, "".join(text) if keep else None)
+    try:
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(tail)
+    finally:
+        _observed(ctx, record)
     return response
 
 
@@ -716,7 +711,7 @@ def create_app(
     server = loaded.config.server
     state.keys = access.load_keys(server, environ)
     listen = host if host is not None else (parse_bind(server.bind) or ("127.0.0.1", 0))[0]
-    if is_loopback(listen):  # beyond loopback, client keys are the protection
+    if access.is_loopback(listen):  # beyond loopback, client keys are the protection
         state.hosts = access.allowed_hosts(listen, server.allowed_hosts)
     if loaded.config.server.metrics:
         state.metrics = Metrics(
