@@ -1,10 +1,10 @@
 """The config file: pydantic models of config.toml, loading, validation and default paths.
 
 Every key of pirouter v0.1 keeps its type, default and meaning; new keys are additive. The file is
-read with the standard library's `tomllib`: loading only needs the values, and tomlkit (kept for
-commands that write the file, which must keep the user's comments) took 18.5 ms to parse
-config.example.toml against tomllib's 1.0, plus 7.5 ms to import, on every command and reload;
-`toml_lines` finds the lines errors name. Loading either
+read with the standard library's `tomllib`: loading needs only the values, and tomlkit (the
+design's choice for commands that will write the file keeping its comments; none does yet) took
+18.5 ms to parse config.example.toml against tomllib's 1.0, plus 7.5 ms to import, on every
+command, start and reload. `toml_lines` finds the lines that errors name. Loading either
 returns a `LoadedConfig` whose config is fully validated, with derived state computed once
 (compiled regexes, resolved provider types, normalised URLs), or raises `ConfigError` listing
 every problem located by file, line and dotted key, with what to do. Unknown keys are warnings,
