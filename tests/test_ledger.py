@@ -251,6 +251,33 @@ def test_writer_batches_and_close_drains_everything(tmp_path: Path) -> None:
     assert written[0]["cost_usd"] == pytest.approx(50 / 1e6, abs=1e-12)
 
 
+def test_the_writer_keeps_up_when_full_batches_are_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a partial batch waits for rows to gather. Gathering after every batch capped the
+    writer at BATCH_MAX rows per GATHER_S, and under a heavier load the queue grew without end.
+    With a one-minute gather, the three full batches are written at once; the last five wait."""
+    monkeypatch.setattr(ledger, "BATCH_MAX", 10)
+    monkeypatch.setattr(ledger, "GATHER_S", 60.0)
+    path = tmp_path / "ledger.db"
+
+    async def go() -> None:
+        book = Ledger(path, config_with(tmp_path))
+        await book.open()
+        for i in range(35):  # no await in between: the writer finds all of them queued
+            book.record(make_record(f"r{i}", attempts=(ok_attempt(),)))
+        async with asyncio.timeout(10):
+            while book.written < 30:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert (book.written, book.status().backlog) == (30, 5)
+        await book.close(timeout=0.1)  # the gathering writer is cancelled; close writes the rest
+        assert book.written == 35
+
+    run(go())
+    assert len(rows(path)) == 35
+
+
 @pytest.mark.parametrize("count", [1, 2, 31, 32, 33, 63, 64, 77, 500])
 def test_a_batch_of_any_size_writes_every_row_once(tmp_path: Path, count: int) -> None:
     """Rows go in as multi-row INSERTs of power-of-two chunks: every size, boundaries included."""
