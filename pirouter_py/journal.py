@@ -22,11 +22,11 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from pirouter_py.log import get_logger
-from pirouter_py.record import RequestRecord
 
 log = get_logger("pirouter.journal")
 
@@ -35,9 +35,9 @@ MARK = ".journal."
 REOPEN_EVERY = 100  # after a failed open, try again once per this many rows
 
 
-def line(record: RequestRecord) -> bytes:
-    """A record as one line, as the journal and the spill file hold it."""
-    return orjson.dumps(record) + b"\n"
+def line(row: Any) -> bytes:
+    """A row as one JSON line, as the journal and the spill file hold it."""
+    return orjson.dumps(row) + b"\n"
 
 
 class Journal:
@@ -63,8 +63,9 @@ class Journal:
         self.torn = False
         return self.fd
 
-    def append(self, record: RequestRecord) -> int:
-        """Write the row; returns its seq. Never raises: a failed write is logged and skipped."""
+    def append(self, row: Any) -> int:
+        """Write the row (anything orjson encodes); returns its seq. Never raises: a failed
+        write is logged and skipped."""
         self.seq += 1
         fd = self.fd
         if fd is None:
@@ -74,7 +75,7 @@ class Journal:
                 fd = self.open()
             except OSError:
                 return self.seq
-        data = line(record)
+        data = line(row)
         if self.torn:  # the last line was cut short: end it, so this one parses on its own
             data = b"\n" + data
         done = 0

@@ -13,14 +13,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pirouter_py import journal
+from pirouter_py import journal, ledger
 from pirouter_py.journal import Journal
-from pirouter_py.ledger import Ledger, migrate
-from tests.test_ledger import config_with, make_record, ok_attempt, rows, run
+from pirouter_py.ledger import Ledger, migrate, rows_from_line
+from tests.test_ledger import CHEAP, config_with, make_record, ok_attempt, rows, run
 
 
 def lines(path: Path) -> list[str]:
-    return [orjson.loads(line)["request_id"] for line in journal.read(path)]
+    """The request ids of a journal's lines (rows as the ledger writes them, or whole records)."""
+    return [str(rows_from_line(line, {})[0][0]) for line in journal.read(path)]
 
 
 def test_rows_are_in_the_journal_before_sqlite_and_gone_once_committed(tmp_path: Path) -> None:
@@ -62,18 +63,22 @@ def test_generations_rotate_and_are_deleted_when_committed(
     assert len(rows(path)) == 30
 
 
+def dead_pid() -> int:
+    code = "import os; print(os.getpid())"
+    dead = subprocess.run([sys.executable, "-c", code], text=True, capture_output=True, check=True)
+    return int(dead.stdout)  # a process that has exited
+
+
 def test_a_dead_daemons_journal_is_imported_once_duplicates_and_torn_lines_skipped(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "ledger.db"
     migrate(sqlite3.connect(path))
-    code = "import os; print(os.getpid())"
-    dead = subprocess.run([sys.executable, "-c", code], text=True, capture_output=True, check=True)
-    pid = int(dead.stdout)  # a process that has exited
+    pid = dead_pid()
     first = path.with_name(f"ledger.db.journal.{pid}.0")
     second = path.with_name(f"ledger.db.journal.{pid}.1")
 
-    def row(rid: str) -> bytes:
+    def row(rid: str) -> bytes:  # a whole record per line, as earlier builds wrote them
         return orjson.dumps(make_record(rid, attempts=(ok_attempt(),)))
 
     first.write_bytes(row("x") + b"\n" + row("y")[:40] + b"\n" + row("z") + b"\n")
@@ -89,6 +94,38 @@ def test_a_dead_daemons_journal_is_imported_once_duplicates_and_torn_lines_skipp
     assert not first.exists() and not second.exists()
     run(start())  # nothing to import twice
     assert len(rows(path)) == 2
+
+
+def test_a_journal_row_keeps_the_price_it_was_served_under(tmp_path: Path) -> None:
+    """Journal lines are the SQL rows as priced when the answer went out: a daemon killed, then
+    restarted on a catalog with new prices, imports the old price (rows of the earlier format,
+    whole records, are priced at import; the test above imports those). A line whose columns
+    do not fit is skipped, not imported as a wrong row."""
+    path = tmp_path / "ledger.db"
+    served = config_with(tmp_path)  # cheap: 1.0 in, 2.0 out per million
+    record = make_record("served", attempts=(ok_attempt(tokens=(10, 20)),))
+    width = orjson.loads(journal.line(ledger.prepare(record, served.models)))
+    short = [width[0][:-1], width[1], None]  # a column missing
+    leftover = path.with_name(f"ledger.db.journal.{dead_pid()}.0")
+    leftover.write_bytes(
+        journal.line(ledger.prepare(record, served.models)) + orjson.dumps(short) + b"\n"
+    )
+    repriced = config_with(tmp_path).models | {
+        "cheap": CHEAP.model_copy(update={"input_per_m": 100.0, "output_per_m": 200.0})
+    }
+
+    async def restart() -> None:
+        book = Ledger(path, served)
+        book.models = repriced
+        await book.open()
+        await book.close()
+
+    run(restart())
+    [row] = rows(path)
+    assert row["id"] == "served" and row["cost_usd"] == pytest.approx(50 / 1e6)
+    assert row["attempts"][0]["cost_usd"] == pytest.approx(50 / 1e6)  # type: ignore[index]
+    with pytest.raises(ValueError, match="column"):
+        ledger.rows_from_line(orjson.dumps(short), {})
 
 
 def test_a_running_daemons_journal_is_left_alone(tmp_path: Path) -> None:
