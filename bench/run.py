@@ -116,13 +116,15 @@ def wall_ms(args: list[str]) -> float:
 
 
 def pirouter_config(tmp: Path, upstream: str, ledger: bool, metrics: bool = True) -> Path:
+    """A config for one bench daemon, with a ledger file of its own (two daemons writing one
+    file would wait for each other's write locks)."""
     config = tmp / f"pirouter-{'ledger' if ledger else 'noledger'}-{metrics}.toml"
     config.write_text(f"""
 [server]
 log_level = "warning"
 metrics = {str(metrics).lower()}
 [ledger]
-path = "{tmp / "ledger.db"}"
+path = "{tmp / (config.stem + ".db")}"
 [providers.bench]
 type = "openai"
 base_url = "{upstream}"
