@@ -163,6 +163,8 @@ def throughput_rounds(
         for key, (url, pid) in targets.items():
             before = cpu_seconds(pid) if pid else 0.0
             runs[key].append(loadgen("throughput", url, 32, seconds))
+            if key.startswith("pirouter"):
+                ledger_drained(url)  # the rows of this turn are written on this turn's CPU
             cpu[key].append(cpu_seconds(pid) - before if pid else 0.0)
             if pid:
                 rss[key] = max(rss[key], rss_mib(pid))
@@ -182,6 +184,18 @@ def throughput_rounds(
             "rss_load_mib": rss[key],
         }
     return out
+
+
+def ledger_drained(url: str, timeout: float = 10.0) -> None:
+    """Wait until the daemon's ledger has written every row it holds (`/health` backlog 0)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            ledger = json.load(response).get("ledger")
+        if not ledger or not ledger["backlog"]:
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"{url}: the ledger still had rows to write after {timeout:g} s")
 
 
 def paired(target: list[float], floor: list[float]) -> float:
@@ -426,7 +440,7 @@ def main() -> None:
         for key, (url, _) in measured.items():
             streams = loadgen("streams", url, 128 if args.quick else 512, 64, 20)
             results["targets"][key]["streams"] = streams
-        rounds = throughput_rounds(targets, 2 if args.quick else 5, 3 if args.quick else 4)
+        rounds = throughput_rounds(targets, 2 if args.quick else 10, 3 if args.quick else 2)
         for key, result in rounds.items():
             target = results["targets"].setdefault(key, {"name": key})
             target["throughput"] = result
