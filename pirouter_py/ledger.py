@@ -355,10 +355,12 @@ def rows_from_line(line: str | bytes, models: Mapping[str, ModelConfig]) -> Rows
         return prepare(RequestRecord(**data), models)
     request, attempts, prompt = data
     rows = tuple(request), [tuple(a) for a in attempts], None if prompt is None else tuple(prompt)
-    widths = {len(rows[0])} == {len(REQUEST_COLUMNS)}
-    widths &= all(len(a) == len(ATTEMPT_COLUMNS) for a in rows[1])
-    if not widths or (rows[2] is not None and len(rows[2]) != 3):
+    fits = len(rows[0]) == len(REQUEST_COLUMNS) and (rows[2] is None or len(rows[2]) == 3)
+    if not fits or any(len(a) != len(ATTEMPT_COLUMNS) for a in rows[1]):
         raise ValueError("not a ledger row: a column is missing or extra")
+    values = [*rows[0], *(v for a in rows[1] for v in a), *(rows[2] or ())]
+    if not all(v is None or isinstance(v, str | int | float) for v in values):
+        raise ValueError("not a ledger row: a column holds a list or an object")
     return rows
 
 

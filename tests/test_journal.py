@@ -124,8 +124,11 @@ def test_a_journal_row_keeps_the_price_it_was_served_under(tmp_path: Path) -> No
     [row] = rows(path)
     assert row["id"] == "served" and row["cost_usd"] == pytest.approx(50 / 1e6)
     assert row["attempts"][0]["cost_usd"] == pytest.approx(50 / 1e6)  # type: ignore[index]
-    with pytest.raises(ValueError, match="column"):
+    with pytest.raises(ValueError, match="column is missing"):
         ledger.rows_from_line(orjson.dumps(short), {})
+    nested = [[*width[0][:-1], [1]], width[1], None]
+    with pytest.raises(ValueError, match="holds a list"):
+        ledger.rows_from_line(orjson.dumps(nested), {})
 
 
 def test_a_running_daemons_journal_is_left_alone(tmp_path: Path) -> None:
