@@ -300,6 +300,15 @@ def table(results: dict[str, Any]) -> str:
     )
     lines.append(f"\nledger on vs off: {100 * ledger:+.1f}% throughput without it")
     lines.append(f"metrics on vs off: {100 * bare:+.1f}% throughput without them")
+    for label, key in (("CPU per request", "cpu_ms_rounds"), ("throughput", "rounds")):
+        ratios = [
+            t / f for t, f in zip(on["throughput"][key], floor["throughput"][key], strict=True) if f
+        ]
+        if ratios:
+            lines.append(
+                f"{label} vs floor, round by round: {min(ratios):.2f}x to {max(ratios):.2f}x "
+                f"over {len(ratios)} rounds (the table gives the median)"
+            )
     lines.append(
         f"direct to upstream: latency p50 {direct['latency']['p50']:.3f} ms, "
         f"{direct['throughput']['rps']:.0f} req/s at c=32"
