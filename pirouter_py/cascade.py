@@ -28,7 +28,7 @@ from pirouter_py.providers.base import Provider
 from pirouter_py.record import Attempt
 from pirouter_py.router import Decision
 from pirouter_py.traffic import Limits
-from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent, Usage
+from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent, Usage, frozen
 
 RETRY_BASE_S = 0.25  # first retry of the same model after ~0.25 s (jittered), then doubling
 RETRY_MAX_WAIT_S = 5.0  # a longer Retry-After moves on to the next model instead of waiting
@@ -53,7 +53,7 @@ def judge(
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Outcome:
     """A finished cascade: the answer and who gave it, or the error, and every attempt."""
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Literal
 
-from pirouter_py.types import ChatRequest
+from pirouter_py.types import ChatRequest, frozen
 
 Difficulty = Literal["easy", "standard", "hard"]
 DIFFICULTY_HEADER = "x-pirouter-difficulty"
@@ -59,7 +58,7 @@ _HARD = _word_start(HARD_WORDS)
 _STANDARD = _word_start(STANDARD_WORDS)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Features:
     """The request signals rules and the policy look at."""
 

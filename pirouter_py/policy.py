@@ -11,13 +11,13 @@ of the primary's tier upward and never go below it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from pirouter_py.config import QUALITY_RANK, Config, ModelConfig
 from pirouter_py.config_rules import Profile
 from pirouter_py.errors import BudgetExceeded, RoutingError
 from pirouter_py.features import REQUIRED_QUALITY, Difficulty, Features
+from pirouter_py.types import frozen
 
 # v0.1 names profiles in its "no enabled model" error by their Rust Debug form.
 PROFILE_DEBUG_NAMES: dict[str, str] = {
@@ -57,7 +57,7 @@ class Live(Protocol):
     def over_budget(self) -> Spent | None: ...  # the global budget, when it is spent
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Pin:
     """The model that served this conversation's previous turn, and how long ago."""
 
@@ -66,7 +66,7 @@ class Pin:
     hard: bool  # within the hard window: always the same model, unless it must escape
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CandidateTrace:
     """One catalog model as the policy saw it: its place in the order, or why it was dropped."""
 
@@ -76,7 +76,7 @@ class CandidateTrace:
     position: int | None = None  # 1-based place in the profile's order; None when dropped
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PolicyChoice:
     primary: str
     cascade: tuple[str, ...]
@@ -124,7 +124,7 @@ def _fits(model: ModelConfig, tokens: int) -> bool:
     return model.context_window is None or model.context_window >= tokens
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Orders:
     """What a kind of request sees of the catalog, computed once per config (a request then
     only filters these lists, and filtering keeps their order)."""

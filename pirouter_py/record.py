@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pirouter_py.types import frozen
+
 # Outcomes of an attempt. v0.1 had the first four; the rest are additions.
 OK = "ok"
 ESCALATED_HTTP_ERROR = "escalated_http_error"
@@ -73,7 +75,7 @@ class Attempt:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RequestRecord:
     """Everything the ledger keeps about one request (never prompt text, never keys)."""
 

@@ -9,7 +9,6 @@ With `explain=True` the decision carries each rule tried and each catalog model'
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Literal, get_args
 
 from pirouter_py import features as feats
@@ -20,13 +19,13 @@ from pirouter_py.errors import RoutingError
 from pirouter_py.features import Difficulty, Features
 from pirouter_py.policy import CandidateTrace, Live, Pin
 from pirouter_py.rules import Facts, RuleTrace
-from pirouter_py.types import ChatRequest
+from pirouter_py.types import ChatRequest, frozen
 
 PROFILE_HEADER = "x-pirouter-profile"
 PROFILES: tuple[Profile, ...] = get_args(Profile)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Decision:
     """Which models to try, in order, and why."""
 

@@ -4,20 +4,39 @@ A `ChatRequest` keeps everything a client sent that a target may need: messages 
 parts, tool definitions, assistant tool calls and tool results with their ids, sampling parameters,
 and (in `params`) every other field of the inbound body so OpenAI-type upstreams receive it
 unchanged. All values are frozen; the router and the cascade never mutate a request.
+
+`frozen` makes the values of the request path: frozen to the type checker (mypy --strict refuses
+any assignment to a field), plain slotted dataclasses at run time. A frozen dataclass's `__init__`
+sets each field through `object.__setattr__`: a `RequestRecord` took 3.6 µs to make against 0.8,
+and the ~80 fields made per request cost ~15 µs of the daemon's CPU per request (same-run A/B at
+concurrency 32: 332 and 336 against 317 and 320 µs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, dataclass_transform
+
+T = TypeVar("T")
+FROZEN: list[type] = []  # every class made by `frozen` (a test has mypy check each one)
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def frozen(cls: type[T]) -> type[T]:
+    """A frozen dataclass to the type checker, a plain slotted one at run time (see above);
+    hashable like a frozen one, from its fields."""
+    made = dataclass(slots=True, unsafe_hash=True)(cls)
+    FROZEN.append(made)
+    return made
+
 
 Role = Literal["system", "user", "assistant", "tool"]
 Protocol = Literal["openai", "anthropic", "ollama"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TextPart:
     """A run of text inside a message."""
 
@@ -25,7 +44,7 @@ class TextPart:
     extra: Mapping[str, Any] | None = None  # e.g. Anthropic cache_control, passed through
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ImagePart:
     """An image: a `data:` URL (base64) or an http(s) URL."""
 
@@ -41,7 +60,7 @@ class ImagePart:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class OtherPart:
     """A content part pirouter does not interpret (audio, files, ...), kept as it came."""
 
@@ -52,7 +71,7 @@ class OtherPart:
 ContentPart = TextPart | ImagePart | OtherPart
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ToolCall:
     """A call the model asked for; `arguments` is the JSON text of the arguments object."""
 
@@ -61,7 +80,7 @@ class ToolCall:
     arguments: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ToolSpec:
     """A function the client offers the model."""
 
@@ -70,7 +89,7 @@ class ToolSpec:
     parameters: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Message:
     """One turn. `tool_calls` only on assistant turns; `tool_call_id` only on tool results."""
 
@@ -98,7 +117,7 @@ def text_message(role: Role, text: str) -> Message:
     return Message(role=role, content=(TextPart(text),))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ChatRequest:
     """A chat request in neutral form, whatever protocol it arrived in."""
 
@@ -115,7 +134,7 @@ class ChatRequest:
     include_usage: bool = False  # a streaming client asked for the usage chunk
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Usage:
     """Token counts reported by a provider (0 where it reported none)."""
 
@@ -125,7 +144,7 @@ class Usage:
     cache_write_tokens: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ChatResponse:
     """A complete answer from one model."""
 
@@ -138,7 +157,7 @@ class ChatResponse:
     protocol: Protocol = "openai"  # the format of `raw`
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ToolCallDelta:
     """A piece of a streamed tool call: the first piece carries id and name."""
 
@@ -148,7 +167,7 @@ class ToolCallDelta:
     arguments: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StreamEvent:
     """One increment of a streamed answer; any field may be empty."""
 
