@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,21 @@ def test_json_lines_are_written_as_bytes_and_keep_every_value(
     assert line["counts"] == {"200": 3} and line["text"] == "é"
     assert line["path"] == "PosixPath('/tmp/x')" and line["error"] == "ValueError('no')"
     assert str(line["timestamp"]).endswith("Z")
+
+
+def test_json_timestamps_are_utc_iso_like_structlogs_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The orjson path stamps a datetime and lets orjson write it; the text must be what the
+    standard path's TimeStamper writes (UTC, microseconds, `Z`)."""
+    fast, plain = io.BytesIO(), io.StringIO()
+    for stream in (io.TextIOWrapper(fast, write_through=True), plain):
+        monkeypatch.setattr(sys, "stderr", stream)
+        log.setup("info", json=True)
+        log.get_logger("pirouter.test").info("tick")
+    stamps = [str(_lines(raw)[0]["timestamp"]) for raw in (fast.getvalue(), plain.getvalue())]
+    pattern = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z"
+    assert all(re.fullmatch(pattern, stamp) for stamp in stamps), stamps
+    moments = [datetime.fromisoformat(stamp.replace("Z", "+00:00")) for stamp in stamps]
+    assert abs((moments[1] - moments[0]).total_seconds()) < 60  # both UTC: no hours apart
 
 
 def test_a_stream_without_a_byte_buffer_still_gets_json(monkeypatch: pytest.MonkeyPatch) -> None:
