@@ -201,11 +201,16 @@ def ledger_drained(url: str, timeout: float = 10.0) -> None:
     raise RuntimeError(f"{url}: the ledger still had rows to write after {timeout:g} s")
 
 
+def round_ratios(target: list[float], floor: list[float]) -> list[float]:
+    """target / floor, each ratio taken within one round (a round the floor missed is left out)."""
+    return [t / f for t, f in zip(target, floor, strict=True) if f]
+
+
 def paired(target: list[float], floor: list[float]) -> float:
     """The median over rounds of target / floor, each ratio taken within one round: the
     machine's speed drifts between rounds (this VM's floor moved 0.24-0.30 ms of CPU per
     request within an hour), and a ratio of totals lets one slow round weigh on one side."""
-    ratios = [t / f for t, f in zip(target, floor, strict=True) if f]
+    ratios = round_ratios(target, floor)
     return statistics.median(ratios) if ratios else float("nan")
 
 
@@ -311,9 +316,7 @@ def table(results: dict[str, Any]) -> str:
     lines.append(f"\nledger on vs off: {100 * ledger:+.1f}% throughput without it")
     lines.append(f"metrics on vs off: {100 * bare:+.1f}% throughput without them")
     for label, key in (("CPU per request", "cpu_ms_rounds"), ("throughput", "rounds")):
-        ratios = [
-            t / f for t, f in zip(on["throughput"][key], floor["throughput"][key], strict=True) if f
-        ]
+        ratios = round_ratios(on["throughput"][key], floor["throughput"][key])
         if ratios:
             lines.append(
                 f"{label} vs floor, round by round: {min(ratios):.2f}x to {max(ratios):.2f}x "
