@@ -44,6 +44,13 @@ def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
 
 
+def bound_logger(name: str) -> Any:
+    """A logger made now, with the configuration `setup` set, for a line written on every
+    request: a call on `get_logger`'s lazy proxy builds a new bound logger each time (~1-2 µs,
+    twice per request for the canonical line)."""
+    return structlog.get_logger(name).bind()
+
+
 def level_from(configured: str, environ: Mapping[str, str] | None = None) -> int:
     """The log level to use; an unknown word falls back to info."""
     env = os.environ if environ is None else environ
@@ -87,12 +94,11 @@ def setup(configured: str, *, json: bool | None = None) -> None:
             else structlog.dev.ConsoleRenderer(colors=True)
         )
         factory = structlog.PrintLoggerFactory(file=sys.stderr)
+    processors = [structlog.processors.add_log_level, stamp, renderer]
+    if as_json:  # an exception's traceback as a string field; ConsoleRenderer prints its own
+        processors.insert(0, structlog.processors.format_exc_info)
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            stamp,
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level_from(configured)),
         logger_factory=factory,
         cache_logger_on_first_use=True,

@@ -48,7 +48,7 @@ from pirouter_py.errors import (
 from pirouter_py.features import estimate_tokens
 from pirouter_py.health import Health
 from pirouter_py.ledger import Ledger
-from pirouter_py.log import get_logger
+from pirouter_py.log import bound_logger, get_logger
 from pirouter_py.loop import StartGate, settle_gc
 from pirouter_py.metrics import Metrics
 from pirouter_py.providers.http import Upstreams
@@ -92,9 +92,14 @@ class State:
     served: int = 0
     in_flight: int = 0
     gate: StartGate = field(default_factory=StartGate)
+    # the canonical line's logger, bound once (see log.bound_logger); None: no line per request
+    request_log: Any = None
 
 
 STATE = web.AppKey("state", State)
+# The request id the errors middleware gave a request: a typed key where this aiohttp has them
+# (a string key warns there)
+RID: Any = web.RequestKey("rid", str) if hasattr(web, "RequestKey") else "rid"
 
 
 # Request ids: a random per-process prefix and a counter, unique across restarts without a
@@ -143,7 +148,7 @@ async def errors_middleware(
     state = request.app[STATE]
     codec = codecs.for_path(request.path)
     rid = new_request_id()
-    request["rid"] = rid
+    request[RID] = rid
     ids = {"x-pirouter-request-id": rid}
     if state.draining and request.path not in ("/healthz", "/health"):
         return error_response(
@@ -411,9 +416,9 @@ def _upstream_ms(attempts: tuple[Attempt, ...]) -> float:
     return sum(a.latency_ms for a in attempts)
 
 
-def _log_request(ctx: _Ctx, record: RequestRecord) -> None:
+def _log_request(request_log: Any, ctx: _Ctx, record: RequestRecord) -> None:
     """The canonical log line of a finished request."""
-    log.info(
+    request_log.info(
         "request",
         request_id=ctx.rid,
         protocol=ctx.chat.protocol,
@@ -472,8 +477,8 @@ def _observed(ctx: _Ctx, record: RequestRecord) -> None:
     """What the daemon learns from a finished request (log line, metrics, live traffic); for an
     answer, after it is sent: the client need not wait (the log line alone is ~20-40 µs)."""
     state = ctx.request.app[STATE]
-    if log.is_enabled_for(logging.INFO):  # the arguments alone cost µs on every request
-        _log_request(ctx, record)
+    if state.request_log is not None:  # the arguments alone cost µs on every request
+        _log_request(state.request_log, ctx, record)
     if state.metrics is not None:
         state.metrics.observe(record)
     if state.traffic is not None:
@@ -487,7 +492,7 @@ async def _serve(
     # A reload swaps both at once; this request keeps the pair it started with.
     config, cascade, traffic = state.loaded.config, state.cascade, state.traffic
     assert cascade is not None
-    ctx = _Ctx(request, codec, chat, started, time.time(), request["rid"])
+    ctx = _Ctx(request, codec, chat, started, time.time(), request[RID])
     try:
         pin = None
         if config.affinity.enabled and traffic is not None:
@@ -705,6 +710,9 @@ def create_app(
         client_max_size=loaded.config.server.max_body_bytes, middlewares=[errors_middleware]
     )
     state = app[STATE] = State(loaded, recorder, environ, ledger_path)
+    request_log = bound_logger("pirouter")
+    if request_log.is_enabled_for(logging.INFO):
+        state.request_log = request_log
     cascade = loaded.config.cascade
     state.health = Health(cascade.cooldown_secs, cascade.max_cooldown_secs)
     state.traffic = Traffic(loaded.config, state.health)
