@@ -54,6 +54,9 @@ class _Section(BaseModel):
 class ServerConfig(_Section):
     bind: str = DEFAULT_BIND
     log_level: str = "info"
+    # Routine requests (answered by their first model) logged a second at info; past it, one
+    # line counts the rest of that second's. 0: a line for every request.
+    log_requests_per_sec: int = Field(default=100, ge=0)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     body_timeout_secs: float = Field(default=30.0, gt=0)  # a slower request body gets 408
     shutdown_timeout_secs: float = Field(default=10.0, ge=0)

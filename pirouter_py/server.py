@@ -48,7 +48,7 @@ from pirouter_py.errors import (
 from pirouter_py.features import estimate_tokens
 from pirouter_py.health import Health
 from pirouter_py.ledger import Ledger
-from pirouter_py.log import bound_logger, get_logger
+from pirouter_py.log import RequestLines, bound_logger, get_logger
 from pirouter_py.loop import StartGate, settle_gc
 from pirouter_py.metrics import Metrics
 from pirouter_py.providers.http import Upstreams
@@ -92,8 +92,7 @@ class State:
     served: int = 0
     in_flight: int = 0
     gate: StartGate = field(default_factory=StartGate)
-    # the canonical line's logger, bound once (see log.bound_logger); None: no line per request
-    request_log: Any = None
+    request_lines: RequestLines | None = None  # None: the level is above info
 
 
 STATE = web.AppKey("state", State)
@@ -416,25 +415,6 @@ def _upstream_ms(attempts: tuple[Attempt, ...]) -> float:
     return sum(a.latency_ms for a in attempts)
 
 
-def _log_request(request_log: Any, ctx: _Ctx, record: RequestRecord) -> None:
-    """The canonical log line of a finished request."""
-    request_log.info(
-        "request",
-        request_id=ctx.rid,
-        protocol=ctx.chat.protocol,
-        status=record.status,
-        http_status=record.http_status,
-        rule=record.rule,
-        model=record.final,
-        stream=ctx.chat.stream,
-        chain=[f"{a.alias}:{a.outcome}" for a in ctx.attempts],
-        tokens_in=record.input_tokens,
-        tokens_out=record.output_tokens,
-        latency_ms=round(record.latency_ms, 1),
-        overhead_ms=round(record.overhead_ms, 2),
-    )
-
-
 def _record(
     ctx: _Ctx, status: str, http: int, final: str | None, overhead_ms: float, answer: str | None
 ) -> RequestRecord:
@@ -477,8 +457,8 @@ def _observed(ctx: _Ctx, record: RequestRecord) -> None:
     """What the daemon learns from a finished request (log line, metrics, live traffic); for an
     answer, after it is sent: the client need not wait (the log line alone is ~20-40 µs)."""
     state = ctx.request.app[STATE]
-    if state.request_log is not None:  # the arguments alone cost µs on every request
-        _log_request(state.request_log, ctx, record)
+    if state.request_lines is not None:
+        state.request_lines.finished(record, state.loaded.config.server.log_requests_per_sec)
     if state.metrics is not None:
         state.metrics.observe(record)
     if state.traffic is not None:
@@ -697,6 +677,12 @@ async def _drain(app: web.Application) -> None:
     app[STATE].draining = True
 
 
+async def _last_lines(app: web.Application) -> None:
+    """The count of request lines skipped in the last second, if any, before exiting."""
+    if (lines := app[STATE].request_lines) is not None:
+        lines.report()
+
+
 def create_app(
     loaded: LoadedConfig,
     *,
@@ -710,9 +696,9 @@ def create_app(
         client_max_size=loaded.config.server.max_body_bytes, middlewares=[errors_middleware]
     )
     state = app[STATE] = State(loaded, recorder, environ, ledger_path)
-    request_log = bound_logger("pirouter")
+    request_log = bound_logger("pirouter")  # bound once: a proxy binds on every call
     if request_log.is_enabled_for(logging.INFO):
-        state.request_log = request_log
+        state.request_lines = RequestLines(request_log)
     cascade = loaded.config.cascade
     state.health = Health(cascade.cooldown_secs, cascade.max_cooldown_secs)
     state.traffic = Traffic(loaded.config, state.health)
@@ -728,6 +714,7 @@ def create_app(
             ledger_backlog=lambda: state.ledger.status().backlog if state.ledger else 0,
         )
     app.cleanup_ctx.append(_ledger)
+    app.on_cleanup.append(_last_lines)
     app.cleanup_ctx.append(_upstreams)
     app.on_shutdown.append(_drain)
     if server.cors_origins:

@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -603,6 +604,35 @@ def test_sigterm_lets_in_flight_requests_finish(fake: FakeUpstream, tmp_path: Pa
     assert status == 200
     assert json.loads(data)["choices"][0]["message"]["content"] == "slow but complete answer here"
     assert process.log_lines("shutting_down")[0]["in_flight"] == 1
+
+
+def test_past_the_limit_routine_request_lines_are_counted_and_the_rest_written(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    path = tmp_path / "config.toml"
+    config = CONFIG.replace("{url}", fake.url).replace("{key}", KEY)
+    path.write_text("[server]\nlog_requests_per_sec = 1\n" + config)
+    process = Daemon(path).start()
+    fake.script("m-cheap", Reply(kind="status", status=429))  # one request escalates
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            calls = [
+                pool.submit(
+                    raw, process, "POST", "/v1/chat/completions", {"model": "auto", "messages": HI}
+                )
+                for _ in range(8)
+            ]
+            assert [call.result()[0] for call in calls] == [200] * 8
+        deadline = time.monotonic() + 5  # the count is written when its one-second window ends
+        while not process.log_lines("request_lines_skipped") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        process.stop()
+    requests = process.log_lines("request")
+    skipped = sum(int(x["skipped"]) for x in process.log_lines("request_lines_skipped"))
+    escalated = [x for x in requests if len(x["chain"]) == 2]
+    assert len(escalated) == 1 and escalated[0]["chain"][0] == "cheap:escalated_http_error"
+    assert skipped >= 1 and len(requests) - 1 + skipped == 7  # every routine request told of
 
 
 def test_connection_refused_escalates(fake: FakeUpstream, tmp_path: Path) -> None:
