@@ -33,6 +33,7 @@ STATUS_EXHAUSTED = "exhausted"
 STATUS_UPSTREAM_ERROR = "upstream_error"
 STATUS_ROUTING_ERROR = "routing_error"
 STATUS_CLIENT_CANCELLED = "client_cancelled"
+STATUS_INTERNAL_ERROR = "internal_error"  # a bug in pirouter ended a stream already begun
 
 
 @dataclass(slots=True)

@@ -96,6 +96,7 @@ class State:
 
 
 STATE = web.AppKey("state", State)
+_INTERNAL = "internal error in pirouter (request {rid}); it was logged"
 # The request id the errors middleware gave a request: a typed key where this aiohttp has them
 # (a string key warns there)
 RID: Any = web.RequestKey("rid", str) if hasattr(web, "RequestKey") else "rid"
@@ -218,7 +219,7 @@ async def errors_middleware(
         return error_response(
             codec,
             500,
-            f"internal error in pirouter (request {rid}); it was logged",
+            _INTERNAL.format(rid=rid),
             "server_error",
             headers=ids,
         )
@@ -591,6 +592,13 @@ async def _serve_stream(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
         cancelled = _record(ctx, rec.STATUS_CLIENT_CANCELLED, 200, outcome.alias, overhead, None)
         _observed(ctx, cancelled)
         raise
+    except Exception:  # a bug, the answer begun: a 500 now would be written into the stream
+        log.exception("internal_error", request_id=ctx.rid, path=ctx.request.path)
+        await outcome.rest.aclose()  # type: ignore[attr-defined]
+        outcome.attempt.outcome = rec.STREAM_ERROR  # closing it said the client cancelled
+        outcome.attempt.error = "internal error in pirouter"
+        status = rec.STATUS_INTERNAL_ERROR
+        tail = encoder.error(_INTERNAL.format(rid=ctx.rid)) + encoder.end()
     # Recorded (journaled) before the last bytes go out: an answered stream always has its row.
     record = _record(ctx, status, 200, outcome.alias, overhead, "".join(text) if keep else None)
     try:

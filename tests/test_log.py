@@ -100,6 +100,7 @@ def test_a_bug_in_the_daemon_is_a_500_and_its_log_line_says_where(
         raise RuntimeError("a bug in routing")
 
     monkeypatch.setattr(server, "_serve", broken)
+    monkeypatch.setattr(server, "log", log.get_logger("pirouter"))  # not one cached before
     path = tmp_path / "config.toml"
     path.write_text(
         '[providers.up]\ntype = "openai"\nbase_url = "http://127.0.0.1:9"\n'

@@ -1,0 +1,146 @@
+"""A bug in pirouter, once an answer has begun, must not corrupt the HTTP exchange: a stream ends
+with an error event in its own protocol and is recorded (a 500 from the errors middleware would
+be written into the stream); a failure in the bookkeeping after an answer is logged, and the
+middleware's 500 is not sent after it (aiohttp drops a response for a request already answered).
+The bug is injected; the daemon, its upstream (the scripted fake, over loopback HTTP) and the
+ledger file are real."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import sqlite3
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from aiohttp import ClientSession, web
+
+from pirouter_py import log, server
+from pirouter_py.config import load_config
+from pirouter_py.metrics import Metrics
+from pirouter_py.wire import openai as openai_wire
+from tests.fakes import FakeUpstream, Reply
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+def _capture(monkeypatch: pytest.MonkeyPatch) -> io.BytesIO:
+    """The daemon's log lines, as JSON (set in the test itself: pytest puts its own stderr back
+    between a fixture and the test, and the replaced stream would close)."""
+    binary = io.BytesIO()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(binary, write_through=True))
+    log.setup("info", json=True)
+    # a module's logger keeps the stream of its first use (cache_logger_on_first_use): a fresh one
+    monkeypatch.setattr(server, "log", log.get_logger("pirouter"))
+    return binary
+
+
+def _lines(binary: io.BytesIO, event: str) -> list[dict[str, Any]]:
+    found = [json.loads(line) for line in binary.getvalue().decode().splitlines()]
+    return [x for x in found if x["event"] == event]
+
+
+def _serve(fake: FakeUpstream, tmp_path: Path, calls: Any) -> Any:
+    """Run the daemon's app with its ledger in tmp_path, make `calls(http, url)`, close it."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'[providers.up]\ntype = "openai"\nbase_url = "{fake.url}/v1"\napi_key = "k"\n'
+        '[models.m]\nprovider = "up"\nmodel_id = "m"\n'
+    )
+
+    async def main() -> Any:
+        app = server.create_app(load_config(path), recorder=None, ledger_path=tmp_path / "l.db")
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/chat/completions"
+        try:
+            async with ClientSession() as http:
+                return await calls(http, url)
+        finally:
+            await runner.cleanup()  # the ledger writes its last rows and closes
+
+    return asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def _rows(tmp_path: Path) -> list[tuple[Any, ...]]:
+    db = sqlite3.connect(tmp_path / "l.db")
+    try:
+        return db.execute(
+            "SELECT r.status, a.outcome, a.error FROM requests r "
+            "JOIN attempts a ON a.request_id = r.id ORDER BY r.ts_ms"
+        ).fetchall()
+    finally:
+        db.close()
+
+
+def test_a_bug_mid_stream_ends_the_stream_with_an_error_and_is_recorded(
+    fake: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stderr = _capture(monkeypatch)
+    fake.default("m", Reply(text="one two three four five six", chunks=6))
+    encode = openai_wire.StreamEncoder.encode
+    calls = [0]
+
+    def buggy(self: openai_wire.StreamEncoder, event: Any) -> bytes:
+        calls[0] += 1
+        if calls[0] == 4:  # after the first events went out
+            raise KeyError("a bug in encoding")
+        return encode(self, event)
+
+    monkeypatch.setattr(openai_wire.StreamEncoder, "encode", buggy)
+
+    async def calls_(http: ClientSession, url: str) -> tuple[int, bytes]:
+        async with http.post(url, json={**BODY, "stream": True}) as response:
+            return response.status, await response.read()
+
+    status, body = _serve(fake, tmp_path, calls_)
+    assert status == 200
+    events = [line[6:] for line in body.decode().split("\n\n") if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    assert error["message"].startswith("internal error in pirouter (request ")
+    assert any("choices" in json.loads(e) for e in events[:-2])  # the answer had begun
+    [logged] = _lines(stderr, "internal_error")
+    assert "KeyError: 'a bug in encoding'" in logged["exception"]
+    assert logged["request_id"] in error["message"]
+    assert _rows(tmp_path) == [("internal_error", "stream_error", "internal error in pirouter")]
+    [line] = _lines(stderr, "request")
+    assert line["status"] == "internal_error" and line["chain"] == ["m:stream_error"]
+
+
+def test_a_bug_in_the_bookkeeping_after_an_answer_is_logged_not_answered(
+    fake: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stderr = _capture(monkeypatch)
+    fake.default("m", Reply(text="a complete answer"))
+
+    def broken(self: Metrics, record: Any) -> None:
+        raise ZeroDivisionError("a bug in metrics")
+
+    monkeypatch.setattr(Metrics, "observe", broken)
+
+    async def calls_(http: ClientSession, url: str) -> list[tuple[int, str]]:
+        out = []
+        for _ in range(2):  # one keep-alive connection: a stray second response would break it
+            async with http.post(url, json=BODY) as response:
+                data = await response.json()
+                out.append((response.status, data["choices"][0]["message"]["content"]))
+        return out
+
+    answers = _serve(fake, tmp_path, calls_)
+    assert answers == [(200, "a complete answer")] * 2
+    logged = _lines(stderr, "internal_error")
+    assert len(logged) == 2 and "ZeroDivisionError: a bug in metrics" in logged[0]["exception"]
+    assert [status for status, _, _ in _rows(tmp_path)] == ["ok", "ok"]
