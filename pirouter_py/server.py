@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import secrets
 import signal
 import sqlite3
 import time
@@ -102,16 +100,6 @@ _INTERNAL = "internal error in pirouter (request {rid}); it was logged"
 RID: Any = web.RequestKey("rid", str) if hasattr(web, "RequestKey") else "rid"
 
 
-# Request ids: a random per-process prefix and a counter, unique across restarts without a
-# syscall per request (uuid4 read os.urandom each time: 3% of the daemon's CPU under load).
-_ID_PREFIX = secrets.token_hex(6)
-_ID_COUNTER = itertools.count(1)
-
-
-def new_request_id() -> str:
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
-
-
 # ---------------------------------------------------------------------------------------------
 # Errors in the client's protocol
 
@@ -147,7 +135,7 @@ async def errors_middleware(
     """Every failure becomes an error body in the client's protocol, with a request id."""
     state = request.app[STATE]
     codec = codecs.for_path(request.path)
-    rid = new_request_id()
+    rid = rec.new_request_id()
     request[RID] = rid
     ids = {"x-pirouter-request-id": rid}
     if state.draining and request.path not in ("/healthz", "/health"):
@@ -388,6 +376,8 @@ class _Ctx:
     decision: Decision | None = None
     attempts: tuple[Attempt, ...] = ()
     session: str | None = None  # the conversation, with [affinity] enabled
+    tried: list[Attempt] = field(default_factory=list)  # the cascade's attempts as it goes
+    recorded: bool = False
 
 
 def _routing_headers(ctx: _Ctx, alias: str | None, overhead_ms: float) -> dict[str, str]:
@@ -421,6 +411,7 @@ def _record(
 ) -> RequestRecord:
     """The record of a finished request, given to the recorder (the ledger journals it) before
     the answer's last bytes are sent; `_observed` follows."""
+    ctx.recorded = True
     state = ctx.request.app[STATE]
     state.served += 1
     decision = ctx.decision
@@ -488,9 +479,18 @@ async def _serve(
         if isinstance(exc, BudgetExceeded):
             headers["retry-after"] = str(exc.retry_after)
         return error_response(codec, exc.http_status, exc.message, exc.openai_type, headers=headers)
-    if chat.stream:
-        return await _serve_stream(ctx, cascade)
-    return await _serve_whole(ctx, cascade)
+    try:
+        if chat.stream:
+            return await _serve_stream(ctx, cascade)
+        return await _serve_whole(ctx, cascade)
+    except PirouterError:
+        raise
+    except Exception:  # a bug before the answer: the errors middleware logs it and answers 500
+        if not ctx.recorded:  # recorded with what the models did: their tokens were spent
+            ctx.attempts = ctx.attempts or tuple(ctx.tried)
+            overhead = (time.perf_counter() - started) * 1000 - _upstream_ms(ctx.attempts)
+            _observed(ctx, _record(ctx, rec.STATUS_INTERNAL_ERROR, 500, None, overhead, None))
+        raise
 
 
 def _failed(ctx: _Ctx, outcome: Outcome) -> web.Response:
@@ -507,20 +507,19 @@ def _failed(ctx: _Ctx, outcome: Outcome) -> web.Response:
     )
 
 
-def _cancelled(ctx: _Ctx, tried: list[Attempt]) -> None:
+def _cancelled(ctx: _Ctx) -> None:
     """The client went away before an answer was committed: record what had been tried."""
-    ctx.attempts = tuple(tried)
+    ctx.attempts = tuple(ctx.tried)
     overhead = (time.perf_counter() - ctx.started) * 1000 - _upstream_ms(ctx.attempts)
     _observed(ctx, _record(ctx, rec.STATUS_CLIENT_CANCELLED, 499, None, overhead, None))
 
 
 async def _serve_whole(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
     assert ctx.decision is not None
-    tried: list[Attempt] = []
     try:
-        outcome = await cascade.run(ctx.decision, ctx.chat, tried)
+        outcome = await cascade.run(ctx.decision, ctx.chat, ctx.tried)
     except asyncio.CancelledError:
-        _cancelled(ctx, tried)
+        _cancelled(ctx)
         raise
     if outcome.response is None:
         return _failed(ctx, outcome)
@@ -548,11 +547,10 @@ async def _serve_whole(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
 
 async def _serve_stream(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
     assert ctx.decision is not None
-    tried: list[Attempt] = []
     try:
-        outcome = await cascade.stream(ctx.decision, ctx.chat, tried)
+        outcome = await cascade.stream(ctx.decision, ctx.chat, ctx.tried)
     except asyncio.CancelledError:
-        _cancelled(ctx, tried)
+        _cancelled(ctx)
         raise
     if isinstance(outcome, Outcome):
         return _failed(ctx, outcome)

@@ -74,11 +74,11 @@ def _serve(fake: FakeUpstream, tmp_path: Path, calls: Any) -> Any:
     return asyncio.run(asyncio.wait_for(main(), 20))
 
 
-def _rows(tmp_path: Path) -> list[tuple[Any, ...]]:
+def _rows(tmp_path: Path, columns: str = "r.status, a.outcome, a.error") -> list[tuple[Any, ...]]:
     db = sqlite3.connect(tmp_path / "l.db")
     try:
         return db.execute(
-            "SELECT r.status, a.outcome, a.error FROM requests r "
+            f"SELECT {columns} FROM requests r "
             "JOIN attempts a ON a.request_id = r.id ORDER BY r.ts_ms"
         ).fetchall()
     finally:
@@ -144,3 +144,29 @@ def test_a_bug_in_the_bookkeeping_after_an_answer_is_logged_not_answered(
     logged = _lines(stderr, "internal_error")
     assert len(logged) == 2 and "ZeroDivisionError: a bug in metrics" in logged[0]["exception"]
     assert [status for status, _, _ in _rows(tmp_path)] == ["ok", "ok"]
+
+
+def test_a_bug_before_the_answer_is_a_500_and_the_spent_attempt_is_recorded(
+    fake: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model answered (its tokens were spent), then pirouter failed to build the answer."""
+    stderr = _capture(monkeypatch)
+    fake.default("m", Reply(text="a complete answer"))
+
+    def broken(ctx: Any) -> dict[str, Any]:
+        raise KeyError("a bug in building the answer")
+
+    monkeypatch.setattr(server, "_meta", broken)
+
+    async def calls_(http: ClientSession, url: str) -> tuple[int, dict[str, Any]]:
+        async with http.post(url, json=BODY) as response:
+            return response.status, await response.json()
+
+    status, answer = _serve(fake, tmp_path, calls_)
+    assert status == 500 and answer["error"]["type"] == "server_error"
+    columns = "r.status, r.http_status, a.outcome, a.input_tokens, a.output_tokens"
+    assert _rows(tmp_path, columns) == [("internal_error", 500, "ok", 8, 3)]
+    [logged] = _lines(stderr, "internal_error")
+    assert "KeyError: 'a bug in building the answer'" in logged["exception"]
+    [line] = _lines(stderr, "request")
+    assert line["status"] == "internal_error" and line["request_id"] == logged["request_id"]
