@@ -596,7 +596,7 @@ async def _serve_stream(ctx: _Ctx, cascade: Cascade) -> web.StreamResponse:
         outcome.attempt.outcome = rec.STREAM_ERROR  # closing it said the client cancelled
         outcome.attempt.error = "internal error in pirouter"
         status = rec.STATUS_INTERNAL_ERROR
-        tail = encoder.error(_INTERNAL.format(rid=ctx.rid)) + encoder.end()
+        tail = encoder.error(_INTERNAL.format(rid=ctx.rid), "server_error") + encoder.end()
     # Recorded (journaled) before the last bytes go out: an answered stream always has its row.
     record = _record(ctx, status, 200, outcome.alias, overhead, "".join(text) if keep else None)
     try:

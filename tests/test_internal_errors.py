@@ -111,6 +111,7 @@ def test_a_bug_mid_stream_ends_the_stream_with_an_error_and_is_recorded(
     assert events[-1] == "[DONE]"
     error = json.loads(events[-2])["error"]
     assert error["message"].startswith("internal error in pirouter (request ")
+    assert error["type"] == "server_error"  # a 500's type, not the upstream's
     assert any("choices" in json.loads(e) for e in events[:-2])  # the answer had begun
     [logged] = _lines(stderr, "internal_error")
     assert "KeyError: 'a bug in encoding'" in logged["exception"]

@@ -586,8 +586,10 @@ class StreamEncoder:
         return out + _event("message_stop", {"type": "message_stop"})
 
     @staticmethod
-    def error(message: str, kind: str = "api_error") -> bytes:
-        return _event("error", {"type": "error", "error": {"type": kind, "message": message}})
+    def error(message: str, kind: str = "upstream_error") -> bytes:
+        """`kind` is the OpenAI error type; a stream's failures are all Anthropic's api_error."""
+        failure = {"type": "api_error", "message": message}
+        return _event("error", {"type": "error", "error": failure})
 
 
 def encode_error(status: int, message: str) -> bytes:

@@ -23,7 +23,9 @@ class StreamEncoder(Protocol):
 
     def end(self) -> bytes: ...
 
-    def error(self, message: str, kind: str = ...) -> bytes: ...
+    def error(self, message: str, kind: str = ...) -> bytes:
+        """An error event; `kind` is the OpenAI error type, mapped as in error bodies."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
