@@ -51,8 +51,8 @@ def _lines(binary: io.BytesIO, event: str) -> list[dict[str, Any]]:
     return [x for x in found if x["event"] == event]
 
 
-def _serve(fake: FakeUpstream, tmp_path: Path, calls: Any) -> Any:
-    """Run the daemon's app with its ledger in tmp_path, make `calls(http, url)`, close it."""
+def _serve(fake: FakeUpstream, tmp_path: Path, exchange: Any) -> Any:
+    """Run the daemon's app with its ledger in tmp_path, run `exchange(http, url)`, close it."""
     path = tmp_path / "config.toml"
     path.write_text(
         f'[providers.up]\ntype = "openai"\nbase_url = "{fake.url}/v1"\napi_key = "k"\n'
@@ -67,7 +67,7 @@ def _serve(fake: FakeUpstream, tmp_path: Path, calls: Any) -> Any:
         url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/chat/completions"
         try:
             async with ClientSession() as http:
-                return await calls(http, url)
+                return await exchange(http, url)
         finally:
             await runner.cleanup()  # the ledger writes its last rows and closes
 
@@ -91,21 +91,21 @@ def test_a_bug_mid_stream_ends_the_stream_with_an_error_and_is_recorded(
     stderr = _capture(monkeypatch)
     fake.default("m", Reply(text="one two three four five six", chunks=6))
     encode = openai_wire.StreamEncoder.encode
-    calls = [0]
+    encoded = [0]
 
     def buggy(self: openai_wire.StreamEncoder, event: Any) -> bytes:
-        calls[0] += 1
-        if calls[0] == 4:  # after the first events went out
+        encoded[0] += 1
+        if encoded[0] == 4:  # after the first events went out
             raise KeyError("a bug in encoding")
         return encode(self, event)
 
     monkeypatch.setattr(openai_wire.StreamEncoder, "encode", buggy)
 
-    async def calls_(http: ClientSession, url: str) -> tuple[int, bytes]:
+    async def exchange(http: ClientSession, url: str) -> tuple[int, bytes]:
         async with http.post(url, json={**BODY, "stream": True}) as response:
             return response.status, await response.read()
 
-    status, body = _serve(fake, tmp_path, calls_)
+    status, body = _serve(fake, tmp_path, exchange)
     assert status == 200
     events = [line[6:] for line in body.decode().split("\n\n") if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
@@ -132,7 +132,7 @@ def test_a_bug_in_the_bookkeeping_after_an_answer_is_logged_not_answered(
 
     monkeypatch.setattr(Metrics, "observe", broken)
 
-    async def calls_(http: ClientSession, url: str) -> list[tuple[int, str]]:
+    async def exchange(http: ClientSession, url: str) -> list[tuple[int, str]]:
         out = []
         for _ in range(2):  # one keep-alive connection: a stray second response would break it
             async with http.post(url, json=BODY) as response:
@@ -140,7 +140,7 @@ def test_a_bug_in_the_bookkeeping_after_an_answer_is_logged_not_answered(
                 out.append((response.status, data["choices"][0]["message"]["content"]))
         return out
 
-    answers = _serve(fake, tmp_path, calls_)
+    answers = _serve(fake, tmp_path, exchange)
     assert answers == [(200, "a complete answer")] * 2
     logged = _lines(stderr, "internal_error")
     assert len(logged) == 2 and "ZeroDivisionError: a bug in metrics" in logged[0]["exception"]
@@ -159,11 +159,11 @@ def test_a_bug_before_the_answer_is_a_500_and_the_spent_attempt_is_recorded(
 
     monkeypatch.setattr(server, "_meta", broken)
 
-    async def calls_(http: ClientSession, url: str) -> tuple[int, dict[str, Any]]:
+    async def exchange(http: ClientSession, url: str) -> tuple[int, dict[str, Any]]:
         async with http.post(url, json=BODY) as response:
             return response.status, await response.json()
 
-    status, answer = _serve(fake, tmp_path, calls_)
+    status, answer = _serve(fake, tmp_path, exchange)
     assert status == 500 and answer["error"]["type"] == "server_error"
     columns = "r.status, r.http_status, a.outcome, a.input_tokens, a.output_tokens"
     assert _rows(tmp_path, columns) == [("internal_error", 500, "ok", 8, 3)]
