@@ -52,8 +52,7 @@ def get_logger(name: str) -> Any:
 
 def bound_logger(name: str) -> Any:
     """A logger made now, with the configuration `setup` set, for a line written on every
-    request: a call on `get_logger`'s lazy proxy builds a new bound logger each time (~1-2 µs,
-    twice per request for the canonical line)."""
+    request: each call on `get_logger`'s lazy proxy builds a new bound logger (~1-2 µs)."""
     return structlog.get_logger(name).bind()
 
 

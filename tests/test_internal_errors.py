@@ -74,6 +74,12 @@ def _serve(fake: FakeUpstream, tmp_path: Path, exchange: Any) -> Any:
     return asyncio.run(asyncio.wait_for(main(), 20))
 
 
+async def _post(http: ClientSession, url: str) -> tuple[int, dict[str, Any]]:
+    """One whole (not streamed) chat request: its status and JSON body."""
+    async with http.post(url, json=BODY) as response:
+        return response.status, await response.json()
+
+
 def _rows(tmp_path: Path, columns: str = "r.status, a.outcome, a.error") -> list[tuple[Any, ...]]:
     db = sqlite3.connect(tmp_path / "l.db")
     try:
@@ -83,6 +89,25 @@ def _rows(tmp_path: Path, columns: str = "r.status, a.outcome, a.error") -> list
         ).fetchall()
     finally:
         db.close()
+
+
+def test_a_bug_is_a_500_and_its_log_line_says_where(
+    fake: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 500 tells the client "it was logged": the line must hold the cause, not exc_info."""
+    stderr = _capture(monkeypatch)
+
+    async def broken(*_: object, **__: object) -> web.StreamResponse:
+        raise RuntimeError("a bug in routing")
+
+    monkeypatch.setattr(server, "_serve", broken)
+
+    status, answer = _serve(fake, tmp_path, _post)
+    assert status == 500
+    message = str(answer["error"]["message"])
+    [line] = _lines(stderr, "internal_error")
+    assert str(line["request_id"]) in message
+    assert "RuntimeError: a bug in routing" in str(line["exception"])
 
 
 def test_a_bug_mid_stream_ends_the_stream_with_an_error_and_is_recorded(
@@ -159,11 +184,7 @@ def test_a_bug_before_the_answer_is_a_500_and_the_spent_attempt_is_recorded(
 
     monkeypatch.setattr(server, "_meta", broken)
 
-    async def exchange(http: ClientSession, url: str) -> tuple[int, dict[str, Any]]:
-        async with http.post(url, json=BODY) as response:
-            return response.status, await response.json()
-
-    status, answer = _serve(fake, tmp_path, exchange)
+    status, answer = _serve(fake, tmp_path, _post)
     assert status == 500 and answer["error"]["type"] == "server_error"
     columns = "r.status, r.http_status, a.outcome, a.input_tokens, a.output_tokens"
     assert _rows(tmp_path, columns) == [("internal_error", 500, "ok", 8, 3)]
