@@ -6,6 +6,9 @@ any other error stops the cascade; answers escalate when short (`min_output_toke
 An answer is never thrown away: when the chain runs out after a model gave a complete answer that
 was escalated only for its shape, the latest such answer is returned (v0.1 answered 502).
 
+The chain walk (`_walk`) is written once; a whole answer and a stream differ only in how one
+attempt runs (`_complete_once`, `_stream_once`) and what is returned.
+
 Streams are held back until the checks can decide: until enough output arrived to pass the
 short/marker thresholds, or the stream ended. Until then an error or a marked answer still
 escalates and the client sees nothing of it; after that the stream is committed and relayed as it
@@ -17,21 +20,25 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from pirouter_py import record as rec
-from pirouter_py.config import CascadeConfig, Config
+from pirouter_py.config import CascadeConfig, Config, ModelConfig
 from pirouter_py.errors import UpstreamError
-from pirouter_py.health import Health
+from pirouter_py.live.health import Health
+from pirouter_py.live.limits import Limits
 from pirouter_py.providers.base import Provider
 from pirouter_py.record import Attempt
-from pirouter_py.router import Decision
-from pirouter_py.traffic import Limits
+from pirouter_py.routing.decide import Decision
 from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent, Usage, frozen
 
 RETRY_BASE_S = 0.25  # first retry of the same model after ~0.25 s (jittered), then doubling
 RETRY_MAX_WAIT_S = 5.0  # a longer Retry-After moves on to the next model instead of waiting
+
+P = TypeVar("P")  # what one attempt hands back: a whole response, or a stream's events
+R = TypeVar("R")  # what the cascade returns for a request: an Outcome or a StreamOutcome
 
 
 def judge(
@@ -71,7 +78,7 @@ class StreamOutcome:
     alias: str
     attempt: Attempt
     held: list[StreamEvent]
-    rest: AsyncIterator[StreamEvent]
+    rest: AsyncGenerator[StreamEvent, None]
     attempts: tuple[Attempt, ...]
     upstream_ms: float  # time spent waiting on upstreams up to the commit
 
@@ -108,9 +115,18 @@ def _take_usage(attempt: Attempt, usage: Usage) -> None:
     attempt.cache_write_tokens = usage.cache_write_tokens
 
 
-async def _nothing() -> AsyncIterator[StreamEvent]:
+async def _nothing() -> AsyncGenerator[StreamEvent, None]:
     return
     yield  # pragma: no cover - makes this an async generator
+
+
+@dataclass(slots=True)
+class _Answer(Generic[P]):
+    """What one attempt produced, for the chain walk to judge."""
+
+    verdict: str | None  # the escalation outcome it earned; None: good to return
+    payload: P | None  # what is returned if this answer is (None: nothing usable)
+    complete: bool = True  # the whole answer is in (False: a stream committed or cut short)
 
 
 class Cascade:
@@ -166,17 +182,6 @@ class Cascade:
         await asyncio.sleep(wait)
         return True
 
-    async def _on_error(
-        self, cfg: CascadeConfig, attempt: Attempt, exc: UpstreamError, index: int, tries: int
-    ) -> tuple[int, int] | None:
-        """Where a chain walk goes after a failed attempt: the (index, tries) of the next try,
-        the same model again or the next one, or None when the cascade stops here."""
-        if not self._failed(cfg, attempt, exc):
-            return None
-        if await self._again(cfg, exc, tries):
-            return index, tries + 1
-        return index + 1, 0
-
     def _exhausted(self, attempts: list[Attempt], last: UpstreamError | None) -> Outcome:
         reasons = "; ".join(f"{a.alias}: {a.error or a.outcome}" for a in attempts)
         error = UpstreamError(f"cascade exhausted, every model failed ({reasons})", retryable=False)
@@ -184,38 +189,85 @@ class Cascade:
             error = last
         return Outcome(rec.STATUS_EXHAUSTED, tuple(attempts), error=error)
 
+    async def _walk(
+        self,
+        decision: Decision,
+        attempts: list[Attempt],
+        once: Callable[
+            [Provider, ModelConfig, Attempt, CascadeConfig, bool, float], Awaitable[_Answer[P]]
+        ],
+        done: Callable[[str, Attempt, P], R],
+    ) -> R | Outcome:
+        """Try each model of the chain until one gives a usable answer.
+
+        A retryable error retries the same model ([cascade] retries) or moves on (on_http_error);
+        any other error stops here. An answer the checks escalate moves on, and is kept when it
+        is complete: if the chain runs out, the latest kept answer is returned. The last try of
+        the last model is `final`: whatever it answers is returned."""
+        cfg = decision.escalation or self.cfg
+        kept: tuple[str, Attempt, P] | None = None
+        last_error: UpstreamError | None = None
+        chain = decision.chain
+        index = tries = 0
+        while index < len(chain):
+            alias = chain[index]
+            final = index == len(chain) - 1 and tries >= cfg.retries
+            attempt, provider = self._start(alias, decision)
+            attempts.append(attempt)
+            started = self.clock()
+            try:
+                answer = await once(
+                    provider, self.config.models[alias], attempt, cfg, final, started
+                )
+            except UpstreamError as exc:
+                attempt.latency_ms = (self.clock() - started) * 1000
+                last_error = exc
+                if not self._failed(cfg, attempt, exc):
+                    return Outcome(rec.STATUS_UPSTREAM_ERROR, tuple(attempts), error=exc)
+                if await self._again(cfg, exc, tries):
+                    tries += 1
+                else:
+                    index, tries = index + 1, 0
+                continue
+            except asyncio.CancelledError:
+                attempt.latency_ms = (self.clock() - started) * 1000
+                attempt.outcome = rec.CLIENT_CANCELLED
+                raise
+            self._answered(alias)
+            live = answer.verdict is None and not answer.complete  # a stream relayed from here
+            if not live:
+                attempt.latency_ms = (self.clock() - started) * 1000
+            if answer.payload is not None and (answer.verdict is None or final):
+                if answer.complete:
+                    attempt.outcome = answer.verdict or rec.OK
+                attempt.returned = True
+                return done(alias, attempt, answer.payload)
+            attempt.outcome = answer.verdict or rec.OK
+            if answer.complete and answer.payload is not None:
+                kept = (alias, attempt, answer.payload)
+            index, tries = index + 1, 0
+        if kept is not None:
+            alias, attempt, payload = kept
+            attempt.returned = True
+            return done(alias, attempt, payload)
+        return self._exhausted(attempts, last_error)
+
     async def run(
         self, decision: Decision, request: ChatRequest, attempts: list[Attempt] | None = None
     ) -> Outcome:
         """The whole cascade for a non-streaming request. `attempts`, when given, is filled as
         the cascade goes, so a caller that is cancelled still knows what was tried."""
         attempts = [] if attempts is None else attempts
-        cfg = decision.escalation or self.cfg
-        kept: tuple[str, ChatResponse, Attempt] | None = None
-        last_error: UpstreamError | None = None
-        chain = decision.chain
-        index = tries = 0
-        while index < len(chain):
-            alias = chain[index]
-            attempt, provider = self._start(alias, decision)
-            attempts.append(attempt)
-            started = self.clock()
-            try:
-                response = await provider.complete(request, self.config.models[alias])
-            except UpstreamError as exc:
-                attempt.latency_ms = (self.clock() - started) * 1000
-                last_error = exc
-                step = await self._on_error(cfg, attempt, exc, index, tries)
-                if step is None:
-                    return Outcome(rec.STATUS_UPSTREAM_ERROR, tuple(attempts), error=exc)
-                index, tries = step
-                continue
-            except asyncio.CancelledError:
-                attempt.latency_ms = (self.clock() - started) * 1000
-                attempt.outcome = rec.CLIENT_CANCELLED
-                raise
-            attempt.latency_ms = (self.clock() - started) * 1000
-            self._answered(alias)
+
+        async def once(
+            provider: Provider,
+            model: ModelConfig,
+            attempt: Attempt,
+            cfg: CascadeConfig,
+            final: bool,
+            started: float,
+        ) -> _Answer[ChatResponse]:
+            response = await provider.complete(request, model)
             _take_usage(attempt, response.usage)
             verdict = judge(
                 cfg,
@@ -224,18 +276,12 @@ class Cascade:
                 response.finish_reason,
                 response.usage.output_tokens,
             )
-            if verdict is None:
-                attempt.outcome = rec.OK
-                attempt.returned = True
-                return Outcome(rec.STATUS_OK, tuple(attempts), response, alias)
-            attempt.outcome = verdict
-            kept = (alias, response, attempt)
-            index, tries = index + 1, 0
-        if kept is not None:
-            alias, response, attempt = kept
-            attempt.returned = True
+            return _Answer(verdict, response)
+
+        def done(alias: str, attempt: Attempt, response: ChatResponse) -> Outcome:
             return Outcome(rec.STATUS_OK, tuple(attempts), response, alias)
-        return self._exhausted(attempts, last_error)
+
+        return await self._walk(decision, attempts, once, done)
 
     @staticmethod
     def _decided(cfg: CascadeConfig, seen: _Seen) -> bool:
@@ -254,24 +300,21 @@ class Cascade:
     ) -> StreamOutcome | Outcome:
         """Run until a stream is committed; an Outcome (with the error) when none could be."""
         attempts = [] if attempts is None else attempts
-        cfg = decision.escalation or self.cfg
-        kept: tuple[str, list[StreamEvent], Attempt] | None = None
-        last_error: UpstreamError | None = None
-        upstream_ms = 0.0
-        chain = decision.chain
-        index = tries = 0
-        while index < len(chain):
-            alias = chain[index]
-            final = index == len(chain) - 1 and tries >= cfg.retries
-            attempt, provider = self._start(alias, decision)
-            attempts.append(attempt)
-            started = self.clock()
+        Events = tuple[list[StreamEvent], AsyncGenerator[StreamEvent, None] | None, float]
+
+        async def once(
+            provider: Provider,
+            model: ModelConfig,
+            attempt: Attempt,
+            cfg: CascadeConfig,
+            final: bool,
+            started: float,
+        ) -> _Answer[Events]:
             seen = _Seen()
             held: list[StreamEvent] = []
             ended = False
-            events: AsyncIterator[StreamEvent] | None = None
+            events = provider.stream(request, model)
             try:
-                events = provider.stream(request, self.config.models[alias])
                 async for event in events:
                     if attempt.ttft_ms is None and (event.text or event.tool_calls):
                         attempt.ttft_ms = (self.clock() - started) * 1000
@@ -283,67 +326,33 @@ class Cascade:
                         break
                 else:
                     ended = True
-            except UpstreamError as exc:
-                attempt.latency_ms = (self.clock() - started) * 1000
-                upstream_ms += attempt.latency_ms
-                last_error = exc
-                if events is not None:
-                    await events.aclose()  # type: ignore[attr-defined]
-                step = await self._on_error(cfg, attempt, exc, index, tries)
-                if step is None:
-                    return Outcome(rec.STATUS_UPSTREAM_ERROR, tuple(attempts), error=exc)
-                index, tries = step
-                continue
-            except asyncio.CancelledError:
-                attempt.outcome = rec.CLIENT_CANCELLED
-                attempt.latency_ms = (self.clock() - started) * 1000
+            except UpstreamError:
+                await events.aclose()
                 raise
-            elapsed = (self.clock() - started) * 1000
-            self._answered(alias)
             if seen.usage is not None:
                 _take_usage(attempt, seen.usage)
             if ended:
-                attempt.latency_ms = elapsed
-                upstream_ms += elapsed
                 tokens = seen.usage.output_tokens if seen.usage else seen.deltas
-                verdict = judge(
-                    cfg, "".join(seen.text), seen.tool_calls, seen.finish_reason, tokens
-                )
-                if verdict is not None and not final:
-                    attempt.outcome = verdict
-                    kept = (alias, held, attempt)
-                    index, tries = index + 1, 0
-                    continue
-                attempt.outcome = verdict or rec.OK
-                attempt.returned = True
-                return StreamOutcome(alias, attempt, held, _nothing(), tuple(attempts), upstream_ms)
-            assert events is not None
-            marker = cfg.on_marker
-            if not final and marker and marker in "".join(seen.text):
-                await events.aclose()  # type: ignore[attr-defined]
-                attempt.latency_ms = elapsed
-                upstream_ms += elapsed
-                attempt.outcome = rec.ESCALATED_MARKER
-                index, tries = index + 1, 0
-                continue
-            attempt.returned = True
-            return StreamOutcome(
-                alias,
-                attempt,
-                held,
-                self._relay(events, attempt, started),
-                tuple(attempts),
-                upstream_ms + elapsed,
-            )
-        if kept is not None:
-            alias, held, attempt = kept
-            attempt.returned = True
-            return StreamOutcome(alias, attempt, held, _nothing(), tuple(attempts), upstream_ms)
-        return self._exhausted(attempts, last_error)
+                text = "".join(seen.text)
+                verdict = judge(cfg, text, seen.tool_calls, seen.finish_reason, tokens)
+                return _Answer(verdict, (held, None, 0.0))
+            if not final and cfg.on_marker and cfg.on_marker in "".join(seen.text):
+                await events.aclose()  # marked before its end: nothing of it is kept
+                return _Answer(rec.ESCALATED_MARKER, None, complete=False)
+            elapsed = (self.clock() - started) * 1000
+            return _Answer(None, (held, self._relay(events, attempt, started), elapsed), False)
+
+        def done(alias: str, attempt: Attempt, events: Events) -> StreamOutcome:
+            held, rest, elapsed = events
+            upstream_ms = sum(a.latency_ms for a in attempts) + elapsed
+            rest = _nothing() if rest is None else rest
+            return StreamOutcome(alias, attempt, held, rest, tuple(attempts), upstream_ms)
+
+        return await self._walk(decision, attempts, once, done)
 
     async def _relay(
-        self, events: AsyncIterator[StreamEvent], attempt: Attempt, started: float
-    ) -> AsyncIterator[StreamEvent]:
+        self, events: AsyncGenerator[StreamEvent, None], attempt: Attempt, started: float
+    ) -> AsyncGenerator[StreamEvent, None]:
         """The rest of a committed stream, completing its attempt record as it goes."""
         try:
             async for event in events:
@@ -360,4 +369,4 @@ class Cascade:
             raise
         finally:
             attempt.latency_ms = (self.clock() - started) * 1000
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()

@@ -1,4 +1,4 @@
-"""What one request leaves behind: its attempts and outcome, handed to a `Recorder`.
+"""What one request leaves behind: its attempts and outcome, handed to the ledger.
 
 The cascade fills one `Attempt` per model it tries (a streamed attempt is completed when its
 stream ends, so attempts are mutable until the request is done); the server wraps them in a
@@ -8,10 +8,8 @@ The JSON of an attempt keeps v0.1's field order and outcome kinds (reference §4
 
 from __future__ import annotations
 
-import itertools
-import secrets
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from pirouter_py.types import frozen
 
@@ -28,16 +26,6 @@ CLIENT_CANCELLED = "client_cancelled"  # the client went away while this attempt
 ANSWER_OUTCOMES = frozenset(
     (OK, ESCALATED_SHORT, ESCALATED_MARKER, ESCALATED_TRUNCATED, ESCALATED_EMPTY)
 )
-
-# Request ids: a random per-process prefix and a counter, unique across restarts without a
-# syscall per request (uuid4 read os.urandom each time: 3% of the daemon's CPU under load).
-_ID_PREFIX = secrets.token_hex(6)
-_ID_COUNTER = itertools.count(1)
-
-
-def new_request_id() -> str:
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
-
 
 # Request statuses.
 STATUS_OK = "ok"
@@ -121,9 +109,3 @@ class RequestRecord:
     @property
     def output_tokens(self) -> int:
         return sum(a.output_tokens for a in self.attempts)
-
-
-class Recorder(Protocol):
-    """Takes finished requests; must not block (the ledger enqueues and writes in batches)."""
-
-    def record(self, record: RequestRecord) -> None: ...

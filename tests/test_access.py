@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pirouter_py import access
 from pirouter_py.config import ServerConfig, load_config
 from pirouter_py.errors import PirouterError
+from pirouter_py.server import access
 from tests.fakes import Daemon, FakeUpstream
 
 KEY = "client-key-0123456789"

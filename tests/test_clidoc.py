@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from pirouter_py import clidoc
+from pirouter_py.cli import docs as clidoc
 from tests.conftest import ROOT
 
 
@@ -15,13 +15,13 @@ from tests.conftest import ROOT
 def test_committed_completions_are_current(shell: str) -> None:
     committed = (ROOT / "completions" / clidoc.COMPLETION_FILES[shell]).read_text()
     assert committed == clidoc.completion(shell), (
-        "completions/ is stale: run `python -m pirouter_py.clidoc`"
+        "completions/ is stale: run `python -m pirouter_py.cli.docs`"
     )
 
 
 def test_committed_man_page_is_current() -> None:
     assert (ROOT / "man" / "pirouter.1").read_text() == clidoc.manpage(), (
-        "man/pirouter.1 is stale: run `python -m pirouter_py.clidoc`"
+        "man/pirouter.1 is stale: run `python -m pirouter_py.cli.docs`"
     )
 
 
@@ -52,7 +52,7 @@ def test_man_page_renders_without_warnings() -> None:
 def test_readme_cli_reference_is_current() -> None:
     readme = (ROOT / "README.md").read_text()
     assert clidoc.readme_with_reference(readme) == readme, (
-        "README's CLI reference is stale: run `python -m pirouter_py.clidoc`"
+        "README's CLI reference is stale: run `python -m pirouter_py.cli.docs`"
     )
 
 

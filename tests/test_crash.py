@@ -8,7 +8,7 @@ import signal
 import sqlite3
 from pathlib import Path
 
-from pirouter_py import ledger
+from pirouter_py.ledger import schema
 from tests.fakes import Daemon, FakeUpstream, Reply
 from tests.test_daemon_ledger import CONFIG, fire
 
@@ -42,9 +42,9 @@ def test_sigkill_under_load_leaves_a_consistent_ledger(fake: FakeUpstream, tmp_p
     locker.execute("ROLLBACK")
     locker.close()
     answered = {rid for status, rid, _ in answers if status == 200}
-    db = ledger.connect(book)
+    db = schema.connect(book)
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert ledger.migrate(db) == []  # the schema is whole; opening it again changes nothing
+    assert schema.migrate(db) == []  # the schema is whole; opening it again changes nothing
     rows = {r[0] for r in db.execute("SELECT id FROM requests")}
     orphans = db.execute(
         "SELECT COUNT(*) FROM attempts WHERE request_id NOT IN (SELECT id FROM requests)"
@@ -60,7 +60,7 @@ def test_sigkill_under_load_leaves_a_consistent_ledger(fake: FakeUpstream, tmp_p
     restarted = Daemon(config).start()  # imports the journal, then runs on as usual
     assert restarted.stop() == 0
     assert not list(tmp_path.glob("ledger.db.journal.*"))
-    db = ledger.connect(book)
+    db = schema.connect(book)
     after = {r[0] for r in db.execute("SELECT id FROM requests")}
     statuses = {r[0] for r in db.execute("SELECT status FROM requests")}
     db.close()

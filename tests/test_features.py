@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pirouter_py.features import difficulty, estimate_tokens, extract
+from pirouter_py.routing.features import difficulty, estimate_tokens, extract
 from pirouter_py.types import ChatRequest, ImagePart, Message, TextPart, ToolSpec, text_message
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from pirouter_py.config import parse_config
-from pirouter_py.health import Health
-from pirouter_py.router import decide
-from pirouter_py.traffic import Traffic
+from pirouter_py.live.health import Health
+from pirouter_py.live.traffic import Traffic
+from pirouter_py.routing.decide import decide
 from pirouter_py.types import ChatRequest, ToolSpec, text_message
 from tests.fakes import Daemon, FakeUpstream, Reply
 

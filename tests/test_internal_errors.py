@@ -20,9 +20,11 @@ import pytest
 import structlog
 from aiohttp import ClientSession, web
 
-from pirouter_py import log, server
 from pirouter_py.config import load_config
-from pirouter_py.metrics import Metrics
+from pirouter_py.observe import log
+from pirouter_py.observe.metrics import Metrics
+from pirouter_py.server import app as server
+from pirouter_py.server import chat, middleware, relay
 from pirouter_py.wire import openai as openai_wire
 from tests.fakes import FakeUpstream, Reply
 
@@ -42,7 +44,8 @@ def _capture(monkeypatch: pytest.MonkeyPatch) -> io.BytesIO:
     monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(binary, write_through=True))
     log.setup("info", json=True)
     # a module's logger keeps the stream of its first use (cache_logger_on_first_use): a fresh one
-    monkeypatch.setattr(server, "log", log.get_logger("pirouter"))
+    for module in (middleware, relay):
+        monkeypatch.setattr(module, "log", log.get_logger("pirouter"))
     return binary
 
 
@@ -100,7 +103,7 @@ def test_a_bug_is_a_500_and_its_log_line_says_where(
     async def broken(*_: object, **__: object) -> web.StreamResponse:
         raise RuntimeError("a bug in routing")
 
-    monkeypatch.setattr(server, "_serve", broken)
+    monkeypatch.setattr(chat, "serve", broken)
 
     status, answer = _serve(fake, tmp_path, _post)
     assert status == 500
@@ -152,7 +155,7 @@ def test_a_bug_in_the_bookkeeping_after_an_answer_is_logged_not_answered(
     stderr = _capture(monkeypatch)
     fake.default("m", Reply(text="a complete answer"))
 
-    def broken(self: Metrics, record: Any) -> None:
+    def broken(self: Metrics, record: Any, models: Any) -> None:
         raise ZeroDivisionError("a bug in metrics")
 
     monkeypatch.setattr(Metrics, "observe", broken)
@@ -182,7 +185,7 @@ def test_a_bug_before_the_answer_is_a_500_and_the_spent_attempt_is_recorded(
     def broken(ctx: Any) -> dict[str, Any]:
         raise KeyError("a bug in building the answer")
 
-    monkeypatch.setattr(server, "_meta", broken)
+    monkeypatch.setattr(chat, "meta", broken)
 
     status, answer = _serve(fake, tmp_path, _post)
     assert status == 500 and answer["error"]["type"] == "server_error"

@@ -13,9 +13,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pirouter_py import journal, ledger
-from pirouter_py.journal import Journal
-from pirouter_py.ledger import Ledger, migrate, rows_from_line
+from pirouter_py.ledger import journal
+from pirouter_py.ledger import rows as ledger_rows
+from pirouter_py.ledger.journal import Journal
+from pirouter_py.ledger.rows import rows_from_line
+from pirouter_py.ledger.schema import migrate
+from pirouter_py.ledger.writer import Ledger
 from tests.test_ledger import CHEAP, config_with, make_record, ok_attempt, rows, run
 
 
@@ -104,11 +107,11 @@ def test_a_journal_row_keeps_the_price_it_was_served_under(tmp_path: Path) -> No
     path = tmp_path / "ledger.db"
     served = config_with(tmp_path)  # cheap: 1.0 in, 2.0 out per million
     record = make_record("served", attempts=(ok_attempt(tokens=(10, 20)),))
-    width = orjson.loads(journal.line(ledger.prepare(record, served.models)))
+    width = orjson.loads(journal.line(ledger_rows.prepare(record, served.models)))
     short = [width[0][:-1], width[1], None]  # a column missing
     leftover = path.with_name(f"ledger.db.journal.{dead_pid()}.0")
     leftover.write_bytes(
-        journal.line(ledger.prepare(record, served.models)) + orjson.dumps(short) + b"\n"
+        journal.line(ledger_rows.prepare(record, served.models)) + orjson.dumps(short) + b"\n"
     )
     repriced = config_with(tmp_path).models | {
         "cheap": CHEAP.model_copy(update={"input_per_m": 100.0, "output_per_m": 200.0})
@@ -125,10 +128,10 @@ def test_a_journal_row_keeps_the_price_it_was_served_under(tmp_path: Path) -> No
     assert row["id"] == "served" and row["cost_usd"] == pytest.approx(50 / 1e6)
     assert row["attempts"][0]["cost_usd"] == pytest.approx(50 / 1e6)  # type: ignore[index]
     with pytest.raises(ValueError, match="column is missing"):
-        ledger.rows_from_line(orjson.dumps(short), {})
+        ledger_rows.rows_from_line(orjson.dumps(short), {})
     nested = [[*width[0][:-1], [1]], width[1], None]
     with pytest.raises(ValueError, match="holds a list"):
-        ledger.rows_from_line(orjson.dumps(nested), {})
+        ledger_rows.rows_from_line(orjson.dumps(nested), {})
 
 
 def test_a_running_daemons_journal_is_left_alone(tmp_path: Path) -> None:

@@ -13,9 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from pirouter_py import ledger
 from pirouter_py.config import Config, ModelConfig, load_config, parse_config
-from pirouter_py.ledger import Ledger, attempt_cost, migrate, read_requests
+from pirouter_py.ledger import read as ledger_read
+from pirouter_py.ledger import rows as ledger_rows
+from pirouter_py.ledger import schema as ledger_schema
+from pirouter_py.ledger import writer
+from pirouter_py.ledger.pricing import attempt_cost
+from pirouter_py.ledger.read import read_requests
+from pirouter_py.ledger.schema import migrate
+from pirouter_py.ledger.writer import Ledger
 from pirouter_py.record import Attempt, RequestRecord
 
 CHEAP = ModelConfig(
@@ -89,7 +95,7 @@ def test_v01_escalation_cost_example(example_config: Config) -> None:
         "haiku", "anthropic", "h", "escalated_short_response", input_tokens=100, output_tokens=3
     )
     sonnet = Attempt("sonnet", "anthropic", "s", "ok", input_tokens=100, output_tokens=50)
-    request, _ = ledger.rows_for(make_record(attempts=(haiku, sonnet)), example_config.models)
+    request, _ = ledger_rows.rows_for(make_record(attempts=(haiku, sonnet)), example_config.models)
     assert request[7:10] == (200, 53, pytest.approx(0.001142, abs=1e-9))
 
 
@@ -123,20 +129,20 @@ def schema(db: sqlite3.Connection) -> dict[str, list[tuple[str, str]]]:
 
 
 def test_migrations_from_a_blank_file(tmp_path: Path) -> None:
-    db = ledger.connect(tmp_path / "ledger.db")
-    assert migrate(db) == [name for name, _ in ledger.MIGRATIONS]
+    db = ledger_schema.connect(tmp_path / "ledger.db")
+    assert migrate(db) == [name for name, _ in ledger_schema.MIGRATIONS]
     assert migrate(db) == []  # idempotent
     assert {"requests", "attempts", "prompts", "_migrations"} <= set(schema(db))
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-@pytest.mark.parametrize("done", range(len(ledger.MIGRATIONS)))
+@pytest.mark.parametrize("done", range(len(ledger_schema.MIGRATIONS)))
 def test_migrations_from_every_earlier_version(tmp_path: Path, done: int) -> None:
-    reference = ledger.connect(tmp_path / "reference.db")
+    reference = ledger_schema.connect(tmp_path / "reference.db")
     migrate(reference)
-    db = ledger.connect(tmp_path / "older.db")
+    db = ledger_schema.connect(tmp_path / "older.db")
     migrate(db, upto=done)
-    assert migrate(db) == [name for name, _ in ledger.MIGRATIONS[done:]]
+    assert migrate(db) == [name for name, _ in ledger_schema.MIGRATIONS[done:]]
     assert schema(db) == schema(reference)
 
 
@@ -179,7 +185,7 @@ V01_ROW = (
 def test_a_v01_ledger_is_upgraded_in_place(tmp_path: Path, with_requested_model: bool) -> None:
     path = tmp_path / "ledger.db"
     old = sqlite3.connect(path)
-    old.executescript(ledger.V01_REQUESTS)
+    old.executescript(ledger_schema.V01_REQUESTS)
     if with_requested_model:
         old.execute("ALTER TABLE requests ADD COLUMN requested_model TEXT NOT NULL DEFAULT ''")
     ts = int(time.time()) - 60
@@ -191,7 +197,7 @@ def test_a_v01_ledger_is_upgraded_in_place(tmp_path: Path, with_requested_model:
     )
     old.commit()
     old.close()
-    db = ledger.connect(path)
+    db = ledger_schema.connect(path)
     migrate(db)
     db.row_factory = sqlite3.Row
     (row,) = read_requests(db, ts - 1)
@@ -225,7 +231,7 @@ def run(coroutine: object) -> object:
 
 
 def rows(path: Path) -> list[dict[str, object]]:
-    db = ledger.open_read_only(path)
+    db = ledger_read.open_read_only(path)
     assert db is not None
     try:
         return read_requests(db, 0)
@@ -257,8 +263,8 @@ def test_the_writer_keeps_up_when_full_batches_are_waiting(
     """Only a partial batch waits for rows to gather. Gathering after every batch capped the
     writer at BATCH_MAX rows per GATHER_S, and under a heavier load the queue grew without end.
     With a one-minute gather, the three full batches are written at once; the last five wait."""
-    monkeypatch.setattr(ledger, "BATCH_MAX", 10)
-    monkeypatch.setattr(ledger, "GATHER_S", 60.0)
+    monkeypatch.setattr(writer, "BATCH_MAX", 10)
+    monkeypatch.setattr(writer, "GATHER_S", 60.0)
     path = tmp_path / "ledger.db"
 
     async def go() -> None:
@@ -281,8 +287,8 @@ def test_the_writer_keeps_up_when_full_batches_are_waiting(
 @pytest.mark.parametrize("count", [1, 2, 31, 32, 33, 63, 64, 77, 500])
 def test_a_batch_of_any_size_writes_every_row_once(tmp_path: Path, count: int) -> None:
     """Rows go in as multi-row INSERTs of power-of-two chunks: every size, boundaries included."""
-    db = ledger.connect(tmp_path / "ledger.db")
-    ledger.migrate(db)
+    db = ledger_schema.connect(tmp_path / "ledger.db")
+    ledger_schema.migrate(db)
     models = config_with(tmp_path).models
     batch = [
         make_record(
@@ -293,8 +299,8 @@ def test_a_batch_of_any_size_writes_every_row_once(tmp_path: Path, count: int) -
         )
         for i in range(count)
     ]
-    assert ledger.write_batch(db, batch, models) == count
-    assert ledger.write_batch(db, batch[: count // 2 + 1], models) == count // 2 + 1  # ignored
+    assert ledger_rows.write_batch(db, batch, models) == count
+    assert ledger_rows.write_batch(db, batch[: count // 2 + 1], models) == count // 2 + 1  # ignored
     requests = db.execute("SELECT id, input_tokens FROM requests ORDER BY ts_ms, id").fetchall()
     assert sorted(requests) == sorted((f"r{i}", i * (1 + i % 3)) for i in range(count))
     attempts = db.execute("SELECT request_id, idx FROM attempts").fetchall()
@@ -352,7 +358,7 @@ def test_full_queue_spills_to_jsonl_and_the_next_start_imports_it(tmp_path: Path
 
 def test_a_locked_file_delays_rows_but_loses_none(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
-    migrate(ledger.connect(path))
+    migrate(ledger_schema.connect(path))
     locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     locker.execute("BEGIN EXCLUSIVE")
     released = threading.Event()
@@ -388,11 +394,11 @@ def test_close_waits_for_a_retry_still_writing_in_its_thread(
     before it uses the connection (it once began its own transaction beside it, failed with
     "cannot start a transaction within a transaction" and spilled rows that were fine)."""
     path = tmp_path / "ledger.db"
-    real = ledger.write_rows
+    real = writer.write_rows
     calls, overlaps, active = [], [], []
     retrying, proceed = threading.Event(), threading.Event()
 
-    def write_rows(db: sqlite3.Connection, prepared: list[ledger.Rows]) -> int:
+    def write_rows(db: sqlite3.Connection, prepared: list[ledger_rows.Rows]) -> int:
         overlaps.extend(active)
         active.append(len(calls))
         calls.append(len(prepared))
@@ -406,8 +412,8 @@ def test_close_waits_for_a_retry_still_writing_in_its_thread(
         finally:
             active.pop()
 
-    monkeypatch.setattr(ledger, "write_rows", write_rows)
-    monkeypatch.setattr(ledger, "RETRY_S", (0.01,))
+    monkeypatch.setattr(writer, "write_rows", write_rows)
+    monkeypatch.setattr(writer, "RETRY_S", (0.01,))
 
     async def go() -> None:
         book = Ledger(path, config_with(tmp_path))
@@ -428,7 +434,7 @@ def test_close_waits_for_a_retry_still_writing_in_its_thread(
 
 def test_rows_that_cannot_be_written_at_shutdown_are_spilled(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
-    migrate(ledger.connect(path))
+    migrate(ledger_schema.connect(path))
     locker = sqlite3.connect(path, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
 
@@ -441,7 +447,7 @@ def test_rows_that_cannot_be_written_at_shutdown_are_spilled(tmp_path: Path) -> 
 
     run(go())
     spill = path.with_name("ledger.db.spill.jsonl")
-    assert ledger.rows_from_line(spill.read_text(), {})[0][0] == "kept"
+    assert ledger_rows.rows_from_line(spill.read_text(), {})[0][0] == "kept"
     locker.execute("COMMIT")
     locker.close()
 
@@ -496,9 +502,9 @@ def test_stats_reads_a_ledger_while_it_is_being_written(
     tmp_path: Path, write_config: Callable[[str], Path]
 ) -> None:
     path = tmp_path / "ledger.db"
-    db = ledger.connect(path)
+    db = ledger_schema.connect(path)
     migrate(db)
-    ledger.write_batch(
+    ledger_rows.write_batch(
         db, [make_record("a", attempts=(ok_attempt(),))], config_with(tmp_path).models
     )
     db.execute("BEGIN")  # a writer holding an open transaction (WAL lets readers in)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from pirouter_py import log
+from pirouter_py.observe import log
 from pirouter_py.record import Attempt, RequestRecord
 
 

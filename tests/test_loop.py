@@ -10,7 +10,7 @@ import gc
 import subprocess
 import sys
 
-from pirouter_py.loop import GC_THRESHOLDS, StartGate, settle_gc
+from pirouter_py.server.loop import GC_THRESHOLDS, StartGate, settle_gc
 
 
 class Turns:
@@ -133,13 +133,13 @@ def test_the_daemon_loads_without_rich_and_rich_still_loads_after() -> None:
     """rich (~60 ms, ~5 MiB) is for the CLI's tables; structlog would pull it into the daemon.
     prometheus_client (~35 ms) waits for the first scrape."""
     code = (
-        "import sys, pirouter_py.server, structlog.dev\n"
+        "import sys, pirouter_py.server.app, structlog.dev\n"
         "assert 'rich' not in sys.modules, 'rich was imported'\n"
         "assert 'prometheus_client' not in sys.modules, 'prometheus_client was imported'\n"
         "assert structlog.dev.rich is None\n"
         "import rich.console\n"
-        "from pirouter_py.metrics import Metrics\n"
-        "body, kind = Metrics({}, in_flight=lambda: 2, ledger_backlog=lambda: 0).render()\n"
+        "from pirouter_py.observe.metrics import Metrics\n"
+        "body, kind = Metrics(in_flight=lambda: 2, ledger_backlog=lambda: 0).render()\n"
         "assert b'pirouter_in_flight_requests 2.0' in body and kind.startswith('text/plain')\n"
         "print('ok')\n"
     )

@@ -15,7 +15,7 @@ import pytest
 
 from pirouter_py.config import Config, load_config
 from pirouter_py.errors import RoutingError
-from pirouter_py.router import decide
+from pirouter_py.routing.decide import decide
 from pirouter_py.types import ChatRequest, ImagePart, Message, TextPart, ToolSpec, text_message
 
 LOCAL_EASY = ("llama3.2-local", ("haiku", "qwen2.5-coder-local", "gpt-4o-mini"))

@@ -10,7 +10,7 @@ import pytest
 
 from pirouter_py.config import Config, load_config
 from pirouter_py.errors import ConfigError, RoutingError
-from pirouter_py.router import decide
+from pirouter_py.routing.decide import decide
 from pirouter_py.types import ChatRequest, ImagePart, Message, TextPart, ToolSpec, text_message
 from tests.conftest import EXAMPLE
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from pirouter_py.config_rules import Rule, check_rules
-from pirouter_py.features import Difficulty, difficulty, extract
-from pirouter_py.rules import Facts, RuleTrace, first_match, resolve_target
+from pirouter_py.config.rules import Rule, check_rules
+from pirouter_py.routing.features import Difficulty, difficulty, extract
+from pirouter_py.routing.rules import Facts, RuleTrace, first_match, resolve_target
 from pirouter_py.types import ChatRequest, ToolSpec, text_message
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pirouter_py import ledger
 from pirouter_py.cli import app
 from pirouter_py.config import load_config
+from pirouter_py.ledger import rows as ledger_rows
+from pirouter_py.ledger import schema
 from pirouter_py.record import Attempt, RequestRecord
-from pirouter_py.stats import percentile
+from pirouter_py.reports.stats import percentile
 
 runner = CliRunner()
 
@@ -105,9 +106,9 @@ def book(tmp_path: Path, write_config: Callable[[str], Path]) -> Path:
         # cheap answers: 2000*1 + 1000*2 = $0.004
         record("r4", now + 3, "ok", "cheap", 200, attempt("cheap", "ok", (2000, 1000), True)),
     ]
-    db = ledger.connect(path)
-    ledger.migrate(db)
-    ledger.write_batch(db, records, load_config(config).config.models)
+    db = schema.connect(path)
+    schema.migrate(db)
+    ledger_rows.write_batch(db, records, load_config(config).config.models)
     db.close()
     return config
 

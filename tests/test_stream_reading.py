@@ -15,9 +15,9 @@ from aiohttp import web
 from pirouter_py.config import ModelConfig, ProviderConfig
 from pirouter_py.errors import UpstreamError
 from pirouter_py.providers.base import HTTPProvider
-from pirouter_py.providers.http import Upstreams
 from pirouter_py.providers.ollama import OllamaProvider
 from pirouter_py.providers.openai import OpenAIProvider
+from pirouter_py.providers.transport import Upstreams
 from pirouter_py.types import ChatRequest, Message, StreamEvent, TextPart
 
 CHUNK = b'{"choices":[{"index":0,"delta":{"content":"%s"},"finish_reason":null}]}'

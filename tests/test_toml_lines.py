@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pirouter_py.toml_lines import key_lines, locate
+from pirouter_py.config.toml_lines import key_lines, locate
 
 DOC = '''# comment
 [server]

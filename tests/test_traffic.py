@@ -12,14 +12,18 @@ from typing import Any
 
 import pytest
 
-from pirouter_py import ledger
 from pirouter_py.config import Config, parse_config
 from pirouter_py.errors import BudgetExceeded
-from pirouter_py.health import Health
-from pirouter_py.policy import Pin
+from pirouter_py.ledger import read as ledger_read
+from pirouter_py.ledger import rows as ledger_rows
+from pirouter_py.ledger import schema
+from pirouter_py.live.budgets import day_start, month_start
+from pirouter_py.live.health import Health
+from pirouter_py.live.sessions import session_key
+from pirouter_py.live.traffic import Traffic
 from pirouter_py.record import Attempt, RequestRecord
-from pirouter_py.router import decide
-from pirouter_py.traffic import Traffic, session_key
+from pirouter_py.routing.decide import decide
+from pirouter_py.routing.policy import Pin
 from pirouter_py.types import ChatRequest, ImagePart, Message, TextPart, text_message
 
 CATALOG = """
@@ -284,23 +288,28 @@ def test_a_scripted_conversation_and_a_restart(tmp_path: Path) -> None:
     ]
     # The ledger keeps sessions: a new daemon (a new Traffic) starts from it.
     path = tmp_path / "ledger.db"
-    db = ledger.connect(path)
-    ledger.migrate(db)
+    db = schema.connect(path)
+    schema.migrate(db)
     key = session_key(ask("hi"), ua)
     rows = [
         record("strong", session=key, ts=wall.now - 100, request_id="a"),
         record("cheap", session="other", ts=wall.now - 5000, request_id="b"),  # past 30 min
         record("strong", 1_000_000, ts=wall.now - 10, request_id="c"),  # $10 today
     ]
-    ledger.write_batch(db, rows, config.models)
-    seed = ledger.traffic_seed(db, wall.now, config.affinity.soft_secs)
+    ledger_rows.write_batch(db, rows, config.models)
+    seed = ledger_read.traffic_seed(
+        db,
+        day_start(wall.now).timestamp(),
+        month_start(wall.now).timestamp(),
+        wall.now - config.affinity.soft_secs,
+    )
     db.close()
     fresh = Traffic(config, None, Clock(0.0), wall)
-    fresh.seed(seed)
+    fresh.seed(seed.today, seed.month, seed.sessions, seed.ttft)
     pin = fresh.sessions.pin(key)
     assert pin is not None and (pin.alias, pin.hard) == ("strong", True)
     assert fresh.sessions.pin("other") is None
-    assert fresh.budgets.today["strong"] == pytest.approx(10.0)
+    assert fresh.budgets.spend.today["strong"] == pytest.approx(10.0)
     later = ask("more", ("user", "hi"), ("assistant", "ok"))
     d = decide(config, later, ua, live=fresh, pin=pin)
     assert (d.primary, d.pin) == ("strong", "hard")

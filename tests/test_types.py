@@ -14,7 +14,7 @@ from pirouter_py import types
 from pirouter_py.types import TextPart
 
 # The modules that make request-path values; importing them registers their classes.
-MODULES = ("types", "record", "router", "policy", "features", "cascade")
+MODULES = ("types", "record", "routing.decide", "routing.policy", "routing.features", "cascade")
 
 
 def frozen_classes() -> list[type]:

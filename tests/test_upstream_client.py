@@ -18,9 +18,8 @@ import pytest
 import trustme
 from aiohttp import web
 
-from pirouter_py import server
 from pirouter_py.config import load_config
-from pirouter_py.providers.http import (
+from pirouter_py.providers.transport import (
     HIGH_WATER,
     BadResponse,
     ConnectFailed,
@@ -30,6 +29,7 @@ from pirouter_py.providers.http import (
     Truncated,
     Upstreams,
 )
+from pirouter_py.server import app as server
 
 JSON = {"Content-Type": "application/json"}
 

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from pirouter_py.config import Config
 from pirouter_py.providers.anthropic import AnthropicProvider
 from pirouter_py.providers.base import HTTPProvider, Provider
-from pirouter_py.providers.http import Upstreams
 from pirouter_py.providers.ollama import OllamaProvider
 from pirouter_py.providers.openai import OpenAIProvider
+from pirouter_py.providers.transport import Upstreams
 
 KINDS: dict[str, type[HTTPProvider]] = {
     "openai": OpenAIProvider,

@@ -7,7 +7,7 @@ cut short.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from pirouter_py.config import ModelConfig
 from pirouter_py.errors import UpstreamTransportError
@@ -35,7 +35,9 @@ class AnthropicProvider(HTTPProvider):
         data = await self.post_json(PATH, model.model_id, body, self._headers())
         return wire.decode_response(data, f"{self.name} ({model.model_id})")
 
-    async def stream(self, request: ChatRequest, model: ModelConfig) -> AsyncIterator[StreamEvent]:
+    async def stream(
+        self, request: ChatRequest, model: ModelConfig
+    ) -> AsyncGenerator[StreamEvent, None]:
         body = wire.encode_request(
             request, model.model_id, stream=True, default_max_tokens=model.default_max_tokens
         )

@@ -13,7 +13,7 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -23,8 +23,8 @@ import orjson
 from pirouter_py import __version__
 from pirouter_py.config import ModelConfig, ProviderConfig
 from pirouter_py.errors import UpstreamError, UpstreamHTTPError, UpstreamTransportError
-from pirouter_py.health import Health
-from pirouter_py.providers.http import (
+from pirouter_py.live.health import Health
+from pirouter_py.providers.transport import (
     BadResponse,
     ConnectFailed,
     Disconnected,
@@ -53,7 +53,9 @@ class Provider(Protocol):
 
     async def complete(self, request: ChatRequest, model: ModelConfig) -> ChatResponse: ...
 
-    def stream(self, request: ChatRequest, model: ModelConfig) -> AsyncIterator[StreamEvent]: ...
+    def stream(
+        self, request: ChatRequest, model: ModelConfig
+    ) -> AsyncGenerator[StreamEvent, None]: ...
 
 
 def retry_after(value: str | None) -> float | None:

@@ -6,7 +6,7 @@ A stream is read until its `"done": true` line; one that ends before it was cut 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from pirouter_py.config import ModelConfig
 from pirouter_py.errors import UpstreamTransportError
@@ -25,7 +25,9 @@ class OllamaProvider(HTTPProvider):
         data = await self.post_json(PATH, model.model_id, body, {})
         return wire.decode_response(data, f"{self.name} ({model.model_id})")
 
-    async def stream(self, request: ChatRequest, model: ModelConfig) -> AsyncIterator[StreamEvent]:
+    async def stream(
+        self, request: ChatRequest, model: ModelConfig
+    ) -> AsyncGenerator[StreamEvent, None]:
         body = wire.encode_request(request, model.model_id, stream=True)
         decoder = wire.StreamDecoder(f"{self.name} ({model.model_id})")
         async for data in self.ndjson(PATH, model.model_id, body, {}):

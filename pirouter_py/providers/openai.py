@@ -7,7 +7,7 @@ sees tokens even when the client did not ask for them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from pirouter_py.config import ModelConfig
 from pirouter_py.providers.base import HTTPProvider
@@ -31,7 +31,9 @@ class OpenAIProvider(HTTPProvider):
         data = await self.post_json(PATH, model.model_id, body, self._headers())
         return wire.decode_response(data, f"{self.name} ({model.model_id})")
 
-    async def stream(self, request: ChatRequest, model: ModelConfig) -> AsyncIterator[StreamEvent]:
+    async def stream(
+        self, request: ChatRequest, model: ModelConfig
+    ) -> AsyncGenerator[StreamEvent, None]:
         body = wire.encode_request(request, model.model_id, stream=True)
         async for _, data in self.sse(PATH, model.model_id, body, self._headers(), until_done=True):
             yield wire.decode_chunk(data)

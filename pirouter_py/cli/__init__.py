@@ -323,7 +323,7 @@ def route(
     as_json: JsonOption = False,
 ) -> None:
     """Dry-run the routing decision for a prompt, and explain it."""
-    from pirouter_py.router import decide
+    from pirouter_py.routing.decide import decide
     from pirouter_py.types import ChatRequest, ImagePart, Message, TextPart, ToolSpec
 
     headers = dict(_parse_header(h) for h in header or [])
@@ -396,7 +396,7 @@ def _check_lines(checks: Any, depth: int) -> list[str]:
 
 
 def _decision_lines(d: Any, cfg: Any) -> list[str]:
-    from pirouter_py.features import REQUIRED_QUALITY
+    from pirouter_py.routing.features import REQUIRED_QUALITY
 
     f = d.features
     lines = [
@@ -461,10 +461,10 @@ def run(
     """Run the daemon until SIGINT or SIGTERM."""
     import asyncio
 
-    from pirouter_py import log
-    from pirouter_py.access import is_loopback
     from pirouter_py.config import parse_bind
-    from pirouter_py.server import serve
+    from pirouter_py.observe import log
+    from pirouter_py.server.access import is_loopback
+    from pirouter_py.server.serve import serve
 
     loaded = _guard(lambda: _load(ctx, config))
     cfg = loaded.config
@@ -583,7 +583,7 @@ def completions(
 ) -> None:
     """Print a shell completion script (bash: source it; zsh: put it on $fpath as _pirouter;
     fish: save it as ~/.config/fish/completions/pirouter.fish)."""
-    from pirouter_py import clidoc
+    from pirouter_py.cli import docs as clidoc
 
     sys.stdout.write(clidoc.completion(shell.value))
 
@@ -618,4 +618,5 @@ def main() -> None:
 
 
 # Commands kept in modules of their own register on `app` when imported.
-from pirouter_py import cli_ledger, cli_service  # noqa: E402, F401
+from pirouter_py.cli import ledger as cli_ledger  # noqa: E402, F401
+from pirouter_py.cli import service as cli_service  # noqa: E402, F401

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from pirouter_py.log import get_logger
+from pirouter_py.observe.log import get_logger
 
 log = get_logger("pirouter.journal")
 

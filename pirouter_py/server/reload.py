@@ -1,25 +1,21 @@
 """Reloading the config while the daemon runs: on SIGHUP, and when the file changes.
 
-A valid file replaces the config and the cascade in one step (requests in flight keep the pair
-they started with); providers reuse the pooled session; health, the ledger and metrics carry on
-with the new prices. An invalid file is refused with one log line naming each problem, and the
-running config keeps serving. Settings that need a new listener are reported as such.
+A valid file becomes a new snapshot (config, providers on the pooled connections, cascade, and a
+live traffic view that carries on what was learned), swapped in with one assignment: requests in
+flight keep the snapshot they started with. Health, the ledger and metrics carry on. An invalid
+file is refused with one log line naming each problem, and the running config keeps serving.
+Settings that need a new listener are reported as such.
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from pirouter_py import providers as provider_registry
-from pirouter_py.cascade import Cascade
 from pirouter_py.config import load_config
 from pirouter_py.errors import ConfigError
-from pirouter_py.log import get_logger
-
-if TYPE_CHECKING:
-    from pirouter_py.server import State
+from pirouter_py.observe.log import get_logger
+from pirouter_py.server.state import State, snapshot_for
 
 log = get_logger("pirouter")
 
@@ -37,36 +33,30 @@ WATCH_EVERY_S = 2.0  # how often the config file is checked for changes
 
 def reload_config(state: State) -> bool:
     """Load the config file again and serve with it; an invalid file keeps the old one."""
-    old = state.loaded
-    if old.path is None or state.upstreams is None:
+    old = state.snapshot
+    if old.loaded.path is None:
         log.info("config_reload_skipped", reason="running on the built-in default, no file")
         return False
     try:
-        loaded = load_config(old.path)
+        loaded = load_config(old.loaded.path)
     except ConfigError as exc:
         log.error(
             "config_reload_rejected",
-            path=str(old.path),
+            path=str(old.loaded.path),
             problems=[str(p) for p in exc.problems],
             keeping="the running config",
         )
         return False
-    providers = provider_registry.build(loaded.config, state.upstreams, state.environ)
-    if state.traffic is not None:
-        state.traffic.reconfigure(loaded.config)
-    limits = state.traffic.limits if state.traffic is not None else None
-    cascade = Cascade(loaded.config, providers, health=state.health, limits=limits)
-    state.loaded, state.cascade = loaded, cascade
+    traffic = old.traffic.reconfigured(loaded.config)
+    state.snapshot = snapshot_for(loaded, state.upstreams, state.environ, traffic, state.health)
     if state.ledger is not None:
         state.ledger.models = loaded.config.models
-    if state.metrics is not None:
-        state.metrics.models = loaded.config.models
     changed = [
         k for k in RESTART_KEYS if getattr(old.config.server, k) != getattr(loaded.config.server, k)
     ]
     log.info(
         "config_reloaded",
-        path=str(old.path),
+        path=str(old.loaded.path),
         models=len(loaded.config.models),
         rules=len(loaded.config.rules),
         needs_restart=changed or None,

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 from pirouter_py.config import QUALITY_RANK, Config, ModelConfig
-from pirouter_py.config_rules import Profile
+from pirouter_py.config.rules import Profile
 from pirouter_py.errors import BudgetExceeded, RoutingError
-from pirouter_py.features import REQUIRED_QUALITY, Difficulty, Features
+from pirouter_py.routing.features import REQUIRED_QUALITY, Difficulty, Features
 from pirouter_py.types import frozen
 
 # v0.1 names profiles in its "no enabled model" error by their Rust Debug form.

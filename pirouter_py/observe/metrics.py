@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pirouter_py.config import ModelConfig
-from pirouter_py.ledger import attempt_cost
+from pirouter_py.ledger.pricing import attempt_cost
 from pirouter_py.record import RequestRecord
 
 if TYPE_CHECKING:
@@ -54,12 +54,10 @@ class _Histogram:
 class Metrics:
     def __init__(
         self,
-        models: Mapping[str, ModelConfig],
         *,
         in_flight: Callable[[], float],
         ledger_backlog: Callable[[], float],
     ) -> None:
-        self.models = models
         self.in_flight = in_flight
         self.ledger_backlog = ledger_backlog
         self.requests: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
@@ -71,7 +69,8 @@ class Metrics:
         self.overhead = _Histogram(OVERHEAD_BUCKETS)
         self.registry: CollectorRegistry | None = None  # made at the first scrape
 
-    def observe(self, record: RequestRecord) -> None:
+    def observe(self, record: RequestRecord, models: Mapping[str, ModelConfig]) -> None:
+        """A finished request, priced with the catalog it was served under."""
         self.requests[(record.rule or "", record.final or "", record.status, record.protocol)] += 1
         self.overhead.observe(max(0.0, record.overhead_ms) / 1000)
         for a in record.attempts:
@@ -86,7 +85,7 @@ class Metrics:
                 self.tokens[(a.alias, "input")] += a.input_tokens
             if a.output_tokens:
                 self.tokens[(a.alias, "output")] += a.output_tokens
-            cost = attempt_cost(self.models.get(a.alias), a)
+            cost = attempt_cost(models.get(a.alias), a)
             if cost:
                 self.cost[a.alias] += cost
 

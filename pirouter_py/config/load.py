@@ -25,9 +25,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from pirouter_py.config_rules import Profile, Rule, check_rules, did_you_mean
+from pirouter_py.config.rules import Profile, Rule, check_rules, did_you_mean
+from pirouter_py.config.toml_lines import KeyPath, key_lines, locate
 from pirouter_py.errors import ConfigError, ConfigProblem
-from pirouter_py.toml_lines import KeyPath, key_lines, locate
 
 APP_NAME = "pirouter"
 CONFIG_ENV = "PIROUTER_CONFIG"

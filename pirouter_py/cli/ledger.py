@@ -69,13 +69,13 @@ def _parse_since(value: str) -> float:
 def _read_rows(
     loaded: LoadedConfig, since: float, limit: int | None = None, newest_first: bool = False
 ) -> list[dict[str, Any]]:
-    from pirouter_py import ledger
+    from pirouter_py.ledger import read
 
-    db = ledger.open_read_only(_ledger_path(loaded))
+    db = read.open_read_only(_ledger_path(loaded))
     if db is None:
         return []
     try:
-        return ledger.read_requests(db, since, limit, newest_first)
+        return read.read_requests(db, since, limit, newest_first)
     finally:
         db.close()
 
@@ -97,7 +97,8 @@ def stats_command(
     """Report requests, success, escalations, cost and savings from the ledger."""
     import time
 
-    from pirouter_py import report, stats
+    from pirouter_py.reports import render as report
+    from pirouter_py.reports import stats
 
     if hours is not None and since is not None:
         raise typer.BadParameter("give --hours or --since, not both", param_hint="--since")
@@ -142,18 +143,24 @@ def stats_command(
 def _budget_burn(loaded: LoadedConfig) -> list[Any]:
     import time
 
-    from pirouter_py import ledger, stats
+    from pirouter_py.ledger import read
+    from pirouter_py.live.budgets import day_start, month_start
+    from pirouter_py.reports import stats
 
     if not loaded.config.has_budgets:
         return []
-    db = ledger.open_read_only(_ledger_path(loaded))
-    spend: dict[str, dict[str, float]] = {"today": {}, "month": {}}
+    db = read.open_read_only(_ledger_path(loaded))
+    today: dict[str, float] = {}
+    month: dict[str, float] = {}
     if db is not None:
+        now = time.time()
         try:
-            spend = ledger.traffic_seed(db, time.time(), 0)["spend"]
+            today, month = read.spend_since(
+                db, day_start(now).timestamp(), month_start(now).timestamp()
+            )
         finally:
             db.close()
-    return stats.budget_burn(loaded.config, spend["today"], spend["month"])
+    return stats.budget_burn(loaded.config, today, month)
 
 
 ledger_app = typer.Typer(
@@ -184,7 +191,7 @@ def ledger_tail(
     """Print the newest requests, one per line (JSON lines with --json)."""
     import time
 
-    from pirouter_py import report
+    from pirouter_py.reports import render as report
 
     loaded = _guard(lambda: _load(ctx, config))
 

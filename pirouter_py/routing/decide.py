@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal, get_args
 
-from pirouter_py import features as feats
-from pirouter_py import policy, rules
 from pirouter_py.config import CascadeConfig, Config
-from pirouter_py.config_rules import Profile
+from pirouter_py.config.rules import Profile
 from pirouter_py.errors import RoutingError
-from pirouter_py.features import Difficulty, Features
-from pirouter_py.policy import CandidateTrace, Live, Pin
-from pirouter_py.rules import Facts, RuleTrace
+from pirouter_py.routing import features as feats
+from pirouter_py.routing import policy, rules
+from pirouter_py.routing.features import Difficulty, Features
+from pirouter_py.routing.policy import CandidateTrace, Live, Pin
+from pirouter_py.routing.rules import Facts, RuleTrace
 from pirouter_py.types import ChatRequest, frozen
 
 PROFILE_HEADER = "x-pirouter-profile"

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from pirouter_py.config_rules import CONDITIONS, HEADER_TARGET, Rule, When, field_key
-from pirouter_py.features import Difficulty, Features
+from pirouter_py.config.rules import CONDITIONS, HEADER_TARGET, Rule, When, field_key
+from pirouter_py.routing.features import Difficulty, Features
 from pirouter_py.types import ChatRequest
 
 

@@ -1,0 +1,1 @@
+"""The ledger: every request and attempt, in SQLite."""

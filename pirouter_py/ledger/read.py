@@ -1,0 +1,125 @@
+"""Reading the ledger: read-only queries for the CLI's reports and the daemon's start.
+
+They work while a daemon writes (WAL). A v0.1 file (no attempts table) reads too.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pirouter_py.ledger.schema import columns
+
+
+def open_read_only(path: Path) -> sqlite3.Connection | None:
+    """A read-only connection, or None when there is no ledger yet."""
+    if not path.exists():
+        return None
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    db.row_factory = sqlite3.Row
+    return db
+
+
+@dataclass(frozen=True, slots=True)
+class Seed:
+    """What the daemon's live state starts from."""
+
+    today: dict[str, float]  # USD per model since the day began
+    month: dict[str, float]  # likewise since the month began
+    sessions: dict[str, tuple[str, float]]  # session -> (the model that last served it, when)
+    ttft: list[tuple[str, float]]  # recent (alias, time to first token in ms), oldest first
+
+
+def spend_since(db: sqlite3.Connection, *starts: float) -> list[dict[str, float]]:
+    """USD spent per model since each of `starts` (unix times), as priced when served."""
+    out: list[dict[str, float]] = [{} for _ in starts]
+    if not has_table(db, "attempts"):
+        return out
+    query = (
+        "SELECT a.alias, SUM(a.cost_usd) FROM attempts a JOIN requests r "
+        "ON r.id = a.request_id WHERE r.ts >= ? GROUP BY a.alias"
+    )
+    for totals, start in zip(out, starts, strict=True):
+        for alias, usd in db.execute(query, (int(start),)):
+            totals[alias] = float(usd or 0.0)
+    return out
+
+
+def traffic_seed(db: sqlite3.Connection, day: float, month: float, sessions_since: float) -> Seed:
+    """Spend per model since `day` and since `month` (unix times), the model that last served
+    each session active since `sessions_since`, and the most recent times to first token."""
+    today, this_month = spend_since(db, day, month)
+    sessions: dict[str, tuple[str, float]] = {}
+    if "session" in columns(db, "requests"):
+        query = (
+            "SELECT session, final_model, MAX(COALESCE(ts_ms, ts * 1000)) FROM requests "
+            "WHERE session IS NOT NULL AND final_model != '' AND status = 'ok' AND ts >= ? "
+            "GROUP BY session"
+        )
+        for session, alias, ts_ms in db.execute(query, (int(sessions_since),)):
+            sessions[session] = (alias, ts_ms / 1000.0)
+    ttft: list[tuple[str, float]] = []
+    if has_table(db, "attempts"):
+        query = (
+            "SELECT alias, ttft_ms FROM attempts WHERE ttft_ms IS NOT NULL "
+            "ORDER BY rowid DESC LIMIT 2000"
+        )
+        ttft = [(alias, float(ms)) for alias, ms in db.execute(query)][::-1]
+    return Seed(today, this_month, sessions, ttft)
+
+
+def has_table(db: sqlite3.Connection, table: str) -> bool:
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return db.execute(query, (table,)).fetchone() is not None
+
+
+def read_requests(
+    db: sqlite3.Connection, since: float, limit: int | None = None, newest_first: bool = False
+) -> list[dict[str, Any]]:
+    """Request rows since a unix time, with their attempts; v0.1 files (no attempts) work too."""
+    order = "DESC" if newest_first else "ASC"
+    query = f"SELECT * FROM requests WHERE ts >= ? ORDER BY ts {order}, rowid {order}"
+    if limit is not None:
+        query += f" LIMIT {int(limit)}"
+    rows = [dict(r) for r in db.execute(query, (int(since),))]
+    attempts: dict[str, list[dict[str, Any]]] = {}
+    if rows and has_table(db, "attempts"):
+        ids = [r["id"] for r in rows]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for a in db.execute(
+                f"SELECT * FROM attempts WHERE request_id IN ({marks}) ORDER BY request_id, idx",
+                chunk,
+            ):
+                attempts.setdefault(a["request_id"], []).append(dict(a))
+    for row in rows:
+        row["attempts"] = attempts.get(row["id"]) or _from_path(row.get("cascade_path"))
+    return rows
+
+
+def _from_path(path: Any) -> list[dict[str, Any]]:
+    """Attempts from a row's `cascade_path` JSON (all a v0.1 row has)."""
+    try:
+        records = json.loads(path) if path else []
+    except ValueError:
+        return []
+    out = []
+    for r in records if isinstance(records, list) else []:
+        outcome = r.get("outcome") or {}
+        out.append(
+            {
+                "alias": r.get("alias"),
+                "provider": r.get("provider"),
+                "model_id": r.get("model_id"),
+                "outcome": outcome.get("kind"),
+                "input_tokens": outcome.get("input_tokens", 0),
+                "output_tokens": outcome.get("output_tokens", 0),
+                "latency_ms": r.get("latency_ms", 0),
+                "returned": r.get("returned", False),
+            }
+        )
+    return out

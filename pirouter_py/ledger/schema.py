@@ -1,0 +1,150 @@
+"""The ledger's schema: tables, and the ordered registry of migrations that makes them.
+
+`_migrations` names each applied step; each runs in one transaction. A v0.1 `ledger.db`
+(reference §6) is upgraded in place; v0.1's columns keep their names and meaning (`ts` in unix
+seconds, token sums over attempts, cost priced by alias), so old queries still work.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+BUSY_TIMEOUT_S = 5.0  # how long a write waits for a lock held by another process
+
+V01_REQUESTS = """
+CREATE TABLE IF NOT EXISTS requests (
+    id              TEXT PRIMARY KEY,
+    ts              INTEGER NOT NULL,
+    route_rule      TEXT,
+    primary_model   TEXT NOT NULL,
+    final_model     TEXT NOT NULL,
+    cascade_path    TEXT NOT NULL,
+    input_tokens    INTEGER NOT NULL DEFAULT 0,
+    output_tokens   INTEGER NOT NULL DEFAULT 0,
+    cost_usd        REAL NOT NULL DEFAULT 0.0,
+    latency_ms      INTEGER NOT NULL DEFAULT 0,
+    status          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_requests_ts ON requests(ts);
+CREATE INDEX IF NOT EXISTS idx_requests_final_model ON requests(final_model);
+"""
+
+
+def columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _m001_requests(db: sqlite3.Connection) -> None:
+    # statement by statement: executescript() would commit the migration's transaction
+    for statement in filter(str.strip, V01_REQUESTS.split(";")):
+        db.execute(statement)
+
+
+def _m002_requested_model(db: sqlite3.Connection) -> None:
+    if "requested_model" not in columns(db, "requests"):  # v0.1 added it the same way
+        db.execute("ALTER TABLE requests ADD COLUMN requested_model TEXT NOT NULL DEFAULT ''")
+
+
+REQUEST_DETAILS = (
+    ("ts_ms", "INTEGER"),
+    ("protocol", "TEXT"),
+    ("difficulty", "TEXT"),
+    ("http_status", "INTEGER"),
+    ("streamed", "INTEGER NOT NULL DEFAULT 0"),
+    ("cache_read_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("cache_write_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("ttft_ms", "REAL"),
+    ("overhead_ms", "REAL"),
+    ("user_agent", "TEXT"),
+)
+
+
+def _m003_request_details(db: sqlite3.Connection) -> None:
+    have = columns(db, "requests")
+    for name, kind in REQUEST_DETAILS:
+        if name not in have:
+            db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
+
+
+def _m004_attempts(db: sqlite3.Connection) -> None:
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS attempts (
+            request_id          TEXT NOT NULL,
+            idx                 INTEGER NOT NULL,
+            alias               TEXT NOT NULL,
+            provider            TEXT NOT NULL,
+            model_id            TEXT NOT NULL,
+            outcome             TEXT NOT NULL,
+            http_status         INTEGER,
+            error               TEXT,
+            input_tokens        INTEGER NOT NULL DEFAULT 0,
+            output_tokens       INTEGER NOT NULL DEFAULT 0,
+            cache_read_tokens   INTEGER NOT NULL DEFAULT 0,
+            cache_write_tokens  INTEGER NOT NULL DEFAULT 0,
+            cost_usd            REAL NOT NULL DEFAULT 0.0,
+            latency_ms          REAL NOT NULL DEFAULT 0.0,
+            ttft_ms             REAL,
+            returned            INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (request_id, idx)
+        )""")
+
+
+def _m005_prompts(db: sqlite3.Connection) -> None:
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS prompts (
+            request_id  TEXT PRIMARY KEY,
+            messages    TEXT NOT NULL,
+            answer      TEXT
+        )""")
+
+
+AFFINITY_COLUMNS = (("session", "TEXT"), ("pin", "TEXT"))
+
+
+def _m006_affinity(db: sqlite3.Connection) -> None:
+    have = columns(db, "requests")
+    for name, kind in AFFINITY_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
+
+
+MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
+    ("001_requests", _m001_requests),
+    ("002_requested_model", _m002_requested_model),
+    ("003_request_details", _m003_request_details),
+    ("004_attempts", _m004_attempts),
+    ("005_prompts", _m005_prompts),
+    ("006_affinity", _m006_affinity),
+)
+
+
+def migrate(db: sqlite3.Connection, upto: int | None = None) -> list[str]:
+    """Apply the migrations not yet applied (only the first `upto`, for tests); return them."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    applied = []
+    for name, step in MIGRATIONS[:upto]:
+        if name in done:
+            continue
+        db.execute("BEGIN")
+        try:
+            step(db)
+            db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied
+
+
+def connect(path: Path, busy_timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """Open (creating parents and the file) for writing, in autocommit mode with WAL."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db

@@ -1,0 +1,1 @@
+"""State learned from traffic that routing consults."""

@@ -1,0 +1,67 @@
+"""Session affinity: the model that last served each conversation, and when.
+
+Sessions are kept in the ledger's request rows, so they survive a restart (the daemon seeds the
+table from them). The table outlives a reload; the windows come from the config in force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+
+from pirouter_py.config.load import AffinityConfig
+from pirouter_py.routing.policy import Pin
+from pirouter_py.types import ChatRequest
+
+SESSION_HEADER = "x-pirouter-session"
+MAX_SESSIONS = 50_000  # past this, sessions older than the soft window are dropped
+
+
+def session_key(request: ChatRequest, headers: Mapping[str, str]) -> str:
+    """The conversation a request belongs to: the client's `x-pirouter-session`, else a hash of
+    its user agent, system prompt and first user message (what every later turn repeats)."""
+    digest = hashlib.blake2b(digest_size=12)
+    given = headers.get(SESSION_HEADER)
+    if given:
+        parts: tuple[str, ...] = ("header", given)
+    else:
+        system = "\n".join(m.text for m in request.messages if m.role == "system")
+        first = next((m.text for m in request.messages if m.role == "user"), "")
+        parts = (headers.get("user-agent", ""), system, first)
+    for part in parts:
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+class Sessions:
+    """Session -> (model, last served), pruned past the soft window. `last` may be shared with
+    the Sessions of an earlier config (a reload): it is only ever changed in place."""
+
+    def __init__(
+        self,
+        cfg: AffinityConfig,
+        clock: Callable[[], float] = time.time,
+        last: dict[str, tuple[str, float]] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.last: dict[str, tuple[str, float]] = {} if last is None else last
+
+    def pin(self, session: str) -> Pin | None:
+        entry = self.last.get(session)
+        if entry is None:
+            return None
+        age = self.clock() - entry[1]
+        if age > self.cfg.soft_secs:
+            self.last.pop(session, None)
+            return None
+        return Pin(entry[0], age, age <= self.cfg.hard_secs)
+
+    def served(self, session: str, alias: str, at: float | None = None) -> None:
+        self.last[session] = (alias, self.clock() if at is None else at)
+        if len(self.last) > MAX_SESSIONS:  # bound memory: drop whatever is past the soft window
+            cutoff = self.clock() - self.cfg.soft_secs
+            for key in [k for k, v in self.last.items() if v[1] < cutoff]:
+                del self.last[key]

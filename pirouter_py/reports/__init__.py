@@ -1,0 +1,1 @@
+"""Reports over ledger rows: pure aggregation and its renderings."""

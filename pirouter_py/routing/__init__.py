@@ -1,0 +1,1 @@
+"""The routing decision: pure functions, no I/O."""

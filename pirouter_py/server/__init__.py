@@ -1,0 +1,1 @@
+"""The daemon's HTTP side, the only package that imports `aiohttp.web`."""

@@ -1,0 +1,161 @@
+"""The daemon's application: its routes, its state, and what opens and closes with it.
+
+`create_app` builds everything a config needs (the first snapshot: config, providers, cascade,
+live traffic) and the routes; the ledger opens before the first request and closes after the
+last has recorded; the config watcher runs while the app does. `serve.py` runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+from aiohttp import web
+
+from pirouter_py.config import LoadedConfig, parse_bind
+from pirouter_py.ledger.read import open_read_only, traffic_seed
+from pirouter_py.ledger.writer import Ledger, Recorder
+from pirouter_py.live.budgets import day_start, month_start
+from pirouter_py.live.health import Health
+from pirouter_py.live.traffic import Traffic
+from pirouter_py.observe.log import RequestLines, bound_logger, get_logger
+from pirouter_py.observe.metrics import Metrics
+from pirouter_py.providers.transport import Upstreams
+from pirouter_py.server import access, catalog, ops
+from pirouter_py.server import reload as config_reload
+from pirouter_py.server.chat import chat_handler
+from pirouter_py.server.messages import count_tokens
+from pirouter_py.server.middleware import cors_headers, errors_middleware
+from pirouter_py.server.state import STATE, Snapshot, State, snapshot_for
+from pirouter_py.wire import codecs
+
+log = get_logger("pirouter")
+
+KEEPALIVE_S = 90.0  # an idle upstream connection older than this is not reused
+
+
+async def _ledger(app: web.Application) -> AsyncIterator[None]:
+    """The ledger opens before the first request and closes after the last has recorded."""
+    state = app[STATE]
+    if state.ledger_path is None:
+        yield
+        return
+    ledger = Ledger(state.ledger_path, state.loaded.config)
+    try:
+        await ledger.open()
+    except (OSError, sqlite3.Error) as exc:
+        # A ledger that cannot be opened (a read-only or full disk) must not take the daemon
+        # down: serve without it, and say so loudly in the log, /health and `pirouter status`.
+        state.ledger_error = (
+            f"cannot open the ledger at {state.ledger_path}: {exc}; set "
+            "[ledger] path to a writable file (requests are not recorded)"
+        )
+        log.error("ledger_unavailable", path=str(state.ledger_path), error=str(exc))
+        yield
+        return
+    state.ledger = ledger
+    state.recorder = ledger
+    await asyncio.to_thread(_seed, state.snapshot, state.ledger_path)
+    yield
+    await ledger.close()
+
+
+def _seed(snapshot: Snapshot, path: Path) -> None:
+    """Budgets, sessions and latency start from what the ledger already knows."""
+    db = open_read_only(path)
+    if db is None:
+        return
+    now = time.time()
+    try:
+        seed = traffic_seed(
+            db,
+            day_start(now).timestamp(),
+            month_start(now).timestamp(),
+            now - snapshot.config.affinity.soft_secs,
+        )
+    except sqlite3.Error as exc:
+        log.warning("traffic_seed_failed", error=str(exc))
+        return
+    finally:
+        db.close()
+    snapshot.traffic.seed(seed.today, seed.month, seed.sessions, seed.ttft)
+
+
+async def _upstreams(app: web.Application) -> AsyncIterator[None]:
+    """The config watcher while the app runs; the upstream connection pool closed at shutdown."""
+    state = app[STATE]
+    watcher = asyncio.create_task(config_reload.watch_config(state), name="config-watcher")
+    if any(p.url.startswith("https://") for p in state.loaded.config.providers.values()):
+        state.upstreams.warm_tls()
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await state.upstreams.close()
+
+
+async def _drain(app: web.Application) -> None:
+    app[STATE].draining = True
+
+
+async def _last_lines(app: web.Application) -> None:
+    """The count of request lines skipped in the last second, if any, before exiting."""
+    if (lines := app[STATE].request_lines) is not None:
+        lines.report()
+
+
+def create_app(
+    loaded: LoadedConfig,
+    *,
+    recorder: Recorder | None = None,
+    ledger_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    host: str | None = None,
+) -> web.Application:
+    """The daemon's application for a loaded config; with `ledger_path`, it records there."""
+    config = loaded.config
+    server = config.server
+    app = web.Application(client_max_size=server.max_body_bytes, middlewares=[errors_middleware])
+    health = Health(config.cascade.cooldown_secs, config.cascade.max_cooldown_secs)
+    upstreams = Upstreams(keepalive=KEEPALIVE_S)
+    snapshot = snapshot_for(loaded, upstreams, environ, Traffic(config, health), health)
+    state = app[STATE] = State(snapshot, recorder, environ, health, upstreams, ledger_path)
+    request_log = bound_logger("pirouter")  # bound once: a proxy binds on every call
+    if request_log.is_enabled_for(logging.INFO):
+        state.request_lines = RequestLines(request_log)
+    state.keys = access.load_keys(server, environ)
+    listen = host if host is not None else (parse_bind(server.bind) or ("127.0.0.1", 0))[0]
+    if access.is_loopback(listen):  # beyond loopback, client keys are the protection
+        state.hosts = access.allowed_hosts(listen, server.allowed_hosts)
+    if server.metrics:
+        state.metrics = Metrics(
+            in_flight=lambda: state.in_flight,
+            ledger_backlog=lambda: state.ledger.status().backlog if state.ledger else 0,
+        )
+    app.cleanup_ctx.append(_ledger)
+    app.on_cleanup.append(_last_lines)
+    app.cleanup_ctx.append(_upstreams)
+    app.on_shutdown.append(_drain)
+    if server.cors_origins:
+        app.on_response_prepare.append(cors_headers)
+    add = app.router
+    add.add_get("/healthz", ops.healthz)
+    add.add_get("/health", ops.health)
+    if state.metrics is not None:
+        add.add_get("/metrics", ops.metrics)
+    add.add_get("/v1/models", catalog.list_models)
+    add.add_post("/v1/chat/completions", chat_handler(codecs.OPENAI))
+    add.add_post("/v1/messages", chat_handler(codecs.ANTHROPIC))
+    add.add_post("/v1/messages/count_tokens", count_tokens)
+    add.add_post("/api/chat", chat_handler(codecs.OLLAMA))
+    add.add_get("/api/tags", catalog.ollama_tags)
+    add.add_get("/api/version", catalog.ollama_version)
+    add.add_post("/api/show", catalog.ollama_show)
+    return app

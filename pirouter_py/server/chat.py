@@ -1,0 +1,150 @@
+"""The one path every chat request takes, whatever protocol it came in.
+
+OpenAI `/v1/chat/completions`, Anthropic `/v1/messages` and Ollama `/api/chat` share it: the
+route's `Codec` decodes the body, `routing.decide` picks the models, the `Cascade` runs them, and
+the codec writes the answer (here, whole; `relay.py`, streamed) or the error in the client's own
+format. Each request ends with one `RequestRecord` for the recorder and one canonical log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from pirouter_py import record as rec
+from pirouter_py.errors import (
+    BudgetExceeded,
+    PirouterError,
+    RequestTimeout,
+    RoutingError,
+    UnsupportedMediaType,
+)
+from pirouter_py.live.sessions import session_key
+from pirouter_py.routing.decide import decide
+from pirouter_py.server import relay
+from pirouter_py.server.middleware import RID, error_response
+from pirouter_py.server.request import (
+    Ctx,
+    cancelled,
+    failed,
+    meta,
+    observed,
+    overhead_ms,
+    record,
+    routing_headers,
+)
+from pirouter_py.server.state import JSON, STATE
+from pirouter_py.types import ChatRequest
+from pirouter_py.wire.codecs import Codec
+
+
+async def decode(request: web.Request, codec: Codec, *, count_only: bool = False) -> ChatRequest:
+    """The request body in the neutral form; its arrival is bounded by body_timeout_secs."""
+    if codec.requires_json_content_type and request.content_type != JSON:
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, not {request.content_type or 'absent'}"
+        )
+    limit = request.app[STATE].loaded.config.server.body_timeout_secs
+    try:
+        if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
+            body = await request.read()
+        else:
+            async with asyncio.timeout(limit):  # a client trickling its body holds nothing long
+                body = await request.read()
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {limit:g} s ([server] body_timeout_secs)"
+        ) from None
+    if count_only:  # count_tokens bodies carry no max_tokens
+        with contextlib.suppress(orjson.JSONDecodeError):
+            data = orjson.loads(body)
+            if isinstance(data, dict):
+                data.pop("max_tokens", None)
+                body = orjson.dumps(data)
+    return codec.decode_request(body)
+
+
+def chat_handler(codec: Codec) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        state = request.app[STATE]
+        state.in_flight += 1  # from arrival: one waiting at the start gate is in flight too
+        try:
+            await state.gate.enter()
+            chat = await decode(request, codec)
+            return await serve(request, codec, chat, started)
+        finally:
+            state.in_flight -= 1
+
+    return handle
+
+
+async def serve(
+    request: web.Request, codec: Codec, chat: ChatRequest, started: float
+) -> web.StreamResponse:
+    """Route, run and answer one decoded request."""
+    # Taken once: a reload swaps the snapshot, and this request keeps the one it started with.
+    snapshot = request.app[STATE].snapshot
+    config, traffic = snapshot.config, snapshot.traffic
+    ctx = Ctx(request, codec, chat, snapshot, started, time.time(), request[RID])
+    try:
+        pin = None
+        if config.affinity.enabled:
+            ctx.session = session_key(chat, request.headers)
+            pin = traffic.sessions.pin(ctx.session)
+        ctx.decision = decide(config, chat, request.headers, live=traffic, pin=pin)
+    except RoutingError as exc:
+        overhead = (time.perf_counter() - started) * 1000
+        observed(ctx, record(ctx, rec.STATUS_ROUTING_ERROR, exc.http_status, None, overhead, None))
+        headers = routing_headers(ctx, None, overhead)
+        if isinstance(exc, BudgetExceeded):
+            headers["retry-after"] = str(exc.retry_after)
+        return error_response(codec, exc.http_status, exc.message, exc.openai_type, headers=headers)
+    try:
+        if chat.stream:
+            return await relay.serve_stream(ctx)
+        return await serve_whole(ctx)
+    except PirouterError:
+        raise
+    except Exception:  # a bug before the answer: the errors middleware logs it and answers 500
+        if not ctx.recorded:  # recorded with what the models did: their tokens were spent
+            ctx.attempts = ctx.attempts or tuple(ctx.tried)
+            overhead = overhead_ms(ctx)
+            observed(ctx, record(ctx, rec.STATUS_INTERNAL_ERROR, 500, None, overhead, None))
+        raise
+
+
+async def serve_whole(ctx: Ctx) -> web.StreamResponse:
+    assert ctx.decision is not None
+    try:
+        outcome = await ctx.snapshot.cascade.run(ctx.decision, ctx.chat, ctx.tried)
+    except asyncio.CancelledError:
+        cancelled(ctx)
+        raise
+    if outcome.response is None:
+        return failed(ctx, outcome)
+    ctx.attempts = outcome.attempts
+    body = ctx.codec.encode_response(
+        outcome.response,
+        alias=outcome.alias or "",
+        request_id=ctx.rid,
+        created=int(ctx.arrived),
+        meta=meta(ctx),
+    )
+    overhead = overhead_ms(ctx)
+    made = record(ctx, outcome.status, 200, outcome.alias, overhead, outcome.response.text)
+    response = web.Response(
+        body=body, content_type=JSON, headers=routing_headers(ctx, outcome.alias, overhead)
+    )
+    try:  # sent here rather than by aiohttp after we return, so the bookkeeping can follow it
+        with contextlib.suppress(ConnectionResetError):
+            await response.prepare(ctx.request)
+            await response.write_eof()
+    finally:
+        observed(ctx, made)
+    return response

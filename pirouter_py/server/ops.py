@@ -1,0 +1,64 @@
+"""Endpoints for whoever runs the daemon: `/healthz`, `/health` and `/metrics`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from pirouter_py import __version__
+from pirouter_py.server.state import JSON, STATE
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """v0.1's `ok`, plus a line when ledger rows wait because writing them fails (not when they
+    wait a moment for the writer's next batch)."""
+    ledger = request.app[STATE].ledger
+    status = ledger.status() if ledger is not None else None
+    if status is not None and status.failing:
+        return web.Response(text=f"ok\nledger backlog: {status.backlog}")
+    return web.Response(text="ok")
+
+
+async def health(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    snapshot = state.snapshot
+    body: dict[str, Any] = {
+        "status": "draining" if state.draining else "ok",
+        "version": __version__,
+        "uptime_s": round(time.time() - state.started, 3),
+        "requests": state.served,
+        "in_flight": state.in_flight,
+        "config": snapshot.loaded.source,
+    }
+    if state.ledger is not None:
+        body["ledger"] = asdict(state.ledger.status())
+    elif state.ledger_error is not None:
+        body["ledger"] = {
+            "path": str(state.ledger_path),
+            "failing": True,
+            "last_error": state.ledger_error,
+            "written": 0,
+            "backlog": 0,
+        }
+    body["models"] = state.health.snapshot()
+    if limits := snapshot.traffic.limits.snapshot():
+        body["limits"] = limits
+    # keys resting after a 401/403/429, by variable name only
+    providers = snapshot.cascade.providers.items()
+    rested = {n: p.rested.snapshot() for n, p in providers if hasattr(p, "rested")}
+    body["keys"] = {n: r for n, r in rested.items() if r}
+    return web.Response(body=orjson.dumps(body), content_type=JSON)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition of requests, attempts, latency, tokens, cost, in flight, backlog."""
+    state = request.app[STATE]
+    assert state.metrics is not None  # the route exists only when metrics are on
+    body, content_type = state.metrics.render()
+    response = web.Response(body=body)
+    response.headers["content-type"] = content_type
+    return response

@@ -1,0 +1,147 @@
+"""One request on its way through the daemon, and what it leaves behind.
+
+A `Ctx` carries the request from decode to its ledger row, with the snapshot it arrived under.
+`record` gives the finished request to the recorder (the ledger journals it) before the answer's
+last bytes are sent; `observed` feeds the log line, metrics and live traffic after they are.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from pirouter_py import record as rec
+from pirouter_py.cascade import Outcome
+from pirouter_py.record import Attempt, RequestRecord
+from pirouter_py.routing.decide import Decision
+from pirouter_py.server.middleware import error_response
+from pirouter_py.server.state import STATE, Snapshot
+from pirouter_py.types import ChatRequest
+from pirouter_py.wire.codecs import Codec
+
+
+@dataclass(slots=True)
+class Ctx:
+    """One request on its way through the daemon."""
+
+    request: web.Request
+    codec: Codec
+    chat: ChatRequest
+    snapshot: Snapshot  # the config and cascade it is served with, whatever reloads meanwhile
+    started: float
+    arrived: float
+    rid: str
+    decision: Decision | None = None
+    attempts: tuple[Attempt, ...] = ()
+    session: str | None = None  # the conversation, with [affinity] enabled
+    tried: list[Attempt] = field(default_factory=list)  # the cascade's attempts as it goes
+    recorded: bool = False
+
+
+def routing_headers(ctx: Ctx, alias: str | None, overhead_ms: float) -> dict[str, str]:
+    headers = {
+        "x-pirouter-request-id": ctx.rid,
+        "x-pirouter-attempts": str(len(ctx.attempts)),
+        "x-pirouter-overhead-ms": f"{overhead_ms:.2f}",
+    }
+    if ctx.decision is not None:
+        headers["x-pirouter-rule"] = ctx.decision.rule
+    if alias is not None:
+        headers["x-pirouter-model"] = alias
+    return headers
+
+
+def meta(ctx: Ctx) -> dict[str, Any]:
+    """What pirouter adds to a whole answer's body (`pirouter` in OpenAI's, say)."""
+    assert ctx.decision is not None
+    return {
+        "request_id": ctx.rid,
+        "rule": ctx.decision.rule,
+        "attempts": [a.to_json() for a in ctx.attempts],
+    }
+
+
+def upstream_ms(attempts: tuple[Attempt, ...]) -> float:
+    return sum(a.latency_ms for a in attempts)
+
+
+def overhead_ms(ctx: Ctx) -> float:
+    """pirouter's own time so far: all of it less the attempts' time upstream."""
+    return (time.perf_counter() - ctx.started) * 1000 - upstream_ms(ctx.attempts)
+
+
+def record(
+    ctx: Ctx, status: str, http: int, final: str | None, overhead: float, answer: str | None
+) -> RequestRecord:
+    """The record of a finished request, given to the recorder (the ledger journals it) before
+    the answer's last bytes are sent; `observed` follows."""
+    ctx.recorded = True
+    state = ctx.request.app[STATE]
+    state.served += 1
+    decision = ctx.decision
+    made = RequestRecord(
+        request_id=ctx.rid,
+        ts=ctx.arrived,
+        protocol=ctx.chat.protocol,
+        requested_model=ctx.chat.model,
+        rule=decision.rule if decision else None,
+        difficulty=decision.difficulty if decision else None,
+        primary=decision.primary if decision else None,
+        final=final,
+        status=status,
+        http_status=http,
+        streamed=ctx.chat.stream,
+        latency_ms=(time.perf_counter() - ctx.started) * 1000,
+        overhead_ms=overhead,
+        ttft_ms=next((a.ttft_ms for a in ctx.attempts if a.returned), None),
+        user_agent=ctx.request.headers.get("user-agent", ""),
+        attempts=ctx.attempts,
+        session=ctx.session,
+        pin=decision.pin if decision else None,
+        estimated_tokens=decision.features.estimated_tokens if decision else 0,
+    )
+    if state.recorder is not None:
+        config = ctx.snapshot.config
+        if config.ledger.store_prompts and ctx.chat.raw is not None:
+            prompt = orjson.dumps(ctx.chat.raw).decode()
+            state.recorder.record(replace(made, prompt=prompt, answer=answer), config.models)
+        else:
+            state.recorder.record(made, config.models)
+    return made
+
+
+def observed(ctx: Ctx, made: RequestRecord) -> None:
+    """What the daemon learns from a finished request (log line, metrics, live traffic); for an
+    answer, after it is sent: the client need not wait (the log line alone is ~20-40 µs)."""
+    state = ctx.request.app[STATE]
+    config = ctx.snapshot.config
+    if state.request_lines is not None:
+        state.request_lines.finished(made, config.server.log_requests_per_sec)
+    if state.metrics is not None:
+        state.metrics.observe(made, config.models)
+    ctx.snapshot.traffic.finished(made)
+
+
+def failed(ctx: Ctx, outcome: Outcome) -> web.Response:
+    """The cascade found no answer: 502 in the client's protocol, recorded."""
+    ctx.attempts = outcome.attempts
+    overhead = overhead_ms(ctx)
+    assert outcome.error is not None
+    observed(ctx, record(ctx, outcome.status, 502, None, overhead, None))
+    return error_response(
+        ctx.codec,
+        502,
+        outcome.error.message,
+        "upstream_error",
+        headers=routing_headers(ctx, None, overhead),
+    )
+
+
+def cancelled(ctx: Ctx) -> None:
+    """The client went away before an answer was committed: record what had been tried."""
+    ctx.attempts = tuple(ctx.tried)
+    observed(ctx, record(ctx, rec.STATUS_CLIENT_CANCELLED, 499, None, overhead_ms(ctx), None))

@@ -1,0 +1,87 @@
+"""What the app holds: the snapshot requests are served with, and the daemon's own state.
+
+A `Snapshot` is the config in force with what was built from it (the cascade and its providers,
+the live traffic view). A reload builds a new one and swaps it in with one assignment; a request
+takes the snapshot once, on arrival, and keeps it from decode to its ledger row, so it never sees
+two configs. Everything else here lives as long as the app.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from pirouter_py import providers as provider_registry
+from pirouter_py.cascade import Cascade
+from pirouter_py.config import Config, LoadedConfig
+from pirouter_py.ledger.writer import Ledger, Recorder
+from pirouter_py.live.health import Health
+from pirouter_py.live.traffic import Traffic
+from pirouter_py.observe.log import RequestLines
+from pirouter_py.observe.metrics import Metrics
+from pirouter_py.providers.transport import Upstreams
+from pirouter_py.server.loop import StartGate
+from pirouter_py.types import frozen
+
+JSON = "application/json"
+
+
+@frozen
+class Snapshot:
+    """One config and what serves it, swapped as a whole on reload."""
+
+    loaded: LoadedConfig
+    cascade: Cascade
+    traffic: Traffic
+
+    @property
+    def config(self) -> Config:
+        return self.loaded.config
+
+
+def snapshot_for(
+    loaded: LoadedConfig,
+    upstreams: Upstreams,
+    environ: Mapping[str, str] | None,
+    traffic: Traffic,
+    health: Health,
+) -> Snapshot:
+    """The config with its providers (on the shared connection pool) and cascade, serving with
+    the given live traffic view."""
+    providers = provider_registry.build(loaded.config, upstreams, environ)
+    cascade = Cascade(loaded.config, providers, health=health, limits=traffic.limits)
+    return Snapshot(loaded, cascade, traffic)
+
+
+@dataclass(slots=True)
+class State:
+    """What the app holds for its whole life."""
+
+    snapshot: Snapshot
+    recorder: Recorder | None
+    environ: Mapping[str, str] | None
+    health: Health
+    upstreams: Upstreams
+    ledger_path: Path | None = None  # when set, the app opens a Ledger there as its recorder
+    ledger: Ledger | None = None
+    ledger_error: str | None = None  # why the ledger could not be opened, if it could not
+    keys: tuple[bytes, ...] = ()  # client keys; empty: none required (loopback only)
+    hosts: frozenset[str] = frozenset()  # Host names answered; empty: any (keys protect)
+    started: float = field(default_factory=time.time)
+    metrics: Metrics | None = None
+    draining: bool = False
+    served: int = 0
+    in_flight: int = 0
+    gate: StartGate = field(default_factory=StartGate)
+    request_lines: RequestLines | None = None  # None: the level is above info
+
+    @property
+    def loaded(self) -> LoadedConfig:
+        return self.snapshot.loaded
+
+
+STATE = web.AppKey("state", State)
