@@ -177,3 +177,12 @@ class StreamEvent:
     usage: Usage | None = None
     raw: Mapping[str, Any] | None = None  # the provider's chunk, for same-format pass-through
     protocol: Protocol = "openai"  # the format of `raw`
+
+
+@frozen
+class Pin:
+    """The model that served this conversation's previous turn, and how long ago."""
+
+    alias: str
+    age_s: float
+    hard: bool  # within the hard window: always the same model, unless it must escape

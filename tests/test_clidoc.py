@@ -93,3 +93,9 @@ def complete(line: str) -> list[str]:
 def test_bash_completion_completes(line: str, expected: set[str]) -> None:
     offered = set(complete(line))
     assert expected <= offered and (len(expected) > 2 or offered == expected)
+
+
+def test_the_completions_command_offers_every_shell_the_generator_writes() -> None:
+    from pirouter_py.cli.shell import Shell
+
+    assert tuple(s.value for s in Shell) == clidoc.SHELLS

@@ -23,8 +23,7 @@ from pirouter_py.live.sessions import session_key
 from pirouter_py.live.traffic import Traffic
 from pirouter_py.record import Attempt, RequestRecord
 from pirouter_py.routing.decide import decide
-from pirouter_py.routing.policy import Pin
-from pirouter_py.types import ChatRequest, ImagePart, Message, TextPart, text_message
+from pirouter_py.types import ChatRequest, ImagePart, Message, Pin, TextPart, text_message
 
 CATALOG = """
 [providers.p]

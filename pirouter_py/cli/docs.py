@@ -1,6 +1,7 @@
-"""Documents made from the command line itself: shell completions, the man page, the README's
-CLI reference. Tests check that the committed files equal what this module generates, so they
-stay true to the code; `python -m pirouter_py.cli.docs` rewrites them after a CLI change.
+"""Documents made from the command line itself: shell completions (for `pirouter completions`), the
+man page, the README's CLI reference. Tests check that the committed files equal what this module
+generates, so they stay true to the code; `python -m pirouter_py.cli.docs` rewrites them after a
+CLI change.
 
 The completions are static: they list commands, options and choices, and cost no Python start-up
 at each TAB.
@@ -17,7 +18,7 @@ from typing import Any
 
 from pirouter_py import __version__
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: pirouter_py/cli/docs.py
 SHELLS = ("bash", "zsh", "fish")
 COMPLETION_FILES = {"bash": "pirouter.bash", "zsh": "_pirouter", "fish": "pirouter.fish"}
 PATH_OPTIONS = frozenset(("--config", "--output"))
@@ -53,7 +54,7 @@ class Command:
 
 
 def _choices() -> dict[str, tuple[str, ...]]:
-    from pirouter_py.cli import ProfileName
+    from pirouter_py.cli.inspect import ProfileName
     from pirouter_py.cli.ledger import Dimension, ExportFormat
 
     return {
@@ -64,16 +65,14 @@ def _choices() -> dict[str, tuple[str, ...]]:
 
 
 def _argument_choices() -> dict[str, tuple[str, ...]]:
-    from pirouter_py.cli import Shell
-
-    return {"shell": tuple(s.value for s in Shell)}
+    return {"shell": SHELLS}
 
 
 def commands() -> list[Command]:
     """Every command of the CLI, the program first, in the order --help lists them."""
     import typer.main
 
-    from pirouter_py.cli import app
+    from pirouter_py.cli.common import app
 
     choices = _choices()
     out: list[Command] = []

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pirouter_py.cli import (
+from pirouter_py.cli.common import (
     ConfigOption,
     JsonOption,
-    _guard,
-    _ledger_path,
-    _load,
-    _print_json,
     app,
+    guard,
+    ledger_file,
+    load,
+    print_json,
 )
 
 if TYPE_CHECKING:  # pydantic costs ~100 ms: not for `pirouter --help`
@@ -71,7 +71,7 @@ def _read_rows(
 ) -> list[dict[str, Any]]:
     from pirouter_py.ledger import read
 
-    db = read.open_read_only(_ledger_path(loaded))
+    db = read.open_read_only(ledger_file(loaded))
     if db is None:
         return []
     try:
@@ -107,19 +107,19 @@ def stats_command(
     window = (
         f"since {since}" if since is not None else f"last {hours} hour{'s' if hours != 1 else ''}"
     )
-    loaded = _guard(lambda: _load(ctx, config))
-    rows = _guard(lambda: _read_rows(loaded, start))
+    loaded = guard(lambda: load(ctx, config))
+    rows = guard(lambda: _read_rows(loaded, start))
     summary = stats.summarize(
         rows, since=start, by=by.value, baseline=stats.choose_baseline(loaded.config)
     )
-    burns = _guard(lambda: _budget_burn(loaded))
+    burns = guard(lambda: _budget_burn(loaded))
     if as_json:
         doc = report.summary_json(summary, {"since": start, "window": window})
         doc["budgets"] = [
             {"budget": b.key, "limit_usd": b.limit, "spent_usd": b.spent, "percent": b.percent}
             for b in burns
         ]
-        _print_json(doc)
+        print_json(doc)
         return
     if not rows:  # v0.1's words
         sys.stdout.write(
@@ -149,7 +149,7 @@ def _budget_burn(loaded: LoadedConfig) -> list[Any]:
 
     if not loaded.config.has_budgets:
         return []
-    db = read.open_read_only(_ledger_path(loaded))
+    db = read.open_read_only(ledger_file(loaded))
     today: dict[str, float] = {}
     month: dict[str, float] = {}
     if db is not None:
@@ -172,8 +172,8 @@ app.add_typer(ledger_app, name="ledger")
 @ledger_app.command("path")
 def ledger_path(ctx: typer.Context, config: ConfigOption = None) -> None:
     """Print where the ledger is (it is a plain SQLite file)."""
-    loaded = _guard(lambda: _load(ctx, config))
-    sys.stdout.write(f"{_ledger_path(loaded)}\n")
+    loaded = guard(lambda: load(ctx, config))
+    sys.stdout.write(f"{ledger_file(loaded)}\n")
 
 
 @ledger_app.command("tail")
@@ -193,12 +193,12 @@ def ledger_tail(
 
     from pirouter_py.reports import render as report
 
-    loaded = _guard(lambda: _load(ctx, config))
+    loaded = guard(lambda: load(ctx, config))
 
     def show(row: dict[str, Any]) -> None:
         sys.stdout.write((json.dumps(row) if as_json else report.tail_line(row)) + "\n")
 
-    rows = _guard(lambda: _read_rows(loaded, 0, lines, newest_first=True))
+    rows = guard(lambda: _read_rows(loaded, 0, lines, newest_first=True))
     for row in reversed(rows):
         show(row)
     if not follow:
@@ -240,8 +240,8 @@ def ledger_export(
     import csv
     import io
 
-    loaded = _guard(lambda: _load(ctx, config))
-    rows = _guard(lambda: _read_rows(loaded, _parse_since(since) if since else 0))
+    loaded = guard(lambda: load(ctx, config))
+    rows = guard(lambda: _read_rows(loaded, _parse_since(since) if since else 0))
     out = io.StringIO()
     if fmt is ExportFormat.jsonl:
         out.writelines(json.dumps(row) + "\n" for row in rows)

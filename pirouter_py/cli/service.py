@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pirouter_py.cli import ConfigOption, _fail, _guard, _load, app
+from pirouter_py.cli.common import ConfigOption, app, fail, guard, load
 from pirouter_py.errors import ExitCode
 
 service_app = typer.Typer(
@@ -32,8 +32,8 @@ def _where(ctx: typer.Context, config: Path | None) -> tuple[str, Any]:
 
     from pirouter_py import service
 
-    kind = _guard(service.kind_for)
-    loaded = _guard(lambda: _load(ctx, config, warn=False))
+    kind = guard(service.kind_for)
+    loaded = guard(lambda: load(ctx, config, warn=False))
     config_path = loaded.path.resolve() if loaded.path is not None else None
     config_dir = (
         config_path.parent
@@ -88,7 +88,7 @@ def _service_exec(command: tuple[str, ...]) -> None:
     import subprocess
 
     if shutil.which(command[0]) is None:
-        _fail(
+        fail(
             f"{command[0]} is not available here; the command would be: {shlex.join(command)}",
             ExitCode.RUNTIME,
         )

@@ -11,8 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from pirouter_py.config.load import AffinityConfig
-from pirouter_py.routing.policy import Pin
-from pirouter_py.types import ChatRequest
+from pirouter_py.types import ChatRequest, Pin
 
 SESSION_HEADER = "x-pirouter-session"
 MAX_SESSIONS = 50_000  # past this, sessions older than the soft window are dropped

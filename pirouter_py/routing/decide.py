@@ -17,9 +17,9 @@ from pirouter_py.errors import RoutingError
 from pirouter_py.routing import features as feats
 from pirouter_py.routing import policy, rules
 from pirouter_py.routing.features import Difficulty, Features
-from pirouter_py.routing.policy import CandidateTrace, Live, Pin
+from pirouter_py.routing.policy import CandidateTrace, Live
 from pirouter_py.routing.rules import Facts, RuleTrace
-from pirouter_py.types import ChatRequest, frozen
+from pirouter_py.types import ChatRequest, Pin, frozen
 
 PROFILE_HEADER = "x-pirouter-profile"
 PROFILES: tuple[Profile, ...] = get_args(Profile)

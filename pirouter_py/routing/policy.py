@@ -17,7 +17,7 @@ from pirouter_py.config import QUALITY_RANK, Config, ModelConfig
 from pirouter_py.config.rules import Profile
 from pirouter_py.errors import BudgetExceeded, RoutingError
 from pirouter_py.routing.features import REQUIRED_QUALITY, Difficulty, Features
-from pirouter_py.types import frozen
+from pirouter_py.types import Pin, frozen
 
 # v0.1 names profiles in its "no enabled model" error by their Rust Debug form.
 PROFILE_DEBUG_NAMES: dict[str, str] = {
@@ -55,15 +55,6 @@ class Live(Protocol):
     def ttft(self, alias: str) -> float | None: ...
 
     def over_budget(self) -> Spent | None: ...  # the global budget, when it is spent
-
-
-@frozen
-class Pin:
-    """The model that served this conversation's previous turn, and how long ago."""
-
-    alias: str
-    age_s: float
-    hard: bool  # within the hard window: always the same model, unless it must escape
 
 
 @frozen

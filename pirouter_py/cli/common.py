@@ -1,0 +1,129 @@
+"""What every command module shares: the Typer app, common options, loading the config, and
+turning pirouter's errors into messages and exit codes.
+
+Command modules (`inspect`, `daemon`, `ledger`, `service`, `docs`) import this module and register
+their commands on `app`; the package's entry module imports them all. Heavy modules (aiohttp,
+pydantic, rich) are imported inside the commands that need them, so `--help` starts fast.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from pirouter_py import __version__
+from pirouter_py.errors import ConfigError, ExitCode, PirouterError
+
+if TYPE_CHECKING:
+    from pirouter_py.config import LoadedConfig
+
+T = TypeVar("T")
+EXIT_CODES_HELP = "Exit codes: 0 ok, 1 runtime or routing error, 2 usage error, 3 config error."
+app = typer.Typer(
+    name="pirouter",
+    help="Local LLM routing daemon: one endpoint for every agent and tool, each request sent to "
+    "the cheapest model likely to do the job well, every attempt recorded in a ledger.",
+    epilog=EXIT_CODES_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rendering it with rich costs ~100 ms of start-up
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Path to config.toml (default: $PIROUTER_CONFIG, then the "
+        "platform config dir, then the built-in default).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pirouter {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    ctx.obj = config
+
+
+def fail(message: str, code: ExitCode) -> NoReturn:
+    sys.stderr.write(f"Error: {message}\n")
+    raise typer.Exit(int(code))
+
+
+def load(ctx: typer.Context, config: Path | None, *, warn: bool = True) -> LoadedConfig:
+    """The config named after the command, before it, by $PIROUTER_CONFIG, or the default."""
+    from pirouter_py.config import load_config  # pydantic costs ~100 ms: not for --help
+
+    chosen = config if config is not None else ctx.obj
+    loaded = load_config(chosen)
+    started()
+    if warn:
+        for problem in loaded.warnings:
+            sys.stderr.write(f"warning: {problem}\n")
+    if loaded.is_default:
+        where = loaded.default_path or "the platform config dir"
+        sys.stderr.write(
+            f"note: no config file at {where}; running on the built-in default "
+            "(copy config.example.toml there, or pass --config)\n"
+        )
+    return loaded
+
+
+def started() -> None:
+    """Start-up is over (the command's code and its config are loaded): what lives now lives as
+    long as the command, so it goes out of the collector's sight, and collection resumes for the
+    command's own work. Only if `main` turned the collector off (not for a caller's own process,
+    such as a test runner invoking commands)."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def guard(thunk: Callable[[], T]) -> T:
+    """Run `thunk`, turning pirouter's own errors into a message and their exit code."""
+    try:
+        return thunk()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"error: {problem}\n")
+        raise typer.Exit(int(ExitCode.CONFIG)) from None
+    except PirouterError as exc:
+        fail(exc.message, exc.exit_code)
+
+
+def ledger_file(loaded: LoadedConfig) -> Path:
+    """[ledger] path (with ~ expanded), else the platform data dir's ledger.db."""
+    from pirouter_py.config import default_ledger_path
+
+    path = loaded.config.ledger.path
+    return Path(path).expanduser() if path else default_ledger_path()

@@ -1,0 +1,154 @@
+"""`pirouter run`, `status` and `completions`: the daemon's life, and the shell's."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from pirouter_py import __version__
+from pirouter_py.cli.common import (
+    ConfigOption,
+    JsonOption,
+    app,
+    fail,
+    guard,
+    ledger_file,
+    load,
+    print_json,
+)
+from pirouter_py.errors import ExitCode
+
+# ---------------------------------------------------------------------------------------------
+# run
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host", help="Listen on this address instead of [server] bind's.", show_default=False
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            help="Listen on this port instead of [server] bind's (0 picks a free one).",
+            show_default=False,
+            min=0,
+            max=65535,
+        ),
+    ] = None,
+    no_ledger: Annotated[
+        bool, typer.Option("--no-ledger", help="Record nothing (benchmarks, experiments).")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Run the daemon until SIGINT or SIGTERM."""
+    import asyncio
+
+    from pirouter_py.config import parse_bind
+    from pirouter_py.observe import log
+    from pirouter_py.server.access import is_loopback
+    from pirouter_py.server.serve import serve
+
+    loaded = guard(lambda: load(ctx, config))
+    cfg = loaded.config
+    bound = parse_bind(cfg.server.bind)
+    assert bound is not None  # validated at load
+    host = host if host is not None else bound[0]
+    port = port if port is not None else bound[1]
+    if not is_loopback(host) and not (cfg.server.api_keys_env or cfg.server.api_keys_file):
+        fail(
+            f"refusing to listen on {host}: beyond loopback pirouter would serve anyone who can "
+            "reach this machine; set client keys ([server] api_keys_env or api_keys_file) or "
+            "bind to 127.0.0.1",
+            ExitCode.USAGE if ctx.params.get("host") else ExitCode.CONFIG,
+        )
+    log.setup(cfg.server.log_level)
+
+    ledger_path = None if no_ledger else ledger_file(loaded)
+
+    def announce(url: str) -> None:
+        sys.stdout.write(
+            f"pirouter {__version__} listening on {url}\n"
+            f"  OpenAI base URL: {url}/v1 (Anthropic and Ollama clients: {url})\n"
+            f"  config: {loaded.source}\n"
+            f"  ledger: {ledger_path or 'off (--no-ledger)'}\n"
+        )
+        sys.stdout.flush()
+
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    guard(lambda: runner(serve(loaded, host, port, announce=announce, ledger_path=ledger_path)))
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Is a daemon answering on the configured address? Its version, uptime and counters."""
+    import urllib.error
+    import urllib.request
+
+    from pirouter_py.config import parse_bind
+
+    loaded = guard(lambda: load(ctx, config, warn=False))
+    bound = parse_bind(loaded.config.server.bind)
+    assert bound is not None
+    host = "127.0.0.1" if bound[0] in ("0.0.0.0", "::") else bound[0]
+    url = f"http://{f'[{host}]' if ':' in host else host}:{bound[1]}"
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as response:
+            health = json.loads(response.read())
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if as_json:
+            print_json({"running": False, "url": url, "error": str(reason)})
+        else:
+            sys.stdout.write(
+                f"pirouter is not answering at {url} ({reason})\n  start it with `pirouter run`\n"
+            )
+        raise typer.Exit(int(ExitCode.RUNTIME)) from None
+    if as_json:
+        print_json({"running": True, "url": url, **health})
+        return
+    uptime = int(health.get("uptime_s", 0))
+    lines = [
+        f"pirouter {health.get('version', '?')} is {health.get('status', 'ok')} at {url}",
+        f"  uptime:    {uptime // 3600}h {uptime % 3600 // 60}m {uptime % 60}s",
+        f"  config:    {health.get('config')}",
+        f"  requests:  {health.get('requests')} served, {health.get('in_flight')} in flight",
+    ]
+    ledger = health.get("ledger")
+    if ledger:
+        state = f"failing: {ledger['last_error']}" if ledger.get("failing") else "ok"
+        lines.append(
+            f"  ledger:    {ledger['path']} ({ledger['written']} written, backlog "
+            f"{ledger['backlog']}, {state})"
+        )
+    else:
+        lines.append("  ledger:    off")
+    cooling = {a: m for a, m in (health.get("models") or {}).items() if m.get("cooling")}
+    lines.append(
+        "  cooling:   "
+        + (
+            ", ".join(
+                f"{a} ({m['cooldown_left_s']:.0f}s left, {m['failures']} failures)"
+                for a, m in cooling.items()
+            )
+            or "none"
+        )
+    )
+    sys.stdout.write("\n".join(lines) + "\n")

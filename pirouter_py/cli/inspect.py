@@ -1,0 +1,342 @@
+"""`pirouter check-config`, `models` and `route`: what the config says and how it routes.
+
+Nothing here talks to a daemon or an upstream; `route` runs the daemon's own `routing.decide`.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+
+from pirouter_py.cli.common import (
+    ConfigOption,
+    JsonOption,
+    app,
+    guard,
+    load,
+    print_json,
+)
+from pirouter_py.errors import ConfigError, ExitCode
+
+# A 1×1 PNG, so `route --image` builds a request shaped like a real one with an image.
+SAMPLE_IMAGE = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+    "YPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+
+
+class ProfileName(StrEnum):
+    local_first = "local-first"
+    balanced = "balanced"
+    best_quality = "best-quality"
+    cloud_only = "cloud-only"
+
+
+# ---------------------------------------------------------------------------------------------
+# check-config
+
+
+@app.command("check-config")
+def check_config(
+    ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False
+) -> None:
+    """Validate the config file and summarise it."""
+    try:
+        loaded = load(ctx, config, warn=False)
+    except ConfigError as exc:
+        if as_json:
+            print_json({"ok": False, "errors": [_problem_json(p) for p in exc.problems]})
+        else:
+            for problem in exc.problems:
+                sys.stderr.write(f"error: {problem}\n")
+        raise typer.Exit(int(ExitCode.CONFIG)) from None
+    cfg = loaded.config
+    providers: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "type": p.kind,
+            "base_url": p.url,
+            "api_key_env": p.api_key_env,
+            "api_key_set": _key_state(p.kind, p.key_envs, p.api_key),
+        }
+        for name, p in sorted(cfg.providers.items())
+    ]
+    if as_json:
+        print_json(
+            {
+                "ok": True,
+                "source": loaded.source,
+                "default": loaded.is_default,
+                "models": len(cfg.models),
+                "rules": len(cfg.rules),
+                "providers": providers,
+                "warnings": [_problem_json(p) for p in loaded.warnings],
+            }
+        )
+        return
+    out = [
+        f"config OK: {loaded.source}",
+        f"  models:    {len(cfg.models)}",
+        f"  rules:     {len(cfg.rules)}",
+        f"  providers: {len(providers)}",
+    ]
+    width = max((len(p["name"]) for p in providers), default=0)
+    for p in providers:
+        out.append(f"    {p['name']:<{width}}  {p['type']:<9}  {p['base_url']}  {p['api_key_set']}")
+    out.append(f"  warnings:  {len(loaded.warnings)}")
+    out += [f"    {w}" for w in loaded.warnings]
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+def _key_state(kind: str, envs: tuple[str, ...], literal: str | None) -> str:
+    """How a provider's key is found, naming variables only, never a key."""
+    import os
+
+    if kind == "ollama" and not envs:
+        return "no key needed"
+    if envs:
+        states = [f"${e} ({'set' if os.environ.get(e) else 'NOT SET'})" for e in envs]
+        return ("key from " if len(envs) == 1 else "keys rotated from ") + ", ".join(states)
+    return "literal api_key" if literal else "NO KEY: set api_key_env"
+
+
+def _problem_json(problem: Any) -> dict[str, Any]:
+    return {
+        "source": problem.source,
+        "line": problem.line,
+        "column": problem.column,
+        "key": problem.key,
+        "message": problem.message,
+        "text": str(problem),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+@app.command("models")
+def models(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """List the model catalog."""
+    cfg = guard(lambda: load(ctx, config)).config
+    rows: list[dict[str, Any]] = [
+        {
+            "alias": alias,
+            "provider": m.provider,
+            "model_id": m.model_id,
+            "quality": m.quality,
+            "context_window": m.context_window,
+            "supports_tools": m.supports_tools,
+            "supports_vision": m.supports_vision,
+            "local": m.local,
+            "enabled": m.enabled,
+            "input_per_m": m.input_per_m,
+            "output_per_m": m.output_per_m,
+        }
+        for alias in cfg.aliases
+        for m in (cfg.models[alias],)
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name, justify in (
+        ("alias", "left"),
+        ("provider", "left"),
+        ("model id", "left"),
+        ("quality", "left"),
+        ("context", "right"),
+        ("tools", "right"),
+        ("vision", "right"),
+        ("local", "right"),
+        ("enabled", "right"),
+        ("$/M in", "right"),
+        ("$/M out", "right"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=name in ("alias", "model id"))  # type: ignore[arg-type]
+    for r in rows:
+        table.add_row(
+            r["alias"],
+            r["provider"],
+            r["model_id"],
+            r["quality"],
+            str(r["context_window"]) if r["context_window"] is not None else "?",
+            yes(r["supports_tools"]),
+            yes(r["supports_vision"]),
+            yes(r["local"]),
+            yes(r["enabled"]),
+            f"{r['input_per_m']:.2f}",
+            f"{r['output_per_m']:.2f}",
+        )
+    console = Console()
+    if not console.is_terminal:  # piped: print at the table's natural width, never truncated
+        console = Console(width=Console(width=10_000).measure(table).maximum)
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# route
+
+
+def _parse_header(raw: str) -> tuple[str, str]:
+    name, sep, value = raw.partition(":")
+    if not sep or not name.strip():
+        raise typer.BadParameter(f"{raw!r} is not 'Name: value'", param_hint="--header")
+    return name.strip().lower(), value.strip()
+
+
+@app.command("route")
+def route(
+    ctx: typer.Context,
+    prompt: Annotated[
+        str,
+        typer.Option(
+            "--prompt", "-p", help="The user message; '-' reads standard input.", show_default=False
+        ),
+    ],
+    model: Annotated[str, typer.Option("--model", help="The model the client asks for.")] = "auto",
+    tools: Annotated[bool, typer.Option("--tools", help="Offer one synthetic tool.")] = False,
+    image: Annotated[bool, typer.Option("--image", help="Attach one image to the prompt.")] = False,
+    system: Annotated[
+        str | None, typer.Option("--system", help="A system message.", show_default=False)
+    ] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--header",
+            "-H",
+            help="A request header 'Name: value' (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    profile: Annotated[
+        ProfileName | None,
+        typer.Option(
+            "--profile",
+            help="Use this policy profile instead of [routing] profile.",
+            show_default=False,
+        ),
+    ] = None,
+    stream: Annotated[bool, typer.Option("--stream", help="The client asks for a stream.")] = False,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option("--max-tokens", help="The client's max_tokens.", show_default=False, min=1),
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Dry-run the routing decision for a prompt, and explain it."""
+    from pirouter_py.routing.decide import decide
+    from pirouter_py.types import ChatRequest, ImagePart, Message, TextPart, ToolSpec
+
+    headers = dict(_parse_header(h) for h in header or [])
+    text = sys.stdin.read() if prompt == "-" else prompt
+    cfg = guard(lambda: load(ctx, config)).config
+    messages = [Message("system", (TextPart(system),))] if system is not None else []
+    parts = (TextPart(text), ImagePart(SAMPLE_IMAGE)) if image else (TextPart(text),)
+    messages.append(Message("user", parts))
+    offered = (ToolSpec("tool", "synthetic dry-run tool", {"type": "object", "properties": {}}),)
+    request = ChatRequest(
+        model=model,
+        messages=tuple(messages),
+        tools=offered if tools else (),
+        stream=stream,
+        max_tokens=max_tokens,
+    )
+    chosen = profile.value if profile is not None else None
+    decision = guard(lambda: decide(cfg, request, headers, profile=chosen, explain=True))  # type: ignore[arg-type]
+    if as_json:
+        print_json(_decision_json(decision))
+        return
+    sys.stdout.write("\n".join(_decision_lines(decision, cfg)) + "\n")
+
+
+def _decision_json(d: Any) -> dict[str, Any]:
+    return {
+        "rule": d.rule,
+        "primary": d.primary,
+        "cascade": list(d.cascade),
+        "source": d.source,
+        "difficulty": d.difficulty,
+        "estimated_tokens": d.features.estimated_tokens,
+        "explanation": {
+            "difficulty_reason": d.difficulty_reason,
+            "profile": d.profile,
+            "has_tools": d.features.has_tools,
+            "has_images": d.features.has_images,
+            "rules": [
+                {
+                    "name": t.name,
+                    "matched": t.matched,
+                    "reason": t.reason,
+                    "checks": [_check_json(c) for c in t.checks],
+                }
+                for t in d.rule_traces
+            ],
+            "candidates": [
+                {"alias": c.alias, "verdict": c.verdict, "position": c.position, "reason": c.reason}
+                for c in d.candidates
+            ],
+            "notes": list(d.notes),
+        },
+    }
+
+
+def _check_json(c: Any) -> dict[str, Any]:
+    out = {"key": c.key, "held": c.held, "detail": c.detail}
+    if c.children:
+        out["checks"] = [_check_json(child) for child in c.children]
+    return out
+
+
+def _check_lines(checks: Any, depth: int) -> list[str]:
+    lines = []
+    for c in checks:
+        mark = "+" if c.held else "-"
+        lines.append(f"{'    ' * depth}  {mark} {c.key}: {c.detail}")
+        lines += _check_lines(c.children, depth + 1)
+    return lines
+
+
+def _decision_lines(d: Any, cfg: Any) -> list[str]:
+    from pirouter_py.routing.features import REQUIRED_QUALITY
+
+    f = d.features
+    lines = [
+        f"rule:    {d.rule}",
+        f"primary: {d.primary}",
+        f"cascade: {' -> '.join(d.cascade) if d.cascade else '<none>'}",
+        "",
+        f"request: {f.estimated_tokens} estimated tokens, difficulty {d.difficulty} "
+        f"({d.difficulty_reason}), tools {'yes' if f.has_tools else 'no'}, "
+        f"images {'yes' if f.has_images else 'no'}",
+    ]
+    if d.rule_traces:
+        lines.append("rules, first match wins:")
+        width = max(len(t.name) for t in d.rule_traces)
+        for t in d.rule_traces:
+            lines.append(f"  {'match' if t.matched else 'skip '}  {t.name:<{width}}  {t.reason}")
+            if len(t.checks) > 1 or any(c.children for c in t.checks):
+                lines += _check_lines(t.checks, 2)
+    elif not cfg.rules:
+        lines.append("rules: none configured")
+    if d.source == "policy":
+        lines.append(
+            f"policy: profile {d.profile}, {d.difficulty} needs quality "
+            f"{REQUIRED_QUALITY[d.difficulty]} or better"
+        )
+        width = max(len(c.alias) for c in d.candidates)
+        for c in d.candidates:
+            place = f"{c.position:>2}" if c.position is not None else " -"
+            lines.append(f"  {place} {c.alias:<{width}}  {c.verdict:<8}  {c.reason}")
+    lines += [f"note: {n}" for n in d.notes]
+    return lines
