@@ -1,7 +1,8 @@
-"""What keeps the event loop responsive under load. The start gate (loop.py): a burst of starts
-goes through `per_turn` at a time, in arrival order, with the loop turning (and polling sockets)
-between; a cancelled waiter gives its place up; below the limit nothing waits. The collector
-(loop.settle_gc): what was alive at start is frozen, and young garbage is collected less often."""
+"""What keeps the event loop responsive under load. The start gate (server/loop.py): a burst of
+starts goes through `per_turn` at a time, in arrival order, with the loop turning (and polling
+sockets) between; a cancelled waiter gives its place up; below the limit nothing waits. The
+collector (loop.settle_gc): what was alive at start is frozen, and young garbage is collected
+less often."""
 
 from __future__ import annotations
 

@@ -124,3 +124,49 @@ def test_requests_in_flight_finish_on_their_config(
     assert model == "cheap" and body["choices"][0]["message"]["content"] == "old config answer"
     ask(daemon)
     assert fake.models_called() == ["m-cheap", "m-cheap-v2"]
+
+
+def test_a_request_in_flight_keeps_its_whole_snapshot_to_its_ledger_row(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """Config, cascade and live view are swapped as one: the request that started under the old
+    config is priced with its catalog and stored under its [ledger] settings, the next one under
+    the new config's."""
+    import sqlite3
+
+    fake.reset()
+    ledger = tmp_path / "ledger.db"
+    path = tmp_path / "config.toml"
+    old = BASE.replace("{url}", fake.url).replace(
+        'model_id = "m-cheap"', 'model_id = "m-cheap"\ninput_per_m = 1.0\noutput_per_m = 1.0'
+    )
+    pin = PIN_MID.replace("mid", "cheap")  # whatever the prices: the same model both times
+    path.write_text(f'[ledger]\npath = "{ledger}"\nstore_prompts = false\n' + old + pin)
+    daemon = Daemon(path).start()
+    try:
+        fake.script("m-cheap", Reply(text="old config answer", delay=1.0))
+        result: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: result.update(first=ask(daemon)))
+        thread.start()
+        deadline = time.monotonic() + 5
+        while not fake.seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+        new = path.read_text().replace("store_prompts = false", "store_prompts = true")
+        path.write_text(new.replace("input_per_m = 1.0", "input_per_m = 1000.0"))
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(daemon, "config_reloaded")
+        thread.join(10)
+        assert result["first"][1]["choices"][0]["message"]["content"] == "old config answer"
+        ask(daemon)
+    finally:
+        daemon.stop()
+    db = sqlite3.connect(ledger)
+    rows = db.execute("SELECT id, input_tokens, cost_usd FROM requests ORDER BY ts_ms").fetchall()
+    stored = {r[0] for r in db.execute("SELECT request_id FROM prompts")}
+    db.close()
+    (first, first_in, first_cost), (second, second_in, second_cost) = rows
+    assert first_in > 0 and second_in > 0
+    assert first_cost < first_in * 2 / 1e6  # $1/M in, $1/M out: the old catalog
+    assert second_cost >= second_in * 1000 / 1e6  # $1000/M in: the new one
+    assert first not in stored and second in stored  # store_prompts off, then on

@@ -235,3 +235,35 @@ def test_ledger_path_tail_and_export(book: Path, tmp_path: Path) -> None:
 )
 def test_percentile_nearest_rank(values: list[float], q: float, expected: float | None) -> None:
     assert percentile(values, q) == expected
+
+
+def test_savings_price_the_baseline_with_its_cache_rates() -> None:
+    """The baseline is priced as the ledger prices: cached input at the cache rate."""
+    from pirouter_py.config import parse_config
+    from pirouter_py.reports.stats import choose_baseline, summarize
+
+    text = CONFIG.replace("{ledger}", "unused.db") + "cache_read_per_m = 1.0\n"  # for strong
+    config, _ = parse_config(text, "<test>")
+    answer = {
+        "alias": "cheap",
+        "outcome": "ok",
+        "returned": True,
+        "input_tokens": 1000,
+        "cache_read_tokens": 800,
+        "cache_write_tokens": 0,
+        "output_tokens": 100,
+    }
+    row = {
+        "ts": 0,
+        "status": "ok",
+        "final_model": "cheap",
+        "route_rule": "r",
+        "input_tokens": 1000,
+        "output_tokens": 100,
+        "cost_usd": 0.0012,
+        "latency_ms": 10,
+        "attempts": [answer],
+    }
+    summary = summarize([row], since=0, baseline=choose_baseline(config))
+    # strong: 200 uncached * $10 + 800 cached * $1 + 100 out * $30, per million
+    assert summary.baseline_cost_usd == pytest.approx(0.0058, abs=1e-12)

@@ -1,5 +1,5 @@
-"""The upstream HTTP client (providers/http.py) against real servers on 127.0.0.1: aiohttp apps for
-well-behaved answers, raw asyncio servers for the ones that misbehave byte by byte."""
+"""The upstream HTTP client (providers/transport.py) against real servers on 127.0.0.1: aiohttp
+apps for well-behaved answers, raw asyncio servers for the ones that misbehave byte by byte."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def test_the_request_goes_out_whole_and_a_connection_is_reused() -> None:
 
 
 def test_a_released_answer_is_freed_without_the_collector() -> None:
-    # The daemon collects young garbage rarely (loop.py): a cycle per call would pile up.
+    # The daemon collects young garbage rarely (server/loop.py): a cycle per call would pile up.
     async def main() -> None:
         pool = Upstreams()
         async with app_server(ok) as (url, _):

@@ -18,221 +18,26 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from pirouter_py.config.rules import Profile, Rule, check_rules, did_you_mean
+from pirouter_py.config.rules import check_rules, did_you_mean
+from pirouter_py.config.schema import (
+    APP_NAME,
+    BUILTIN_SOURCE,
+    CONFIG_ENV,
+    DEFAULT_BIND,
+    OFFICIAL_BASE_URLS,
+    PROVIDER_TYPES,
+    Config,
+    LoadedConfig,
+    ProviderConfig,
+)
 from pirouter_py.config.toml_lines import KeyPath, key_lines, locate
 from pirouter_py.errors import ConfigError, ConfigProblem
-
-APP_NAME = "pirouter"
-CONFIG_ENV = "PIROUTER_CONFIG"
-DEFAULT_BIND = "127.0.0.1:11435"
-BUILTIN_SOURCE = "<built-in default>"
-
-ProviderType = Literal["openai", "anthropic", "ollama"]
-Quality = Literal["basic", "standard", "strong", "premium"]
-PROVIDER_TYPES: tuple[str, ...] = ("openai", "anthropic", "ollama")
-QUALITY_RANK: dict[str, int] = {"basic": 0, "standard": 1, "strong": 2, "premium": 3}
-# Where a provider table named after its type points when it gives no base_url (v0.1 required one).
-OFFICIAL_BASE_URLS: dict[str, str] = {
-    "openai": "https://api.openai.com",
-    "anthropic": "https://api.anthropic.com",
-    "ollama": "http://127.0.0.1:11434",
-}
-
-
-class _Section(BaseModel):
-    # strict: TOML is typed, so "1" is not a number and 1 is not a boolean; ints pass as floats.
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
-
-
-class ServerConfig(_Section):
-    bind: str = DEFAULT_BIND
-    log_level: str = "info"
-    # Routine requests (answered by their first model) logged a second at info; past it, one
-    # line counts the rest of that second's. 0: a line for every request.
-    log_requests_per_sec: int = Field(default=100, ge=0)
-    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-    body_timeout_secs: float = Field(default=30.0, gt=0)  # a slower request body gets 408
-    shutdown_timeout_secs: float = Field(default=10.0, ge=0)
-    metrics: bool = True  # serve Prometheus metrics at GET /metrics
-    # Client keys: names of environment variables holding them, and/or a file of one per line.
-    # With keys, every endpoint but /healthz wants one; without, only loopback binds are allowed.
-    api_keys_env: list[str] = Field(default_factory=list)
-    api_keys_file: str | None = None
-    # Host header values accepted besides localhost, 127.0.0.1, [::1] and the bind host (DNS
-    # rebinding protection).
-    allowed_hosts: list[str] = Field(default_factory=list)
-    # Origins whose web pages may call pirouter (CORS); empty: none, "*": any.
-    cors_origins: list[str] = Field(default_factory=list)
-
-
-class LedgerConfig(_Section):
-    path: str | None = None
-    store_prompts: bool = False  # keep request messages and answer text (separate table)
-    retention_days: int = Field(default=0, ge=0)  # 0 keeps every row forever
-
-
-class StatsConfig(_Section):
-    baseline: str | None = None  # the alias savings are measured against; default: the priciest
-
-
-class ProviderConfig(_Section):
-    type: ProviderType | None = None  # resolved from the table name at load when unset
-    base_url: str | None = (
-        None  # normalised at load: no trailing "/" (nor "/v1" for openai/anthropic)
-    )
-    # The name of the environment variable holding the key; several names rotate the keys.
-    api_key_env: str | list[str] | None = None
-    api_key: str | None = None
-    request_timeout_secs: int = Field(default=120, ge=0)
-    connect_timeout_secs: float = Field(default=10.0, gt=0)
-    # Time allowed until the response headers arrive; unset = only the total timeout applies.
-    first_byte_timeout_secs: float | None = Field(default=None, gt=0)
-
-    @property
-    def kind(self) -> ProviderType:
-        assert self.type is not None, "provider types are resolved at load"
-        return self.type
-
-    @property
-    def url(self) -> str:
-        assert self.base_url is not None, "base URLs are resolved at load"
-        return self.base_url
-
-    @property
-    def key_envs(self) -> tuple[str, ...]:
-        """The names of the variables holding this provider's keys (several rotate)."""
-        env = self.api_key_env
-        return () if not env else (env,) if isinstance(env, str) else tuple(env)
-
-
-class ModelConfig(_Section):
-    provider: str
-    model_id: str
-    input_per_m: float = Field(default=0.0, ge=0)
-    output_per_m: float = Field(default=0.0, ge=0)
-    cache_read_per_m: float | None = Field(
-        default=None, ge=0
-    )  # unset: cached input costs input_per_m
-    cache_write_per_m: float | None = Field(default=None, ge=0)
-    quality: Quality = "standard"
-    context_window: int | None = Field(default=None, ge=0)
-    supports_tools: bool = False
-    supports_vision: bool = False
-    local: bool = False
-    enabled: bool = True
-    # max_tokens sent to Anthropic-type upstreams (which require one) when the request sets none.
-    default_max_tokens: int = Field(default=1024, ge=1)
-    rpm: int | None = Field(default=None, ge=1)  # requests per minute this model may take
-    tpm: int | None = Field(default=None, ge=1)  # input+output tokens per minute
-    daily_usd: float | None = Field(default=None, ge=0)  # this model's budgets
-    monthly_usd: float | None = Field(default=None, ge=0)
-
-    @property
-    def rank(self) -> int:
-        return QUALITY_RANK[self.quality]
-
-    @property
-    def cost(self) -> float:
-        """The policy's cost key: input plus output price per million tokens."""
-        return self.input_per_m + self.output_per_m
-
-
-class RoutingConfig(_Section):
-    profile: Profile = "balanced"
-    auto_cascade: bool = True
-    max_policy_fallbacks: int = Field(default=3, ge=0)
-    honor_requested_model: bool = False
-    latency_ties: bool = True  # among models tied on the profile's keys, prefer the faster
-
-
-class BudgetConfig(_Section):
-    daily_usd: float | None = Field(default=None, ge=0)  # all models together, today (local)
-    monthly_usd: float | None = Field(default=None, ge=0)  # ... this calendar month
-    action: Literal["downgrade", "refuse"] = "downgrade"
-
-
-class AffinityConfig(_Section):
-    enabled: bool = False  # keep a conversation on the model that served its previous turn
-    hard_secs: float = Field(default=300.0, ge=0)  # within this: always the same model
-    soft_secs: float = Field(default=1800.0, ge=0)  # within this: it wins ties and near-ties
-    near_tie: float = Field(default=0.25, ge=0)  # a near-tie costs at most this much more
-
-
-class CascadeConfig(_Section):
-    on_http_error: bool = True
-    on_short_response: bool = False
-    min_output_tokens: int = Field(default=8, ge=0)
-    min_output_chars: int = Field(default=0, ge=0)
-    on_marker: str | None = None
-    on_truncated: bool = False
-    on_empty: bool = False
-    retries: int = Field(default=0, ge=0)  # retries of the same model on a retryable error
-    cooldown_secs: float = Field(default=5.0, ge=0)  # first cooldown after a failure
-    max_cooldown_secs: float = Field(default=300.0, ge=0)  # cooldowns double up to this
-
-
-class Config(_Section):
-    server: ServerConfig = Field(default_factory=ServerConfig)
-    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
-    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
-    models: dict[str, ModelConfig] = Field(default_factory=dict)
-    routing: RoutingConfig = Field(default_factory=RoutingConfig)
-    rules: list[Rule] = Field(default_factory=list)
-    cascade: CascadeConfig = Field(default_factory=CascadeConfig)
-    stats: StatsConfig = Field(default_factory=StatsConfig)
-    budget: BudgetConfig = Field(default_factory=BudgetConfig)
-    affinity: AffinityConfig = Field(default_factory=AffinityConfig)
-    _aliases: tuple[str, ...] = PrivateAttr(default=())
-    _policy_cache: dict[Any, Any] = PrivateAttr(default_factory=dict)
-
-    @property
-    def aliases(self) -> tuple[str, ...]:
-        """Every declared alias in byte order (v0.1 keeps the catalog in a sorted map)."""
-        return self._aliases
-
-    @property
-    def has_budgets(self) -> bool:
-        """Is any budget set, in [budget] or on a model?"""
-        b = self.budget
-        return any(
-            limit is not None
-            for limit in (
-                b.daily_usd,
-                b.monthly_usd,
-                *(m.daily_usd for m in self.models.values()),
-                *(m.monthly_usd for m in self.models.values()),
-            )
-        )
-
-    @property
-    def policy_cache(self) -> dict[Any, Any]:
-        """Derived routing state the policy computes once per config (owned by policy.py)."""
-        private = self.__pydantic_private__  # direct: pydantic's __getattr__ costs µs per call
-        assert private is not None
-        return private["_policy_cache"]  # type: ignore[no-any-return]
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedConfig:
-    """A validated config plus where it came from and what was worth a warning."""
-
-    config: Config
-    source: str  # the path as given, or BUILTIN_SOURCE
-    path: Path | None  # None when running on the built-in default
-    default_path: Path | None  # where a user config file goes (for messages); None if unknown
-    warnings: tuple[ConfigProblem, ...] = ()
-
-    @property
-    def is_default(self) -> bool:
-        return self.path is None
-
 
 # ---------------------------------------------------------------------------------------------
 # Paths

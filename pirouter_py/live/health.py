@@ -3,8 +3,8 @@
 A retryable failure (429, 5xx, timeout, refused connection...) cools a model for `cooldown_secs`,
 doubling with each failure in a row up to `max_cooldown_secs`, and never shorter than the
 upstream's `Retry-After`. Cooling models are moved to the end of a request's chain (rules and
-policy alike; router.py does it): they are skipped while others can answer, yet a request never
-fails that a cooling model could still serve as the last option. The clock is a parameter, so
+policy alike; routing/decide.py does it): they are skipped while others can answer, yet a request
+never fails that a cooling model could still serve as the last option. The clock is a parameter, so
 tests are exact.
 """
 

@@ -10,7 +10,7 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping
 
-from pirouter_py.config.load import AffinityConfig
+from pirouter_py.config.schema import AffinityConfig
 from pirouter_py.types import ChatRequest, Pin
 
 SESSION_HEADER = "x-pirouter-session"

@@ -492,7 +492,7 @@ class Response:
             self._timer.cancel()
             self._timer = None
         # The parser holds this response's callbacks: a cycle per call, left to the collector
-        # (which runs rarely, loop.py) unless broken here. Nothing feeds a released response.
+        # (which runs rarely, server/loop.py) unless broken here. Nothing feeds a released response.
         del self.parser
         conn = self.conn
         if self.done and self.keep_alive and self.error is None and not conn.closed:

@@ -1,7 +1,7 @@
 """Text and JSON renderings of ledger reports (`stats`, `ledger tail`), as strings and values.
 
 Plain fixed-width text, so output is exact at any terminal width and costs no rich import;
-`cli.py` prints what these return.
+`cli/` prints what these return.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A request is a success when its status is `ok`, escalated when any attempt escalated, an error
 otherwise. Savings compare the actual cost with what the answers would have cost on the baseline
-model: the tokens of the attempt whose answer was returned, priced at the baseline's rates.
+model: the tokens of the attempt whose answer was returned, priced at the baseline's rates (its
+cache rates included) by `ledger.pricing`, the one place costs are computed.
 Latency percentiles use the nearest-rank method.
 """
 
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
 
-from pirouter_py.config import Config
+from pirouter_py.config import Config, ModelConfig
+from pirouter_py.ledger.pricing import cost
 
 NO_ANSWER = "(no answer)"
 
@@ -22,8 +24,7 @@ NO_ANSWER = "(no answer)"
 @dataclass(frozen=True, slots=True)
 class Baseline:
     alias: str
-    input_per_m: float
-    output_per_m: float
+    model: ModelConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +90,7 @@ def choose_baseline(config: Config) -> Baseline | None:
         if not priced:
             return None
         alias = max(priced)[1]
-    model = config.models[alias]
-    return Baseline(alias, model.input_per_m, model.output_per_m)
+    return Baseline(alias, config.models[alias])
 
 
 def _escalated(row: Mapping[str, Any]) -> bool:
@@ -164,10 +164,13 @@ def summarize(
         for row in rows:
             answer = _answer(row) if row["status"] == "ok" else None
             if answer is not None:
-                baseline_cost += (
-                    int(answer.get("input_tokens") or 0) * baseline.input_per_m
-                    + int(answer.get("output_tokens") or 0) * baseline.output_per_m
-                ) / 1e6
+                baseline_cost += cost(
+                    baseline.model,
+                    int(answer.get("input_tokens") or 0),
+                    int(answer.get("output_tokens") or 0),
+                    int(answer.get("cache_read_tokens") or 0),
+                    int(answer.get("cache_write_tokens") or 0),
+                )
     total = _group("TOTAL", rows)
     return Summary(
         since=since,
