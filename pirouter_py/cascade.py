@@ -121,6 +121,18 @@ async def _nothing() -> AsyncGenerator[StreamEvent, None]:
 
 
 @dataclass(slots=True)
+class _Turn:
+    """One attempt about to run: the model's provider, the attempt's record, the checks."""
+
+    provider: Provider
+    model: ModelConfig
+    attempt: Attempt
+    cfg: CascadeConfig
+    final: bool  # the chain's last try: whatever it answers is returned
+    started: float
+
+
+@dataclass(slots=True)
 class _Answer(Generic[P]):
     """What one attempt produced, for the chain walk to judge."""
 
@@ -193,9 +205,7 @@ class Cascade:
         self,
         decision: Decision,
         attempts: list[Attempt],
-        once: Callable[
-            [Provider, ModelConfig, Attempt, CascadeConfig, bool, float], Awaitable[_Answer[P]]
-        ],
+        once: Callable[[_Turn], Awaitable[_Answer[P]]],
         done: Callable[[str, Attempt, P], R],
     ) -> R | Outcome:
         """Try each model of the chain until one gives a usable answer.
@@ -216,9 +226,8 @@ class Cascade:
             attempts.append(attempt)
             started = self.clock()
             try:
-                answer = await once(
-                    provider, self.config.models[alias], attempt, cfg, final, started
-                )
+                model = self.config.models[alias]
+                answer = await once(_Turn(provider, model, attempt, cfg, final, started))
             except UpstreamError as exc:
                 attempt.latency_ms = (self.clock() - started) * 1000
                 last_error = exc
@@ -259,18 +268,11 @@ class Cascade:
         the cascade goes, so a caller that is cancelled still knows what was tried."""
         attempts = [] if attempts is None else attempts
 
-        async def once(
-            provider: Provider,
-            model: ModelConfig,
-            attempt: Attempt,
-            cfg: CascadeConfig,
-            final: bool,
-            started: float,
-        ) -> _Answer[ChatResponse]:
-            response = await provider.complete(request, model)
-            _take_usage(attempt, response.usage)
+        async def once(turn: _Turn) -> _Answer[ChatResponse]:
+            response = await turn.provider.complete(request, turn.model)
+            _take_usage(turn.attempt, response.usage)
             verdict = judge(
-                cfg,
+                turn.cfg,
                 response.text,
                 bool(response.tool_calls),
                 response.finish_reason,
@@ -302,18 +304,12 @@ class Cascade:
         attempts = [] if attempts is None else attempts
         Events = tuple[list[StreamEvent], AsyncGenerator[StreamEvent, None] | None, float]
 
-        async def once(
-            provider: Provider,
-            model: ModelConfig,
-            attempt: Attempt,
-            cfg: CascadeConfig,
-            final: bool,
-            started: float,
-        ) -> _Answer[Events]:
+        async def once(turn: _Turn) -> _Answer[Events]:
+            attempt, cfg, final, started = turn.attempt, turn.cfg, turn.final, turn.started
             seen = _Seen()
             held: list[StreamEvent] = []
             ended = False
-            events = provider.stream(request, model)
+            events = turn.provider.stream(request, turn.model)
             try:
                 async for event in events:
                     if attempt.ttft_ms is None and (event.text or event.tool_calls):

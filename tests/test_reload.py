@@ -104,10 +104,9 @@ def test_an_edited_file_is_picked_up_without_a_signal(running: tuple[Daemon, Pat
     assert ask(daemon)[0] == "mid"
 
 
-def test_requests_in_flight_finish_on_their_config(
-    running: tuple[Daemon, Path], fake: FakeUpstream
-) -> None:
-    daemon, path = running
+def reload_mid_request(daemon: Daemon, fake: FakeUpstream, path: Path, new_text: str) -> Any:
+    """Send a request the upstream answers in 1 s; while it waits, write `new_text` to the config
+    and SIGHUP; return the request's (model, body) once it is answered."""
     fake.script("m-cheap", Reply(text="old config answer", delay=1.0))
     result: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: result.update(first=ask(daemon)))
@@ -115,12 +114,20 @@ def test_requests_in_flight_finish_on_their_config(
     deadline = time.monotonic() + 5
     while not fake.seen and time.monotonic() < deadline:
         time.sleep(0.02)
-    path.write_text(path.read_text().replace('model_id = "m-cheap"', 'model_id = "m-cheap-v2"'))
+    path.write_text(new_text)
     assert daemon.proc is not None
     daemon.proc.send_signal(signal.SIGHUP)
     wait_for(daemon, "config_reloaded")
     thread.join(10)
-    model, body = result["first"]
+    return result["first"]
+
+
+def test_requests_in_flight_finish_on_their_config(
+    running: tuple[Daemon, Path], fake: FakeUpstream
+) -> None:
+    daemon, path = running
+    new = path.read_text().replace('model_id = "m-cheap"', 'model_id = "m-cheap-v2"')
+    model, body = reload_mid_request(daemon, fake, path, new)
     assert model == "cheap" and body["choices"][0]["message"]["content"] == "old config answer"
     ask(daemon)
     assert fake.models_called() == ["m-cheap", "m-cheap-v2"]
@@ -144,20 +151,10 @@ def test_a_request_in_flight_keeps_its_whole_snapshot_to_its_ledger_row(
     path.write_text(f'[ledger]\npath = "{ledger}"\nstore_prompts = false\n' + old + pin)
     daemon = Daemon(path).start()
     try:
-        fake.script("m-cheap", Reply(text="old config answer", delay=1.0))
-        result: dict[str, Any] = {}
-        thread = threading.Thread(target=lambda: result.update(first=ask(daemon)))
-        thread.start()
-        deadline = time.monotonic() + 5
-        while not fake.seen and time.monotonic() < deadline:
-            time.sleep(0.02)
         new = path.read_text().replace("store_prompts = false", "store_prompts = true")
-        path.write_text(new.replace("input_per_m = 1.0", "input_per_m = 1000.0"))
-        assert daemon.proc is not None
-        daemon.proc.send_signal(signal.SIGHUP)
-        wait_for(daemon, "config_reloaded")
-        thread.join(10)
-        assert result["first"][1]["choices"][0]["message"]["content"] == "old config answer"
+        new = new.replace("input_per_m = 1.0", "input_per_m = 1000.0")
+        _, body = reload_mid_request(daemon, fake, path, new)
+        assert body["choices"][0]["message"]["content"] == "old config answer"
         ask(daemon)
     finally:
         daemon.stop()
