@@ -112,6 +112,15 @@ class Message:
         return any(isinstance(p, ImagePart) for p in self.content)
 
 
+# Claude Code's first system block is a billing line that changes on every request: it is left
+# out of session hashes and not sent to non-Anthropic upstreams (it defeats their prefix caches).
+BILLING_LINE = "x-anthropic-billing-header:"
+
+
+def is_billing_line(part: ContentPart) -> bool:
+    return isinstance(part, TextPart) and part.text.startswith(BILLING_LINE)
+
+
 def text_message(role: Role, text: str) -> Message:
     """A message holding one text part."""
     return Message(role=role, content=(TextPart(text),))
@@ -132,6 +141,9 @@ class ChatRequest:
     protocol: Protocol = "openai"  # the format the client spoke
     raw: Mapping[str, Any] | None = None  # the decoded inbound body, for same-format pass-through
     include_usage: bool = False  # a streaming client asked for the usage chunk
+    # Provider headers the client sent (anthropic-beta, anthropic-version), for upstreams that
+    # speak the same protocol
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @frozen

@@ -11,21 +11,28 @@ import time
 from collections.abc import Callable, Mapping
 
 from pirouter_py.config.schema import AffinityConfig
-from pirouter_py.types import ChatRequest, Pin
+from pirouter_py.types import ChatRequest, Pin, TextPart, is_billing_line
 
 SESSION_HEADER = "x-pirouter-session"
+# Headers that name the conversation, first found wins: Claude Code's, Codex's, pirouter's own.
+SESSION_HEADERS = ("x-claude-code-session-id", "session_id", SESSION_HEADER)
 MAX_SESSIONS = 50_000  # past this, sessions older than the soft window are dropped
 
 
 def session_key(request: ChatRequest, headers: Mapping[str, str]) -> str:
-    """The conversation a request belongs to: the client's `x-pirouter-session`, else a hash of
-    its user agent, system prompt and first user message (what every later turn repeats)."""
+    """The conversation a request belongs to: the session the client names (SESSION_HEADERS),
+    else a hash of its user agent, system prompt and first user message (what every later turn
+    repeats; Claude Code's per-request billing line left out)."""
     digest = hashlib.blake2b(digest_size=12)
-    given = headers.get(SESSION_HEADER)
+    given = next((v for h in SESSION_HEADERS if (v := headers.get(h))), None)
     if given:
         parts: tuple[str, ...] = ("header", given)
     else:
-        system = "\n".join(m.text for m in request.messages if m.role == "system")
+        system = "\n".join(
+            "".join(p.text for p in m.content if isinstance(p, TextPart) and not is_billing_line(p))
+            for m in request.messages
+            if m.role == "system"
+        )
         first = next((m.text for m in request.messages if m.role == "user"), "")
         parts = (headers.get("user-agent", ""), system, first)
     for part in parts:

@@ -1,8 +1,8 @@
 """Anthropic-type providers: `POST {base_url}/v1/messages` with `x-api-key` and `anthropic-version`.
 
-Requests from Anthropic-speaking clients pass through unchanged but for `model`; others are
-translated by `wire.anthropic`. Streams are read until `message_stop`; one that ends before it was
-cut short.
+Requests from Anthropic-speaking clients pass through unchanged but for `model`, with their
+`anthropic-version` and `anthropic-beta` headers; others are translated by `wire.anthropic`.
+Streams are read until `message_stop`; one that ends before it was cut short.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ API_VERSION = "2023-06-01"
 class AnthropicProvider(HTTPProvider):
     kind = "anthropic"
 
-    def _headers(self) -> dict[str, str]:
-        return {"anthropic-version": API_VERSION}
+    def _headers(self, request: ChatRequest) -> dict[str, str]:
+        """`anthropic-version` and `anthropic-beta` as the client sent them, else our version."""
+        return {"anthropic-version": API_VERSION, **request.headers}
 
     def auth(self, key: str) -> dict[str, str]:
         return {"x-api-key": key}
@@ -32,7 +33,7 @@ class AnthropicProvider(HTTPProvider):
         body = wire.encode_request(
             request, model.model_id, stream=False, default_max_tokens=model.default_max_tokens
         )
-        data = await self.post_json(PATH, model.model_id, body, self._headers())
+        data = await self.post_json(PATH, model.model_id, body, self._headers(request))
         return wire.decode_response(data, f"{self.name} ({model.model_id})")
 
     async def stream(
@@ -43,7 +44,7 @@ class AnthropicProvider(HTTPProvider):
         )
         decoder = wire.StreamDecoder(f"{self.name} ({model.model_id})")
         async for _, data in self.sse(
-            PATH, model.model_id, body, self._headers(), until_done=False
+            PATH, model.model_id, body, self._headers(request), until_done=False
         ):
             yield decoder.decode(data)
             if decoder.stopped:

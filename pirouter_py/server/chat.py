@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import orjson
 from aiohttp import web
@@ -42,6 +43,9 @@ from pirouter_py.server.state import JSON, STATE
 from pirouter_py.types import ChatRequest
 from pirouter_py.wire.codecs import Codec
 
+# Headers of an Anthropic client's request that Anthropic upstreams receive unchanged.
+FORWARDED = ("anthropic-version", "anthropic-beta")
+
 
 async def decode(request: web.Request, codec: Codec, *, count_only: bool = False) -> ChatRequest:
     """The request body in the neutral form; its arrival is bounded by body_timeout_secs."""
@@ -66,7 +70,11 @@ async def decode(request: web.Request, codec: Codec, *, count_only: bool = False
             if isinstance(data, dict):
                 data.pop("max_tokens", None)
                 body = orjson.dumps(data)
-    return codec.decode_request(body)
+    chat = codec.decode_request(body)
+    if codec.protocol == "anthropic" and any(h in request.headers for h in FORWARDED):
+        forwarded = {h: request.headers[h] for h in FORWARDED if h in request.headers}
+        chat = replace(chat, headers=forwarded)
+    return chat
 
 
 def chat_handler(codec: Codec) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

@@ -10,6 +10,10 @@ from typing import Any
 import orjson
 
 from pirouter_py.errors import RequestError
+from pirouter_py.types import ContentPart, Message, OtherPart, is_billing_line
+
+# Anthropic's reasoning blocks: signed by the provider that wrote them, meaningless to others.
+REASONING_PARTS = frozenset(("thinking", "redacted_thinking"))
 
 
 def obj(value: Any) -> dict[str, Any]:
@@ -31,3 +35,23 @@ def request_object(body: bytes) -> tuple[dict[str, Any], str]:
             '`model` is required: a model alias, or "auto" to let pirouter choose', param="model"
         )
     return data, model
+
+
+def foreign(part: ContentPart) -> bool:
+    """A part only an Anthropic upstream takes: a thinking block, or Claude Code's billing line.
+    Toward other protocols it is left out (the billing line defeats their prefix caches)."""
+    return is_billing_line(part) or (isinstance(part, OtherPart) and part.kind in REASONING_PARTS)
+
+
+def without_foreign(messages: tuple[Message, ...]) -> list[Message]:
+    """The messages to send an upstream of another protocol: foreign parts left out, and a
+    message left with nothing at all (a system message that was only the billing line) dropped."""
+    out = []
+    for m in messages:
+        if not any(foreign(p) for p in m.content):
+            out.append(m)
+            continue
+        kept = tuple(p for p in m.content if not foreign(p))
+        if kept or m.tool_calls or m.role == "tool":
+            out.append(Message(m.role, kept, m.name, m.tool_calls, m.tool_call_id))
+    return out

@@ -1,7 +1,8 @@
 """The Anthropic Messages wire format, both ways: requests, responses, event streams, errors.
 
-Neutral <-> Anthropic: system messages <-> the top-level `system`; consecutive same-role messages
-merge into one message of content blocks; assistant tool calls <-> `tool_use` blocks; tool
+Neutral <-> Anthropic: system messages <-> the top-level `system` (system messages inside
+`messages`, as Claude Code sends them, are read too); consecutive same-role messages merge into
+one message of content blocks; assistant tool calls <-> `tool_use` blocks; tool
 messages <-> `tool_result` blocks (ids kept); images (data and http URLs) <-> image blocks;
 `finish_reason` <-> `stop_reason`; cache tokens counted; `cache_control` kept on text. When both
 ends speak Anthropic, the body passes through with only `model` changed. Usage: neutral
@@ -159,9 +160,11 @@ def _image_url(source: Any, where: str) -> str:
 def _message(m: Any, i: int) -> list[Message]:
     """One Anthropic message: tool results become tool messages, tool uses become tool calls."""
     where = f"messages[{i}]"
-    if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
-        raise _bad(f"`{where}.role` must be user or assistant", f"{where}.role")
+    if not isinstance(m, dict) or m.get("role") not in ("user", "assistant", "system"):
+        raise _bad(f"`{where}.role` must be user, assistant or system", f"{where}.role")
     content = m.get("content")
+    if m["role"] == "system":  # Claude Code's notes mid-conversation
+        return [Message("system", _blocks(content, f"{where}.content"))]
     if isinstance(content, str):
         return [Message(m["role"], (TextPart(content),))]
     if not isinstance(content, list):

@@ -32,7 +32,7 @@ from pirouter_py.types import (
     ToolSpec,
     Usage,
 )
-from pirouter_py.wire import obj, request_object
+from pirouter_py.wire import obj, request_object, without_foreign
 
 # base64 prefixes of the image formats Ollama's models take
 MAGIC = {"iVBOR": "image/png", "/9j/": "image/jpeg", "R0lGOD": "image/gif", "UklGR": "image/webp"}
@@ -149,7 +149,7 @@ def encode_request(request: ChatRequest, model_id: str, *, stream: bool) -> dict
     names = {c.id: c.name for m in request.messages for c in m.tool_calls}
     body: dict[str, Any] = {
         "model": model_id,
-        "messages": [_encode_message(m, names) for m in request.messages],
+        "messages": [_encode_message(m, names) for m in without_foreign(request.messages)],
         "stream": stream,
     }
     if request.tools:

@@ -30,7 +30,7 @@ from pirouter_py.types import (
     ToolSpec,
     Usage,
 )
-from pirouter_py.wire import obj, request_object
+from pirouter_py.wire import obj, request_object, without_foreign
 
 # Inbound roles; "developer" is OpenAI's newer name for system, "function" its legacy tool role.
 ROLES: dict[str, Role] = {
@@ -210,7 +210,8 @@ def encode_request(request: ChatRequest, model_id: str, *, stream: bool) -> dict
         body = dict(request.raw)
         body["model"] = model_id
     else:
-        body = {"model": model_id, "messages": [_encode_message(m) for m in request.messages]}
+        messages = without_foreign(request.messages)
+        body = {"model": model_id, "messages": [_encode_message(m) for m in messages]}
         if request.tools:
             body["tools"] = [
                 {
