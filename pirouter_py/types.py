@@ -32,7 +32,7 @@ def frozen(cls: type[T]) -> type[T]:
 
 
 Role = Literal["system", "user", "assistant", "tool"]
-Protocol = Literal["openai", "anthropic", "ollama"]
+Protocol = Literal["openai", "anthropic", "ollama", "responses"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
 
 

@@ -15,16 +15,19 @@ from pirouter_py.types import ChatRequest, Pin, TextPart, is_billing_line
 
 SESSION_HEADER = "x-pirouter-session"
 # Headers that name the conversation, first found wins: Claude Code's, Codex's, pirouter's own.
-SESSION_HEADERS = ("x-claude-code-session-id", "session_id", SESSION_HEADER)
+SESSION_HEADERS = ("x-claude-code-session-id", "session-id", "session_id", SESSION_HEADER)
 MAX_SESSIONS = 50_000  # past this, sessions older than the soft window are dropped
 
 
 def session_key(request: ChatRequest, headers: Mapping[str, str]) -> str:
-    """The conversation a request belongs to: the session the client names (SESSION_HEADERS),
-    else a hash of its user agent, system prompt and first user message (what every later turn
-    repeats; Claude Code's per-request billing line left out)."""
+    """The conversation a request belongs to: the session the client names (SESSION_HEADERS, or
+    a Responses request's `prompt_cache_key`), else a hash of its user agent, system prompt and
+    first user message (what every later turn repeats; Claude Code's billing line left out)."""
     digest = hashlib.blake2b(digest_size=12)
     given = next((v for h in SESSION_HEADERS if (v := headers.get(h))), None)
+    if not given and request.protocol == "responses" and request.raw is not None:
+        key = request.raw.get("prompt_cache_key")  # a Responses client's name for its thread
+        given = key if isinstance(key, str) else None
     if given:
         parts: tuple[str, ...] = ("header", given)
     else:

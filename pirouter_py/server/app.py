@@ -155,6 +155,7 @@ def create_app(
     add.add_post("/v1/messages", chat_handler(codecs.ANTHROPIC))
     add.add_post("/v1/messages/count_tokens", count_tokens)
     add.add_post("/api/chat", chat_handler(codecs.OLLAMA))
+    add.add_post("/v1/responses", chat_handler(codecs.RESPONSES))
     add.add_get("/api/tags", catalog.ollama_tags)
     add.add_get("/api/version", catalog.ollama_version)
     add.add_post("/api/show", catalog.ollama_show)

@@ -143,6 +143,7 @@ async def serve_whole(ctx: Ctx) -> web.StreamResponse:
         request_id=ctx.rid,
         created=int(ctx.arrived),
         meta=meta(ctx),
+        request=ctx.chat,
     )
     overhead = overhead_ms(ctx)
     made = record(ctx, outcome.status, 200, outcome.alias, overhead, outcome.response.text)

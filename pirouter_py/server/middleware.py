@@ -24,8 +24,8 @@ from pirouter_py.wire.codecs import Codec
 log = get_logger("pirouter")
 
 ROUTES_HELP = (
-    "POST /v1/chat/completions, POST /v1/messages, POST /api/chat, GET /v1/models, "
-    "GET /api/tags, GET /healthz"
+    "POST /v1/chat/completions, POST /v1/responses, POST /v1/messages, POST /api/chat, "
+    "GET /v1/models, GET /api/tags, GET /healthz"
 )
 INTERNAL = "internal error in pirouter (request {rid}); it was logged"
 # The request id the errors middleware gave a request: a typed key where this aiohttp has them

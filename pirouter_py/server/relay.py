@@ -54,6 +54,7 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
         request_id=ctx.rid,
         created=int(ctx.arrived),
         include_usage=ctx.chat.include_usage,
+        request=ctx.chat,
     )
     status = rec.STATUS_OK
     keep = ctx.snapshot.config.ledger.store_prompts

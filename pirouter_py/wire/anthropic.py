@@ -393,7 +393,13 @@ def _usage_json(u: Usage) -> dict[str, int]:
 
 
 def encode_response(
-    response: ChatResponse, *, alias: str, request_id: str, created: int, meta: Mapping[str, Any]
+    response: ChatResponse,
+    *,
+    alias: str,
+    request_id: str,
+    created: int,
+    meta: Mapping[str, Any],
+    request: ChatRequest | None = None,
 ) -> bytes:
     if response.raw is not None and response.protocol == "anthropic":
         body = dict(response.raw)
@@ -483,7 +489,13 @@ class StreamEncoder:
     """StreamEvents -> the event stream an Anthropic client reads."""
 
     def __init__(
-        self, *, alias: str, request_id: str, created: int, include_usage: bool = True
+        self,
+        *,
+        alias: str,
+        request_id: str,
+        created: int,
+        include_usage: bool = True,
+        request: ChatRequest | None = None,
     ) -> None:
         self.alias = alias
         self.id = f"msg_{request_id}"

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from pirouter_py.types import ChatRequest, StreamEvent
 from pirouter_py.types import Protocol as WireProtocol
-from pirouter_py.wire import anthropic, ollama, openai
+from pirouter_py.wire import anthropic, ollama, openai, responses
 
 
 class StreamEncoder(Protocol):
@@ -32,8 +32,10 @@ class StreamEncoder(Protocol):
 class Codec:
     protocol: WireProtocol
     decode_request: Callable[[bytes], ChatRequest]
-    encode_response: Callable[..., bytes]  # (response, *, alias, request_id, created, meta)
-    stream_encoder: Callable[..., StreamEncoder]  # (*, alias, request_id, created, include_usage)
+    # (response, *, alias, request_id, created, meta, request)
+    encode_response: Callable[..., bytes]
+    # (*, alias, request_id, created, include_usage, request)
+    stream_encoder: Callable[..., StreamEncoder]
     stream_content_type: str
     error_body: Callable[[int, str, str, str | None], bytes]  # (status, message, kind, param)
     requires_json_content_type: bool = True
@@ -67,6 +69,14 @@ ANTHROPIC = Codec(
     "text/event-stream",
     _anthropic_error,
 )
+RESPONSES = Codec(
+    "responses",
+    responses.decode_request,
+    responses.encode_response,
+    responses.StreamEncoder,
+    "text/event-stream",
+    _openai_error,
+)
 # Ollama's own server takes bodies without a JSON content type (curl -d sends a form type).
 OLLAMA = Codec(
     "ollama",
@@ -85,4 +95,6 @@ def for_path(path: str) -> Codec:
         return ANTHROPIC
     if path.startswith("/api/"):
         return OLLAMA
+    if path.startswith("/v1/responses"):
+        return RESPONSES
     return OPENAI

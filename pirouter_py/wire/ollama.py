@@ -282,7 +282,13 @@ def _calls_json(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
 
 
 def encode_response(
-    response: ChatResponse, *, alias: str, request_id: str, created: int, meta: Mapping[str, Any]
+    response: ChatResponse,
+    *,
+    alias: str,
+    request_id: str,
+    created: int,
+    meta: Mapping[str, Any],
+    request: ChatRequest | None = None,
 ) -> bytes:
     if response.raw is not None and response.protocol == "ollama":
         body = {**response.raw, "model": alias}
@@ -338,7 +344,13 @@ class StreamEncoder:
     """StreamEvents -> the NDJSON lines an Ollama client reads."""
 
     def __init__(
-        self, *, alias: str, request_id: str, created: int, include_usage: bool = True
+        self,
+        *,
+        alias: str,
+        request_id: str,
+        created: int,
+        include_usage: bool = True,
+        request: ChatRequest | None = None,
     ) -> None:
         self.alias = alias
         self.created_at = _now()

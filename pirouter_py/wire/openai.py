@@ -322,7 +322,13 @@ def decode_response(data: Any, provider: str) -> ChatResponse:
 
 
 def encode_response(
-    response: ChatResponse, *, alias: str, request_id: str, created: int, meta: Mapping[str, Any]
+    response: ChatResponse,
+    *,
+    alias: str,
+    request_id: str,
+    created: int,
+    meta: Mapping[str, Any],
+    request: ChatRequest | None = None,
 ) -> bytes:
     """The body an OpenAI client gets: `model` is the alias that answered, plus `pirouter`."""
     if response.raw is not None and response.protocol == "openai":
@@ -401,7 +407,15 @@ def decode_chunk(data: Any) -> StreamEvent:
 class StreamEncoder:
     """Turns StreamEvents into the SSE bytes an OpenAI client reads."""
 
-    def __init__(self, *, alias: str, request_id: str, created: int, include_usage: bool) -> None:
+    def __init__(
+        self,
+        *,
+        alias: str,
+        request_id: str,
+        created: int,
+        include_usage: bool,
+        request: ChatRequest | None = None,
+    ) -> None:
         self.alias = alias
         self.id = f"chatcmpl-{request_id}"
         self.created = created

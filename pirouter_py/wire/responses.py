@@ -1,0 +1,482 @@
+"""The OpenAI Responses wire format (what Codex CLI speaks), inbound: requests, answers, streams.
+
+Requests become neutral `ChatRequest`s, so any provider can answer them:
+- `instructions` and `system`/`developer` messages -> system messages; `input` as a string or as
+  items: messages (`input_text`, `output_text`, `input_image` parts), `function_call` and
+  `custom_tool_call` -> assistant tool calls, `*_output` items -> tool results. `reasoning` items
+  are kept only as far as a target can use them (none of the chat targets can: left out).
+- Tools: `function` tools as they are. A `custom` tool (free-form input, such as Codex's
+  `apply_patch` with its grammar) is offered to function-only targets as a function taking one
+  string, `input`, and the call is restored as a `custom_tool_call` on the way back. Hosted tools
+  (`web_search`, `tool_search`, `namespace`, ...) cannot run on a chat target and are left out.
+Answers are written as a Response object, or as typed server-sent events (`response.created`,
+`response.output_item.added` / `.done`, `response.output_text.delta`,
+`response.function_call_arguments.delta`, `response.completed`; `response.failed` on an error),
+each with its `sequence_number`. The requests are stateless (`store: false`, as Codex sends); a
+`previous_response_id` is refused with a clear 400, pirouter keeping no responses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from pirouter_py.errors import RequestError
+from pirouter_py.types import (
+    ChatRequest,
+    ChatResponse,
+    ContentPart,
+    ImagePart,
+    Message,
+    OtherPart,
+    StreamEvent,
+    TextPart,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+from pirouter_py.wire import request_object
+
+CUSTOM_INPUT = "input"  # the one argument a custom tool takes when offered as a function
+CUSTOM_SCHEMA = {
+    "type": "object",
+    "properties": {CUSTOM_INPUT: {"type": "string", "description": "The tool's whole input."}},
+    "required": [CUSTOM_INPUT],
+}
+HOSTED_TOOLS = frozenset(
+    (
+        "web_search",
+        "web_search_preview",
+        "file_search",
+        "tool_search",
+        "namespace",
+        "code_interpreter",
+        "image_generation",
+        "computer_use_preview",
+        "local_shell",
+        "mcp",
+    )
+)
+ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+TEXT_PARTS = frozenset(("input_text", "output_text", "text", "summary_text", "refusal"))
+
+
+def _bad(message: str, param: str | None = None) -> RequestError:
+    return RequestError(message, param=param)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inbound requests
+
+
+def decode_request(body: bytes) -> ChatRequest:
+    data, model = request_object(body)
+    if data.get("previous_response_id") is not None:
+        raise _bad(
+            "pirouter keeps no responses: send the whole conversation in `input` "
+            "(`store: false`), as Codex does",
+            "previous_response_id",
+        )
+    stream = data.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad("`stream` must be true or false", "stream")
+    max_tokens = data.get("max_output_tokens")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise _bad("`max_output_tokens` must be a positive integer", "max_output_tokens")
+    messages: list[Message] = []
+    instructions = data.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise _bad("`instructions` must be a string", "instructions")
+    if instructions:
+        messages.append(Message("system", (TextPart(instructions),)))
+    raw_input = data.get("input")
+    if isinstance(raw_input, str):
+        messages.append(Message("user", (TextPart(raw_input),)))
+    elif isinstance(raw_input, list):
+        messages += _items(raw_input)
+    else:
+        raise _bad("`input` must be a string or an array of input items", "input")
+    if not any(m.role != "system" for m in messages):
+        raise _bad("`input` must hold at least one message", "input")
+    tools = _tools(data.get("tools"))
+    params: dict[str, Any] = {}
+    if isinstance(data.get("top_p"), int | float):
+        params["top_p"] = data["top_p"]
+    if data.get("parallel_tool_calls") is False:
+        params["parallel_tool_calls"] = False
+    temperature = data.get("temperature")
+    return ChatRequest(
+        model=model,
+        messages=tuple(messages),
+        tools=tools,
+        stream=bool(stream),
+        temperature=float(temperature) if isinstance(temperature, int | float) else None,
+        max_tokens=max_tokens,
+        tool_choice=_choice(data.get("tool_choice")) if tools else None,
+        params=params,
+        protocol="responses",
+        raw=data,
+        include_usage=True,
+    )
+
+
+def _parts(content: Any, where: str) -> tuple[ContentPart, ...]:
+    if isinstance(content, str):
+        return (TextPart(content),)
+    if not isinstance(content, list):
+        raise _bad(f"`{where}` must be a string or an array of content parts", where)
+    parts: list[ContentPart] = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in TEXT_PARTS and isinstance(part.get("text"), str):
+            parts.append(TextPart(part["text"]))
+        elif kind == "input_image" and isinstance(part.get("image_url"), str):
+            parts.append(ImagePart(part["image_url"], part.get("detail")))
+        elif isinstance(kind, str):
+            parts.append(OtherPart(kind, part))
+        else:
+            raise _bad(f"`{where}[{j}]` must be an object with a `type`", f"{where}[{j}]")
+    return tuple(parts)
+
+
+def _items(items: list[Any]) -> list[Message]:
+    """Input items -> messages; consecutive calls join one assistant message, as chat has it."""
+    out: list[Message] = []
+    for i, item in enumerate(items):
+        where = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise _bad(f"`{where}` must be an object", where)
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = ROLES.get(item.get("role"))  # type: ignore[arg-type]
+            if role is None:
+                raise _bad(f"`{where}.role` must be user, assistant, system or developer", where)
+            out.append(Message(role, _parts(item.get("content"), f"{where}.content")))  # type: ignore[arg-type]
+        elif kind in ("function_call", "custom_tool_call"):
+            call_id, name = item.get("call_id"), item.get("name")
+            if not isinstance(call_id, str) or not isinstance(name, str):
+                raise _bad(f"`{where}` needs `call_id` and `name`", where)
+            if kind == "function_call":
+                arguments = item.get("arguments")
+                arguments = arguments if isinstance(arguments, str) else "{}"
+            else:
+                arguments = orjson.dumps({CUSTOM_INPUT: str(item.get("input", ""))}).decode()
+            call = ToolCall(call_id, name, arguments)
+            last = out[-1] if out else None
+            if last is not None and last.role == "assistant" and not last.tool_call_id:
+                out[-1] = Message("assistant", last.content, last.name, (*last.tool_calls, call))
+            else:
+                out.append(Message("assistant", (), tool_calls=(call,)))
+        elif kind in ("function_call_output", "custom_tool_call_output"):
+            call_id = item.get("call_id")
+            if not isinstance(call_id, str):
+                raise _bad(f"`{where}.call_id` is required", where)
+            output = item.get("output")
+            parts = _parts(output, f"{where}.output") if output is not None else ()
+            out.append(Message("tool", parts, tool_call_id=call_id))
+        elif kind == "reasoning":
+            continue  # encrypted or summarised reasoning of another model: no chat target takes it
+        else:
+            raise _bad(
+                f"`{where}` is a `{kind}` item, which pirouter cannot send to a chat model", where
+            )
+    return out
+
+
+def _tools(tools: Any) -> tuple[ToolSpec, ...]:
+    """The tools a chat target can call (custom ones as functions of one string)."""
+    if tools is None:
+        return ()
+    if not isinstance(tools, list):
+        raise _bad("`tools` must be an array", "tools")
+    out: list[ToolSpec] = []
+    for j, tool in enumerate(tools):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind in HOSTED_TOOLS:
+            continue
+        if kind not in ("function", "custom") or not isinstance(tool.get("name"), str):
+            raise _bad(
+                f"`tools[{j}]` must be a function or custom tool with a `name`", f"tools[{j}]"
+            )
+        description = tool.get("description")
+        if kind == "function":
+            params = tool.get("parameters")
+            out.append(
+                ToolSpec(tool["name"], description, params if isinstance(params, dict) else {})
+            )
+            continue
+        fmt = tool.get("format")
+        if isinstance(fmt, dict) and fmt.get("type") == "grammar":
+            syntax, definition = fmt.get("syntax", ""), fmt.get("definition", "")
+            grammar = f"The input must match this {syntax} grammar:\n{definition}"
+            description = f"{description}\n\n{grammar}" if description else grammar
+        out.append(ToolSpec(tool["name"], description, CUSTOM_SCHEMA))
+    return tuple(out)
+
+
+def _choice(choice: Any) -> Any:
+    if choice in ("auto", "none", "required"):
+        return choice
+    if isinstance(choice, dict) and choice.get("type") in ("function", "custom"):
+        return {"type": "function", "function": {"name": choice.get("name")}}
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Answers
+
+
+def _custom(request: ChatRequest | None) -> frozenset[str]:
+    """The names of the custom tools the client offered: their calls are restored as such."""
+    tools = request.raw.get("tools") if request is not None and request.raw else None
+    if not isinstance(tools, list):
+        return frozenset()
+    return frozenset(
+        t["name"]
+        for t in tools
+        if isinstance(t, dict) and t.get("type") == "custom" and "name" in t
+    )
+
+
+def _call_item(call: ToolCall, custom: frozenset[str], status: str = "completed") -> dict[str, Any]:
+    if call.name in custom:
+        try:
+            given = orjson.loads(call.arguments or "{}")
+        except orjson.JSONDecodeError:
+            given = None
+        text = given.get(CUSTOM_INPUT) if isinstance(given, dict) else None
+        return {
+            "type": "custom_tool_call",
+            "id": f"ctc_{call.id}",
+            "call_id": call.id,
+            "name": call.name,
+            "input": text if isinstance(text, str) else call.arguments,
+            "status": status,
+        }
+    return {
+        "type": "function_call",
+        "id": f"fc_{call.id}",
+        "call_id": call.id,
+        "name": call.name,
+        "arguments": call.arguments,
+        "status": status,
+    }
+
+
+def _message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text, "annotations": []}] if text else []
+    return {
+        "type": "message",
+        "id": item_id,
+        "status": status,
+        "role": "assistant",
+        "content": content,
+    }
+
+
+def _usage(usage: Usage | None) -> dict[str, Any] | None:
+    if usage is None:
+        return None
+    return {
+        "input_tokens": usage.input_tokens,
+        "input_tokens_details": {"cached_tokens": usage.cache_read_tokens},
+        "output_tokens": usage.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    }
+
+
+def _response(
+    rid: str,
+    alias: str,
+    created: int,
+    output: list[dict[str, Any]],
+    status: str,
+    usage: Usage | None,
+    finish_reason: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": f"resp_{rid}",
+        "object": "response",
+        "created_at": created,
+        "status": status,
+        "model": alias,
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "store": False,
+        "usage": _usage(usage),
+        "error": None,
+        "incomplete_details": None,
+    }
+    if status == "completed" and finish_reason == "length":
+        body["status"] = "incomplete"
+        body["incomplete_details"] = {"reason": "max_output_tokens"}
+    return body
+
+
+def encode_response(
+    response: ChatResponse,
+    *,
+    alias: str,
+    request_id: str,
+    created: int,
+    meta: Mapping[str, Any],
+    request: ChatRequest | None = None,
+) -> bytes:
+    """The Response object a Responses client gets, with pirouter's `pirouter` field."""
+    custom = _custom(request)
+    output: list[dict[str, Any]] = []
+    if response.text or not response.tool_calls:
+        output.append(_message_item(f"msg_{request_id}", response.text))
+    output += [_call_item(c, custom) for c in response.tool_calls]
+    body = _response(
+        request_id, alias, created, output, "completed", response.usage, response.finish_reason
+    )
+    body["pirouter"] = meta
+    return orjson.dumps(body)
+
+
+class StreamEncoder:
+    """Turns StreamEvents into the typed server-sent events a Responses client reads."""
+
+    def __init__(
+        self,
+        *,
+        alias: str,
+        request_id: str,
+        created: int,
+        include_usage: bool,
+        request: ChatRequest | None = None,
+    ) -> None:
+        self.alias = alias
+        self.rid = request_id
+        self.created = created
+        self.custom = _custom(request)
+        self.seq = 0
+        self.started = False
+        self.output: list[dict[str, Any]] = []  # finished items
+        self.text: list[str] | None = None  # the open message item's text, when one is open
+        self.calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.failed = False
+
+    def _event(self, kind: str, **fields: Any) -> bytes:
+        data = {"type": kind, "sequence_number": self.seq, **fields}
+        self.seq += 1
+        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+    def _start(self) -> bytes:
+        if self.started:
+            return b""
+        self.started = True
+        body = _response(self.rid, self.alias, self.created, [], "in_progress", None)
+        return self._event("response.created", response=body) + self._event(
+            "response.in_progress", response=body
+        )
+
+    def _close_text(self) -> bytes:
+        if self.text is None:
+            return b""
+        text, self.text = "".join(self.text), None
+        index = len(self.output)
+        item = _message_item(f"msg_{self.rid}_{index}", text)
+        part = {"type": "output_text", "text": text, "annotations": []}
+        self.output.append(item)
+        ids = {"item_id": item["id"], "output_index": index, "content_index": 0}
+        return (
+            self._event("response.output_text.done", text=text, **ids)
+            + self._event("response.content_part.done", part=part, **ids)
+            + self._event("response.output_item.done", output_index=index, item=item)
+        )
+
+    def encode(self, event: StreamEvent) -> bytes:
+        out = self._start()
+        if event.usage is not None:
+            self.usage = event.usage
+        if event.finish_reason:
+            self.finish_reason = event.finish_reason
+        if event.text:
+            index = len(self.output)
+            item_id = f"msg_{self.rid}_{index}"
+            if self.text is None:
+                self.text = []
+                item = _message_item(item_id, "", "in_progress")
+                part = {"type": "output_text", "text": "", "annotations": []}
+                out += self._event("response.output_item.added", output_index=index, item=item)
+                out += self._event(
+                    "response.content_part.added",
+                    item_id=item_id,
+                    output_index=index,
+                    content_index=0,
+                    part=part,
+                )
+            self.text.append(event.text)
+            out += self._event(
+                "response.output_text.delta",
+                item_id=item_id,
+                output_index=index,
+                content_index=0,
+                delta=event.text,
+            )
+        for delta in event.tool_calls:
+            call = self.calls.get(delta.index)
+            if call is None:
+                out += self._close_text()
+                call = self.calls[delta.index] = [delta.id or f"call_{delta.index}", "", ""]
+            if delta.name:
+                call[1] += delta.name
+            call[2] += delta.arguments
+        return out
+
+    def _calls(self) -> bytes:
+        """Each tool call, whole: added and done (arguments are held until they are complete,
+        so a custom tool's input is restored from them)."""
+        out = b""
+        for call_id, name, arguments in self.calls.values():
+            index = len(self.output)
+            item = _call_item(ToolCall(call_id, name, arguments), self.custom)
+            out += self._event(
+                "response.output_item.added",
+                output_index=index,
+                item=item | {"status": "in_progress"},
+            )
+            if item["type"] == "function_call":
+                ids = {"item_id": item["id"], "output_index": index}
+                out += self._event("response.function_call_arguments.delta", delta=arguments, **ids)
+                out += self._event(
+                    "response.function_call_arguments.done", arguments=arguments, **ids
+                )
+            out += self._event("response.output_item.done", output_index=index, item=item)
+            self.output.append(item)
+        self.calls = {}
+        return out
+
+    def end(self) -> bytes:
+        if self.failed:  # response.failed was the last event
+            return b""
+        out = self._start() + self._close_text() + self._calls()
+        body = _response(
+            self.rid,
+            self.alias,
+            self.created,
+            self.output,
+            "completed",
+            self.usage,
+            self.finish_reason,
+        )
+        kind = "response.incomplete" if body["status"] == "incomplete" else "response.completed"
+        return out + self._event(kind, response=body)
+
+    def error(self, message: str, kind: str = "upstream_error") -> bytes:
+        """`response.failed`, closing the stream (no `end` follows on the client's side)."""
+        body = _response(self.rid, self.alias, self.created, self.output, "failed", self.usage)
+        body["error"] = {"code": kind, "message": message}
+        self.failed = True
+        return self._start() + self._event("response.failed", response=body)

@@ -1,0 +1,156 @@
+"""The OpenAI Responses API (`POST /v1/responses`, what Codex CLI speaks) through the real
+daemon, driven by the official `openai` SDK, answered by each upstream type."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from tests import test_conformance
+from tests.fakes import Daemon, FakeUpstream, Reply
+from tests.test_conformance import CALL, TOOL, UPSTREAM_MODEL
+
+CONFIG = test_conformance.CONFIG  # the `daemon` fixture runs on this module's CONFIG
+pytestmark = pytest.mark.usefixtures("clean_fake")
+
+FUNCTION = {"type": "function", **TOOL}
+PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hello\n*** End Patch\n"
+APPLY_PATCH = {
+    "type": "custom",
+    "name": "apply_patch",
+    "description": "Use the `apply_patch` tool to edit files.",
+    "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch hunk+"},
+}
+PATCH_CALL = {
+    "id": "call_p",
+    "type": "function",
+    "function": {"name": "apply_patch", "arguments": json.dumps({"input": PATCH})},
+}
+
+
+@pytest.fixture
+def client(daemon: Daemon) -> Iterator[openai.OpenAI]:
+    sdk = openai.OpenAI(base_url=daemon.url + "/v1", api_key="unused", max_retries=0, timeout=20)
+    yield sdk
+    sdk.close()
+
+
+def route(alias: str) -> dict[str, str]:
+    return {"x-pirouter-route": alias}
+
+
+@pytest.mark.parametrize("alias", ["o", "a", "l"])
+def test_a_whole_response(client: openai.OpenAI, fake: FakeUpstream, alias: str) -> None:
+    response = client.responses.create(
+        model="auto", instructions="be brief", input="hello", extra_headers=route(alias)
+    )
+    assert response.output_text == "Hello from the fake upstream."
+    assert response.status == "completed" and response.model == alias
+    assert response.usage is not None and response.usage.output_tokens == 5
+    (seen,) = fake.seen
+    assert seen.model == UPSTREAM_MODEL[alias]
+    assert "be brief" in json.dumps(seen.body)  # the instructions, as the system prompt
+
+
+@pytest.mark.parametrize("alias", ["o", "a", "l"])
+def test_a_streamed_response(client: openai.OpenAI, alias: str) -> None:
+    with client.responses.stream(
+        model="auto", input=[{"role": "user", "content": "hello"}], extra_headers=route(alias)
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == final.output_text == "Hello from the fake upstream."
+
+
+@pytest.mark.parametrize("alias", ["o", "a", "l"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_function_call_round_trip(
+    client: openai.OpenAI, fake: FakeUpstream, alias: str, stream: bool
+) -> None:
+    fake.script(
+        UPSTREAM_MODEL[alias],
+        Reply(text="", tool_calls=[CALL], finish_reason="tool_calls"),
+        Reply(text="Sunny."),
+    )
+    tools: Any = [FUNCTION, {"type": "web_search"}]  # a hosted tool: no chat model can run it
+    asked: Any = [{"role": "user", "content": "weather in Paris?"}]
+    if stream:
+        with client.responses.stream(
+            model="auto", input=asked, tools=tools, extra_headers=route(alias)
+        ) as events:
+            first = events.get_final_response()
+    else:
+        first = client.responses.create(
+            model="auto", input=asked, tools=tools, extra_headers=route(alias)
+        )
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}
+    final = client.responses.create(
+        model="auto",
+        input=[
+            *asked,
+            call.model_dump(exclude_none=True),
+            {"type": "function_call_output", "call_id": call.call_id, "output": "clear"},
+        ],
+        tools=tools,
+        extra_headers=route(alias),
+    )
+    assert final.output_text == "Sunny."
+    offered = fake.seen[0].body["tools"]
+    assert len(offered) == 1 and "get_weather" in json.dumps(offered)
+    resent = json.dumps(fake.seen[1].body["messages"])
+    ollama_ref = '"tool_name": "get_weather"'  # Ollama names the tool, having no call ids
+    assert "clear" in resent and (call.call_id if alias != "l" else ollama_ref) in resent
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_custom_tool_is_offered_as_a_function_and_restored(
+    client: openai.OpenAI, fake: FakeUpstream, stream: bool
+) -> None:
+    """Codex's `apply_patch` takes free-form text: a chat model gets a function of one string,
+    and its call goes back to the client as a custom_tool_call with that text."""
+    fake.script("m-o", Reply(text="", tool_calls=[PATCH_CALL], finish_reason="tool_calls"))
+    args: Any = {
+        "model": "auto",
+        "input": "add hello.txt",
+        "tools": [APPLY_PATCH],
+        "extra_headers": route("o"),
+    }
+    if stream:
+        with client.responses.stream(**args) as events:
+            done = [e.item for e in events if e.type == "response.output_item.done"]
+            response = events.get_final_response()
+        assert [item.type for item in done] == ["custom_tool_call"]
+    else:
+        response = client.responses.create(**args)
+    (item,) = response.output
+    assert item.type == "custom_tool_call"
+    assert (item.name, item.input, item.call_id) == ("apply_patch", PATCH, "call_p")
+    (offered,) = fake.seen[0].body["tools"]
+    assert offered["function"]["parameters"]["required"] == ["input"]
+    assert "start: begin_patch hunk+" in offered["function"]["description"]
+
+
+def test_previous_response_id_is_refused_in_openai_shape(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(model="auto", input="more", previous_response_id="resp_1")
+    body: Any = raised.value.body
+    assert body["param"] == "previous_response_id" and "whole conversation" in body["message"]
+
+
+def test_an_upstream_failure_mid_stream_is_response_failed(
+    client: openai.OpenAI, fake: FakeUpstream
+) -> None:
+    fake.script("m-o", Reply(kind="cut", chunks=2))
+    with client.responses.stream(model="auto", input="hello", extra_headers=route("o")) as stream:
+        kinds = [e.type for e in stream]
+    assert kinds[-1] == "response.failed" and "response.completed" not in kinds
