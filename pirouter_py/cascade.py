@@ -78,7 +78,7 @@ class StreamOutcome:
     alias: str
     attempt: Attempt
     held: list[StreamEvent]
-    rest: AsyncGenerator[StreamEvent, None]
+    rest: Relay
     attempts: tuple[Attempt, ...]
     upstream_ms: float  # time spent waiting on upstreams up to the commit
 
@@ -115,6 +115,34 @@ def _take_usage(attempt: Attempt, usage: Usage) -> None:
     attempt.cache_write_tokens = usage.cache_write_tokens
 
 
+class Relay:
+    """The rest of a committed stream, to iterate once and close. Closing it before iteration
+    began still settles its attempt and closes the upstream stream."""
+
+    def __init__(
+        self,
+        events: AsyncGenerator[StreamEvent, None],
+        settle: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.events = events
+        self.settle = settle
+        self.started = False
+
+    def __aiter__(self) -> AsyncGenerator[StreamEvent, None]:
+        self.started = True
+        return self.events  # iterated directly: no extra call per event
+
+    def __anext__(self) -> Awaitable[StreamEvent]:
+        self.started = True
+        return self.events.__anext__()
+
+    async def aclose(self) -> None:
+        if not self.started and self.settle is not None:
+            self.started = True
+            await self.settle()
+        await self.events.aclose()
+
+
 async def _nothing() -> AsyncGenerator[StreamEvent, None]:
     return
     yield  # pragma: no cover - makes this an async generator
@@ -129,6 +157,7 @@ class _Turn:
     attempt: Attempt
     cfg: CascadeConfig
     final: bool  # the chain's last try: whatever it answers is returned
+    last: bool  # the chain's last model (it may have retries left): nowhere to escalate to
     started: float
 
 
@@ -227,11 +256,14 @@ class Cascade:
             started = self.clock()
             try:
                 model = self.config.models[alias]
-                answer = await once(_Turn(provider, model, attempt, cfg, final, started))
+                last = index == len(chain) - 1
+                answer = await once(_Turn(provider, model, attempt, cfg, final, last, started))
             except UpstreamError as exc:
                 attempt.latency_ms = (self.clock() - started) * 1000
                 last_error = exc
                 if not self._failed(cfg, attempt, exc):
+                    if kept is not None:  # an answer escalated for its shape beats an error
+                        break
                     return Outcome(rec.STATUS_UPSTREAM_ERROR, tuple(attempts), error=exc)
                 if await self._again(cfg, exc, tries):
                     tries += 1
@@ -302,7 +334,7 @@ class Cascade:
     ) -> StreamOutcome | Outcome:
         """Run until a stream is committed; an Outcome (with the error) when none could be."""
         attempts = [] if attempts is None else attempts
-        Events = tuple[list[StreamEvent], AsyncGenerator[StreamEvent, None] | None, float]
+        Events = tuple[list[StreamEvent], Relay | None, float]
 
         async def once(turn: _Turn) -> _Answer[Events]:
             attempt, cfg, final, started = turn.attempt, turn.cfg, turn.final, turn.started
@@ -332,16 +364,19 @@ class Cascade:
                 text = "".join(seen.text)
                 verdict = judge(cfg, text, seen.tool_calls, seen.finish_reason, tokens)
                 return _Answer(verdict, (held, None, 0.0))
-            if not final and cfg.on_marker and cfg.on_marker in "".join(seen.text):
+            if not turn.last and cfg.on_marker and cfg.on_marker in "".join(seen.text):
                 await events.aclose()  # marked before its end: nothing of it is kept
                 return _Answer(rec.ESCALATED_MARKER, None, complete=False)
             elapsed = (self.clock() - started) * 1000
-            return _Answer(None, (held, self._relay(events, attempt, started), elapsed), False)
+            relay = Relay(
+                self._relay(events, attempt, started), self._settle(events, attempt, started)
+            )
+            return _Answer(None, (held, relay, elapsed), False)
 
         def done(alias: str, attempt: Attempt, events: Events) -> StreamOutcome:
-            held, rest, elapsed = events
+            held, relay, elapsed = events
             upstream_ms = sum(a.latency_ms for a in attempts) + elapsed
-            rest = _nothing() if rest is None else rest
+            rest = Relay(_nothing()) if relay is None else relay
             return StreamOutcome(alias, attempt, held, rest, tuple(attempts), upstream_ms)
 
         return await self._walk(decision, attempts, once, done)
@@ -366,3 +401,16 @@ class Cascade:
         finally:
             attempt.latency_ms = (self.clock() - started) * 1000
             await events.aclose()
+
+    def _settle(
+        self, events: AsyncGenerator[StreamEvent, None], attempt: Attempt, started: float
+    ) -> Callable[[], Awaitable[None]]:
+        """What closing a relay that never started does: the attempt ends cancelled, and the
+        upstream stream is closed (a generator closed before its first step runs no cleanup)."""
+
+        async def settle() -> None:
+            attempt.outcome = rec.CLIENT_CANCELLED
+            attempt.latency_ms = (self.clock() - started) * 1000
+            await events.aclose()
+
+        return settle
