@@ -46,6 +46,9 @@ class ServerConfig(_Section):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     body_timeout_secs: float = Field(default=30.0, gt=0)  # a slower request body gets 408
     shutdown_timeout_secs: float = Field(default=10.0, ge=0)
+    # While a stream is held back (the cascade judging its start), a keep-alive goes to the
+    # client this often in its protocol (agents abort streams silent for 180-300 s). 0: none.
+    stream_keepalive_secs: float = Field(default=10.0, ge=0)
     metrics: bool = True  # serve Prometheus metrics at GET /metrics
     # Client keys: names of environment variables holding them, and/or a file of one per line.
     # With keys, every endpoint but /healthz wants one; without, only loopback binds are allowed.

@@ -1,6 +1,9 @@
 """The stream relay: a committed stream goes to the client event by event, in its protocol.
 
-What the cascade held back is written first, then the rest as it arrives. An upstream failure
+While the cascade holds a stream back, the client is sent a keep-alive every
+`[server] stream_keepalive_secs` (the response starts with the first one, so its headers then name
+no model yet, and a cascade that fails after it ends the stream with an error event instead of a
+502). What the cascade held back is written first, then the rest as it arrives. An upstream failure
 after the commit ends the stream with an error event; a client that goes away closes the upstream
 stream; a bug in pirouter ends the stream with an error event too (a 500 cannot be sent once the
 answer has begun). The request is recorded (journaled) before the last bytes go out.
@@ -24,6 +27,7 @@ from pirouter_py.server.request import (
     cancelled,
     failed,
     observed,
+    overhead_ms,
     record,
     routing_headers,
 )
@@ -31,23 +35,66 @@ from pirouter_py.server.request import (
 log = get_logger("pirouter")
 
 
+class KeepAlive:
+    """Keep-alives while the cascade holds a stream back: a timer, and a task once it fires (a
+    stream that commits in time costs a timer and its cancellation)."""
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.every = ctx.snapshot.config.server.stream_keepalive_secs
+        self.response: web.StreamResponse | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        if self.every > 0 and ctx.codec.keepalive:
+            self.timer = asyncio.get_running_loop().call_later(self.every, self._start)
+
+    def _start(self) -> None:
+        self.task = asyncio.ensure_future(self._beat())
+
+    async def _beat(self) -> None:
+        ctx = self.ctx
+        response = web.StreamResponse(
+            headers=stream_headers(ctx, {"x-pirouter-request-id": ctx.rid})
+        )
+        await response.prepare(ctx.request)
+        self.response = response
+        while True:
+            await response.write(ctx.codec.keepalive)
+            await asyncio.sleep(self.every)
+
+    async def stop(self) -> web.StreamResponse | None:
+        """Stop sending; the response, if keep-alives began it."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
+                await self.task
+        return self.response
+
+
+def stream_headers(ctx: Ctx, extra: dict[str, str]) -> dict[str, str]:
+    return {"content-type": ctx.codec.stream_content_type, "cache-control": "no-cache", **extra}
+
+
 async def serve_stream(ctx: Ctx) -> web.StreamResponse:
     assert ctx.decision is not None
+    keepalive = KeepAlive(ctx)
     try:
         outcome = await ctx.snapshot.cascade.stream(ctx.decision, ctx.chat, ctx.tried)
     except asyncio.CancelledError:
+        await keepalive.stop()
         cancelled(ctx)
         raise
+    begun = await keepalive.stop()
     if isinstance(outcome, Outcome):
-        return failed(ctx, outcome)
+        if begun is None:
+            return failed(ctx, outcome)
+        return await failed_begun(ctx, outcome, begun)
     ctx.attempts = outcome.attempts
     overhead = (time.perf_counter() - ctx.started) * 1000 - outcome.upstream_ms
-    response = web.StreamResponse(
-        headers={
-            "content-type": ctx.codec.stream_content_type,
-            "cache-control": "no-cache",
-            **routing_headers(ctx, outcome.alias, overhead),
-        }
+    response = begun or web.StreamResponse(
+        headers=stream_headers(ctx, routing_headers(ctx, outcome.alias, overhead))
     )
     encoder = ctx.codec.stream_encoder(
         alias=outcome.alias,
@@ -60,7 +107,8 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
     keep = ctx.snapshot.config.ledger.store_prompts
     text: list[str] = [e.text for e in outcome.held] if keep else []
     try:
-        await response.prepare(ctx.request)
+        if begun is None:
+            await response.prepare(ctx.request)
         await response.write(b"".join(encoder.encode(e) for e in outcome.held))
         async for event in outcome.rest:
             if keep:
@@ -89,6 +137,29 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
     try:
         with contextlib.suppress(ConnectionResetError):
             await response.write(tail)
+    finally:
+        observed(ctx, made)
+    return response
+
+
+async def failed_begun(
+    ctx: Ctx, outcome: Outcome, response: web.StreamResponse
+) -> web.StreamResponse:
+    """The cascade found no answer after keep-alives began the response: an error event in the
+    client's protocol ends the stream, and the request is recorded as failed."""
+    ctx.attempts = outcome.attempts
+    assert outcome.error is not None
+    encoder = ctx.codec.stream_encoder(
+        alias="",
+        request_id=ctx.rid,
+        created=int(ctx.arrived),
+        include_usage=False,
+        request=ctx.chat,
+    )
+    made = record(ctx, outcome.status, 502, None, overhead_ms(ctx), None)
+    try:
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(encoder.error(outcome.error.message) + encoder.end())
     finally:
         observed(ctx, made)
     return response

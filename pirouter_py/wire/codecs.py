@@ -38,6 +38,7 @@ class Codec:
     stream_encoder: Callable[..., StreamEncoder]
     stream_content_type: str
     error_body: Callable[[int, str, str, str | None], bytes]  # (status, message, kind, param)
+    keepalive: bytes  # what a held-back stream sends while it waits; b"": nothing safe to send
     requires_json_content_type: bool = True
 
 
@@ -60,6 +61,7 @@ OPENAI = Codec(
     openai.StreamEncoder,
     "text/event-stream",
     _openai_error,
+    b": keep-alive\n\n",
 )
 ANTHROPIC = Codec(
     "anthropic",
@@ -68,6 +70,7 @@ ANTHROPIC = Codec(
     anthropic.StreamEncoder,
     "text/event-stream",
     _anthropic_error,
+    b'event: ping\ndata: {"type": "ping"}\n\n',
 )
 RESPONSES = Codec(
     "responses",
@@ -76,6 +79,7 @@ RESPONSES = Codec(
     responses.StreamEncoder,
     "text/event-stream",
     _openai_error,
+    b": keep-alive\n\n",
 )
 # Ollama's own server takes bodies without a JSON content type (curl -d sends a form type).
 OLLAMA = Codec(
@@ -85,6 +89,7 @@ OLLAMA = Codec(
     ollama.StreamEncoder,
     "application/x-ndjson",
     _ollama_error,
+    b"",  # its clients parse every line as JSON
     requires_json_content_type=False,
 )
 
