@@ -3,6 +3,7 @@
 Modes (each prints one JSON object):
   latency URL N WARMUP        N sequential requests after WARMUP: per-request milliseconds
   throughput URL C SECONDS    C concurrent clients for SECONDS: requests, errors, latencies
+  throughput_responses ...    the same through the Responses API (POST /v1/responses)
   ttft URL N                  N sequential streams: milliseconds to the first body bytes
   streams URL N CHUNKS PACE   N concurrent streams of CHUNKS chunks PACE ms apart: the largest
                               gap between two chunks of each stream
@@ -20,6 +21,7 @@ from typing import Any
 import aiohttp
 
 BODY = {"model": "auto", "messages": [{"role": "user", "content": "Say something short."}]}
+RESPONSES_BODY = {"model": "auto", "input": "Say something short."}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -51,8 +53,10 @@ async def latency(url: str, n: int, warmup: int) -> dict[str, Any]:
     return {**summary(times), "samples": times}
 
 
-async def throughput(url: str, concurrency: int, seconds: float) -> dict[str, Any]:
-    data = json.dumps(BODY).encode()
+async def throughput(
+    url: str, concurrency: int, seconds: float, body: dict[str, Any] = BODY
+) -> dict[str, Any]:
+    data = json.dumps(body).encode()
     headers = {"content-type": "application/json"}
     done, errors, times = 0, 0, []
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -153,6 +157,9 @@ def main() -> None:
     runners = {
         "latency": lambda: latency(target, int(args[0]), int(args[1])),
         "throughput": lambda: throughput(target, int(args[0]), float(args[1])),
+        "throughput_responses": lambda: throughput(
+            url + "/v1/responses", int(args[0]), float(args[1]), RESPONSES_BODY
+        ),
         "ttft": lambda: ttft(target, int(args[0])),
         "streams": lambda: streams(target, int(args[0]), int(args[1]), float(args[2])),
     }

@@ -168,7 +168,8 @@ def throughput_rounds(
     for _ in range(rounds):
         for key, (url, pid) in targets.items():
             before = cpu_seconds(pid) if pid else 0.0
-            runs[key].append(loadgen("throughput", url, 32, seconds))
+            mode = "throughput_responses" if key.endswith("_responses") else "throughput"
+            runs[key].append(loadgen(mode, url, 32, seconds))
             if key.startswith("pirouter"):
                 ledger_drained(url)  # the rows of this turn are written on this turn's CPU
             cpu[key].append(cpu_seconds(pid) - before if pid else 0.0)
@@ -260,6 +261,10 @@ def table(results: dict[str, Any]) -> str:
         by_round(on, "rounds"),
     )
     row("  same, ledger off", tput, off["throughput"]["rps"], "", 0, by_round(off, "rounds"))
+    responses = results["targets"].get("pirouter_responses")  # runs before it have none
+    if responses is not None:
+        rps = responses["throughput"]["rps"]
+        row("  same, /v1/responses", tput, rps, "", 0, by_round(responses, "rounds"))
     every = results["targets"].get("pirouter_every_line")  # runs before it have none
     if every is not None:
         rps = every["throughput"]["rps"]
@@ -274,6 +279,9 @@ def table(results: dict[str, Any]) -> str:
         by_round(on, "cpu_ms_rounds"),
     )
     row("  same, ledger off", cpu, off["cpu_ms_per_request"], "", 3, by_round(off, "cpu_ms_rounds"))
+    if responses is not None:
+        used = responses["cpu_ms_per_request"]
+        row("  same, /v1/responses", cpu, used, "", 3, by_round(responses, "cpu_ms_rounds"))
     if every is not None:
         line = every["cpu_ms_per_request"]
         row("  same, a log line each", cpu, line, "", 3, by_round(every, "cpu_ms_rounds"))
@@ -453,6 +461,8 @@ def main() -> None:
                 process(cmd + ([] if ledger else ["--no-ledger"]), f"http://127.0.0.1:{port}{ping}")
             )
             targets[key] = (f"http://127.0.0.1:{port}", daemon.pid)
+        # The same daemon through the Responses API (its upstream call is the same chat call)
+        targets["pirouter_responses"] = targets["pirouter"]
         measured = {key: targets[key] for key in ("direct", "floor", "pirouter")}
         for key, (_, pid) in measured.items():
             results["targets"][key] = {"name": key}
