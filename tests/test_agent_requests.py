@@ -5,6 +5,7 @@ extra top-level fields and `anthropic-beta` header."""
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,7 +38,24 @@ MESSAGES: list[dict[str, Any]] = [
     },
     {
         "role": "user",
-        "content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": "a.py\nb.py"}],
+        "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_01", "content": "a.py\nb.py"},
+            {"type": "text", "text": "also:"},
+        ],
+    },
+    {
+        "role": "assistant",
+        "content": [{"type": "tool_use", "id": "toolu_02", "name": "ToolSearch", "input": {}}],
+    },
+    {
+        "role": "user",
+        "content": [
+            {
+                "type": "tool_result",
+                "tool_use_id": "toolu_02",
+                "content": [{"type": "tool_reference", "tool_name": "WebFetch"}],
+            }
+        ],
     },
     {"role": "system", "content": "<system-reminder>The date is 2026-12-02.</system-reminder>"},
     {"role": "user", "content": "which one is bigger?"},
@@ -52,6 +70,8 @@ BASH = {
     "description": "Run a shell command",
     "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}},
 }
+WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}  # Anthropic's
+TOOLS = [BASH, WEB_SEARCH]
 
 
 @pytest.fixture
@@ -67,7 +87,7 @@ def send(sdk: anthropic.Anthropic, alias: str) -> Any:
         max_tokens=2000,
         system=SYSTEM,  # type: ignore[arg-type]
         messages=copy.deepcopy(MESSAGES),  # type: ignore[arg-type]
-        tools=[BASH],  # type: ignore[list-item]
+        tools=TOOLS,  # type: ignore[arg-type]
         thinking={"type": "enabled", "budget_tokens": 1024},
         extra_body=EXTRA,
         extra_headers={
@@ -88,6 +108,7 @@ def test_claude_code_request_passes_through_to_anthropic_unchanged(
     assert seen.path == "/v1/messages" and seen.body["model"] == "m-a"
     assert seen.body["messages"] == MESSAGES  # system message, thinking with its signature
     assert seen.body["system"] == SYSTEM
+    assert seen.body["tools"] == TOOLS  # the server tool too: Anthropic runs it
     assert seen.body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
     for key, value in EXTRA.items():
         assert seen.body[key] == value
@@ -105,12 +126,16 @@ def test_claude_code_request_translates_for_other_upstreams(
     messages = seen.body["messages"]
     roles = [m["role"] for m in messages]
     # the system prompt first, the mid-conversation note where it was; the tool round trip kept
-    assert roles == ["system", "user", "assistant", "tool", "system", "user"]
+    assert roles == [
+        *("system", "user", "assistant", "tool", "user", "assistant", "tool", "system", "user")
+    ]
     flat = str(messages)
     assert "x-anthropic-billing-header" not in flat  # defeats local prefix caches
     assert "EqQBCkgI" not in flat and "The user wants a listing." not in flat  # not theirs
     assert "You are Claude Code." in flat and "The date is 2026-12-02." in flat
     assert "anthropic-beta" not in seen.headers
+    assert "Tool: WebFetch" in flat and "tool_reference" not in flat  # the found tool, as text
+    assert "web_search" not in json.dumps(seen.body.get("tools"))  # only Anthropic can run it
 
 
 def test_the_billing_line_does_not_split_a_session() -> None:

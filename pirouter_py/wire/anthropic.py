@@ -143,6 +143,9 @@ def _blocks(content: Any, where: str) -> tuple[ContentPart, ...]:
             parts.append(TextPart(block["text"], extra or None))
         elif kind == "image":
             parts.append(ImagePart(_image_url(block.get("source"), f"{where}[{j}].source")))
+        elif kind == "tool_reference" and isinstance(block.get("tool_name"), str):
+            # what a tool search found: for Anthropic as it was, for others the tool's name
+            parts.append(TextPart(f"Tool: {block['tool_name']}", {"tool_reference": block}))
         else:
             parts.append(OtherPart(kind, block))
     return tuple(parts)
@@ -205,6 +208,10 @@ def _tools(tools: Any) -> tuple[ToolSpec, ...]:
     for j, tool in enumerate(tools):
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
             raise _bad(f"`tools[{j}].name` is required", f"tools[{j}]")
+        if tool.get("type") not in (None, "custom"):
+            # a server tool (web_search_*, code_execution_*...): Anthropic runs it, so it reaches
+            # Anthropic upstreams in the body as sent; no other model can run it
+            continue
         schema = tool.get("input_schema")
         out.append(
             ToolSpec(
@@ -304,6 +311,8 @@ def _choice_from_openai(choice: Any, params: Mapping[str, Any]) -> dict[str, Any
 
 def _encode_part(p: ContentPart) -> dict[str, Any]:
     if isinstance(p, TextPart):
+        if p.extra and "tool_reference" in p.extra:
+            return dict(p.extra["tool_reference"])
         return {"type": "text", "text": p.text, **(p.extra or {})}
     if isinstance(p, ImagePart):
         media = p.media_type

@@ -269,6 +269,8 @@ def _encode_message(m: Message) -> dict[str, Any]:
 
 def _encode_part(p: ContentPart) -> dict[str, Any]:
     if isinstance(p, TextPart):
+        if p.extra and "tool_reference" in p.extra:  # an Anthropic block, as its text
+            return {"type": "text", "text": p.text}
         return {"type": "text", "text": p.text, **(p.extra or {})}
     if isinstance(p, ImagePart):
         image: dict[str, Any] = {"url": p.url}
