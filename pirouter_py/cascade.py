@@ -37,6 +37,7 @@ from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent, Usage, fro
 RETRY_BASE_S = 0.25  # first retry of the same model after ~0.25 s (jittered), then doubling
 RETRY_MAX_WAIT_S = 5.0  # a longer Retry-After moves on to the next model instead of waiting
 
+T = TypeVar("T")  # what a provider call without answer checks returns
 P = TypeVar("P")  # what one attempt hands back: a whole response, or a stream's events
 R = TypeVar("R")  # what the cascade returns for a request: an Outcome or a StreamOutcome
 
@@ -188,10 +189,10 @@ class Cascade:
         self.health = health
         self.limits = limits
 
-    def _start(self, alias: str, decision: Decision) -> tuple[Attempt, Provider]:
+    def _start(self, alias: str, tokens: int) -> tuple[Attempt, Provider]:
         model = self.config.models[alias]
         if self.limits is not None:
-            self.limits.take(alias, decision.features.estimated_tokens)
+            self.limits.take(alias, tokens)
         return Attempt(alias, model.provider, model.model_id), self.providers[model.provider]
 
     def _failed(self, cfg: CascadeConfig, attempt: Attempt, exc: UpstreamError) -> bool:
@@ -232,7 +233,9 @@ class Cascade:
 
     async def _walk(
         self,
-        decision: Decision,
+        chain: tuple[str, ...],
+        cfg: CascadeConfig,
+        tokens: int,
         attempts: list[Attempt],
         once: Callable[[_Turn], Awaitable[_Answer[P]]],
         done: Callable[[str, Attempt, P], R],
@@ -243,15 +246,13 @@ class Cascade:
         any other error stops here. An answer the checks escalate moves on, and is kept when it
         is complete: if the chain runs out, the latest kept answer is returned. The last try of
         the last model is `final`: whatever it answers is returned."""
-        cfg = decision.escalation or self.cfg
         kept: tuple[str, Attempt, P] | None = None
         last_error: UpstreamError | None = None
-        chain = decision.chain
         index = tries = 0
         while index < len(chain):
             alias = chain[index]
             final = index == len(chain) - 1 and tries >= cfg.retries
-            attempt, provider = self._start(alias, decision)
+            attempt, provider = self._start(alias, tokens)
             attempts.append(attempt)
             started = self.clock()
             try:
@@ -293,6 +294,31 @@ class Cascade:
             return done(alias, attempt, payload)
         return self._exhausted(attempts, last_error)
 
+    def _route(self, decision: Decision) -> tuple[tuple[str, ...], CascadeConfig, int]:
+        """What a chain walk needs of a decision: its chain, its checks, its estimated tokens."""
+        return decision.chain, decision.escalation or self.cfg, decision.features.estimated_tokens
+
+    async def call(
+        self,
+        chain: tuple[str, ...],
+        attempt_once: Callable[[Provider, ModelConfig], Awaitable[T]],
+        attempts: list[Attempt],
+        usage: Callable[[T], Usage | None],
+    ) -> tuple[str, T] | Outcome:
+        """A request with no answer checks (a text completion, embeddings): the first model of
+        `chain` that answers, moving on after retryable errors as chat requests do."""
+
+        async def once(turn: _Turn) -> _Answer[T]:
+            answer = await attempt_once(turn.provider, turn.model)
+            if (counted := usage(answer)) is not None:
+                _take_usage(turn.attempt, counted)
+            return _Answer(None, answer)
+
+        def done(alias: str, attempt: Attempt, answer: T) -> tuple[str, T]:
+            return alias, answer
+
+        return await self._walk(chain, self.cfg, 0, attempts, once, done)
+
     async def run(
         self, decision: Decision, request: ChatRequest, attempts: list[Attempt] | None = None
     ) -> Outcome:
@@ -315,7 +341,7 @@ class Cascade:
         def done(alias: str, attempt: Attempt, response: ChatResponse) -> Outcome:
             return Outcome(rec.STATUS_OK, tuple(attempts), response, alias)
 
-        return await self._walk(decision, attempts, once, done)
+        return await self._walk(*self._route(decision), attempts, once, done)
 
     @staticmethod
     def _decided(cfg: CascadeConfig, seen: _Seen) -> bool:
@@ -379,7 +405,7 @@ class Cascade:
             rest = Relay(_nothing()) if relay is None else relay
             return StreamOutcome(alias, attempt, held, rest, tuple(attempts), upstream_ms)
 
-        return await self._walk(decision, attempts, once, done)
+        return await self._walk(*self._route(decision), attempts, once, done)
 
     async def _relay(
         self, events: AsyncGenerator[StreamEvent, None], attempt: Attempt, started: float

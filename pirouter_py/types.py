@@ -198,3 +198,45 @@ class Pin:
     alias: str
     age_s: float
     hard: bool  # within the hard window: always the same model, unless it must escape
+
+
+@frozen
+class TextRequest:
+    """A raw text completion (fill-in-the-middle with `suffix`), never rewritten into chat."""
+
+    model: str
+    prompt: str
+    suffix: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stream: bool = False
+    stop: tuple[str, ...] = ()
+    protocol: Protocol = "openai"  # openai: /v1/completions; ollama: /api/generate
+    raw: Mapping[str, Any] | None = None  # the decoded inbound body, for same-format pass-through
+
+
+@frozen
+class TextAnswer:
+    """A piece of a text completion (a whole one, or one streamed increment)."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@frozen
+class EmbedRequest:
+    """Texts to embed."""
+
+    model: str
+    inputs: tuple[str, ...]
+    protocol: Protocol = "openai"  # openai: /v1/embeddings; ollama: /api/embed(dings)
+    raw: Mapping[str, Any] | None = None
+
+
+@frozen
+class Embeddings:
+    """One vector per input, in order, and the input tokens they cost."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    input_tokens: int = 0

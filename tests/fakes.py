@@ -120,6 +120,10 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_post("/v1/messages", self._anthropic)
         app.router.add_post("/api/chat", self._ollama)
+        app.router.add_post("/v1/completions", self._text)
+        app.router.add_post("/api/generate", self._text)
+        app.router.add_post("/v1/embeddings", self._embed)
+        app.router.add_post("/api/embed", self._embed)
         return app
 
     async def _serve(
@@ -181,6 +185,108 @@ class FakeUpstream:
 
         def error(reply: Reply) -> Any:
             return {"error": {"message": reply.error, "type": "fake_error", "code": None}}
+
+        return await self._serve(request, error, answer)
+
+    # --- text completions and embeddings (OpenAI and Ollama shapes) ------------------------
+
+    async def _text(self, request: web.Request) -> web.StreamResponse:
+        ollama = request.path == "/api/generate"
+
+        async def answer(
+            request: web.Request, body: dict[str, Any], reply: Reply, seen: Seen
+        ) -> web.StreamResponse:
+            prompt = len(str(body.get("prompt", ""))) // 4 + len(str(body.get("suffix", ""))) // 4
+            tokens = reply.usage or (prompt, len(words(reply.text)))
+            stream = body.get("stream") is not False if ollama else bool(body.get("stream"))
+            if not stream:
+                if ollama:
+                    return web.json_response(
+                        {
+                            "model": body["model"],
+                            "response": reply.text,
+                            "done": True,
+                            "done_reason": "stop",
+                            "prompt_eval_count": tokens[0],
+                            "eval_count": tokens[1],
+                        }
+                    )
+                return web.json_response(
+                    {
+                        "id": "cmpl-fake",
+                        "object": "text_completion",
+                        "model": body["model"],
+                        "choices": [{"text": reply.text, "index": 0, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": tokens[0], "completion_tokens": tokens[1]},
+                    }
+                )
+            kind = "application/x-ndjson" if ollama else "text/event-stream"
+            response = web.StreamResponse(headers={"content-type": kind})
+            await response.prepare(request)
+            for n, piece in enumerate(words(reply.text)):
+                if await interrupted(request, reply, n):
+                    return response
+                if ollama:
+                    line = {"model": body["model"], "response": piece, "done": False}
+                    await response.write(json.dumps(line).encode() + b"\n")
+                else:
+                    chunk = {"choices": [{"text": piece, "index": 0, "finish_reason": None}]}
+                    await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                if reply.chunk_delay:
+                    await asyncio.sleep(reply.chunk_delay)
+            if ollama:
+                last = {
+                    "model": body["model"],
+                    "response": "",
+                    "done": True,
+                    "done_reason": "stop",
+                    "prompt_eval_count": tokens[0],
+                    "eval_count": tokens[1],
+                }
+                await response.write(json.dumps(last).encode() + b"\n")
+            else:
+                end = {
+                    "choices": [{"text": "", "index": 0, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": tokens[0], "completion_tokens": tokens[1]},
+                }
+                await response.write(b"data: " + json.dumps(end).encode() + b"\n\ndata: [DONE]\n\n")
+            return response
+
+        def error(reply: Reply) -> Any:
+            if ollama:
+                return {"error": reply.error}
+            return {"error": {"message": reply.error, "type": "fake_error", "code": None}}
+
+        return await self._serve(request, error, answer)
+
+    async def _embed(self, request: web.Request) -> web.StreamResponse:
+        """Vectors made from each text: [its length, its first character's code, 1.5]."""
+        ollama = request.path == "/api/embed"
+
+        async def answer(
+            request: web.Request, body: dict[str, Any], reply: Reply, seen: Seen
+        ) -> web.StreamResponse:
+            texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            vectors = [[float(len(s)), float(ord(s[0]) if s else 0), 1.5] for s in texts]
+            tokens = sum(len(words(s)) for s in texts)
+            if ollama:
+                return web.json_response(
+                    {"model": body["model"], "embeddings": vectors, "prompt_eval_count": tokens}
+                )
+            data = [
+                {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)
+            ]
+            return web.json_response(
+                {
+                    "object": "list",
+                    "data": data[::-1],  # any order: the index says which is which
+                    "model": body["model"],
+                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                }
+            )
+
+        def error(reply: Reply) -> Any:
+            return {"error": reply.error} if ollama else {"error": {"message": reply.error}}
 
         return await self._serve(request, error, answer)
 

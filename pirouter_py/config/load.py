@@ -349,6 +349,20 @@ def _resolve(config: Config, error: Report, warn: Report) -> Config:
                 + did_you_mean(model.provider, list(config.providers)),
             )
 
+        serving = providers.get(model.provider)
+        if serving is not None and serving.kind == "anthropic":
+            if model.kind == "embedding":
+                error(
+                    ("models", alias, "kind"),
+                    "Anthropic serves no embeddings; use an OpenAI-compatible or Ollama provider",
+                )
+            if model.supports_fim:
+                error(
+                    ("models", alias, "supports_fim"),
+                    "Anthropic serves no text completions; use an OpenAI-compatible or Ollama "
+                    "provider for fill-in-the-middle",
+                )
+
     aliases = sorted(config.models)
     check_rules(config.rules, aliases, error, warn)
 

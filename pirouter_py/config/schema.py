@@ -116,6 +116,10 @@ class ModelConfig(_Section):
     supports_vision: bool = False
     local: bool = False
     enabled: bool = True
+    # "embedding": serves /v1/embeddings, /api/embed and /api/embeddings, never chat
+    kind: Literal["chat", "embedding"] = "chat"
+    # fill-in-the-middle: serves /v1/completions and /api/generate (with `suffix`)
+    supports_fim: bool = False
     # max_tokens sent to Anthropic-type upstreams (which require one) when the request sets none.
     default_max_tokens: int = Field(default=1024, ge=1)
     rpm: int | None = Field(default=None, ge=1)  # requests per minute this model may take

@@ -34,7 +34,15 @@ from pirouter_py.providers.transport import (
     Truncated,
     Upstreams,
 )
-from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent
+from pirouter_py.types import (
+    ChatRequest,
+    ChatResponse,
+    Embeddings,
+    EmbedRequest,
+    StreamEvent,
+    TextAnswer,
+    TextRequest,
+)
 
 USER_AGENT = f"pirouter/{__version__}"
 CONTEXT_WORDS = ("context", "too many tokens", "maximum token")  # a 400/422 about length retries
@@ -57,6 +65,14 @@ class Provider(Protocol):
         self, request: ChatRequest, model: ModelConfig
     ) -> AsyncGenerator[StreamEvent, None]: ...
 
+    async def text(self, request: TextRequest, model: ModelConfig) -> TextAnswer: ...
+
+    def text_stream(
+        self, request: TextRequest, model: ModelConfig
+    ) -> AsyncGenerator[TextAnswer, None]: ...
+
+    async def embed(self, request: EmbedRequest, model: ModelConfig) -> Embeddings: ...
+
 
 def retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (a number or an HTTP date), or None."""
@@ -76,6 +92,24 @@ class HTTPProvider:
     """Shared plumbing: the daemon's connection pool, per-provider timeouts, key lookup."""
 
     kind = ""
+
+    def _unserved(self, what: str, model: ModelConfig) -> UpstreamError:
+        return UpstreamError(
+            f"{self.name} ({model.model_id}): {self.kind} providers serve no {what}",
+            retryable=False,
+        )
+
+    async def text(self, request: TextRequest, model: ModelConfig) -> TextAnswer:
+        raise self._unserved("text completions", model)
+
+    async def text_stream(
+        self, request: TextRequest, model: ModelConfig
+    ) -> AsyncGenerator[TextAnswer, None]:
+        raise self._unserved("text completions", model)
+        yield  # pragma: no cover - makes this an async generator
+
+    async def embed(self, request: EmbedRequest, model: ModelConfig) -> Embeddings:
+        raise self._unserved("embeddings", model)
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""Ollama providers: `POST {base_url}/api/chat`, no key; streams are newline-delimited JSON.
+"""Ollama providers: `POST {base_url}/api/chat` (and `/api/generate`, `/api/embed`), no key;
+streams are newline-delimited JSON.
 
 Ollama answers a stream request unless told `"stream": false`, so both modes say which they want.
 A stream is read until its `"done": true` line; one that ends before it was cut short.
@@ -11,10 +12,21 @@ from collections.abc import AsyncGenerator
 from pirouter_py.config import ModelConfig
 from pirouter_py.errors import UpstreamTransportError
 from pirouter_py.providers.base import HTTPProvider
-from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent
+from pirouter_py.types import (
+    ChatRequest,
+    ChatResponse,
+    Embeddings,
+    EmbedRequest,
+    StreamEvent,
+    TextAnswer,
+    TextRequest,
+)
 from pirouter_py.wire import ollama as wire
+from pirouter_py.wire import textgen
 
 PATH = "/api/chat"
+GENERATE = "/api/generate"
+EMBED = "/api/embed"
 
 
 class OllamaProvider(HTTPProvider):
@@ -37,3 +49,25 @@ class OllamaProvider(HTTPProvider):
         raise UpstreamTransportError(
             f"{self.name} ({model.model_id}): the stream ended before its done line", retryable=True
         )
+
+    async def text(self, request: TextRequest, model: ModelConfig) -> TextAnswer:
+        body = textgen.generate_body(request, model.model_id, stream=False)
+        data = await self.post_json(GENERATE, model.model_id, body, {})
+        return textgen.generate_answer(data, f"{self.name} ({model.model_id})")
+
+    async def text_stream(
+        self, request: TextRequest, model: ModelConfig
+    ) -> AsyncGenerator[TextAnswer, None]:
+        body = textgen.generate_body(request, model.model_id, stream=True)
+        where = f"{self.name} ({model.model_id})"
+        async for data in self.ndjson(GENERATE, model.model_id, body, {}):
+            answer = textgen.generate_answer(data, where)
+            yield answer
+            if answer.finish_reason is not None:
+                return
+        raise UpstreamTransportError(f"{where}: the stream ended before done", retryable=True)
+
+    async def embed(self, request: EmbedRequest, model: ModelConfig) -> Embeddings:
+        body = textgen.embed_body(request, model.model_id)
+        data = await self.post_json(EMBED, model.model_id, body, {})
+        return textgen.embed_result(data, f"{self.name} ({model.model_id})")

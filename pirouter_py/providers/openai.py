@@ -1,6 +1,7 @@
 """OpenAI-type providers: OpenAI itself and every compatible server (OpenRouter, vLLM, ...).
 
-`POST {base_url}/v1/chat/completions` with `Authorization: Bearer <key>`. Every field of an
+`POST {base_url}/v1/chat/completions` (and `/v1/completions`, `/v1/embeddings`) with
+`Authorization: Bearer <key>`. Every field of an
 OpenAI-format request passes through unchanged; streams ask for the usage chunk so the ledger
 sees tokens even when the client did not ask for them.
 """
@@ -11,10 +12,21 @@ from collections.abc import AsyncGenerator
 
 from pirouter_py.config import ModelConfig
 from pirouter_py.providers.base import HTTPProvider
-from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent
+from pirouter_py.types import (
+    ChatRequest,
+    ChatResponse,
+    Embeddings,
+    EmbedRequest,
+    StreamEvent,
+    TextAnswer,
+    TextRequest,
+)
 from pirouter_py.wire import openai as wire
+from pirouter_py.wire import textgen
 
 PATH = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+EMBEDDINGS = "/v1/embeddings"
 
 
 class OpenAIProvider(HTTPProvider):
@@ -37,3 +49,23 @@ class OpenAIProvider(HTTPProvider):
         body = wire.encode_request(request, model.model_id, stream=True)
         async for _, data in self.sse(PATH, model.model_id, body, self._headers(), until_done=True):
             yield wire.decode_chunk(data)
+
+    async def text(self, request: TextRequest, model: ModelConfig) -> TextAnswer:
+        body = textgen.completion_body(request, model.model_id, stream=False)
+        data = await self.post_json(COMPLETIONS, model.model_id, body, self._headers())
+        return textgen.completion_answer(data, f"{self.name} ({model.model_id})")
+
+    async def text_stream(
+        self, request: TextRequest, model: ModelConfig
+    ) -> AsyncGenerator[TextAnswer, None]:
+        body = textgen.completion_body(request, model.model_id, stream=True)
+        where = f"{self.name} ({model.model_id})"
+        async for _, data in self.sse(
+            COMPLETIONS, model.model_id, body, self._headers(), until_done=True
+        ):
+            yield textgen.completion_answer(data, where)
+
+    async def embed(self, request: EmbedRequest, model: ModelConfig) -> Embeddings:
+        body = textgen.embeddings_body(request, model.model_id)
+        data = await self.post_json(EMBEDDINGS, model.model_id, body, self._headers())
+        return textgen.embeddings_result(data, f"{self.name} ({model.model_id})")

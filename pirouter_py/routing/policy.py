@@ -102,6 +102,8 @@ def _static_drop(model: ModelConfig, profile: Profile, tools: bool, images: bool
     """Why a model can never take requests of this kind (whatever their size), or None."""
     if not model.enabled:
         return "disabled (enabled = false)"
+    if model.kind != "chat":
+        return f"an {model.kind} model (kind = {model.kind!r})"
     if profile == "cloud-only" and model.local:
         return "local model, and the profile is cloud-only"
     if tools and not model.supports_tools:

@@ -26,7 +26,7 @@ from pirouter_py.live.traffic import Traffic
 from pirouter_py.observe.log import RequestLines, bound_logger, get_logger
 from pirouter_py.observe.metrics import Metrics
 from pirouter_py.providers.transport import Upstreams
-from pirouter_py.server import access, catalog, ops
+from pirouter_py.server import access, catalog, ops, textgen
 from pirouter_py.server import reload as config_reload
 from pirouter_py.server.chat import chat_handler
 from pirouter_py.server.messages import count_tokens
@@ -156,6 +156,11 @@ def create_app(
     add.add_post("/v1/messages/count_tokens", count_tokens)
     add.add_post("/api/chat", chat_handler(codecs.OLLAMA))
     add.add_post("/v1/responses", chat_handler(codecs.RESPONSES))
+    add.add_post("/v1/completions", textgen.completions)
+    add.add_post("/api/generate", textgen.completions)
+    add.add_post("/v1/embeddings", textgen.embeddings)
+    add.add_post("/api/embed", textgen.embeddings)
+    add.add_post("/api/embeddings", textgen.embeddings)
     add.add_get("/api/tags", catalog.ollama_tags)
     add.add_get("/api/version", catalog.ollama_version)
     add.add_post("/api/show", catalog.ollama_show)

@@ -48,22 +48,8 @@ FORWARDED = ("anthropic-version", "anthropic-beta")
 
 
 async def decode(request: web.Request, codec: Codec, *, count_only: bool = False) -> ChatRequest:
-    """The request body in the neutral form; its arrival is bounded by body_timeout_secs."""
-    if codec.requires_json_content_type and request.content_type != JSON:
-        raise UnsupportedMediaType(
-            f"Content-Type must be application/json, not {request.content_type or 'absent'}"
-        )
-    limit = request.app[STATE].loaded.config.server.body_timeout_secs
-    try:
-        if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
-            body = await request.read()
-        else:
-            async with asyncio.timeout(limit):  # a client trickling its body holds nothing long
-                body = await request.read()
-    except TimeoutError:
-        raise RequestTimeout(
-            f"the request body did not arrive within {limit:g} s ([server] body_timeout_secs)"
-        ) from None
+    """The request body in the neutral form."""
+    body = await read_body(request, require_json=codec.requires_json_content_type)
     if count_only:  # count_tokens bodies carry no max_tokens
         with contextlib.suppress(orjson.JSONDecodeError):
             data = orjson.loads(body)
@@ -75,6 +61,24 @@ async def decode(request: web.Request, codec: Codec, *, count_only: bool = False
         forwarded = {h: request.headers[h] for h in FORWARDED if h in request.headers}
         chat = replace(chat, headers=forwarded)
     return chat
+
+
+async def read_body(request: web.Request, *, require_json: bool) -> bytes:
+    """The request body; its arrival is bounded by body_timeout_secs."""
+    if require_json and request.content_type != JSON:
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, not {request.content_type or 'absent'}"
+        )
+    limit = request.app[STATE].loaded.config.server.body_timeout_secs
+    try:
+        if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
+            return await request.read()
+        async with asyncio.timeout(limit):  # a client trickling its body holds nothing long
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {limit:g} s ([server] body_timeout_secs)"
+        ) from None
 
 
 def chat_handler(codec: Codec) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

@@ -40,6 +40,13 @@ class Ctx:
     session: str | None = None  # the conversation, with [affinity] enabled
     tried: list[Attempt] = field(default_factory=list)  # the cascade's attempts as it goes
     recorded: bool = False
+    # Requests routed without a Decision (text completions, embeddings): their rule and primary
+    rule: str | None = None
+    primary: str | None = None
+
+    @property
+    def route_rule(self) -> str | None:
+        return self.decision.rule if self.decision is not None else self.rule
 
 
 def routing_headers(ctx: Ctx, alias: str | None, overhead_ms: float) -> dict[str, str]:
@@ -48,8 +55,8 @@ def routing_headers(ctx: Ctx, alias: str | None, overhead_ms: float) -> dict[str
         "x-pirouter-attempts": str(len(ctx.attempts)),
         "x-pirouter-overhead-ms": f"{overhead_ms:.2f}",
     }
-    if ctx.decision is not None:
-        headers["x-pirouter-rule"] = ctx.decision.rule
+    if (rule := ctx.route_rule) is not None:
+        headers["x-pirouter-rule"] = rule
     if alias is not None:
         headers["x-pirouter-model"] = alias
     return headers
@@ -88,9 +95,9 @@ def record(
         ts=ctx.arrived,
         protocol=ctx.chat.protocol,
         requested_model=ctx.chat.model,
-        rule=decision.rule if decision else None,
+        rule=ctx.route_rule,
         difficulty=decision.difficulty if decision else None,
-        primary=decision.primary if decision else None,
+        primary=decision.primary if decision else ctx.primary,
         final=final,
         status=status,
         http_status=http,

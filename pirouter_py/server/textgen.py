@@ -1,0 +1,276 @@
+"""Text completions and embeddings: `/v1/completions` and Ollama's `/api/generate` (raw prompts,
+fill-in-the-middle with `suffix`), `/v1/embeddings`, `/api/embed` and `/api/embeddings`.
+
+Completions go to models with `supports_fim = true`, embeddings to models of
+`kind = "embedding"`; neither is rewritten into chat. The model named by the client (an alias, or
+a model id of the catalog) serves the request; `auto`, or a name pirouter does not know, takes
+the local models first, then the cheapest. Completions fall back to the next capable model on a
+retryable error, as chat does; embeddings never do (vectors of two models do not compare).
+Each request is recorded in the ledger with its attempts, tokens and cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from pirouter_py import record as rec
+from pirouter_py.cascade import Outcome
+from pirouter_py.config import Config, ModelConfig
+from pirouter_py.errors import RoutingError, UpstreamError
+from pirouter_py.providers.base import Provider
+from pirouter_py.record import Attempt
+from pirouter_py.server.chat import read_body
+from pirouter_py.server.middleware import RID, error_response
+from pirouter_py.server.request import (
+    Ctx,
+    cancelled,
+    failed,
+    observed,
+    overhead_ms,
+    record,
+    routing_headers,
+)
+from pirouter_py.server.state import JSON, STATE
+from pirouter_py.types import (
+    ChatRequest,
+    Embeddings,
+    EmbedRequest,
+    TextAnswer,
+    TextRequest,
+    Usage,
+)
+from pirouter_py.wire import codecs
+from pirouter_py.wire import textgen as wire
+
+T = TypeVar("T")
+COMPLETIONS_RULE = "completions"
+EMBEDDINGS_RULE = "embeddings"
+
+
+def chain_for(
+    config: Config, requested: str, serves: Callable[[ModelConfig], bool], what: str, key: str
+) -> tuple[str, ...]:
+    """The models that may serve a request naming `requested`, in the order they are tried."""
+    capable = sorted(
+        (a for a, m in config.models.items() if m.enabled and serves(m)),
+        key=lambda a: (not config.models[a].local, config.models[a].cost, a),
+    )
+    named = requested if requested in config.models else None
+    if named is None:  # a model id of the catalog names its alias (Ollama clients send ids)
+        named = next((a for a in capable if config.models[a].model_id == requested), None)
+    if named is not None:
+        if named not in capable:
+            raise RoutingError(
+                f"model '{named}' does not serve {what}; set `{key}` in [models.{named}] "
+                f"or ask for one that does: {', '.join(capable) or 'none is configured'}"
+            )
+        return (named, *(a for a in capable if a != named))
+    if not capable:
+        raise RoutingError(
+            f"no model serves {what}: declare one with `{key}` in its [models.<alias>] table"
+        )
+    return tuple(capable)
+
+
+def _ctx(request: web.Request, model: str, stream: bool, protocol: Any, rule: str) -> Ctx:
+    state = request.app[STATE]
+    chat = ChatRequest(model=model, messages=(), stream=stream, protocol=protocol)
+    return Ctx(
+        request,
+        codecs.for_path(request.path),
+        chat,
+        state.snapshot,
+        time.perf_counter(),
+        time.time(),
+        request[RID],
+        rule=rule,
+    )
+
+
+async def _call(
+    ctx: Ctx,
+    chain: tuple[str, ...],
+    once: Callable[[Provider, ModelConfig], Awaitable[T]],
+    usage: Callable[[T], Usage | None],
+) -> tuple[str, T] | Outcome:
+    try:
+        return await ctx.snapshot.cascade.call(chain, once, ctx.tried, usage)
+    except asyncio.CancelledError:
+        cancelled(ctx)
+        raise
+
+
+def _finish(ctx: Ctx, alias: str) -> tuple[float, dict[str, str]]:
+    ctx.attempts = tuple(ctx.tried)
+    overhead = overhead_ms(ctx)
+    return overhead, routing_headers(ctx, alias, overhead)
+
+
+async def _send(ctx: Ctx, response: web.StreamResponse, made: Any) -> web.StreamResponse:
+    try:
+        with contextlib.suppress(ConnectionResetError):
+            await response.prepare(ctx.request)
+            await response.write_eof()
+    finally:
+        observed(ctx, made)
+    return response
+
+
+# ---------------------------------------------------------------------------------------------
+# Text completions
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    ollama = request.path == "/api/generate"
+    body = await read_body(request, require_json=not ollama)
+    text = wire.decode_generate(body) if ollama else wire.decode_completion(body)
+    ctx = _ctx(request, text.model, text.stream, text.protocol, COMPLETIONS_RULE)
+    config = ctx.snapshot.config
+    try:
+        chain = chain_for(
+            config, text.model, lambda m: m.supports_fim, "text completions", "supports_fim = true"
+        )
+    except RoutingError as exc:
+        observed(ctx, record(ctx, rec.STATUS_ROUTING_ERROR, 400, None, overhead_ms(ctx), None))
+        return error_response(ctx.codec, 400, exc.message, exc.openai_type)
+    ctx.primary = chain[0]
+    if text.stream:
+        return await _stream_text(ctx, chain, text)
+
+    async def once(provider: Provider, model: ModelConfig) -> TextAnswer:
+        return await provider.text(text, model)
+
+    result = await _call(ctx, chain, once, lambda a: a.usage)
+    if isinstance(result, Outcome):
+        return failed(ctx, result)
+    alias, answer = result
+    overhead, headers = _finish(ctx, alias)
+    made = record(ctx, rec.STATUS_OK, 200, alias, overhead, None)
+    if ollama:
+        payload = wire.encode_generate(answer, alias=alias)
+    else:
+        payload = wire.encode_completion(
+            answer, alias=alias, request_id=ctx.rid, created=int(ctx.arrived)
+        )
+    return await _send(ctx, web.Response(body=payload, content_type=JSON, headers=headers), made)
+
+
+async def _stream_text(ctx: Ctx, chain: tuple[str, ...], text: TextRequest) -> web.StreamResponse:
+    """The first piece decides which model answers (an error before it falls back); the rest is
+    relayed as it comes."""
+    ollama = text.protocol == "ollama"
+
+    Started = tuple[TextAnswer, AsyncGenerator[TextAnswer, None]]
+
+    async def once(provider: Provider, model: ModelConfig) -> Started:
+        pieces = provider.text_stream(text, model)
+        try:
+            first = await anext(pieces)
+        except StopAsyncIteration:
+            first = TextAnswer(finish_reason="stop")
+        except BaseException:
+            await pieces.aclose()
+            raise
+        return first, pieces
+
+    result = await _call(ctx, chain, once, lambda _: None)
+    if isinstance(result, Outcome):
+        return failed(ctx, result)
+    alias, (first, pieces) = result
+    attempt = ctx.tried[-1]
+    overhead, headers = _finish(ctx, alias)
+    kind = "application/x-ndjson" if ollama else "text/event-stream"
+    response = web.StreamResponse(headers={"content-type": kind, **headers})
+    status = rec.STATUS_OK
+
+    def encode(piece: TextAnswer, done: bool = False) -> bytes:
+        if ollama:
+            return wire.encode_generate(piece, alias=alias, done=done) + b"\n"
+        return wire.completion_chunk(
+            piece, alias=alias, request_id=ctx.rid, created=int(ctx.arrived)
+        )
+
+    try:
+        await response.prepare(ctx.request)
+        piece = first
+        while True:
+            if piece.usage is not None:
+                _tokens(attempt, piece)
+            done = piece.finish_reason is not None and ollama
+            if piece.text or piece.finish_reason:
+                await response.write(encode(piece, done))
+            try:
+                piece = await anext(pieces)
+            except StopAsyncIteration:
+                break
+        tail = b"" if ollama else b"data: [DONE]\n\n"
+    except UpstreamError as exc:
+        status = rec.STATUS_UPSTREAM_ERROR
+        attempt.outcome, attempt.error = rec.STREAM_ERROR, exc.message
+        tail = ctx.codec.error_body(502, exc.message, "upstream_error", None)
+        tail = tail + b"\n" if ollama else b"data: " + tail + b"\n\n"
+    except (asyncio.CancelledError, ConnectionResetError):
+        await pieces.aclose()
+        attempt.outcome = rec.CLIENT_CANCELLED
+        observed(ctx, record(ctx, rec.STATUS_CLIENT_CANCELLED, 200, alias, overhead, None))
+        raise
+    made = record(ctx, status, 200, alias, overhead, None)
+    try:
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(tail)
+            await response.write_eof()
+    finally:
+        observed(ctx, made)
+    return response
+
+
+def _tokens(attempt: Attempt, piece: TextAnswer) -> None:
+    assert piece.usage is not None
+    attempt.input_tokens = piece.usage.input_tokens
+    attempt.output_tokens = piece.usage.output_tokens
+
+
+# ---------------------------------------------------------------------------------------------
+# Embeddings
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    ollama = request.path.startswith("/api/")
+    body = await read_body(request, require_json=not ollama)
+    asked: EmbedRequest = wire.decode_embed(body) if ollama else wire.decode_embeddings(body)
+    ctx = _ctx(request, asked.model, False, asked.protocol, EMBEDDINGS_RULE)
+    try:
+        chain = chain_for(
+            ctx.snapshot.config,
+            asked.model,
+            lambda m: m.kind == "embedding",
+            "embeddings",
+            'kind = "embedding"',
+        )
+    except RoutingError as exc:
+        observed(ctx, record(ctx, rec.STATUS_ROUTING_ERROR, 400, None, overhead_ms(ctx), None))
+        return error_response(ctx.codec, 400, exc.message, exc.openai_type)
+    chain = chain[:1]  # vectors of two models do not compare: no fallback
+    ctx.primary = chain[0]
+
+    async def once(provider: Provider, model: ModelConfig) -> Embeddings:
+        return await provider.embed(asked, model)
+
+    result = await _call(ctx, chain, once, lambda e: Usage(e.input_tokens))
+    if isinstance(result, Outcome):
+        return failed(ctx, result)
+    alias, vectors = result
+    overhead, headers = _finish(ctx, alias)
+    made = record(ctx, rec.STATUS_OK, 200, alias, overhead, None)
+    if ollama:
+        legacy = request.path == "/api/embeddings"
+        payload = wire.encode_embed(vectors, alias=alias, legacy=legacy)
+    else:
+        payload = wire.encode_embeddings(vectors, alias=alias, raw=asked.raw)
+    return await _send(ctx, web.Response(body=payload, content_type=JSON, headers=headers), made)
