@@ -158,3 +158,16 @@ def test_chat_never_goes_to_an_embedding_or_fim_only_model(
     with pytest.raises(openai.BadRequestError) as raised:
         client.embeddings.create(model="chat", input="x")
     assert 'kind = "embedding"' in str(raised.value)
+
+
+def test_the_catalogs_say_what_each_alias_serves(
+    client: openai.OpenAI, local: ollama.Client
+) -> None:
+    listed = {m.id: m.model_dump() for m in client.models.list()}
+    assert listed["embed-cloud"]["capabilities"] == ["embedding"]
+    assert listed["coder-local"]["capabilities"] == ["completion", "insert"]
+    assert listed["auto"]["type"] == "model" and listed["auto"]["context_window"] is None
+    shown = local.show("coder-local")
+    assert list(shown.capabilities or []) == ["completion", "insert"]
+    running = {m.model for m in local.ps().models}
+    assert running == {"chat", "coder-local", "coder-cloud", "embed-local", "embed-cloud"}

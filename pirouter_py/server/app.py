@@ -162,6 +162,7 @@ def create_app(
     add.add_post("/api/embed", textgen.embeddings)
     add.add_post("/api/embeddings", textgen.embeddings)
     add.add_get("/api/tags", catalog.ollama_tags)
+    add.add_get("/api/ps", catalog.ollama_ps)
     add.add_get("/api/version", catalog.ollama_version)
     add.add_post("/api/show", catalog.ollama_show)
     return app

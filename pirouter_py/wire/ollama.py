@@ -444,9 +444,8 @@ def tags(aliases: list[tuple[str, str]], started: float) -> bytes:
     )
 
 
-def show(alias: str, provider: str, tools: bool, vision: bool, context: int | None) -> bytes:
+def show(alias: str, provider: str, capabilities: list[str], context: int | None) -> bytes:
     """`POST /api/show` for one alias."""
-    capabilities = ["completion"] + (["tools"] if tools else []) + (["vision"] if vision else [])
     info: dict[str, Any] = {"general.architecture": provider}
     if context is not None:
         info[f"{provider}.context_length"] = context
