@@ -43,9 +43,15 @@ def only_loopback() -> bool:
     return [name for _, name in socket.if_nameindex()] == ["lo"]
 
 
-def tool_call(agent: str) -> dict[str, Any]:
-    """A shell tool call in the agent's own tool: Claude Code's Bash, Codex's exec_command."""
-    if agent == "claude":
+PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hello from patch\n*** End Patch\n"
+
+
+def tool_call(agent: str, tool: str) -> dict[str, Any]:
+    """A shell tool call in the agent's own tool (Claude Code's Bash, Codex's exec_command), or
+    Codex's free-form apply_patch as a chat model calls it (a function of one string)."""
+    if tool == "patch":
+        name, arguments = "apply_patch", {"input": PATCH}
+    elif agent == "claude":
         name, arguments = "Bash", {"command": "echo hi-from-tool", "description": "echo"}
     else:
         name, arguments = "exec_command", {"cmd": "echo hi-from-tool"}
@@ -56,7 +62,7 @@ def tool_call(agent: str) -> dict[str, Any]:
     }
 
 
-def claude(url: str, home: Path, work: Path, prompt: str) -> list[str]:
+def claude(url: str, home: Path, work: Path, prompt: str, config: Path) -> list[str]:
     env = {
         "HOME": str(home),
         "CLAUDE_CONFIG_DIR": str(home / ".claude"),
@@ -81,11 +87,31 @@ def claude(url: str, home: Path, work: Path, prompt: str) -> list[str]:
     ]
 
 
-def codex(url: str, home: Path, work: Path, prompt: str) -> list[str]:
+def codex(url: str, home: Path, work: Path, prompt: str, config: Path) -> list[str]:
     codex_home = home / ".codex"
     codex_home.mkdir(parents=True)
+    catalog = codex_home / "pirouter-models.json"
+    # the catalog `pirouter agents codex` writes from the installed Codex's own
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pirouter_py",
+            "--config",
+            str(config),
+            "agents",
+            "codex",
+            "--catalog",
+            str(catalog),
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PATH": f"{AGENTS}:{os.environ['PATH']}"},
+        timeout=60,
+    )
     (codex_home / "config.toml").write_text(
         f"""check_for_update_on_startup = false
+model_catalog_json = "{catalog}"
 model = "auto"
 model_provider = "pirouter"
 approval_policy = "never"
@@ -125,9 +151,10 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         home.mkdir()
         work.mkdir()
         if spec.get("tool"):
+            call = tool_call(agent, spec["tool"])
             fake.script(
                 UPSTREAM_MODEL,
-                Reply(text="", tool_calls=[tool_call(agent)], finish_reason="tool_calls"),
+                Reply(text="", tool_calls=[call], finish_reason="tool_calls"),
                 Reply(text="DONE after tool"),
             )
         else:
@@ -142,7 +169,7 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         daemon = Daemon(config).start()
         try:
             make = claude if agent == "claude" else codex
-            command = make(daemon.url, home, work, spec["prompt"])
+            command = make(daemon.url, home, work, spec["prompt"], config)
             done = subprocess.run(
                 command,
                 cwd=work,
@@ -156,7 +183,9 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
             daemon.stop()
             fake.stop()
         requests = daemon.log_lines("request")
+        made = work / "hello.txt"
         return {
+            "patched": made.read_text() if made.exists() else None,
             "rc": done.returncode,
             "stdout": done.stdout,
             "stderr": done.stderr[-4000:],

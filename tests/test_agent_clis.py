@@ -72,7 +72,7 @@ def test_an_agent_runs_a_tool_and_answers_through_pirouter(
             "agent": agent,
             "upstream": upstream,
             "prompt": "Run `echo hi-from-tool` in the shell, then say DONE.",
-            "tool": True,
+            "tool": "shell",
         }
     )
     assert result["rc"] == 0, report(result)
@@ -89,3 +89,18 @@ def test_an_agent_runs_a_tool_and_answers_through_pirouter(
         assert "x-anthropic-billing-header" not in json.dumps(first["body"])
     if agent == "claude" and upstream == "anthropic":
         assert "claude-code" in first["headers"].get("anthropic-beta", "")
+
+
+@pytest.mark.parametrize("upstream", ["openai", "ollama"])
+def test_codex_applies_a_patch_a_chat_model_wrote(installed: Path, upstream: str) -> None:
+    """Codex's apply_patch is a free-form custom tool: a chat model gets it as a function of one
+    string, and Codex gets the call back as its custom tool call, and applies the patch."""
+    result = session(
+        {"agent": "codex", "upstream": upstream, "prompt": "Add hello.txt.", "tool": "patch"}
+    )
+    assert result["rc"] == 0, report(result)
+    assert result["patched"] == "hello from patch\n", report(result)
+    first, second = result["seen"]
+    offered = json.dumps(first["body"]["tools"])
+    assert "apply_patch" in offered and "begin_patch" in offered  # the grammar, described
+    assert "Success" in json.dumps(second["body"])  # Codex's own report went back upstream

@@ -21,7 +21,7 @@ from pirouter_py import __version__
 from pirouter_py.errors import ConfigError, ExitCode, PirouterError
 
 if TYPE_CHECKING:
-    from pirouter_py.config import LoadedConfig
+    from pirouter_py.config import Config, LoadedConfig
 
 T = TypeVar("T")
 EXIT_CODES_HELP = "Exit codes: 0 ok, 1 runtime or routing error, 2 usage error, 3 config error."
@@ -127,3 +127,14 @@ def ledger_file(loaded: LoadedConfig) -> Path:
 
     path = loaded.config.ledger.path
     return Path(path).expanduser() if path else default_ledger_path()
+
+
+def daemon_url(config: Config) -> str:
+    """Where clients reach the daemon this config runs: [server] bind, any-address binds as
+    loopback."""
+    from pirouter_py.config import parse_bind
+
+    bound = parse_bind(config.server.bind)
+    assert bound is not None  # validated at load
+    host = "127.0.0.1" if bound[0] in ("0.0.0.0", "::") else bound[0]
+    return f"http://{f'[{host}]' if ':' in host else host}:{bound[1]}"

@@ -13,6 +13,7 @@ from pirouter_py.cli.common import (
     ConfigOption,
     JsonOption,
     app,
+    daemon_url,
     fail,
     guard,
     ledger_file,
@@ -102,13 +103,8 @@ def status(
     import urllib.error
     import urllib.request
 
-    from pirouter_py.config import parse_bind
-
     loaded = guard(lambda: load(ctx, config, warn=False))
-    bound = parse_bind(loaded.config.server.bind)
-    assert bound is not None
-    host = "127.0.0.1" if bound[0] in ("0.0.0.0", "::") else bound[0]
-    url = f"http://{f'[{host}]' if ':' in host else host}:{bound[1]}"
+    url = daemon_url(loaded.config)
     try:
         with urllib.request.urlopen(url + "/health", timeout=2) as response:
             health = json.loads(response.read())

@@ -65,7 +65,9 @@ def _choices() -> dict[str, tuple[str, ...]]:
 
 
 def _argument_choices() -> dict[str, tuple[str, ...]]:
-    return {"shell": SHELLS}
+    from pirouter_py.cli.agents import Agent
+
+    return {"shell": SHELLS, "agent": tuple(a.value for a in Agent)}
 
 
 def commands() -> list[Command]:

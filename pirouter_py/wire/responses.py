@@ -7,8 +7,10 @@ Requests become neutral `ChatRequest`s, so any provider can answer them:
   are kept only as far as a target can use them (none of the chat targets can: left out).
 - Tools: `function` tools as they are. A `custom` tool (free-form input, such as Codex's
   `apply_patch` with its grammar) is offered to function-only targets as a function taking one
-  string, `input`, and the call is restored as a `custom_tool_call` on the way back. Hosted tools
-  (`web_search`, `tool_search`, `namespace`, ...) cannot run on a chat target and are left out.
+  string, `input`, and the call is restored as a `custom_tool_call` on the way back. The tools
+  of a `namespace`, and those an `additional_tools` input item adds (Codex), are offered by
+  their own names. Hosted tools (`web_search`, `tool_search`, ...) cannot run on a chat target
+  and are left out.
 Answers are written as a Response object, or as typed server-sent events (`response.created`,
 `response.output_item.added` / `.done`, `response.output_text.delta`,
 `response.function_call_arguments.delta`, `response.completed`; `response.failed` on an error),
@@ -51,7 +53,6 @@ HOSTED_TOOLS = frozenset(
         "web_search_preview",
         "file_search",
         "tool_search",
-        "namespace",
         "code_interpreter",
         "image_generation",
         "computer_use_preview",
@@ -102,7 +103,12 @@ def decode_request(body: bytes) -> ChatRequest:
         raise _bad("`input` must be a string or an array of input items", "input")
     if not any(m.role != "system" for m in messages):
         raise _bad("`input` must hold at least one message", "input")
-    tools = _tools(data.get("tools"))
+    tools = _tools(data.get("tools")) + tuple(
+        spec
+        for item in (raw_input if isinstance(raw_input, list) else ())
+        if isinstance(item, dict) and item.get("type") == "additional_tools"
+        for spec in _tools(item.get("tools") or [])
+    )
     params: dict[str, Any] = {}
     if isinstance(data.get("top_p"), int | float):
         params["top_p"] = data["top_p"]
@@ -180,6 +186,8 @@ def _items(items: list[Any]) -> list[Message]:
             out.append(Message("tool", parts, tool_call_id=call_id))
         elif kind == "reasoning":
             continue  # encrypted or summarised reasoning of another model: no chat target takes it
+        elif kind == "additional_tools":
+            continue  # tools offered from here on (Codex): read with the request's tools
         else:
             raise _bad(
                 f"`{where}` is a `{kind}` item, which pirouter cannot send to a chat model", where
@@ -197,6 +205,9 @@ def _tools(tools: Any) -> tuple[ToolSpec, ...]:
     for j, tool in enumerate(tools):
         kind = tool.get("type") if isinstance(tool, dict) else None
         if kind in HOSTED_TOOLS:
+            continue
+        if kind == "namespace":  # a group of tools: each is offered by its own name
+            out += _tools(tool.get("tools") or [])
             continue
         if kind not in ("function", "custom") or not isinstance(tool.get("name"), str):
             raise _bad(
@@ -231,15 +242,24 @@ def _choice(choice: Any) -> Any:
 
 
 def _custom(request: ChatRequest | None) -> frozenset[str]:
-    """The names of the custom tools the client offered: their calls are restored as such."""
-    tools = request.raw.get("tools") if request is not None and request.raw else None
-    if not isinstance(tools, list):
-        return frozenset()
-    return frozenset(
-        t["name"]
-        for t in tools
-        if isinstance(t, dict) and t.get("type") == "custom" and "name" in t
-    )
+    """The names of the custom tools the client offered (in `tools`, in namespaces, in
+    `additional_tools` items): their calls are restored as custom tool calls."""
+    raw = request.raw if request is not None and request.raw else {}
+    found: set[str] = set()
+
+    def scan(tools: Any) -> None:
+        for tool in tools if isinstance(tools, list) else ():
+            if isinstance(tool, dict) and tool.get("type") == "custom":
+                found.add(str(tool.get("name")))
+            elif isinstance(tool, dict) and tool.get("type") == "namespace":
+                scan(tool.get("tools"))
+
+    scan(raw.get("tools"))
+    items = raw.get("input")
+    for item in items if isinstance(items, list) else ():
+        if isinstance(item, dict) and item.get("type") == "additional_tools":
+            scan(item.get("tools"))
+    return frozenset(found)
 
 
 def _call_item(call: ToolCall, custom: frozenset[str], status: str = "completed") -> dict[str, Any]:

@@ -1,0 +1,295 @@
+"""`pirouter agents <client>`: the exact settings that point a coding agent at this daemon.
+
+The settings are made from the running config (`settings`, a pure function): the daemon's URL,
+`auto` as the model, the client key variable when keys are required, and what each agent needs
+to know about the models behind `auto` (Claude Code compacts its conversation before the
+smallest context window the route can reach; Continue's autocomplete and indexing models are
+the config's fill-in-the-middle and embedding aliases). For Codex, `--catalog FILE` also writes a
+`model_catalog_json` made from the installed Codex's own catalog with pirouter's aliases.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from pirouter_py.cli.common import ConfigOption, JsonOption, app, daemon_url, fail, guard, load
+from pirouter_py.errors import ExitCode
+
+if TYPE_CHECKING:
+    from pirouter_py.config import Config
+
+KEY_VARIABLE = "PIROUTER_API_KEY"  # what the snippets name for the client key
+CATALOG_HINT = "# model_catalog_json = ...  (pirouter agents codex --catalog FILE writes one)\n"
+
+
+class Agent(StrEnum):
+    claude_code = "claude-code"
+    codex = "codex"
+    continue_ = "continue"
+    opencode = "opencode"
+    aider = "aider"
+
+
+@dataclass(slots=True)
+class Settings:
+    """Environment variables to export, files (or parts of files) to write, and notes."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    command: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _chat(config: Config, tools: bool) -> list[str]:
+    return [
+        a
+        for a in config.aliases
+        for m in (config.models[a],)
+        if m.enabled and m.kind == "chat" and (m.supports_tools or not tools)
+    ]
+
+
+def smallest_window(config: Config, tools: bool = True) -> int | None:
+    """The smallest context window among the models `auto` can route an agent's turn to (agents
+    offer tools on every turn); None when no such model declares one."""
+    windows = [config.models[a].context_window for a in _chat(config, tools)]
+    known = [w for w in windows if w]
+    return min(known) if known else None
+
+
+def _key(config: Config) -> tuple[str, bool]:
+    """What the client sends as its key, and whether pirouter checks it."""
+    keyed = bool(config.server.api_keys_env or config.server.api_keys_file)
+    return (f"${KEY_VARIABLE}" if keyed else "unused"), keyed
+
+
+def settings(agent: Agent, config: Config, url: str) -> Settings:
+    key, keyed = _key(config)
+    out = Settings()
+    if keyed:
+        out.notes.append(f"set {KEY_VARIABLE} to one of your client keys ([server] api_keys_*)")
+    window = smallest_window(config)
+    enabled = [a for a in config.aliases if config.models[a].enabled]
+    fim = [a for a in enabled if config.models[a].supports_fim]
+    embed = [a for a in enabled if config.models[a].kind == "embedding"]
+    if agent is Agent.claude_code:
+        out.env = {
+            "ANTHROPIC_BASE_URL": url,
+            "ANTHROPIC_MODEL": "auto",
+            "ANTHROPIC_DEFAULT_HAIKU_MODEL": "auto",  # its background calls are routed too
+            "ANTHROPIC_API_KEY": key,
+        }
+        if window is not None:
+            out.env["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] = str(window)
+        else:
+            out.notes.append(
+                "no tool-capable model declares context_window: Claude Code assumes 200k tokens "
+                "and will not compact in time for a smaller local model"
+            )
+    elif agent is Agent.codex:
+        out.env = {KEY_VARIABLE: key if keyed else "unused"}
+        out.files["~/.codex/config.toml"] = (
+            'model = "auto"\n'
+            'model_provider = "pirouter"\n' + CATALOG_HINT + "\n[model_providers.pirouter]\n"
+            'name = "pirouter"\n'
+            f'base_url = "{url}/v1"\n'
+            f'env_key = "{KEY_VARIABLE}"\n'
+            'wire_api = "responses"\n'
+            "supports_websockets = false\n"
+        )
+    elif agent is Agent.continue_:
+        models = [
+            "models:\n"
+            "  - name: pirouter\n"
+            "    provider: openai\n"
+            "    model: auto\n"
+            f"    apiBase: {url}/v1\n"
+            f"    apiKey: {key}\n"
+            "    roles: [chat, edit, apply]\n"
+        ]
+        for alias, role in (
+            (fim[0] if fim else None, "autocomplete"),
+            (embed[0] if embed else None, "embed"),
+        ):
+            if alias is None:
+                what = "supports_fim = true" if role == "autocomplete" else 'kind = "embedding"'
+                out.notes.append(f"no model declares {what}: Continue's {role} is not set up")
+                continue
+            models.append(
+                f"  - name: pirouter {role}\n"
+                "    provider: openai\n"
+                f"    model: {alias}\n"
+                f"    apiBase: {url}/v1\n"
+                f"    apiKey: {key}\n"
+                f"    roles: [{role}]\n"
+            )
+        out.files["~/.continue/config.yaml"] = "".join(models)
+    elif agent is Agent.opencode:
+        listed: dict[str, dict[str, Any]] = {"auto": {"name": "pirouter auto"}}
+        for alias in _chat(config, tools=False):
+            entry: dict[str, Any] = {"name": alias}
+            if (w := config.models[alias].context_window) is not None:
+                entry["limit"] = {"context": w, "output": min(w, 32_000)}
+            listed[alias] = entry
+        if window is not None:
+            listed["auto"]["limit"] = {"context": window, "output": min(window, 32_000)}
+        body = {
+            "provider": {
+                "pirouter": {
+                    "npm": "@ai-sdk/openai-compatible",
+                    "name": "pirouter",
+                    "options": {"baseURL": f"{url}/v1", "apiKey": key},
+                    "models": listed,
+                }
+            },
+            "model": "pirouter/auto",
+        }
+        out.files["opencode.json"] = json.dumps(body, indent=2) + "\n"
+    else:  # aider
+        out.command = shlex.join(
+            [
+                "aider",
+                "--openai-api-base",
+                f"{url}/v1",
+                "--openai-api-key",
+                key,
+                "--model",
+                "openai/auto",
+            ]
+        )
+        if window is not None:
+            meta = {
+                "openai/auto": {
+                    "max_input_tokens": window,
+                    "litellm_provider": "openai",
+                    "mode": "chat",
+                }
+            }
+            out.files[".aider.model.metadata.json"] = json.dumps(meta, indent=2) + "\n"
+    return out
+
+
+def codex_catalog(config: Config, bundled: dict[str, Any]) -> dict[str, Any]:
+    """A `model_catalog_json` for Codex: an entry of the installed Codex's own catalog (its
+    instructions and tool settings; the first listed that calls tools directly rather than from
+    generated code), once for `auto` and once per tool-capable chat alias, each with pirouter's
+    context window and input kinds."""
+    models = [m for m in bundled.get("models", []) if isinstance(m, dict)]
+    if not models:
+        raise ValueError("the Codex catalog lists no models")
+
+    def plain(m: dict[str, Any]) -> bool:  # no JavaScript code mode, no experimental tools
+        return not m.get("tool_mode") and not m.get("experimental_supported_tools")
+
+    listed = [m for m in models if m.get("visibility") == "list"] or models
+    template = min(listed, key=lambda m: (not plain(m), m.get("priority", 0)))
+    out: list[dict[str, Any]] = []
+    for slug in ("auto", *_chat(config, tools=True)):
+        model = config.models.get(slug)
+        window = smallest_window(config) if model is None else model.context_window
+        vision = True if model is None else model.supports_vision
+        entry = {
+            **template,
+            "slug": slug,
+            "display_name": slug if model is not None else "pirouter auto",
+            "description": "routed by pirouter"
+            if model is None
+            else f"{model.provider}: {model.model_id}",
+            "priority": len(out),
+            "upgrade": None,
+            "tool_mode": None,  # chat models call tools one by one, not from generated code
+            "experimental_supported_tools": [],
+            "input_modalities": ["text", "image"] if vision else ["text"],
+        }
+        if window is not None:
+            entry["context_window"] = entry["max_context_window"] = window
+        out.append(entry)
+    return {"models": out}
+
+
+def render(out: Settings) -> str:
+    lines: list[str] = []
+    if out.env:
+        lines += [
+            f"export {k}={shlex.quote(v) if not v.startswith('$') else v}"
+            for k, v in out.env.items()
+        ]
+    if out.command:
+        lines.append(out.command)
+    for path, text in out.files.items():
+        lines += ["", f"# {path}", text.rstrip()]
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+@app.command("agents")
+def agents(
+    ctx: typer.Context,
+    agent: Annotated[
+        Agent,
+        typer.Argument(help="claude-code, codex, continue, opencode or aider.", show_default=False),
+    ],
+    catalog: Annotated[
+        Path | None,
+        typer.Option(
+            "--catalog",
+            help="codex: also write a model_catalog_json there, made from the installed Codex's "
+            "own catalog.",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print the settings that point a coding agent at this daemon, for the running config."""
+    loaded = guard(lambda: load(ctx, config, warn=False))
+    made = settings(agent, loaded.config, daemon_url(loaded.config))
+    if catalog is not None:
+        if agent is not Agent.codex:
+            fail("--catalog is for codex", ExitCode.USAGE)
+        try:
+            listed = subprocess.run(
+                ["codex", "debug", "models", "--bundled"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            written = codex_catalog(loaded.config, json.loads(listed.stdout))
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            fail(
+                f"cannot read the installed Codex's catalog (`codex debug models --bundled`): "
+                f"{exc}; is Codex on PATH?",
+                ExitCode.RUNTIME,
+            )
+        catalog.write_text(json.dumps(written, indent=1) + "\n", encoding="utf-8")
+        path = "~/.codex/config.toml"
+        made.files[path] = made.files[path].replace(
+            CATALOG_HINT, f'model_catalog_json = "{catalog.resolve()}"\n'
+        )
+        made.notes.append(f"wrote {catalog} ({len(written['models'])} models)")
+    if as_json:
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "env": made.env,
+                    "command": made.command,
+                    "files": made.files,
+                    "notes": made.notes,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        return
+    sys.stdout.write(render(made))
+    for note in made.notes:
+        sys.stderr.write(f"note: {note}\n")
