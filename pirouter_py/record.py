@@ -101,6 +101,8 @@ class RequestRecord:
     session: str | None = None  # the conversation, when session affinity is on
     pin: str | None = None  # what affinity did: hard, soft, soft-lost, escaped:<why>
     estimated_tokens: int = 0  # the router's input estimate (not stored; for rate limits)
+    # A Responses answer the client asked to keep: (response id, the conversation's items as JSON)
+    stored_response: tuple[str, str] | None = None
 
     @property
     def input_tokens(self) -> int:

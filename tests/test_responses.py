@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -140,11 +141,72 @@ def test_a_custom_tool_is_offered_as_a_function_and_restored(
     assert "start: begin_patch hunk+" in offered["function"]["description"]
 
 
-def test_previous_response_id_is_refused_in_openai_shape(client: openai.OpenAI) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_kept_response_continues_with_previous_response_id(
+    client: openai.OpenAI, fake: FakeUpstream, stream: bool
+) -> None:
+    fake.script("m-o", Reply(text="Hello Ada."), Reply(text="You are Ada."))
+    asked: Any = {"model": "auto", "extra_headers": route("o"), "store": True}
+    if stream:
+        with client.responses.stream(input="My name is Ada.", **asked) as events:
+            first = events.get_final_response()
+    else:
+        first = client.responses.create(input="My name is Ada.", **asked)
+    assert first.store is True
+    second = client.responses.create(
+        model="auto",
+        input="What is my name?",
+        previous_response_id=first.id,
+        extra_headers=route("o"),
+    )
+    assert second.output_text == "You are Ada."
+    sent = [(m["role"], m["content"]) for m in fake.seen[1].body["messages"]]
+    assert sent == [
+        ("user", "My name is Ada."),
+        ("assistant", "Hello Ada."),
+        ("user", "What is my name?"),
+    ]
+
+
+def test_an_unknown_previous_response_is_a_clear_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as raised:
-        client.responses.create(model="auto", input="more", previous_response_id="resp_1")
+        client.responses.create(model="auto", input="more", previous_response_id="resp_nope")
     body: Any = raised.value.body
-    assert body["param"] == "previous_response_id" and "whole conversation" in body["message"]
+    assert body["param"] == "previous_response_id" and "store: true" in body["message"]
+
+
+def test_responses_are_kept_only_when_asked(client: openai.OpenAI) -> None:
+    first = client.responses.create(model="auto", input="hi", extra_headers=route("o"))
+    assert first.store is False
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="auto", input="more", previous_response_id=first.id)
+
+
+def test_a_kept_response_outlives_a_restart(fake: FakeUpstream, tmp_path: Path) -> None:
+    """Kept responses are in the ledger (its `responses` table), not only in memory."""
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.replace("{url}", fake.url))
+    fake.script("m-o", Reply(text="Noted."), Reply(text="Blue."))
+    first_daemon = Daemon(config).start()
+    try:
+        sdk = openai.OpenAI(base_url=first_daemon.url + "/v1", api_key="x", max_retries=0)
+        kept = sdk.responses.create(
+            model="auto", input="My colour is blue.", store=True, extra_headers=route("o")
+        )
+        sdk.close()
+    finally:
+        first_daemon.stop()
+    second_daemon = Daemon(config).start()
+    try:
+        sdk = openai.OpenAI(base_url=second_daemon.url + "/v1", api_key="x", max_retries=0)
+        answer = sdk.responses.create(
+            model="auto", input="Which?", previous_response_id=kept.id, extra_headers=route("o")
+        )
+        sdk.close()
+    finally:
+        second_daemon.stop()
+    assert answer.output_text == "Blue."
+    assert "My colour is blue." in json.dumps(fake.seen[-1].body["messages"])
 
 
 def test_an_upstream_failure_mid_stream_is_response_failed(

@@ -76,6 +76,7 @@ def _inserts(table: str, columns: tuple[str, ...]) -> dict[int, str]:
 INSERT_REQUEST = _inserts("requests", REQUEST_COLUMNS)
 INSERT_ATTEMPT = _inserts("attempts", ATTEMPT_COLUMNS)
 INSERT_PROMPT = _inserts("prompts", ("request_id", "messages", "answer"))
+INSERT_RESPONSE = _inserts("responses", ("id", "request_id", "ts", "items"))
 
 
 def _insert(
@@ -155,30 +156,46 @@ def rows_for(
     return request, attempts
 
 
-Rows = tuple[tuple[Any, ...], list[tuple[Any, ...]], tuple[str, str, str | None] | None]
+Rows = tuple[
+    tuple[Any, ...],  # the requests row
+    list[tuple[Any, ...]],  # its attempts rows
+    tuple[str, str, str | None] | None,  # its prompts row, with [ledger] store_prompts
+    tuple[str, str, int, str] | None,  # its responses row, for a Responses `store: true`
+]
 
 
 def prepare(record: RequestRecord, models: Mapping[str, ModelConfig]) -> Rows:
-    """A record's requests row, attempts rows and prompts row (None unless stored)."""
+    """A record's requests row, attempts rows, prompts row and responses row (None unless
+    stored)."""
     request, attempts = rows_for(record, models)
     prompt = None if record.prompt is None else (record.request_id, record.prompt, record.answer)
-    return request, attempts, prompt
+    kept = record.stored_response
+    response = None if kept is None else (kept[0], record.request_id, int(record.ts), kept[1])
+    return request, attempts, prompt, response
 
 
 def rows_from_line(line: str | bytes, models: Mapping[str, ModelConfig]) -> Rows:
-    """The rows of one journal or spill line: `[request, [attempt, ...], prompt]` as `prepare`
-    made them (priced when served), or a whole record as earlier versions wrote it (priced now).
-    Raises ValueError or TypeError for a line of neither shape."""
+    """The rows of one journal or spill line: `[request, [attempt, ...], prompt, response]` as
+    `prepare` made them (priced when served; lines of earlier versions have no `response`), or a
+    whole record as still earlier versions wrote it (priced now). Raises ValueError or TypeError
+    for a line of neither shape."""
     data = orjson.loads(line)
     if isinstance(data, dict):
         data["attempts"] = tuple(Attempt(**a) for a in data["attempts"])
         return prepare(RequestRecord(**data), models)
-    request, attempts, prompt = data
-    rows = tuple(request), [tuple(a) for a in attempts], None if prompt is None else tuple(prompt)
+    request, attempts, prompt, *more = data
+    response = more[0] if more else None
+    rows: Rows = (
+        tuple(request),
+        [tuple(a) for a in attempts],
+        None if prompt is None else tuple(prompt),
+        None if response is None else tuple(response),
+    )
     fits = len(rows[0]) == len(REQUEST_COLUMNS) and (rows[2] is None or len(rows[2]) == 3)
+    fits = fits and len(more) <= 1 and (rows[3] is None or len(rows[3]) == 4)
     if not fits or any(len(a) != len(ATTEMPT_COLUMNS) for a in rows[1]):
         raise ValueError("not a ledger row: a column is missing or extra")
-    values = [*rows[0], *(v for a in rows[1] for v in a), *(rows[2] or ())]
+    values = [*rows[0], *(v for a in rows[1] for v in a), *(rows[2] or ()), *(rows[3] or ())]
     if not all(v is None or isinstance(v, str | int | float) for v in values):
         raise ValueError("not a ledger row: a column holds a list or an object")
     return rows
@@ -198,17 +215,20 @@ def read_rows(paths: Iterable[Path], models: Mapping[str, ModelConfig]) -> list[
 
 def write_rows(db: sqlite3.Connection, prepared: Iterable[Rows]) -> int:
     """Write prepared rows in one transaction; returns how many requests."""
-    requests, attempts, prompts = [], [], []
-    for request, rows, prompt in prepared:
+    requests, attempts, prompts, responses = [], [], [], []
+    for request, rows, prompt, response in prepared:
         requests.append(request)
         attempts += rows
         if prompt is not None:
             prompts.append(prompt)
+        if response is not None:
+            responses.append(response)
     db.execute("BEGIN")
     try:
         _insert(db, INSERT_REQUEST, requests)
         _insert(db, INSERT_ATTEMPT, attempts)
         _insert(db, INSERT_PROMPT, prompts)
+        _insert(db, INSERT_RESPONSE, responses)
         db.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
@@ -225,12 +245,14 @@ def write_batch(
 
 
 def prune(db: sqlite3.Connection, days: int, now: float) -> int:
-    """Delete requests (and their attempts and prompts) older than `days`; returns how many."""
+    """Delete requests (and their attempts, prompts and kept responses) older than `days`;
+    returns how many requests."""
     cutoff = int(now - days * 86_400)
     ids = "SELECT id FROM requests WHERE ts < ?"
     db.execute("BEGIN")
     db.execute(f"DELETE FROM attempts WHERE request_id IN ({ids})", (cutoff,))
     db.execute(f"DELETE FROM prompts WHERE request_id IN ({ids})", (cutoff,))
+    db.execute("DELETE FROM responses WHERE ts < ?", (cutoff,))
     deleted = db.execute("DELETE FROM requests WHERE ts < ?", (cutoff,)).rowcount
     db.execute("COMMIT")
     return int(deleted)

@@ -111,6 +111,18 @@ def _m006_affinity(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
 
 
+def _m007_responses(db: sqlite3.Connection) -> None:
+    """Responses API answers a client asked to keep (`store: true`), for `previous_response_id`:
+    the whole conversation as input items, this answer's output items included."""
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS responses (
+            id          TEXT PRIMARY KEY,
+            request_id  TEXT NOT NULL,
+            ts          INTEGER NOT NULL,
+            items       TEXT NOT NULL
+        )""")
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("001_requests", _m001_requests),
     ("002_requested_model", _m002_requested_model),
@@ -118,6 +130,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("004_attempts", _m004_attempts),
     ("005_prompts", _m005_prompts),
     ("006_affinity", _m006_affinity),
+    ("007_responses", _m007_responses),
 )
 
 

@@ -27,7 +27,7 @@ from pirouter_py.errors import (
 )
 from pirouter_py.live.sessions import session_key
 from pirouter_py.routing.decide import decide
-from pirouter_py.server import relay
+from pirouter_py.server import relay, responses
 from pirouter_py.server.middleware import RID, error_response
 from pirouter_py.server.request import (
     Ctx,
@@ -101,7 +101,10 @@ async def serve(
 ) -> web.StreamResponse:
     """Route, run and answer one decoded request."""
     # Taken once: a reload swaps the snapshot, and this request keeps the one it started with.
-    snapshot = request.app[STATE].snapshot
+    state = request.app[STATE]
+    snapshot = state.snapshot
+    if chat.protocol == "responses":
+        chat = await responses.resolve(state, chat)
     config, traffic = snapshot.config, snapshot.traffic
     ctx = Ctx(request, codec, chat, snapshot, started, time.time(), request[RID])
     try:
@@ -150,7 +153,10 @@ async def serve_whole(ctx: Ctx) -> web.StreamResponse:
         request=ctx.chat,
     )
     overhead = overhead_ms(ctx)
-    made = record(ctx, outcome.status, 200, outcome.alias, overhead, outcome.response.text)
+    stored = None
+    if ctx.chat.protocol == "responses":
+        stored = responses.keep(ctx, orjson.loads(body).get("output"))
+    made = record(ctx, outcome.status, 200, outcome.alias, overhead, outcome.response.text, stored)
     response = web.Response(
         body=body, content_type=JSON, headers=routing_headers(ctx, outcome.alias, overhead)
     )

@@ -21,6 +21,7 @@ from pirouter_py import record as rec
 from pirouter_py.cascade import Outcome
 from pirouter_py.errors import UpstreamError
 from pirouter_py.observe.log import get_logger
+from pirouter_py.server import responses
 from pirouter_py.server.middleware import INTERNAL
 from pirouter_py.server.request import (
     Ctx,
@@ -133,7 +134,11 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
         status = rec.STATUS_INTERNAL_ERROR
         tail = encoder.error(INTERNAL.format(rid=ctx.rid), "server_error") + encoder.end()
     # Recorded (journaled) before the last bytes go out: an answered stream always has its row.
-    made = record(ctx, status, 200, outcome.alias, overhead, "".join(text) if keep else None)
+    stored = None
+    if ctx.chat.protocol == "responses" and status == rec.STATUS_OK:
+        stored = responses.keep(ctx, getattr(encoder, "output", None))
+    answer = "".join(text) if keep else None
+    made = record(ctx, status, 200, outcome.alias, overhead, answer, stored)
     try:
         with contextlib.suppress(ConnectionResetError):
             await response.write(tail)

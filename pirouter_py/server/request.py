@@ -82,7 +82,13 @@ def overhead_ms(ctx: Ctx) -> float:
 
 
 def record(
-    ctx: Ctx, status: str, http: int, final: str | None, overhead: float, answer: str | None
+    ctx: Ctx,
+    status: str,
+    http: int,
+    final: str | None,
+    overhead: float,
+    answer: str | None,
+    stored: tuple[str, str] | None = None,
 ) -> RequestRecord:
     """The record of a finished request, given to the recorder (the ledger journals it) before
     the answer's last bytes are sent; `observed` follows."""
@@ -110,6 +116,7 @@ def record(
         session=ctx.session,
         pin=decision.pin if decision else None,
         estimated_tokens=decision.features.estimated_tokens if decision else 0,
+        stored_response=stored,
     )
     if state.recorder is not None:
         config = ctx.snapshot.config

@@ -9,9 +9,11 @@ two configs. Everything else here lives as long as the app.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -28,6 +30,7 @@ from pirouter_py.server.loop import StartGate
 from pirouter_py.types import frozen
 
 JSON = "application/json"
+RECENT_RESPONSES = 1000  # Responses answers kept with `store: true`, held in memory as well
 
 
 @frozen
@@ -57,6 +60,19 @@ def snapshot_for(
     return Snapshot(loaded, cascade, traffic)
 
 
+class Kept:
+    """The most recent Responses answers kept with `store: true`, by response id (the ledger
+    holds them all; this spares a follow-up the wait for the ledger's next batch)."""
+
+    def __init__(self) -> None:
+        self.items: OrderedDict[str, list[Any]] = OrderedDict()
+
+    def add(self, response_id: str, items: list[Any]) -> None:
+        self.items[response_id] = items
+        if len(self.items) > RECENT_RESPONSES:
+            self.items.popitem(last=False)
+
+
 @dataclass(slots=True)
 class State:
     """What the app holds for its whole life."""
@@ -78,6 +94,7 @@ class State:
     in_flight: int = 0
     gate: StartGate = field(default_factory=StartGate)
     request_lines: RequestLines | None = None  # None: the level is above info
+    kept: Kept = field(default_factory=Kept)
 
     @property
     def loaded(self) -> LoadedConfig:

@@ -14,8 +14,8 @@ Requests become neutral `ChatRequest`s, so any provider can answer them:
 Answers are written as a Response object, or as typed server-sent events (`response.created`,
 `response.output_item.added` / `.done`, `response.output_text.delta`,
 `response.function_call_arguments.delta`, `response.completed`; `response.failed` on an error),
-each with its `sequence_number`. The requests are stateless (`store: false`, as Codex sends); a
-`previous_response_id` is refused with a clear 400, pirouter keeping no responses.
+each with its `sequence_number`. A `previous_response_id` is resolved by the server before this
+module sees the request (server/responses.py).
 """
 
 from __future__ import annotations
@@ -74,12 +74,6 @@ def _bad(message: str, param: str | None = None) -> RequestError:
 
 def decode_request(body: bytes) -> ChatRequest:
     data, model = request_object(body)
-    if data.get("previous_response_id") is not None:
-        raise _bad(
-            "pirouter keeps no responses: send the whole conversation in `input` "
-            "(`store: false`), as Codex does",
-            "previous_response_id",
-        )
     stream = data.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _bad("`stream` must be true or false", "stream")
@@ -241,6 +235,11 @@ def _choice(choice: Any) -> Any:
 # Answers
 
 
+def _stored(request: ChatRequest | None) -> bool:
+    """Did the client ask pirouter to keep this answer (for a later `previous_response_id`)?"""
+    return bool(request is not None and request.raw and request.raw.get("store") is True)
+
+
 def _custom(request: ChatRequest | None) -> frozenset[str]:
     """The names of the custom tools the client offered (in `tools`, in namespaces, in
     `additional_tools` items): their calls are restored as custom tool calls."""
@@ -318,6 +317,7 @@ def _response(
     status: str,
     usage: Usage | None,
     finish_reason: str | None = None,
+    store: bool = False,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": f"resp_{rid}",
@@ -329,7 +329,7 @@ def _response(
         "parallel_tool_calls": True,
         "tool_choice": "auto",
         "tools": [],
-        "store": False,
+        "store": store,
         "usage": _usage(usage),
         "error": None,
         "incomplete_details": None,
@@ -356,7 +356,14 @@ def encode_response(
         output.append(_message_item(f"msg_{request_id}", response.text))
     output += [_call_item(c, custom) for c in response.tool_calls]
     body = _response(
-        request_id, alias, created, output, "completed", response.usage, response.finish_reason
+        request_id,
+        alias,
+        created,
+        output,
+        "completed",
+        response.usage,
+        response.finish_reason,
+        _stored(request),
     )
     body["pirouter"] = meta
     return orjson.dumps(body)
@@ -378,6 +385,7 @@ class StreamEncoder:
         self.rid = request_id
         self.created = created
         self.custom = _custom(request)
+        self.store = _stored(request)
         self.seq = 0
         self.started = False
         self.output: list[dict[str, Any]] = []  # finished items
@@ -396,7 +404,9 @@ class StreamEncoder:
         if self.started:
             return b""
         self.started = True
-        body = _response(self.rid, self.alias, self.created, [], "in_progress", None)
+        body = _response(
+            self.rid, self.alias, self.created, [], "in_progress", None, store=self.store
+        )
         return self._event("response.created", response=body) + self._event(
             "response.in_progress", response=body
         )
@@ -490,13 +500,16 @@ class StreamEncoder:
             "completed",
             self.usage,
             self.finish_reason,
+            self.store,
         )
         kind = "response.incomplete" if body["status"] == "incomplete" else "response.completed"
         return out + self._event(kind, response=body)
 
     def error(self, message: str, kind: str = "upstream_error") -> bytes:
         """`response.failed`, closing the stream (no `end` follows on the client's side)."""
-        body = _response(self.rid, self.alias, self.created, self.output, "failed", self.usage)
+        body = _response(
+            self.rid, self.alias, self.created, self.output, "failed", self.usage, store=self.store
+        )
         body["error"] = {"code": kind, "message": message}
         self.failed = True
         return self._start() + self._event("response.failed", response=body)
