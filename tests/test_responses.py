@@ -216,3 +216,38 @@ def test_an_upstream_failure_mid_stream_is_response_failed(
     with client.responses.stream(model="auto", input="hello", extra_headers=route("o")) as stream:
         kinds = [e.type for e in stream]
     assert kinds[-1] == "response.failed" and "response.completed" not in kinds
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_codex_compaction_is_a_summary_written_by_a_chat_model(
+    client: openai.OpenAI, fake: FakeUpstream, stream: bool
+) -> None:
+    """Codex's remote compaction: a compaction_trigger item asks for one compaction item that
+    stands for the conversation so far; the next turn starts from it."""
+    fake.script("m-o", Reply(text="Ada is renaming the module."), Reply(text="Go on."))
+    history: Any = [
+        {"role": "user", "content": "Rename the module, I am Ada."},
+        {"role": "assistant", "content": "Renaming."},
+        {"type": "compaction_trigger"},
+    ]
+    if stream:
+        with client.responses.stream(
+            model="auto", input=history, extra_headers=route("o")
+        ) as events:
+            done = [e.item.type for e in events if e.type == "response.output_item.done"]
+            compacted = events.get_final_response()
+        assert done == ["compaction"]
+    else:
+        compacted = client.responses.create(model="auto", input=history, extra_headers=route("o"))
+    (item,) = [i.model_dump() for i in compacted.output]
+    assert item["type"] == "compaction"
+    assert item["encrypted_content"] == "pirouter-summary:Ada is renaming the module."
+    asked = fake.seen[0].body["messages"][-1]
+    assert asked["role"] == "user" and "summary of the conversation" in asked["content"]
+    client.responses.create(
+        model="auto",
+        input=[item, {"role": "user", "content": "continue"}],
+        extra_headers=route("o"),
+    )
+    sent = fake.seen[1].body["messages"]
+    assert "Ada is renaming the module." in sent[0]["content"] and sent[-1]["content"] == "continue"

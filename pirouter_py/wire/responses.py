@@ -60,6 +60,17 @@ HOSTED_TOOLS = frozenset(
         "mcp",
     )
 )
+# Compaction (Codex's remote compaction: a `compaction_trigger` input item asks for one
+# `compaction` output item that stands for the conversation so far). A chat model writes a
+# summary; it travels in `encrypted_content`, marked as pirouter's plain text.
+COMPACT_PROMPT = (
+    "Your context is about to be compacted. Write a summary of the conversation so far that lets "
+    "you continue the work without it: the user's goal and constraints, decisions made, files "
+    "and commands involved, what is done, what remains, and the next step. Write only the "
+    "summary."
+)
+SUMMARY_MARK = "pirouter-summary:"
+SUMMARY_INTRO = "A summary of the conversation so far, which it replaces:"
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 TEXT_PARTS = frozenset(("input_text", "output_text", "text", "summary_text", "refusal"))
 
@@ -182,6 +193,14 @@ def _items(items: list[Any]) -> list[Message]:
             continue  # encrypted or summarised reasoning of another model: no chat target takes it
         elif kind == "additional_tools":
             continue  # tools offered from here on (Codex): read with the request's tools
+        elif kind == "compaction_trigger":  # Codex: summarise the conversation so far
+            out.append(Message("user", (TextPart(COMPACT_PROMPT),)))
+        elif kind == "compaction":  # a summary that replaced the conversation before it
+            summary = item.get("encrypted_content")
+            if isinstance(summary, str) and summary.startswith(SUMMARY_MARK):
+                text = summary.removeprefix(SUMMARY_MARK)
+                out.append(Message("user", (TextPart(f"{SUMMARY_INTRO}\n\n{text}"),)))
+            # another service's encrypted summary cannot be read: the conversation goes on
         else:
             raise _bad(
                 f"`{where}` is a `{kind}` item, which pirouter cannot send to a chat model", where
@@ -233,6 +252,17 @@ def _choice(choice: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------
 # Answers
+
+
+def _compacting(request: ChatRequest | None) -> bool:
+    """Does the request end with Codex's `compaction_trigger`?"""
+    items = request.raw.get("input") if request is not None and request.raw else None
+    last = items[-1] if isinstance(items, list) and items else None
+    return isinstance(last, dict) and last.get("type") == "compaction_trigger"
+
+
+def _compaction_item(item_id: str, text: str) -> dict[str, Any]:
+    return {"type": "compaction", "id": item_id, "encrypted_content": SUMMARY_MARK + text}
 
 
 def _stored(request: ChatRequest | None) -> bool:
@@ -352,7 +382,9 @@ def encode_response(
     """The Response object a Responses client gets, with pirouter's `pirouter` field."""
     custom = _custom(request)
     output: list[dict[str, Any]] = []
-    if response.text or not response.tool_calls:
+    if _compacting(request):
+        output.append(_compaction_item(f"cmp_{request_id}", response.text))
+    elif response.text or not response.tool_calls:
         output.append(_message_item(f"msg_{request_id}", response.text))
     output += [_call_item(c, custom) for c in response.tool_calls]
     body = _response(
@@ -386,6 +418,7 @@ class StreamEncoder:
         self.created = created
         self.custom = _custom(request)
         self.store = _stored(request)
+        self.summary: list[str] | None = [] if _compacting(request) else None
         self.seq = 0
         self.started = False
         self.output: list[dict[str, Any]] = []  # finished items
@@ -432,7 +465,9 @@ class StreamEncoder:
             self.usage = event.usage
         if event.finish_reason:
             self.finish_reason = event.finish_reason
-        if event.text:
+        if event.text and self.summary is not None:  # a compaction: one item, at the end
+            self.summary.append(event.text)
+        elif event.text:
             index = len(self.output)
             item_id = f"msg_{self.rid}_{index}"
             if self.text is None:
@@ -488,10 +523,20 @@ class StreamEncoder:
         self.calls = {}
         return out
 
+    def _compaction(self) -> bytes:
+        if self.summary is None:
+            return b""
+        index = len(self.output)
+        item = _compaction_item(f"cmp_{self.rid}", "".join(self.summary))
+        self.output.append(item)
+        return self._event(
+            "response.output_item.added", output_index=index, item=item
+        ) + self._event("response.output_item.done", output_index=index, item=item)
+
     def end(self) -> bytes:
         if self.failed:  # response.failed was the last event
             return b""
-        out = self._start() + self._close_text() + self._calls()
+        out = self._start() + self._close_text() + self._calls() + self._compaction()
         body = _response(
             self.rid,
             self.alias,
