@@ -551,12 +551,18 @@ def test_client_disconnect_cancels_the_upstream(daemon: Daemon, fake: FakeUpstre
         headers={"content-type": "application/json"},
     )
     response = conn.getresponse()
+    rid = response.getheader("x-pirouter-request-id") or ""
     assert response.read1(64)  # the stream started
     conn.close()
-    deadline = time.monotonic() + 5
+    left = time.monotonic()
+    deadline = left + 5
     while time.monotonic() < deadline and not fake.seen[0].finished:
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert fake.seen[0].cancelled, "the upstream request was not cancelled"
+    assert time.monotonic() - left < 1.0, "the upstream request outlived the client by > 1 s"
+    line = daemon.wait_log(rid)  # recorded with the tokens spent so far, estimated
+    assert line["status"] == "client_cancelled" and line["tokens_in"] > 0
+    assert line["tokens_out"] > 0
 
 
 def test_honor_requested_model(fake: FakeUpstream, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from pirouter_py import record as rec
 from pirouter_py.cascade import Outcome
 from pirouter_py.errors import UpstreamError
 from pirouter_py.observe.log import get_logger
+from pirouter_py.record import Attempt
 from pirouter_py.server import responses
 from pirouter_py.server.middleware import INTERNAL
 from pirouter_py.server.request import (
@@ -74,6 +75,16 @@ class KeepAlive:
         return self.response
 
 
+def spent_so_far(ctx: Ctx, attempt: Attempt, sent_chars: int) -> None:
+    """A stream the client left: the upstream reports usage only at the end, so the tokens it
+    spent are estimated (the request's input estimate; the text relayed, a token per 3 bytes as
+    the router estimates) unless it reported them already."""
+    if not attempt.input_tokens and ctx.decision is not None:
+        attempt.input_tokens = ctx.decision.features.estimated_tokens
+    if not attempt.output_tokens and sent_chars:
+        attempt.output_tokens = sent_chars // 3 + 1
+
+
 def stream_headers(ctx: Ctx, extra: dict[str, str]) -> dict[str, str]:
     return {"content-type": ctx.codec.stream_content_type, "cache-control": "no-cache", **extra}
 
@@ -107,11 +118,13 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
     status = rec.STATUS_OK
     keep = ctx.snapshot.config.ledger.store_prompts
     text: list[str] = [e.text for e in outcome.held] if keep else []
+    sent = sum(len(e.text) for e in outcome.held)  # characters relayed, for a cancel's tokens
     try:
         if begun is None:
             await response.prepare(ctx.request)
         await response.write(b"".join(encoder.encode(e) for e in outcome.held))
         async for event in outcome.rest:
+            sent += len(event.text)
             if keep:
                 text.append(event.text)
             chunk = encoder.encode(event)
@@ -123,6 +136,7 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
         tail = encoder.error(exc.message) + encoder.end()
     except (asyncio.CancelledError, ConnectionResetError):
         await outcome.rest.aclose()
+        spent_so_far(ctx, outcome.attempt, sent)
         gone = record(ctx, rec.STATUS_CLIENT_CANCELLED, 200, outcome.alias, overhead, None)
         observed(ctx, gone)
         raise
