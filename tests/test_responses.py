@@ -4,6 +4,7 @@ daemon, driven by the official `openai` SDK, answered by each upstream type."""
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -251,3 +252,26 @@ def test_codex_compaction_is_a_summary_written_by_a_chat_model(
     )
     sent = fake.seen[1].body["messages"]
     assert "Ada is renaming the module." in sent[0]["content"] and sent[-1]["content"] == "continue"
+
+
+def test_the_compact_endpoint_returns_one_compaction_item(
+    daemon: Daemon, fake: FakeUpstream
+) -> None:
+    fake.script("m-o", Reply(text="Ada renames the module."))
+    body = {"model": "auto", "input": [{"role": "user", "content": "Rename it, I am Ada."}]}
+    request = urllib.request.Request(
+        daemon.url + "/v1/responses/compact",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", **route("o")},
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        answer = json.loads(response.read())
+    assert answer["object"] == "response.compaction"
+    (item,) = answer["output"]
+    assert item == {
+        "type": "compaction",
+        "id": item["id"],
+        "encrypted_content": "pirouter-summary:Ada renames the module.",
+    }
+    asked = fake.seen[0].body["messages"]
+    assert asked[0]["content"] == "Rename it, I am Ada." and "summary" in asked[-1]["content"]

@@ -156,6 +156,7 @@ def create_app(
     add.add_post("/v1/messages/count_tokens", count_tokens)
     add.add_post("/api/chat", chat_handler(codecs.OLLAMA))
     add.add_post("/v1/responses", chat_handler(codecs.RESPONSES))
+    add.add_post("/v1/responses/compact", chat_handler(codecs.RESPONSES_COMPACT))
     add.add_post("/v1/completions", textgen.completions)
     add.add_post("/api/generate", textgen.completions)
     add.add_post("/v1/embeddings", textgen.embeddings)

@@ -81,6 +81,15 @@ RESPONSES = Codec(
     _openai_error,
     b": keep-alive\n\n",
 )
+RESPONSES_COMPACT = Codec(
+    "responses",
+    responses.decode_compact,
+    responses.encode_compact,
+    responses.StreamEncoder,
+    "text/event-stream",
+    _openai_error,
+    b": keep-alive\n\n",
+)
 # Ollama's own server takes bodies without a JSON content type (curl -d sends a form type).
 OLLAMA = Codec(
     "ollama",

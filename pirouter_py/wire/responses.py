@@ -558,3 +558,37 @@ class StreamEncoder:
         body["error"] = {"code": kind, "message": message}
         self.failed = True
         return self._start() + self._event("response.failed", response=body)
+
+
+def decode_compact(body: bytes) -> ChatRequest:
+    """`POST /v1/responses/compact`: the conversation in `input`, to be summarised (whole)."""
+    data, _ = request_object(body)
+    given = data.get("input")
+    items = [{"role": "user", "content": given}] if isinstance(given, str) else given
+    if not isinstance(items, list):
+        raise _bad("`input` must be a string or an array of input items", "input")
+    data = {**data, "input": [*items, {"type": "compaction_trigger"}], "stream": False}
+    return decode_request(orjson.dumps(data))
+
+
+def encode_compact(
+    response: ChatResponse,
+    *,
+    alias: str,
+    request_id: str,
+    created: int,
+    meta: Mapping[str, Any],
+    request: ChatRequest | None = None,
+) -> bytes:
+    """The compacted conversation: one `compaction` item that stands for it."""
+    return orjson.dumps(
+        {
+            "id": f"resp_{request_id}",
+            "object": "response.compaction",
+            "created_at": created,
+            "model": alias,
+            "output": [_compaction_item(f"cmp_{request_id}", response.text)],
+            "usage": _usage(response.usage),
+            "pirouter": meta,
+        }
+    )
