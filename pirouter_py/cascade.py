@@ -1,7 +1,9 @@
 """Running a Decision: try each model of the chain until one gives a usable answer.
 
 Reference §4 semantics: retryable upstream errors escalate when `[cascade] on_http_error` is on,
-any other error stops the cascade; answers escalate when short (`min_output_tokens`, and now
+any other error stops the cascade; a request a model's protocol cannot take (a RequestError from
+its encoder) moves on to the next model, and is the client's 400 when no model could take it;
+answers escalate when short (`min_output_tokens`, and now
 `min_output_chars`), marked (`on_marker`), truncated (`on_truncated`) or empty (`on_empty`).
 An answer is never thrown away: when the chain runs out after a model gave a complete answer that
 was escalated only for its shape, the latest such answer is returned (v0.1 answered 502).
@@ -12,7 +14,7 @@ attempt runs (`_complete_once`, `_stream_once`) and what is returned.
 Streams are held back until the checks can decide: until enough output arrived to pass the
 short/marker thresholds, or the stream ended. Until then an error or a marked answer still
 escalates and the client sees nothing of it; after that the stream is committed and relayed as it
-arrives. The last model of the chain is never held back: there is nowhere left to escalate.
+arrives. The last try of the chain is never held back: there is nowhere left to escalate.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ from typing import Generic, TypeVar
 
 from pirouter_py import record as rec
 from pirouter_py.config import CascadeConfig, Config, ModelConfig
-from pirouter_py.errors import UpstreamError
+from pirouter_py.errors import RequestError, UpstreamError
 from pirouter_py.live.health import Health
 from pirouter_py.live.limits import Limits
 from pirouter_py.providers.base import Provider
 from pirouter_py.record import Attempt
 from pirouter_py.routing.decide import Decision
-from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent, Usage, frozen
+from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent, Usage, anthropic_only, frozen
 
 RETRY_BASE_S = 0.25  # first retry of the same model after ~0.25 s (jittered), then doubling
 RETRY_MAX_WAIT_S = 5.0  # a longer Retry-After moves on to the next model instead of waiting
@@ -195,6 +197,16 @@ class Cascade:
             self.limits.take(alias, tokens)
         return Attempt(alias, model.provider, model.model_id), self.providers[model.provider]
 
+    @staticmethod
+    def _translated(request: ChatRequest, turn: _Turn) -> None:
+        """Note on the attempt what its provider cannot be sent (wire.foreign leaves it out)."""
+        if (
+            request.protocol == "anthropic"
+            and turn.provider.kind != "anthropic"
+            and any(anthropic_only(p) for m in request.messages for p in m.content)
+        ):
+            turn.attempt.note = "left out what only Anthropic reads (thinking, server tool blocks)"
+
     def _failed(self, cfg: CascadeConfig, attempt: Attempt, exc: UpstreamError) -> bool:
         """Record an error; True when the cascade may go on to the next model."""
         attempt.error = exc.message
@@ -248,6 +260,7 @@ class Cascade:
         the last model is `final`: whatever it answers is returned."""
         kept: tuple[str, Attempt, P] | None = None
         last_error: UpstreamError | None = None
+        refused: RequestError | None = None  # what no model of the chain could be sent
         index = tries = 0
         while index < len(chain):
             alias = chain[index]
@@ -271,6 +284,12 @@ class Cascade:
                 else:
                     index, tries = index + 1, 0
                 continue
+            except RequestError as exc:  # this model's protocol cannot take the request
+                attempt.latency_ms = (self.clock() - started) * 1000
+                attempt.outcome, attempt.error = rec.FATAL_ERROR, exc.message
+                refused = refused or exc
+                index, tries = index + 1, 0
+                continue
             except asyncio.CancelledError:
                 attempt.latency_ms = (self.clock() - started) * 1000
                 attempt.outcome = rec.CLIENT_CANCELLED
@@ -292,6 +311,8 @@ class Cascade:
             alias, attempt, payload = kept
             attempt.returned = True
             return done(alias, attempt, payload)
+        if refused is not None and last_error is None:
+            raise refused  # a 400: the request, not an upstream, is at fault
         return self._exhausted(attempts, last_error)
 
     def _route(self, decision: Decision) -> tuple[tuple[str, ...], CascadeConfig, int]:
@@ -327,6 +348,7 @@ class Cascade:
         attempts = [] if attempts is None else attempts
 
         async def once(turn: _Turn) -> _Answer[ChatResponse]:
+            self._translated(request, turn)
             response = await turn.provider.complete(request, turn.model)
             _take_usage(turn.attempt, response.usage)
             verdict = judge(
@@ -364,6 +386,7 @@ class Cascade:
 
         async def once(turn: _Turn) -> _Answer[Events]:
             attempt, cfg, final, started = turn.attempt, turn.cfg, turn.final, turn.started
+            self._translated(request, turn)
             seen = _Seen()
             held: list[StreamEvent] = []
             ended = False

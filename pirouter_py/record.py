@@ -53,6 +53,7 @@ class Attempt:
     latency_ms: float = 0.0
     ttft_ms: float | None = None  # time to the first streamed event
     returned: bool = False  # this attempt's answer went to the client
+    note: str | None = None  # what the request lost on its way to this provider, if anything
 
     def to_json(self) -> dict[str, Any]:
         outcome: dict[str, Any] = {"kind": self.outcome}
@@ -73,12 +74,15 @@ class Attempt:
             out["ttft_ms"] = round(self.ttft_ms)
         if self.returned and self.outcome != OK:
             out["returned"] = True
+        if self.note is not None:
+            out["note"] = self.note
         return out
 
 
 @frozen
 class RequestRecord:
-    """Everything the ledger keeps about one request (never prompt text, never keys)."""
+    """Everything the ledger keeps about one request (never keys; prompt text only with
+    [ledger] store_prompts)."""
 
     request_id: str
     ts: float  # unix seconds when the request arrived
@@ -101,8 +105,9 @@ class RequestRecord:
     session: str | None = None  # the conversation, when session affinity is on
     pin: str | None = None  # what affinity did: hard, soft, soft-lost, escaped:<why>
     estimated_tokens: int = 0  # the router's input estimate (not stored; for rate limits)
-    # A Responses answer the client asked to keep: (response id, the conversation's items as JSON)
-    stored_response: tuple[str, str] | None = None
+    # A Responses answer the client asked to keep, with [ledger] store_prompts on:
+    # (response id, a hash of the client key, the conversation's items as JSON)
+    stored_response: tuple[str, str, str] | None = None
 
     @property
     def input_tokens(self) -> int:

@@ -121,6 +121,19 @@ def is_billing_line(part: ContentPart) -> bool:
     return isinstance(part, TextPart) and part.text.startswith(BILLING_LINE)
 
 
+# Blocks only Anthropic reads: reasoning (signed by the provider that wrote it) and its server
+# tools' calls and results (web search, code execution...), which no other model ran.
+ANTHROPIC_ONLY_PARTS = frozenset(
+    ("thinking", "redacted_thinking", "server_tool_use", "mcp_tool_use", "mcp_tool_result")
+)
+
+
+def anthropic_only(part: ContentPart) -> bool:
+    return isinstance(part, OtherPart) and (
+        part.kind in ANTHROPIC_ONLY_PARTS or part.kind.endswith("_tool_result")
+    )
+
+
 def text_message(role: Role, text: str) -> Message:
     """A message holding one text part."""
     return Message(role=role, content=(TextPart(text),))

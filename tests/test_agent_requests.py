@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import sqlite3
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +35,8 @@ MESSAGES: list[dict[str, Any]] = [
         "role": "assistant",
         "content": [
             THINKING,
+            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}},
+            {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
             {"type": "tool_use", "id": "toolu_01", "name": "Bash", "input": {"command": "ls"}},
         ],
     },
@@ -116,9 +120,31 @@ def test_claude_code_request_passes_through_to_anthropic_unchanged(
     assert seen.headers["anthropic-version"] == "2023-06-01"  # as the client sent it
 
 
+def ledger_note(daemon: Daemon, alias: str, timeout: float = 5.0) -> str | None:
+    """The note of the newest attempt on `alias` in the daemon's ledger, once it is written."""
+    path = daemon.config.parent / "data" / "pirouter" / "ledger.db"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            db = sqlite3.connect(path)
+            try:
+                row = db.execute(
+                    "SELECT note FROM attempts WHERE alias = ? ORDER BY rowid DESC LIMIT 1",
+                    (alias,),
+                ).fetchone()
+            except sqlite3.OperationalError:
+                row = None
+            finally:
+                db.close()
+            if row is not None:
+                return str(row[0]) if row[0] is not None else None
+        time.sleep(0.05)
+    raise AssertionError(f"no attempt on {alias} reached the ledger")
+
+
 @pytest.mark.parametrize("alias", ["o", "l"])
 def test_claude_code_request_translates_for_other_upstreams(
-    sdk: anthropic.Anthropic, fake: FakeUpstream, alias: str
+    daemon: Daemon, sdk: anthropic.Anthropic, fake: FakeUpstream, alias: str
 ) -> None:
     answer = send(sdk, alias)
     assert answer.content[0].text == "Hello from the fake upstream."
@@ -132,10 +158,13 @@ def test_claude_code_request_translates_for_other_upstreams(
     flat = str(messages)
     assert "x-anthropic-billing-header" not in flat  # defeats local prefix caches
     assert "EqQBCkgI" not in flat and "The user wants a listing." not in flat  # not theirs
+    assert "srvtoolu_1" not in flat  # Anthropic's own web search: no other model ran it
     assert "You are Claude Code." in flat and "The date is 2026-12-02." in flat
     assert "anthropic-beta" not in seen.headers
     assert "Tool: WebFetch" in flat and "tool_reference" not in flat  # the found tool, as text
     assert "web_search" not in json.dumps(seen.body.get("tools"))  # only Anthropic can run it
+    note = ledger_note(daemon, alias)  # the ledger says what the attempt left out
+    assert note == "left out what only Anthropic reads (thinking, server tool blocks)"
 
 
 def test_the_billing_line_does_not_split_a_session() -> None:

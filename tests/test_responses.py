@@ -16,7 +16,8 @@ from tests import test_conformance
 from tests.fakes import Daemon, FakeUpstream, Reply
 from tests.test_conformance import CALL, TOOL, UPSTREAM_MODEL
 
-CONFIG = test_conformance.CONFIG  # the `daemon` fixture runs on this module's CONFIG
+# the `daemon` fixture runs on this module's CONFIG; kept responses need prompts kept
+CONFIG = "[ledger]\nstore_prompts = true\n" + test_conformance.CONFIG
 pytestmark = pytest.mark.usefixtures("clean_fake")
 
 FUNCTION = {"type": "function", **TOOL}
@@ -161,6 +162,10 @@ def test_a_kept_response_continues_with_previous_response_id(
         extra_headers=route("o"),
     )
     assert second.output_text == "You are Ada."
+    other = openai.OpenAI(base_url=str(client.base_url), api_key="another-key", max_retries=0)
+    with pytest.raises(openai.BadRequestError):  # only the key that kept it continues from it
+        other.responses.create(model="auto", input="Name?", previous_response_id=first.id)
+    other.close()
     sent = [(m["role"], m["content"]) for m in fake.seen[1].body["messages"]]
     assert sent == [
         ("user", "My name is Ada."),

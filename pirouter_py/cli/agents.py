@@ -270,10 +270,14 @@ def agents(
                 f"{exc}; is Codex on PATH?",
                 ExitCode.RUNTIME,
             )
-        catalog.write_text(json.dumps(written, indent=1) + "\n", encoding="utf-8")
+        try:
+            catalog.write_text(json.dumps(written, indent=1) + "\n", encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot write {catalog}: {exc.strerror or exc}", ExitCode.RUNTIME)
         path = "~/.codex/config.toml"
+        quoted = json.dumps(str(catalog.resolve()))  # a TOML basic string: quotes and \ escaped
         made.files[path] = made.files[path].replace(
-            CATALOG_HINT, f'model_catalog_json = "{catalog.resolve()}"\n'
+            CATALOG_HINT, f"model_catalog_json = {quoted}\n"
         )
         made.notes.append(f"wrote {catalog} ({len(written['models'])} models)")
     if as_json:

@@ -125,9 +125,10 @@ def _from_path(path: Any) -> list[dict[str, Any]]:
     return out
 
 
-def stored_response(db: sqlite3.Connection, response_id: str) -> str | None:
-    """The items (JSON) of a response kept with `store: true`, or None."""
+def stored_response(db: sqlite3.Connection, response_id: str) -> tuple[str, str] | None:
+    """(owner, items as JSON) of a response kept with `store: true`, or None."""
     if not has_table(db, "responses"):
         return None
-    row = db.execute("SELECT items FROM responses WHERE id = ?", (response_id,)).fetchone()
-    return None if row is None else str(row[0])
+    query = "SELECT owner, items FROM responses WHERE id = ?"
+    row = db.execute(query, (response_id,)).fetchone()
+    return None if row is None else (str(row[0]), str(row[1]))

@@ -56,6 +56,7 @@ ATTEMPT_COLUMNS = (
     "latency_ms",
     "ttft_ms",
     "returned",
+    "note",
 )
 # Rows go in as multi-row INSERTs: sqlite3's executemany releases and retakes the GIL around
 # every row's step, and each handover makes the event loop wait for the writer thread (measured:
@@ -76,7 +77,7 @@ def _inserts(table: str, columns: tuple[str, ...]) -> dict[int, str]:
 INSERT_REQUEST = _inserts("requests", REQUEST_COLUMNS)
 INSERT_ATTEMPT = _inserts("attempts", ATTEMPT_COLUMNS)
 INSERT_PROMPT = _inserts("prompts", ("request_id", "messages", "answer"))
-INSERT_RESPONSE = _inserts("responses", ("id", "request_id", "ts", "items"))
+INSERT_RESPONSE = _inserts("responses", ("id", "request_id", "ts", "owner", "items"))
 
 
 def _insert(
@@ -124,6 +125,7 @@ def rows_for(
                 round(a.latency_ms, 3),
                 a.ttft_ms,
                 int(a.returned),
+                a.note,
             )
         )
     path = orjson.dumps([a.to_json() for a in record.attempts]).decode()
@@ -160,7 +162,7 @@ Rows = tuple[
     tuple[Any, ...],  # the requests row
     list[tuple[Any, ...]],  # its attempts rows
     tuple[str, str, str | None] | None,  # its prompts row, with [ledger] store_prompts
-    tuple[str, str, int, str] | None,  # its responses row, for a Responses `store: true`
+    tuple[str, str, int, str, str] | None,  # its responses row, for a Responses `store: true`
 ]
 
 
@@ -170,7 +172,9 @@ def prepare(record: RequestRecord, models: Mapping[str, ModelConfig]) -> Rows:
     request, attempts = rows_for(record, models)
     prompt = None if record.prompt is None else (record.request_id, record.prompt, record.answer)
     kept = record.stored_response
-    response = None if kept is None else (kept[0], record.request_id, int(record.ts), kept[1])
+    response = (
+        None if kept is None else (kept[0], record.request_id, int(record.ts), kept[1], kept[2])
+    )
     return request, attempts, prompt, response
 
 
@@ -185,14 +189,16 @@ def rows_from_line(line: str | bytes, models: Mapping[str, ModelConfig]) -> Rows
         return prepare(RequestRecord(**data), models)
     request, attempts, prompt, *more = data
     response = more[0] if more else None
+    width = len(ATTEMPT_COLUMNS)
     rows: Rows = (
         tuple(request),
-        [tuple(a) for a in attempts],
+        # an attempt of an earlier version has no note: None
+        [(*a, None) if len(a) == width - 1 else tuple(a) for a in attempts],
         None if prompt is None else tuple(prompt),
         None if response is None else tuple(response),
     )
     fits = len(rows[0]) == len(REQUEST_COLUMNS) and (rows[2] is None or len(rows[2]) == 3)
-    fits = fits and len(more) <= 1 and (rows[3] is None or len(rows[3]) == 4)
+    fits = fits and len(more) <= 1 and (rows[3] is None or len(rows[3]) == 5)
     if not fits or any(len(a) != len(ATTEMPT_COLUMNS) for a in rows[1]):
         raise ValueError("not a ledger row: a column is missing or extra")
     values = [*rows[0], *(v for a in rows[1] for v in a), *(rows[2] or ()), *(rows[3] or ())]
@@ -250,9 +256,14 @@ def prune(db: sqlite3.Connection, days: int, now: float) -> int:
     cutoff = int(now - days * 86_400)
     ids = "SELECT id FROM requests WHERE ts < ?"
     db.execute("BEGIN")
-    db.execute(f"DELETE FROM attempts WHERE request_id IN ({ids})", (cutoff,))
-    db.execute(f"DELETE FROM prompts WHERE request_id IN ({ids})", (cutoff,))
-    db.execute("DELETE FROM responses WHERE ts < ?", (cutoff,))
-    deleted = db.execute("DELETE FROM requests WHERE ts < ?", (cutoff,)).rowcount
-    db.execute("COMMIT")
+    try:
+        db.execute(f"DELETE FROM attempts WHERE request_id IN ({ids})", (cutoff,))
+        db.execute(f"DELETE FROM prompts WHERE request_id IN ({ids})", (cutoff,))
+        db.execute("DELETE FROM responses WHERE ts < ?", (cutoff,))
+        deleted = db.execute("DELETE FROM requests WHERE ts < ?", (cutoff,)).rowcount
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
     return int(deleted)

@@ -113,14 +113,22 @@ def _m006_affinity(db: sqlite3.Connection) -> None:
 
 def _m007_responses(db: sqlite3.Connection) -> None:
     """Responses API answers a client asked to keep (`store: true`), for `previous_response_id`:
-    the whole conversation as input items, this answer's output items included."""
+    the whole conversation as input items, this answer's output items included; `owner` is a
+    hash of the client key that asked (only that key may continue from it)."""
     db.execute("""
         CREATE TABLE IF NOT EXISTS responses (
             id          TEXT PRIMARY KEY,
             request_id  TEXT NOT NULL,
             ts          INTEGER NOT NULL,
+            owner       TEXT NOT NULL,
             items       TEXT NOT NULL
         )""")
+
+
+def _m008_attempt_notes(db: sqlite3.Connection) -> None:
+    """What an attempt had to leave out of the request for its provider (thinking blocks)."""
+    if "note" not in columns(db, "attempts"):
+        db.execute("ALTER TABLE attempts ADD COLUMN note TEXT")
 
 
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
@@ -131,6 +139,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("005_prompts", _m005_prompts),
     ("006_affinity", _m006_affinity),
     ("007_responses", _m007_responses),
+    ("008_attempt_notes", _m008_attempt_notes),
 )
 
 

@@ -233,7 +233,10 @@ class Ledger:
             self.last_error = None
             if self.retention_days and time.monotonic() - last_prune > PRUNE_EVERY_S:
                 last_prune = time.monotonic()
-                await self._in_thread(prune, self.db, self.retention_days, time.time())
+                try:  # a locked file must not end the writer: the next day tries again
+                    await self._in_thread(prune, self.db, self.retention_days, time.time())
+                except sqlite3.Error as exc:
+                    log.warning("ledger_prune_failed", error=str(exc))
 
     async def _in_thread(self, call: Callable[..., Any], *args: Any) -> Any:
         """Run a database call in a worker thread, shielded: cancelling the writer leaves it

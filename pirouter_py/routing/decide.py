@@ -97,6 +97,11 @@ def decide(
             who = f"rule `{rule.name}`"
     elif config.routing.honor_requested_model and request.model in config.models:
         requested = request.model
+        if config.models[requested].kind != "chat":
+            raise RoutingError(
+                f"the requested model `{requested}` is an {config.models[requested].kind} "
+                "model: ask for a chat model, or `auto`"
+            )
         _check_vision(config, features, requested, f"the requested model `{requested}`")
         fallbacks = policy.fallbacks_for(config, features, level, chosen_profile, requested)
         name, source, chain = f"requested:{requested}", "requested", (requested, *fallbacks)

@@ -1,6 +1,7 @@
 """The one path every chat request takes, whatever protocol it came in.
 
-OpenAI `/v1/chat/completions`, Anthropic `/v1/messages` and Ollama `/api/chat` share it: the
+OpenAI `/v1/chat/completions` and `/v1/responses`, Anthropic `/v1/messages` and Ollama
+`/api/chat` share it: the
 route's `Codec` decodes the body, `routing.decide` picks the models, the `Cascade` runs them, and
 the codec writes the answer (here, whole; `relay.py`, streamed) or the error in the client's own
 format. Each request ends with one `RequestRecord` for the recorder and one canonical log line.
@@ -38,6 +39,7 @@ from pirouter_py.server.request import (
     overhead_ms,
     record,
     routing_headers,
+    send_whole,
 )
 from pirouter_py.server.state import JSON, STATE
 from pirouter_py.types import ChatRequest
@@ -104,7 +106,7 @@ async def serve(
     state = request.app[STATE]
     snapshot = state.snapshot
     if chat.protocol == "responses":
-        chat = await responses.resolve(state, chat)
+        chat = await responses.resolve(state, chat, request.headers)
     config, traffic = snapshot.config, snapshot.traffic
     ctx = Ctx(request, codec, chat, snapshot, started, time.time(), request[RID])
     try:
@@ -124,7 +126,13 @@ async def serve(
         if chat.stream:
             return await relay.serve_stream(ctx)
         return await serve_whole(ctx)
-    except PirouterError:
+    except PirouterError as exc:  # no model could take the request: the client's error
+        if not ctx.recorded:  # recorded with what was tried
+            ctx.attempts = ctx.attempts or tuple(ctx.tried)
+            made = record(
+                ctx, rec.STATUS_ROUTING_ERROR, exc.http_status, None, overhead_ms(ctx), None
+            )
+            observed(ctx, made)
         raise
     except Exception:  # a bug before the answer: the errors middleware logs it and answers 500
         if not ctx.recorded:  # recorded with what the models did: their tokens were spent
@@ -157,13 +165,5 @@ async def serve_whole(ctx: Ctx) -> web.StreamResponse:
     if ctx.chat.protocol == "responses":
         stored = responses.keep(ctx, orjson.loads(body).get("output"))
     made = record(ctx, outcome.status, 200, outcome.alias, overhead, outcome.response.text, stored)
-    response = web.Response(
-        body=body, content_type=JSON, headers=routing_headers(ctx, outcome.alias, overhead)
-    )
-    try:  # sent here rather than by aiohttp after we return, so the bookkeeping can follow it
-        with contextlib.suppress(ConnectionResetError):
-            await response.prepare(ctx.request)
-            await response.write_eof()
-    finally:
-        observed(ctx, made)
-    return response
+    headers = routing_headers(ctx, outcome.alias, overhead)
+    return await send_whole(ctx, web.Response(body=body, content_type=JSON, headers=headers), made)

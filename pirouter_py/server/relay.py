@@ -19,7 +19,7 @@ from aiohttp import web
 
 from pirouter_py import record as rec
 from pirouter_py.cascade import Outcome
-from pirouter_py.errors import UpstreamError
+from pirouter_py.errors import PirouterError, UpstreamError
 from pirouter_py.observe.log import get_logger
 from pirouter_py.record import Attempt
 from pirouter_py.server import responses
@@ -98,11 +98,22 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
         await keepalive.stop()
         cancelled(ctx)
         raise
+    except Exception as exc:  # a request error, or a bug: the keep-alives stop first
+        begun = await keepalive.stop()
+        if begun is None:
+            raise  # answered by the errors middleware, in the client's protocol
+        ctx.attempts = tuple(ctx.tried)
+        message = exc.message if isinstance(exc, PirouterError) else INTERNAL.format(rid=ctx.rid)
+        if not isinstance(exc, PirouterError):
+            log.exception("internal_error", request_id=ctx.rid, path=ctx.request.path)
+        return await failed_begun(ctx, rec.STATUS_INTERNAL_ERROR, message, begun)
     begun = await keepalive.stop()
     if isinstance(outcome, Outcome):
         if begun is None:
             return failed(ctx, outcome)
-        return await failed_begun(ctx, outcome, begun)
+        assert outcome.error is not None
+        ctx.attempts = outcome.attempts
+        return await failed_begun(ctx, outcome.status, outcome.error.message, begun)
     ctx.attempts = outcome.attempts
     overhead = (time.perf_counter() - ctx.started) * 1000 - outcome.upstream_ms
     response = begun or web.StreamResponse(
@@ -162,23 +173,17 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
 
 
 async def failed_begun(
-    ctx: Ctx, outcome: Outcome, response: web.StreamResponse
+    ctx: Ctx, status: str, message: str, response: web.StreamResponse
 ) -> web.StreamResponse:
-    """The cascade found no answer after keep-alives began the response: an error event in the
-    client's protocol ends the stream, and the request is recorded as failed."""
-    ctx.attempts = outcome.attempts
-    assert outcome.error is not None
+    """No answer after keep-alives began the response (its status, 200, is sent): an error event
+    in the client's protocol ends the stream, and the request is recorded as failed."""
     encoder = ctx.codec.stream_encoder(
-        alias="",
-        request_id=ctx.rid,
-        created=int(ctx.arrived),
-        include_usage=False,
-        request=ctx.chat,
+        alias="", request_id=ctx.rid, created=int(ctx.arrived), include_usage=False
     )
-    made = record(ctx, outcome.status, 502, None, overhead_ms(ctx), None)
+    made = record(ctx, status, 200, None, overhead_ms(ctx), None)
     try:
         with contextlib.suppress(ConnectionResetError):
-            await response.write(encoder.error(outcome.error.message) + encoder.end())
+            await response.write(encoder.error(message) + encoder.end())
     finally:
         observed(ctx, made)
     return response

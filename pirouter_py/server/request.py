@@ -7,6 +7,7 @@ last bytes are sent; `observed` feeds the log line, metrics and live traffic aft
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -88,7 +89,7 @@ def record(
     final: str | None,
     overhead: float,
     answer: str | None,
-    stored: tuple[str, str] | None = None,
+    stored: tuple[str, str, str] | None = None,
 ) -> RequestRecord:
     """The record of a finished request, given to the recorder (the ledger journals it) before
     the answer's last bytes are sent; `observed` follows."""
@@ -159,3 +160,15 @@ def cancelled(ctx: Ctx) -> None:
     """The client went away before an answer was committed: record what had been tried."""
     ctx.attempts = tuple(ctx.tried)
     observed(ctx, record(ctx, rec.STATUS_CLIENT_CANCELLED, 499, None, overhead_ms(ctx), None))
+
+
+async def send_whole(ctx: Ctx, response: web.Response, made: RequestRecord) -> web.Response:
+    """Send a whole answer here rather than by aiohttp after the handler returns, so that the
+    bookkeeping (`observed`) follows it and the client need not wait for it."""
+    try:
+        with contextlib.suppress(ConnectionResetError):
+            await response.prepare(ctx.request)
+            await response.write_eof()
+    finally:
+        observed(ctx, made)
+    return response

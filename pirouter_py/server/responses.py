@@ -5,13 +5,16 @@ A kept answer is the whole conversation as input items, its own output items inc
 instructions are not carried over, as OpenAI's API does. It is written to the ledger's
 `responses` table (so it outlives a restart, and is pruned with the ledger's retention) and held
 in memory for the most recent ones (so a follow-up does not wait for the ledger's next batch).
-`store` defaults to off here: a kept conversation is prompt text, which pirouter keeps only
-when asked.
+A kept conversation is prompt text: pirouter keeps one only when the client asks (`store`
+defaults to off here) and the config keeps prompts ([ledger] store_prompts); only the client key
+that kept it may continue from it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,13 @@ from pirouter_py.types import ChatRequest
 from pirouter_py.wire import responses as wire
 
 
-def _read(path: Path | None, response_id: str) -> list[Any] | None:
+def owner(headers: Mapping[str, str]) -> str:
+    """Who kept a response: a hash of the client key it was asked with ("" without one)."""
+    key = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest() if key else ""
+
+
+def _read(path: Path | None, response_id: str) -> tuple[str, list[Any]] | None:
     if path is None:
         return None
     db = open_read_only(path)
@@ -36,27 +45,30 @@ def _read(path: Path | None, response_id: str) -> list[Any] | None:
         found = stored_response(db, response_id)
     finally:
         db.close()
-    return None if found is None else list(orjson.loads(found))
+    return None if found is None else (found[0], list(orjson.loads(found[1])))
 
 
-async def resolve(state: State, chat: ChatRequest) -> ChatRequest:
-    """The request with the conversation its `previous_response_id` names put before its input."""
+async def resolve(state: State, chat: ChatRequest, headers: Mapping[str, str]) -> ChatRequest:
+    """The request with the conversation its `previous_response_id` names put before its input
+    (only for the client key that kept it)."""
     raw = chat.raw or {}
     previous = raw.get("previous_response_id")
     if previous is None:
         return chat
     if not isinstance(previous, str):
         raise RequestError("`previous_response_id` must be a string", "previous_response_id")
-    items = state.kept.items.get(previous)
-    if items is None:
-        items = await asyncio.to_thread(_read, state.ledger_path, previous)
-    if items is None:
+    found = state.kept.items.get(previous)
+    if found is None:
+        found = await asyncio.to_thread(_read, state.ledger_path, previous)
+    if found is None or found[0] != owner(headers):
         raise RequestError(
             f"no kept response {previous!r}: pirouter keeps a response only when it was asked "
-            "with `store: true`, for the ledger's retention period; send the whole "
-            "conversation in `input` instead",
+            "with `store: true` and [ledger] store_prompts is on, for the ledger's retention "
+            "period, and only for the client key that asked; send the whole conversation in "
+            "`input` instead",
             "previous_response_id",
         )
+    items = found[1]
     given = raw.get("input")
     asked = [{"role": "user", "content": given}] if isinstance(given, str) else list(given or [])
     body = {**raw, "input": [*items, *asked]}
@@ -64,17 +76,23 @@ async def resolve(state: State, chat: ChatRequest) -> ChatRequest:
     return replace(wire.decode_request(orjson.dumps(body)), stream=chat.stream)
 
 
-def keep(ctx: Ctx, output: list[Any] | None) -> tuple[str, str] | None:
-    """Remember this answer when the client asked to (`store: true`): the record's
-    `stored_response`, also held in memory."""
+def keep(ctx: Ctx, output: list[Any] | None) -> tuple[str, str, str] | None:
+    """Remember this answer when the client asked to (`store: true`) and the config keeps prompt
+    text ([ledger] store_prompts): the record's `stored_response`, also held in memory."""
     raw = ctx.chat.raw
     if ctx.chat.protocol != "responses" or raw is None or raw.get("store") is not True:
         return None
+    if not ctx.snapshot.config.ledger.store_prompts:
+        return None
     if output is None:
         return None
-    given = raw.get("input")
-    asked = [{"role": "user", "content": given}] if isinstance(given, str) else list(given or [])
-    items = [*asked, *output]
+    if any(isinstance(i, dict) and i.get("type") == "compaction" for i in output):
+        items = list(output)  # the summary stands for everything before it
+    else:
+        given = raw.get("input")
+        asked = [{"role": "user", "content": given}] if isinstance(given, str) else given or []
+        items = [*asked, *output]
     response_id = f"resp_{ctx.rid}"
-    ctx.request.app[STATE].kept.add(response_id, items)
-    return response_id, orjson.dumps(items).decode()
+    who = owner(ctx.request.headers)
+    ctx.request.app[STATE].kept.add(response_id, who, items)
+    return response_id, who, orjson.dumps(items).decode()

@@ -30,7 +30,7 @@ from pirouter_py.server.loop import StartGate
 from pirouter_py.types import frozen
 
 JSON = "application/json"
-RECENT_RESPONSES = 1000  # Responses answers kept with `store: true`, held in memory as well
+RECENT_RESPONSES = 200  # Responses answers kept with `store: true`, held in memory as well
 
 
 @frozen
@@ -65,10 +65,10 @@ class Kept:
     holds them all; this spares a follow-up the wait for the ledger's next batch)."""
 
     def __init__(self) -> None:
-        self.items: OrderedDict[str, list[Any]] = OrderedDict()
+        self.items: OrderedDict[str, tuple[str, list[Any]]] = OrderedDict()  # id: (owner, items)
 
-    def add(self, response_id: str, items: list[Any]) -> None:
-        self.items[response_id] = items
+    def add(self, response_id: str, owner: str, items: list[Any]) -> None:
+        self.items[response_id] = (owner, items)
         if len(self.items) > RECENT_RESPONSES:
             self.items.popitem(last=False)
 

@@ -23,10 +23,11 @@ from pirouter_py import record as rec
 from pirouter_py.cascade import Outcome
 from pirouter_py.config import Config, ModelConfig
 from pirouter_py.errors import RoutingError, UpstreamError
+from pirouter_py.live.traffic import Traffic
 from pirouter_py.providers.base import Provider
 from pirouter_py.record import Attempt
 from pirouter_py.server.chat import read_body
-from pirouter_py.server.middleware import RID, error_response
+from pirouter_py.server.middleware import RID
 from pirouter_py.server.request import (
     Ctx,
     cancelled,
@@ -35,6 +36,7 @@ from pirouter_py.server.request import (
     overhead_ms,
     record,
     routing_headers,
+    send_whole,
 )
 from pirouter_py.server.state import JSON, STATE
 from pirouter_py.types import (
@@ -54,17 +56,34 @@ EMBEDDINGS_RULE = "embeddings"
 
 
 def chain_for(
-    config: Config, requested: str, serves: Callable[[ModelConfig], bool], what: str, key: str
+    config: Config,
+    requested: str,
+    serves: Callable[[ModelConfig], bool],
+    what: str,
+    key: str,
+    live: Traffic | None = None,
 ) -> tuple[str, ...]:
-    """The models that may serve a request naming `requested`, in the order they are tried."""
+    """The models that may serve a request naming `requested`, in the order they are tried:
+    models whose budget is spent are left out, cooling or rate-limited ones go last."""
     capable = sorted(
-        (a for a, m in config.models.items() if m.enabled and serves(m)),
-        key=lambda a: (not config.models[a].local, config.models[a].cost, a),
+        (
+            a
+            for a, m in config.models.items()
+            if m.enabled and serves(m) and (live is None or live.spent(a) is None)
+        ),
+        key=lambda a: (
+            live is not None and live.busy(a, 0) is not None,
+            not config.models[a].local,
+            config.models[a].cost,
+            a,
+        ),
     )
     named = requested if requested in config.models else None
     if named is None:  # a model id of the catalog names its alias (Ollama clients send ids)
         named = next((a for a in capable if config.models[a].model_id == requested), None)
     if named is not None:
+        if live is not None and (spent := live.spent(named)) is not None:
+            raise RoutingError(spent.message())
         if named not in capable:
             raise RoutingError(
                 f"model '{named}' does not serve {what}; set `{key}` in [models.{named}] "
@@ -106,40 +125,60 @@ async def _call(
         raise
 
 
+def _route(ctx: Ctx, serves: Callable[[ModelConfig], bool], what: str, key: str) -> tuple[str, ...]:
+    """The chain for the request, or a RoutingError (a 400 in the client's protocol), recorded."""
+    try:
+        snapshot = ctx.snapshot
+        chain = chain_for(snapshot.config, ctx.chat.model, serves, what, key, snapshot.traffic)
+    except RoutingError:
+        observed(ctx, record(ctx, rec.STATUS_ROUTING_ERROR, 400, None, overhead_ms(ctx), None))
+        raise
+    ctx.primary = chain[0]
+    return chain
+
+
+async def _reply(ctx: Ctx, alias: str, payload: bytes) -> web.Response:
+    """A whole answer: recorded, then sent."""
+    overhead, headers = _finish(ctx, alias)
+    made = record(ctx, rec.STATUS_OK, 200, alias, overhead, None)
+    return await send_whole(
+        ctx, web.Response(body=payload, content_type=JSON, headers=headers), made
+    )
+
+
 def _finish(ctx: Ctx, alias: str) -> tuple[float, dict[str, str]]:
     ctx.attempts = tuple(ctx.tried)
     overhead = overhead_ms(ctx)
     return overhead, routing_headers(ctx, alias, overhead)
 
 
-async def _send(ctx: Ctx, response: web.StreamResponse, made: Any) -> web.StreamResponse:
-    try:
-        with contextlib.suppress(ConnectionResetError):
-            await response.prepare(ctx.request)
-            await response.write_eof()
-    finally:
-        observed(ctx, made)
-    return response
-
-
 # ---------------------------------------------------------------------------------------------
 # Text completions
 
 
+def counted(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The handler, counted in flight (/health, metrics, the drain) as chat requests are."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        state = request.app[STATE]
+        state.in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            state.in_flight -= 1
+
+    return handle
+
+
+@counted
 async def completions(request: web.Request) -> web.StreamResponse:
     ollama = request.path == "/api/generate"
     body = await read_body(request, require_json=not ollama)
     text = wire.decode_generate(body) if ollama else wire.decode_completion(body)
     ctx = _ctx(request, text.model, text.stream, text.protocol, COMPLETIONS_RULE)
-    config = ctx.snapshot.config
-    try:
-        chain = chain_for(
-            config, text.model, lambda m: m.supports_fim, "text completions", "supports_fim = true"
-        )
-    except RoutingError as exc:
-        observed(ctx, record(ctx, rec.STATUS_ROUTING_ERROR, 400, None, overhead_ms(ctx), None))
-        return error_response(ctx.codec, 400, exc.message, exc.openai_type)
-    ctx.primary = chain[0]
+    chain = _route(ctx, lambda m: m.supports_fim, "text completions", "supports_fim = true")
     if text.stream:
         return await _stream_text(ctx, chain, text)
 
@@ -158,7 +197,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
         payload = wire.encode_completion(
             answer, alias=alias, request_id=ctx.rid, created=int(ctx.arrived)
         )
-    return await _send(ctx, web.Response(body=payload, content_type=JSON, headers=headers), made)
+    return await send_whole(
+        ctx, web.Response(body=payload, content_type=JSON, headers=headers), made
+    )
 
 
 async def _stream_text(ctx: Ctx, chain: tuple[str, ...], text: TextRequest) -> web.StreamResponse:
@@ -184,6 +225,7 @@ async def _stream_text(ctx: Ctx, chain: tuple[str, ...], text: TextRequest) -> w
         return failed(ctx, result)
     alias, (first, pieces) = result
     attempt = ctx.tried[-1]
+    began = time.perf_counter() - attempt.latency_ms / 1000  # when this attempt started
     overhead, headers = _finish(ctx, alias)
     kind = "application/x-ndjson" if ollama else "text/event-stream"
     response = web.StreamResponse(headers={"content-type": kind, **headers})
@@ -196,20 +238,22 @@ async def _stream_text(ctx: Ctx, chain: tuple[str, ...], text: TextRequest) -> w
             piece, alias=alias, request_id=ctx.rid, created=int(ctx.arrived)
         )
 
+    sent, usage, finish = 0, None, None
     try:
         await response.prepare(ctx.request)
         piece = first
         while True:
-            if piece.usage is not None:
-                _tokens(attempt, piece)
-            done = piece.finish_reason is not None and ollama
-            if piece.text or piece.finish_reason:
-                await response.write(encode(piece, done))
+            usage, finish = piece.usage or usage, piece.finish_reason or finish
+            sent += len(piece.text)
+            if piece.text or (piece.finish_reason and not ollama):
+                await response.write(encode(piece))
             try:
                 piece = await anext(pieces)
             except StopAsyncIteration:
                 break
-        tail = b"" if ollama else b"data: [DONE]\n\n"
+        # Ollama's last line carries the counts, which an OpenAI upstream sends after its finish
+        last = TextAnswer("", finish or "stop", usage)
+        tail = encode(last, done=True) if ollama else b"data: [DONE]\n\n"
     except UpstreamError as exc:
         status = rec.STATUS_UPSTREAM_ERROR
         attempt.outcome, attempt.error = rec.STREAM_ERROR, exc.message
@@ -218,8 +262,10 @@ async def _stream_text(ctx: Ctx, chain: tuple[str, ...], text: TextRequest) -> w
     except (asyncio.CancelledError, ConnectionResetError):
         await pieces.aclose()
         attempt.outcome = rec.CLIENT_CANCELLED
+        _spent(attempt, text, usage, sent, began)
         observed(ctx, record(ctx, rec.STATUS_CLIENT_CANCELLED, 200, alias, overhead, None))
         raise
+    _spent(attempt, text, usage, sent, began)
     made = record(ctx, status, 200, alias, overhead, None)
     try:
         with contextlib.suppress(ConnectionResetError):
@@ -230,34 +276,31 @@ async def _stream_text(ctx: Ctx, chain: tuple[str, ...], text: TextRequest) -> w
     return response
 
 
-def _tokens(attempt: Attempt, piece: TextAnswer) -> None:
-    assert piece.usage is not None
-    attempt.input_tokens = piece.usage.input_tokens
-    attempt.output_tokens = piece.usage.output_tokens
+def _spent(
+    attempt: Attempt, text: TextRequest, usage: Usage | None, sent: int, began: float
+) -> None:
+    """A streamed completion's attempt, once its stream ends: the upstream's counts, else an
+    estimate (a token per 3 bytes, as the router estimates), and its whole time."""
+    if usage is not None:
+        attempt.input_tokens, attempt.output_tokens = usage.input_tokens, usage.output_tokens
+    else:
+        attempt.input_tokens = len(text.prompt + (text.suffix or "")) // 3 + 1
+        attempt.output_tokens = sent // 3 + 1 if sent else 0
+    attempt.latency_ms = (time.perf_counter() - began) * 1000
 
 
 # ---------------------------------------------------------------------------------------------
 # Embeddings
 
 
+@counted
 async def embeddings(request: web.Request) -> web.StreamResponse:
     ollama = request.path.startswith("/api/")
     body = await read_body(request, require_json=not ollama)
     asked: EmbedRequest = wire.decode_embed(body) if ollama else wire.decode_embeddings(body)
     ctx = _ctx(request, asked.model, False, asked.protocol, EMBEDDINGS_RULE)
-    try:
-        chain = chain_for(
-            ctx.snapshot.config,
-            asked.model,
-            lambda m: m.kind == "embedding",
-            "embeddings",
-            'kind = "embedding"',
-        )
-    except RoutingError as exc:
-        observed(ctx, record(ctx, rec.STATUS_ROUTING_ERROR, 400, None, overhead_ms(ctx), None))
-        return error_response(ctx.codec, 400, exc.message, exc.openai_type)
+    chain = _route(ctx, lambda m: m.kind == "embedding", "embeddings", 'kind = "embedding"')
     chain = chain[:1]  # vectors of two models do not compare: no fallback
-    ctx.primary = chain[0]
 
     async def once(provider: Provider, model: ModelConfig) -> Embeddings:
         return await provider.embed(asked, model)
@@ -273,4 +316,6 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         payload = wire.encode_embed(vectors, alias=alias, legacy=legacy)
     else:
         payload = wire.encode_embeddings(vectors, alias=alias, raw=asked.raw)
-    return await _send(ctx, web.Response(body=payload, content_type=JSON, headers=headers), made)
+    return await send_whole(
+        ctx, web.Response(body=payload, content_type=JSON, headers=headers), made
+    )

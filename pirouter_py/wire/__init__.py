@@ -10,15 +10,31 @@ from typing import Any
 import orjson
 
 from pirouter_py.errors import RequestError
-from pirouter_py.types import ContentPart, Message, OtherPart, is_billing_line
-
-# Anthropic's reasoning blocks: signed by the provider that wrote them, meaningless to others.
-REASONING_PARTS = frozenset(("thinking", "redacted_thinking"))
+from pirouter_py.types import ContentPart, Message, anthropic_only, is_billing_line
 
 
 def obj(value: Any) -> dict[str, Any]:
     """`value` if it is a JSON object, else an empty one."""
     return value if isinstance(value, dict) else {}
+
+
+def positive(data: dict[str, Any], key: str, where: str | None = None) -> int | None:
+    """`data[key]` when it is a positive integer, None when absent; else a 400 naming it."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        name = where or key
+        raise RequestError(f"`{name}` must be a positive integer", param=name)
+    return value
+
+
+def flag(data: dict[str, Any], key: str) -> bool | None:
+    """`data[key]` when it is true or false, None when absent; else a 400 naming it."""
+    value = data.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise RequestError(f"`{key}` must be true or false", param=key)
+    return value
 
 
 def request_object(body: bytes) -> tuple[dict[str, Any], str]:
@@ -38,9 +54,10 @@ def request_object(body: bytes) -> tuple[dict[str, Any], str]:
 
 
 def foreign(part: ContentPart) -> bool:
-    """A part only an Anthropic upstream takes: a thinking block, or Claude Code's billing line.
-    Toward other protocols it is left out (the billing line defeats their prefix caches)."""
-    return is_billing_line(part) or (isinstance(part, OtherPart) and part.kind in REASONING_PARTS)
+    """A part only an Anthropic upstream takes: a thinking block, a server tool's call or result,
+    or Claude Code's billing line. Toward other protocols it is left out (the billing line
+    defeats their prefix caches)."""
+    return is_billing_line(part) or anthropic_only(part)
 
 
 def without_foreign(messages: tuple[Message, ...]) -> list[Message]:

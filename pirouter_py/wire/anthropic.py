@@ -32,7 +32,7 @@ from pirouter_py.types import (
     ToolSpec,
     Usage,
 )
-from pirouter_py.wire import request_object
+from pirouter_py.wire import flag, positive, request_object
 
 STOP_TO_FINISH = {
     "end_turn": "stop",
@@ -89,15 +89,10 @@ def decode_request(body: bytes) -> ChatRequest:
     raw_messages = data.get("messages")
     if not isinstance(raw_messages, list):
         raise _bad("`messages` must be an array of messages", "messages")
-    max_tokens = data.get("max_tokens")
-    if max_tokens is not None and (
-        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
-    ):
-        raise _bad("`max_tokens` must be a positive integer", "max_tokens")
-    stream = data.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise _bad("`stream` must be true or false", "stream")
+    max_tokens = positive(data, "max_tokens")
+    stream = flag(data, "stream")
     messages: list[Message] = []
+    tools = _tools(data.get("tools"))
     system = data.get("system")
     if system is not None:
         messages.append(Message("system", _blocks(system, "system")))
@@ -114,11 +109,11 @@ def decode_request(body: bytes) -> ChatRequest:
     return ChatRequest(
         model=model,
         messages=tuple(messages),
-        tools=_tools(data.get("tools")),
+        tools=tools,
         stream=bool(stream),
         temperature=float(temperature) if isinstance(temperature, int | float) else None,
         max_tokens=max_tokens,
-        tool_choice=_choice_to_openai(data.get("tool_choice")),
+        tool_choice=_offered_choice(_choice_to_openai(data.get("tool_choice")), tools),
         params=params,
         protocol="anthropic",
         raw=data,
@@ -219,6 +214,15 @@ def _tools(tools: Any) -> tuple[ToolSpec, ...]:
             )
         )
     return tuple(out)
+
+
+def _offered_choice(choice: Any, tools: tuple[ToolSpec, ...]) -> Any:
+    """The choice, unless it names a tool left out (a server tool only Anthropic runs)."""
+    if isinstance(choice, dict) and not any(
+        t.name == choice["function"].get("name") for t in tools
+    ):
+        return None
+    return choice
 
 
 def _choice_to_openai(choice: Any) -> Any:

@@ -39,7 +39,7 @@ from pirouter_py.types import (
     ToolSpec,
     Usage,
 )
-from pirouter_py.wire import request_object
+from pirouter_py.wire import flag, obj, positive, request_object
 
 CUSTOM_INPUT = "input"  # the one argument a custom tool takes when offered as a function
 CUSTOM_SCHEMA = {
@@ -85,14 +85,8 @@ def _bad(message: str, param: str | None = None) -> RequestError:
 
 def decode_request(body: bytes) -> ChatRequest:
     data, model = request_object(body)
-    stream = data.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise _bad("`stream` must be true or false", "stream")
-    max_tokens = data.get("max_output_tokens")
-    if max_tokens is not None and (
-        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
-    ):
-        raise _bad("`max_output_tokens` must be a positive integer", "max_output_tokens")
+    stream = flag(data, "stream")
+    max_tokens = positive(data, "max_output_tokens")
     messages: list[Message] = []
     instructions = data.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
@@ -108,17 +102,31 @@ def decode_request(body: bytes) -> ChatRequest:
         raise _bad("`input` must be a string or an array of input items", "input")
     if not any(m.role != "system" for m in messages):
         raise _bad("`input` must hold at least one message", "input")
-    tools = _tools(data.get("tools")) + tuple(
-        spec
-        for item in (raw_input if isinstance(raw_input, list) else ())
-        if isinstance(item, dict) and item.get("type") == "additional_tools"
-        for spec in _tools(item.get("tools") or [])
+    compacting = isinstance(raw_input, list) and any(
+        isinstance(i, dict) and i.get("type") == "compaction_trigger" for i in raw_input
+    )
+    tools = (
+        ()
+        if compacting
+        else _tools(data.get("tools"))
+        + tuple(
+            spec
+            for item in (raw_input if isinstance(raw_input, list) else ())
+            if isinstance(item, dict) and item.get("type") == "additional_tools"
+            for spec in _tools(item.get("tools") or [])
+        )
     )
     params: dict[str, Any] = {}
     if isinstance(data.get("top_p"), int | float):
         params["top_p"] = data["top_p"]
     if data.get("parallel_tool_calls") is False:
         params["parallel_tool_calls"] = False
+    fmt = obj(data.get("text")).get("format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":  # structured output
+        schema = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
+        params["response_format"] = {"type": "json_schema", "json_schema": schema}
+    elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        params["response_format"] = {"type": "json_object"}
     temperature = data.get("temperature")
     return ChatRequest(
         model=model,

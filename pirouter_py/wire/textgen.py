@@ -19,7 +19,7 @@ import orjson
 
 from pirouter_py.errors import RequestError, UpstreamTransportError
 from pirouter_py.types import Embeddings, EmbedRequest, TextAnswer, TextRequest, Usage
-from pirouter_py.wire import obj, request_object
+from pirouter_py.wire import obj, positive, request_object
 
 OLLAMA_DONE = {"stop": "stop", "length": "length"}
 
@@ -34,14 +34,6 @@ def _stop(value: Any) -> tuple[str, ...]:
     if isinstance(value, list) and all(isinstance(s, str) for s in value):
         return tuple(value)
     return ()
-
-
-def _positive(value: Any, name: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _bad(f"`{name}` must be a positive integer", name)
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,7 +56,7 @@ def decode_completion(body: bytes) -> TextRequest:
         model=model,
         prompt=prompt,
         suffix=suffix,
-        max_tokens=_positive(data.get("max_tokens"), "max_tokens"),
+        max_tokens=positive(data, "max_tokens"),
         temperature=float(temperature) if isinstance(temperature, int | float) else None,
         stream=data.get("stream") is True,
         stop=_stop(data.get("stop")),
@@ -88,7 +80,7 @@ def decode_generate(body: bytes) -> TextRequest:
         model=model,
         prompt=prompt,
         suffix=suffix,
-        max_tokens=_positive(options.get("num_predict"), "options.num_predict"),
+        max_tokens=positive(options, "num_predict", "options.num_predict"),
         temperature=float(temperature) if isinstance(temperature, int | float) else None,
         stream=data.get("stream") is not False,
         stop=_stop(options.get("stop")),
@@ -247,42 +239,30 @@ def _openai_usage(usage: Usage | None) -> dict[str, int]:
     }
 
 
-def encode_completion(answer: TextAnswer, *, alias: str, request_id: str, created: int) -> bytes:
-    return orjson.dumps(
-        {
-            "id": f"cmpl-{request_id}",
-            "object": "text_completion",
-            "created": created,
-            "model": alias,
-            "choices": [
-                {
-                    "text": answer.text,
-                    "index": 0,
-                    "logprobs": None,
-                    "finish_reason": answer.finish_reason or "stop",
-                }
-            ],
-            "usage": _openai_usage(answer.usage),
-        }
-    )
-
-
-def completion_chunk(answer: TextAnswer, *, alias: str, request_id: str, created: int) -> bytes:
-    chunk: dict[str, Any] = {
+def _completion(answer: TextAnswer, alias: str, request_id: str, created: int) -> dict[str, Any]:
+    choice = {
+        "text": answer.text,
+        "index": 0,
+        "logprobs": None,
+        "finish_reason": answer.finish_reason,
+    }
+    return {
         "id": f"cmpl-{request_id}",
         "object": "text_completion",
         "created": created,
         "model": alias,
-        "choices": [
-            {
-                "text": answer.text,
-                "index": 0,
-                "logprobs": None,
-                "finish_reason": answer.finish_reason,
-            }
-        ],
+        "choices": [choice],
     }
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def encode_completion(answer: TextAnswer, *, alias: str, request_id: str, created: int) -> bytes:
+    body = _completion(answer, alias, request_id, created)
+    body["choices"][0]["finish_reason"] = answer.finish_reason or "stop"
+    return orjson.dumps(body | {"usage": _openai_usage(answer.usage)})
+
+
+def completion_chunk(answer: TextAnswer, *, alias: str, request_id: str, created: int) -> bytes:
+    return b"data: " + orjson.dumps(_completion(answer, alias, request_id, created)) + b"\n\n"
 
 
 def _ollama_time() -> str:
