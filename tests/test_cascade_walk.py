@@ -22,7 +22,12 @@ from pirouter_py import cascade as cascade_module
 from pirouter_py import record as rec
 from pirouter_py.cascade import RETRY_MAX_WAIT_S, Cascade, Outcome, StreamOutcome
 from pirouter_py.config import Config, ModelConfig, parse_config
-from pirouter_py.errors import UpstreamError, UpstreamHTTPError, UpstreamTransportError
+from pirouter_py.errors import (
+    RequestError,
+    UpstreamError,
+    UpstreamHTTPError,
+    UpstreamTransportError,
+)
 from pirouter_py.live.health import Health
 from pirouter_py.record import Attempt
 from pirouter_py.routing.decide import Decision, decide
@@ -113,7 +118,7 @@ class Cut:
 
 
 HANG: Literal["hang"] = "hang"  # a call that never returns (until cancelled)
-Step = Say | Cut | UpstreamError | Literal["hang"]
+Step = Say | Cut | UpstreamError | RequestError | Literal["hang"]
 
 
 class Clock:
@@ -150,7 +155,7 @@ class Scripted:
         step = self._next(model)
         if step == HANG:
             await self._hang()
-        if isinstance(step, UpstreamError):
+        if isinstance(step, UpstreamError | RequestError):
             raise step
         if isinstance(step, Cut):
             raise step.error
@@ -164,7 +169,7 @@ class Scripted:
             step = self._next(model)
             if step == HANG:
                 await self._hang()
-            if isinstance(step, UpstreamError):
+            if isinstance(step, UpstreamError | RequestError):
                 raise step
             if isinstance(step, Cut):
                 for chunk in step.chunks:
@@ -892,3 +897,22 @@ def test_closing_the_rest_early_marks_client_cancelled(read: int) -> None:
         1250.0,
     )
     assert provider.closed == ["a"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_model_whose_protocol_cannot_take_the_request_is_passed_over(mode: str) -> None:
+    """An encoder's RequestError (say n > 1 for an Anthropic model) fails that model only; with
+    no model left that could take the request, it is the client's 400."""
+    refused = RequestError("n > 1 is not supported", param="n")
+    config = configured("")
+    clock = Clock()
+    provider = Scripted({"a": [refused], "b": [Say()]}, clock)
+    cascade = Cascade(config, {"p": provider}, clock=clock)
+    result = asyncio.run(MODES[mode](cascade, decision(config, ("a", "b")), []))
+    assert (result.status, result.alias, result.text) == (OK, "b", TEXT)
+    assert result.attempts == (("a", FATAL, False), ("b", OK, True))
+    alone = Cascade(config, {"p": Scripted({"a": [refused]}, clock)}, clock=clock)
+    attempts: list[Attempt] = []
+    with pytest.raises(RequestError):
+        asyncio.run(MODES[mode](alone, decision(config, ("a",)), attempts))
+    assert summary(attempts) == (("a", FATAL, False),)

@@ -121,3 +121,22 @@ def test_a_client_that_leaves_a_held_back_stream_cancels_the_upstream_within_a_s
     assert fake.seen[0].cancelled and time.monotonic() - left < 1.0
     line = daemon.wait_log(rid)
     assert line["status"] == "client_cancelled" and line["chain"] == ["o:client_cancelled"]
+
+
+def test_a_refused_stream_leaves_no_keepalive_behind(daemon: Daemon, fake: FakeUpstream) -> None:
+    """A request the chosen model's protocol cannot take (n > 1 for an Anthropic model) is a 400;
+    the keep-alive timer set for it must not write into the connection afterwards."""
+    host, port = daemon.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=20)
+    OPEN.append(conn)
+    body = {"model": "auto", "messages": HI, "stream": True, "n": 2}
+    headers = {"content-type": "application/json", "x-pirouter-route": "a"}
+    conn.request("POST", "/v1/chat/completions", body=json.dumps(body), headers=headers)
+    refused = conn.getresponse()
+    assert refused.status == 400 and "n > 1" in refused.read().decode()
+    time.sleep(3 * KEEPALIVE_S)  # a stray timer would fire now, into this connection
+    body = {"model": "auto", "messages": HI}
+    conn.request("POST", "/v1/chat/completions", body=json.dumps(body), headers=headers)
+    answer = conn.getresponse()
+    assert answer.status == 200
+    assert json.loads(answer.read())["choices"][0]["message"]["content"]

@@ -236,15 +236,19 @@ def test_codex_compaction_is_a_summary_written_by_a_chat_model(
         {"role": "assistant", "content": "Renaming."},
         {"type": "compaction_trigger"},
     ]
+    tools: Any = [FUNCTION]  # offered, but a summary is asked for: no tool to call
     if stream:
         with client.responses.stream(
-            model="auto", input=history, extra_headers=route("o")
+            model="auto", input=history, tools=tools, extra_headers=route("o")
         ) as events:
             done = [e.item.type for e in events if e.type == "response.output_item.done"]
             compacted = events.get_final_response()
         assert done == ["compaction"]
     else:
-        compacted = client.responses.create(model="auto", input=history, extra_headers=route("o"))
+        compacted = client.responses.create(
+            model="auto", input=history, tools=tools, extra_headers=route("o")
+        )
+    assert "tools" not in fake.seen[0].body
     (item,) = [i.model_dump() for i in compacted.output]
     assert item["type"] == "compaction"
     assert item["encrypted_content"] == "pirouter-summary:Ada is renaming the module."
@@ -280,3 +284,17 @@ def test_the_compact_endpoint_returns_one_compaction_item(
     }
     asked = fake.seen[0].body["messages"]
     assert asked[0]["content"] == "Rename it, I am Ada." and "summary" in asked[-1]["content"]
+
+
+def test_structured_output_becomes_response_format(
+    client: openai.OpenAI, fake: FakeUpstream
+) -> None:
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+    client.responses.create(
+        model="auto",
+        input="is it ok?",
+        text={"format": {"type": "json_schema", "name": "verdict", "schema": schema}},
+        extra_headers=route("o"),
+    )
+    sent = fake.seen[0].body["response_format"]
+    assert sent == {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}}
