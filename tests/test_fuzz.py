@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from pirouter_py.config import parse_config
 from pirouter_py.errors import ConfigError, RequestError
-from pirouter_py.wire import anthropic, ollama, openai
+from pirouter_py.wire import anthropic, ollama, openai, responses, textgen
 from tests.fakes import Daemon
 
 SETTINGS = settings(
@@ -89,16 +89,94 @@ bodies = st.fixed_dictionaries(
         "options": json_values,
     },
 )
+# Responses input items: every kind pirouter reads, and some it does not
+items = st.lists(
+    st.one_of(
+        st.fixed_dictionaries(
+            {
+                "type": st.sampled_from(
+                    [
+                        "message",
+                        "function_call",
+                        "function_call_output",
+                        "custom_tool_call",
+                        "custom_tool_call_output",
+                        "reasoning",
+                        "additional_tools",
+                        "compaction",
+                        "compaction_trigger",
+                        "wizard",
+                    ]
+                )
+            },
+            optional={
+                "role": roles,
+                "content": parts,
+                "call_id": json_values,
+                "name": json_values,
+                "arguments": json_values,
+                "input": json_values,
+                "output": parts,
+                "tools": json_values,
+                "encrypted_content": json_values,
+            },
+        ),
+        json_values,
+    ),
+    max_size=4,
+)
+responses_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": st.one_of(st.text(max_size=10), json_values),
+        "input": st.one_of(st.text(max_size=20), items, json_values),
+        "instructions": json_values,
+        "tools": st.one_of(
+            json_values,
+            st.lists(
+                st.fixed_dictionaries(
+                    {"type": st.sampled_from(["function", "custom", "namespace", "web_search"])},
+                    optional={"name": json_values, "tools": json_values, "format": json_values},
+                ),
+                max_size=3,
+            ),
+        ),
+        "stream": json_values,
+        "store": json_values,
+        "text": json_values,
+        "max_output_tokens": json_values,
+        "previous_response_id": json_values,
+    },
+)
+text_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": st.one_of(st.text(max_size=10), json_values),
+        "prompt": json_values,
+        "suffix": json_values,
+        "input": json_values,
+        "max_tokens": json_values,
+        "stream": json_values,
+        "options": json_values,
+        "stop": json_values,
+    },
+)
 DECODERS = {
     "openai": openai.decode_request,
     "anthropic": anthropic.decode_request,
     "ollama": ollama.decode_request,
+    "responses": responses.decode_request,
+    "compact": responses.decode_compact,
+    "completion": textgen.decode_completion,
+    "generate": textgen.decode_generate,
+    "embeddings": textgen.decode_embeddings,
+    "embed": textgen.decode_embed,
 }
 
 
 @pytest.mark.parametrize("protocol", list(DECODERS))
 @SETTINGS
-@given(body=st.one_of(bodies, json_values))
+@given(body=st.one_of(bodies, responses_bodies, text_bodies, json_values))
 # Found by this test (a 500): an Ollama tool message whose name was not a string.
 @example(body={"model": "0", "messages": [{"role": "tool", "content": None, "name": [None]}]})
 def test_decoders_fail_only_with_request_errors(protocol: str, body: Any) -> None:
@@ -210,8 +288,24 @@ provider = "fake"
 model_id = "m"
 supports_tools = true
 supports_vision = true
+supports_fim = true
+[models.e]
+provider = "fake"
+model_id = "e"
+kind = "embedding"
 """
-PATHS = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic", "/api/chat": "ollama"}
+PATHS = {
+    "/v1/chat/completions": "openai",
+    "/v1/messages": "anthropic",
+    "/api/chat": "ollama",
+    "/v1/responses": "openai",
+    "/v1/responses/compact": "openai",
+    "/v1/completions": "openai",
+    "/api/generate": "ollama",
+    "/v1/embeddings": "openai",
+    "/api/embed": "ollama",
+    "/api/embeddings": "ollama",
+}
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +323,8 @@ def connection(daemon: Daemon) -> Any:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(
-    path=st.sampled_from(list(PATHS)), body=st.one_of(bodies, json_values, st.binary(max_size=60))
+    path=st.sampled_from(list(PATHS)),
+    body=st.one_of(bodies, responses_bodies, text_bodies, json_values, st.binary(max_size=60)),
 )
 def test_the_daemon_never_answers_5xx_to_client_input(
     connection: Any, path: str, body: Any
