@@ -5,7 +5,7 @@ _pirouter() {
     for w in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
         if [ -n "$skip" ]; then skip=""; continue; fi
         case "$w" in
-            --by|--catalog|--config|--format|--header|--host|--hours|--lines|--max-tokens|--model|--output|--port|--profile|--prompt|--since|--system|-H|-c|-n|-o|-p) skip=1 ;;
+            --batch|--by|--catalog|--config|--format|--header|--host|--hours|--lines|--max-tokens|--model|--output|--port|--profile|--prompt|--since|--system|-H|-c|-n|-o|-p) skip=1 ;;
             -*) ;;
             *) path="${path:+$path }$w" ;;
         esac
@@ -24,7 +24,7 @@ _pirouter() {
         "") words="check-config models route run status agents completions stats ledger service --config -c --version -V --help -h" ;;
         "check-config") words="--config -c --json --help -h" ;;
         "models") words="--config -c --json --help -h" ;;
-        "route") words="--prompt -p --model --tools --image --system --header -H --profile --stream --max-tokens --config -c --json --help -h" ;;
+        "route") words="--prompt -p --batch --model --tools --image --system --header -H --profile --stream --max-tokens --config -c --json --help -h" ;;
         "run") words="--host --port --no-ledger --config -c --help -h" ;;
         "status") words="--config -c --json --help -h" ;;
         "agents") words="claude-code codex continue opencode aider --catalog --config -c --json --help -h" ;;

@@ -20,6 +20,7 @@ complete -c pirouter -n '__fish_seen_subcommand_from models' -l config -s c -r -
 complete -c pirouter -n '__fish_seen_subcommand_from models' -l json -d 'Print JSON for scripts.'
 complete -c pirouter -n '__fish_seen_subcommand_from models' -l help -s h -d 'Show the help and exit.'
 complete -c pirouter -n '__fish_seen_subcommand_from route' -l prompt -s p -x -d 'The user message; \'-\' reads standard input.'
+complete -c pirouter -n '__fish_seen_subcommand_from route' -l batch -x -d 'Route every request of a JSON-lines file (\'-\': standard input): an OpenAI chat body, or {"body": ..., "headers": ..., "protocol": "openai|anthropic|ollama|responses"}, a line each; prints one JSON decision a line.'
 complete -c pirouter -n '__fish_seen_subcommand_from route' -l model -x -d 'The model the client asks for.'
 complete -c pirouter -n '__fish_seen_subcommand_from route' -l tools -d 'Offer one synthetic tool.'
 complete -c pirouter -n '__fish_seen_subcommand_from route' -l image -d 'Attach one image to the prompt.'

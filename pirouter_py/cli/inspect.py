@@ -6,7 +6,9 @@ Nothing here talks to a daemon or an upstream; `route` runs the daemon's own `ro
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Iterator
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -15,6 +17,7 @@ from pirouter_py.cli.common import (
     ConfigOption,
     JsonOption,
     app,
+    fail,
     guard,
     load,
     print_json,
@@ -198,11 +201,21 @@ def _parse_header(raw: str) -> tuple[str, str]:
 def route(
     ctx: typer.Context,
     prompt: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--prompt", "-p", help="The user message; '-' reads standard input.", show_default=False
         ),
-    ],
+    ] = None,
+    batch: Annotated[
+        Path | None,
+        typer.Option(
+            "--batch",
+            help="Route every request of a JSON-lines file ('-': standard input): an OpenAI chat "
+            'body, or {"body": ..., "headers": ..., "protocol": "openai|anthropic|ollama|'
+            'responses"}, a line each; prints one JSON decision a line.',
+            show_default=False,
+        ),
+    ] = None,
     model: Annotated[str, typer.Option("--model", help="The model the client asks for.")] = "auto",
     tools: Annotated[bool, typer.Option("--tools", help="Offer one synthetic tool.")] = False,
     image: Annotated[bool, typer.Option("--image", help="Attach one image to the prompt.")] = False,
@@ -238,6 +251,14 @@ def route(
     from pirouter_py.routing.decide import decide
     from pirouter_py.types import ChatRequest, ImagePart, Message, TextPart, ToolSpec
 
+    if (prompt is None) == (batch is None):
+        raise typer.BadParameter("give --prompt or --batch, one of them", param_hint="--prompt")
+    if batch is not None:
+        cfg = guard(lambda: load(ctx, config)).config
+        lines = sys.stdin if str(batch) == "-" else _open(batch)
+        sys.stdout.writelines(route_lines(cfg, lines))
+        return
+    assert prompt is not None
     headers = dict(_parse_header(h) for h in header or [])
     text = sys.stdin.read() if prompt == "-" else prompt
     cfg = guard(lambda: load(ctx, config)).config
@@ -258,6 +279,55 @@ def route(
         print_json(_decision_json(decision))
         return
     sys.stdout.write("\n".join(_decision_lines(decision, cfg)) + "\n")
+
+
+def _open(path: Path) -> Iterator[str]:
+    try:
+        with path.open(encoding="utf-8") as lines:
+            yield from lines
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror or exc}", ExitCode.USAGE)
+
+
+def route_lines(cfg: Any, lines: Iterable[str]) -> Iterator[str]:
+    """One JSON decision (or error) per request line, without I/O but the lines themselves."""
+    import orjson
+
+    from pirouter_py.errors import PirouterError
+    from pirouter_py.routing.decide import decide
+    from pirouter_py.wire import codecs
+
+    by_protocol = {
+        "openai": codecs.OPENAI,
+        "anthropic": codecs.ANTHROPIC,
+        "ollama": codecs.OLLAMA,
+        "responses": codecs.RESPONSES,
+    }
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        out: dict[str, Any] = {"line": number}
+        try:
+            given = orjson.loads(line)
+            wrapped = isinstance(given, dict) and isinstance(given.get("body"), dict)
+            body = given["body"] if wrapped else given
+            protocol = given.get("protocol", "openai") if wrapped else "openai"
+            codec = by_protocol.get(protocol)
+            if codec is None:
+                raise ValueError(f"unknown protocol {protocol!r}: {', '.join(by_protocol)}")
+            raw_headers = given.get("headers") if wrapped else None
+            headers = {str(k).lower(): str(v) for k, v in (raw_headers or {}).items()}
+            d = decide(cfg, codec.decode_request(orjson.dumps(body)), headers)
+            out |= {
+                "rule": d.rule,
+                "primary": d.primary,
+                "chain": list(d.chain),
+                "difficulty": d.difficulty,
+                "reasons": [d.difficulty_reason, *d.notes],
+            }
+        except (ValueError, AttributeError, PirouterError) as exc:
+            out["error"] = exc.message if isinstance(exc, PirouterError) else str(exc)
+        yield orjson.dumps(out).decode() + "\n"
 
 
 def _decision_json(d: Any) -> dict[str, Any]:
