@@ -1,6 +1,7 @@
 """Running a Decision: try each model of the chain until one gives a usable answer.
 
-Reference §4 semantics: retryable upstream errors escalate when `[cascade] on_http_error` is on,
+Reference §4 semantics (the answer checks are in checks.py): retryable upstream errors escalate
+when `[cascade] on_http_error` is on,
 any other error stops the cascade; a request a model's protocol cannot take (a RequestError from
 its encoder) moves on to the next model, and is the client's 400 when no model could take it;
 answers escalate when short (`min_output_tokens`, and now
@@ -24,9 +25,10 @@ import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pirouter_py import record as rec
+from pirouter_py.checks import judge
 from pirouter_py.config import CascadeConfig, Config, ModelConfig
 from pirouter_py.errors import RequestError, UpstreamError
 from pirouter_py.live.health import Health
@@ -34,7 +36,15 @@ from pirouter_py.live.limits import Limits
 from pirouter_py.providers.base import Provider
 from pirouter_py.record import Attempt
 from pirouter_py.routing.decide import Decision
-from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent, Usage, anthropic_only, frozen
+from pirouter_py.types import (
+    ChatRequest,
+    ChatResponse,
+    StreamEvent,
+    ToolCall,
+    Usage,
+    anthropic_only,
+    frozen,
+)
 
 RETRY_BASE_S = 0.25  # first retry of the same model after ~0.25 s (jittered), then doubling
 RETRY_MAX_WAIT_S = 5.0  # a longer Retry-After moves on to the next model instead of waiting
@@ -42,25 +52,6 @@ RETRY_MAX_WAIT_S = 5.0  # a longer Retry-After moves on to the next model instea
 T = TypeVar("T")  # what a provider call without answer checks returns
 P = TypeVar("P")  # what one attempt hands back: a whole response, or a stream's events
 R = TypeVar("R")  # what the cascade returns for a request: an Outcome or a StreamOutcome
-
-
-def judge(
-    cfg: CascadeConfig, text: str, tool_calls: bool, finish_reason: str | None, output_tokens: int
-) -> str | None:
-    """The escalation outcome a complete answer earns, or None if it is good to return."""
-    # The most specific label wins: marked, then empty, truncated, short (v0.1: marker over short).
-    if cfg.on_marker and cfg.on_marker in text:
-        return rec.ESCALATED_MARKER
-    if cfg.on_empty and not text and not tool_calls:
-        return rec.ESCALATED_EMPTY
-    if cfg.on_truncated and finish_reason == "length":
-        return rec.ESCALATED_TRUNCATED
-    if cfg.on_short_response and (
-        output_tokens < cfg.min_output_tokens
-        or (not tool_calls and len(text) < cfg.min_output_chars)
-    ):
-        return rec.ESCALATED_SHORT
-    return None
 
 
 @frozen
@@ -96,6 +87,11 @@ class _Seen:
     tool_calls: bool = False
     finish_reason: str | None = None
     usage: Usage | None = None
+    pieces: dict[int, list[Any]] = field(default_factory=dict)  # index: [id, name, [arguments]]
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        """The tool calls streamed so far, whole."""
+        return tuple(ToolCall(i, n, "".join(a)) for i, n, a in self.pieces.values())
 
     def add(self, event: StreamEvent) -> None:
         if event.text:
@@ -105,6 +101,11 @@ class _Seen:
         if event.tool_calls:
             self.tool_calls = True
             self.deltas += 1
+            for piece in event.tool_calls:
+                call = self.pieces.setdefault(piece.index, ["", "", []])
+                call[0] = piece.id or call[0]
+                call[1] = piece.name or call[1]
+                call[2].append(piece.arguments)
         if event.finish_reason:
             self.finish_reason = event.finish_reason
         if event.usage is not None:
@@ -357,6 +358,9 @@ class Cascade:
                 bool(response.tool_calls),
                 response.finish_reason,
                 response.usage.output_tokens,
+                calls=response.tool_calls,
+                tools=request.tools,
+                response_format=request.params.get("response_format"),
             )
             return _Answer(verdict, response)
 
@@ -370,6 +374,8 @@ class Cascade:
         """Has a stream delivered enough to judge it before its end?"""
         if not seen.chars and not seen.tool_calls:
             return False
+        if seen.tool_calls and cfg.tool_calls_valid:
+            return False  # held until complete: an invalid call escalates unseen
         if cfg.on_short_response and seen.deltas < cfg.min_output_tokens:
             return False
         need_chars = len(cfg.on_marker or "")
@@ -411,7 +417,16 @@ class Cascade:
             if ended:
                 tokens = seen.usage.output_tokens if seen.usage else seen.deltas
                 text = "".join(seen.text)
-                verdict = judge(cfg, text, seen.tool_calls, seen.finish_reason, tokens)
+                verdict = judge(
+                    cfg,
+                    text,
+                    seen.tool_calls,
+                    seen.finish_reason,
+                    tokens,
+                    calls=seen.calls(),
+                    tools=request.tools,
+                    response_format=request.params.get("response_format"),
+                )
                 return _Answer(verdict, (held, None, 0.0))
             if not turn.last and cfg.on_marker and cfg.on_marker in "".join(seen.text):
                 await events.aclose()  # marked before its end: nothing of it is kept

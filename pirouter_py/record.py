@@ -20,11 +20,30 @@ ESCALATED_SHORT = "escalated_short_response"
 ESCALATED_MARKER = "escalated_marker"
 ESCALATED_TRUNCATED = "escalated_truncated"
 ESCALATED_EMPTY = "escalated_empty"
+# answer checks (checks.py)
+ESCALATED_MATCH = "escalated_match"  # require_match did not match
+ESCALATED_FORBIDDEN = "escalated_forbidden"  # forbid_match matched
+ESCALATED_JSON = "escalated_json"
+ESCALATED_TOOL_CALL = "escalated_tool_call"
+ESCALATED_REFUSAL = "escalated_refusal"
+ESCALATED_REPETITION = "escalated_repetition"
 FATAL_ERROR = "fatal_error"  # a non-retryable failure: the cascade stopped here
 STREAM_ERROR = "stream_error"  # the upstream failed after the client had received bytes
 CLIENT_CANCELLED = "client_cancelled"  # the client went away while this attempt ran
 ANSWER_OUTCOMES = frozenset(
-    (OK, ESCALATED_SHORT, ESCALATED_MARKER, ESCALATED_TRUNCATED, ESCALATED_EMPTY)
+    (
+        OK,
+        ESCALATED_SHORT,
+        ESCALATED_MARKER,
+        ESCALATED_TRUNCATED,
+        ESCALATED_EMPTY,
+        ESCALATED_MATCH,
+        ESCALATED_FORBIDDEN,
+        ESCALATED_JSON,
+        ESCALATED_TOOL_CALL,
+        ESCALATED_REFUSAL,
+        ESCALATED_REPETITION,
+    )
 )
 
 # Request statuses.

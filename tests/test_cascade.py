@@ -34,8 +34,15 @@ ALL_ON = CascadeConfig(
         (ALL_ON, ("long enough", False, "stop", 2), rec.ESCALATED_SHORT),  # tokens
         (ALL_ON, ("abc", False, "stop", 9), rec.ESCALATED_SHORT),  # chars
         (ALL_ON, ("", True, "tool_calls", 2), rec.ESCALATED_SHORT),  # tokens apply to tool calls
-        (CascadeConfig(on_short_response=True), ("x", False, "stop", 7), rec.ESCALATED_SHORT),
-        (CascadeConfig(on_short_response=True), ("x", False, "stop", 8), None),  # strictly less
+        (CascadeConfig(on_short_response=True), ("I think", False, "stop", 7), rec.ESCALATED_SHORT),
+        (CascadeConfig(on_short_response=True), ("I think", False, "stop", 8), None),  # strictly
+        # complete by its shape: a multiple-choice letter, a number, yes or no, ending normally
+        (CascadeConfig(on_short_response=True), ("B", False, "stop", 1), None),
+        (CascadeConfig(on_short_response=True), ("(c)", False, "stop", 2), None),
+        (CascadeConfig(on_short_response=True), ("42", False, "stop", 1), None),
+        (CascadeConfig(on_short_response=True), ("Yes.", False, "stop", 2), None),
+        (CascadeConfig(on_short_response=True), ("B", False, "length", 1), rec.ESCALATED_SHORT),
+        (CascadeConfig(on_short_response=True), ("The", False, "stop", 1), rec.ESCALATED_SHORT),
         (CascadeConfig(on_truncated=True), ("x", False, "length", 1), rec.ESCALATED_TRUNCATED),
     ],
 )

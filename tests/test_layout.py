@@ -34,16 +34,20 @@ ALLOWED: dict[str, frozenset[str]] = {
     "live": frozenset(("config", "ledger.pricing")),
     # key resting after a 401/403 reuses live.health's cooldown clock
     "providers": frozenset(("wire", "config", "live.health")),
-    "cascade": frozenset(("config", "routing", "providers", "live")),
+    "checks": frozenset(("config",)),  # answer checks: pure functions of an answer
+    "cascade": frozenset(("config", "routing", "providers", "live", "checks")),
     "ledger": frozenset(("config",)),
     "observe": frozenset(("config", "ledger.pricing")),
     "reports": frozenset(("config", "ledger.read", "ledger.pricing")),
     "server": frozenset(
-        ("config", "wire", "routing", "live", "cascade", "providers", "ledger", "observe")
+        (
+            *("config", "wire", "routing", "live", "cascade", "checks", "providers"),
+            *("ledger", "observe"),
+        )
     ),
     "cli": frozenset(
         (
-            *("config", "wire", "routing", "live", "cascade", "providers", "ledger"),
+            *("config", "wire", "routing", "live", "cascade", "checks", "providers", "ledger"),
             *("observe", "reports", "server", "service"),
         )
     ),

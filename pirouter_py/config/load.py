@@ -246,6 +246,8 @@ def _describe(err: Any) -> str:
         return f"expected {_EXPECTED[kind]}, got {_show(value)}"
     if kind == "greater_than_equal":
         return f"must be at least {ctx.get('ge')}, got {_show(value)}"
+    if kind == "value_error":  # a validator's own sentence
+        return f"{_show(value)} {ctx.get('error', err.get('msg', kind))}"
     return str(err.get("msg", kind))
 
 

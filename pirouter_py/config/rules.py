@@ -108,7 +108,23 @@ class Escalation(_Table):
     on_marker: str | None = None
     on_truncated: bool | None = None
     on_empty: bool | None = None
+    require_match: str | None = None
+    forbid_match: str | None = None
+    json_check: bool | None = Field(default=None, alias="json")
+    tool_calls_valid: bool | None = None
+    refusal: bool | None = None
+    repetition: bool | None = None
     retries: int | None = Field(default=None, ge=0)
+
+    @field_validator("require_match", "forbid_match")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"is not a regular expression ({exc})") from None
+        return value
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}

@@ -6,11 +6,12 @@ strict (TOML is typed) and frozen; unknown keys are allowed here and reported by
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from pirouter_py.config.rules import Profile, Rule
 from pirouter_py.errors import ConfigProblem
@@ -158,7 +159,19 @@ class AffinityConfig(_Section):
     near_tie: float = Field(default=0.25, ge=0)  # a near-tie costs at most this much more
 
 
+def _regex(cls: Any, value: str | None) -> str | None:
+    """A regular expression of an answer check, checked at load."""
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"is not a regular expression ({exc})") from None
+    return value
+
+
 class CascadeConfig(_Section):
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True, populate_by_name=True)
+
     on_http_error: bool = True
     on_short_response: bool = False
     min_output_tokens: int = Field(default=8, ge=0)
@@ -166,7 +179,17 @@ class CascadeConfig(_Section):
     on_marker: str | None = None
     on_truncated: bool = False
     on_empty: bool = False
+    # answer checks (checks.py): regexes the answer must / must not match, JSON, valid tool
+    # calls, refusals, degenerate repetition
+    require_match: str | None = None
+    forbid_match: str | None = None
+    json_check: bool = Field(default=False, alias="json")
+    tool_calls_valid: bool = False
+    refusal: bool = False
+    repetition: bool = False
     retries: int = Field(default=0, ge=0)  # retries of the same model on a retryable error
+
+    _regexes = field_validator("require_match", "forbid_match")(_regex)
     cooldown_secs: float = Field(default=5.0, ge=0)  # first cooldown after a failure
     max_cooldown_secs: float = Field(default=300.0, ge=0)  # cooldowns double up to this
 
