@@ -1,4 +1,4 @@
-"""Token estimate (v0.1's exactly) and difficulty (word-start keywords, the deliberate fix)."""
+"""Token estimate (v0.1's exactly) and difficulty (whole-word keywords, the deliberate fix)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_estimate_counts_every_role_and_skips_images() -> None:
     [
         ("hello world", "easy"),
         ("debug this distributed SQL migration", "hard"),
-        ("I am debugging a crash", "hard"),  # word start: "debugging" counts as "debug"
+        ("I am debugging a crash", "hard"),  # a listed form: "debugging" counts as "debug"
         ("Refactor the parser", "hard"),  # case-insensitive
         ("find the race condition", "hard"),
         ("plan a schema migration", "hard"),  # hard words win over standard ones
@@ -60,6 +60,15 @@ def test_estimate_counts_every_role_and_skips_images() -> None:
         ("decode this base64", "easy"),  # v0.1 said standard: "decode" contains "code"
         ("what is the latest news", "easy"),  # v0.1: "latest" contains "test"
         ("give an explanation", "easy"),  # v0.1: "explanation" contains "plan"
+        # whole words, not prefixes: every ARC prompt mentions plants, GSM8K ones planets
+        ("Which plants grow in shade?", "easy"),
+        ("the planet and the plane", "easy"),
+        ("his testimony was clear", "easy"),
+        ("planning the trip", "standard"),  # a listed form
+        ("a race conditioning", "easy"),
+        ("two race conditions", "hard"),
+        ("optimisation of a loop", "hard"),  # British spelling listed
+        ("SQL.", "standard"),  # punctuation ends a word
         ("x" * 24004, "standard"),  # estimate 8005 > 8000
         ("x" * 23990, "easy"),  # estimate 8000 is not > 8000
         ("x" * 96004, "hard"),  # estimate 32005 > 32000
@@ -109,3 +118,12 @@ def test_unknown_difficulty_header_falls_back_to_heuristics() -> None:
         "standard",
         "keyword 'translate'",
     )
+
+
+def test_a_long_prompt_is_searched_at_its_start_and_end_only() -> None:
+    from pirouter_py.routing.features import SCAN_CHARS, keyword
+
+    filler = "word " * (SCAN_CHARS // 4)
+    assert keyword("debug " + filler) == ("hard", "debug")
+    assert keyword(filler + " debug") == ("hard", "debug")
+    assert keyword(filler + " debug " + filler) is None  # past the bound, in the middle
