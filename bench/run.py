@@ -307,6 +307,9 @@ def table(results: dict[str, Any]) -> str:
     row("pirouter --help ms", s["help_floor_ms"], s["help_ms"], "<= 150", 0)
     row("pirouter route --prompt hi ms", s["route_floor_ms"], s["route_ms"], "<= 150", 0)
     row("daemon start to first 200 ms", s["first_200_floor_ms"], s["first_200_ms"], "<= 500", 0)
+    for size, timing in results.get("decide", {}).items():  # runs before it have none
+        label = f"decide p50 / p99 us, {size} prompt"
+        rows.append((label, "", f"{timing['p50_us']:.0f} / {timing['p99_us']:.0f}", "", "<= 200"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = [
         "  ".join(
@@ -490,6 +493,14 @@ def main() -> None:
         for key in ("floor", "pirouter"):  # memory after the whole run
             results["targets"][key]["rss_after_mib"] = rss_mib(targets[key][1] or 0)
         results["startup"] = startup(tmp, upstream)
+    done = subprocess.run(
+        [PY, str(HERE / "decide.py"), str(HERE.parent / "config.example.toml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    results["decide"] = json.loads(done.stdout)
     text = table(results)
     print(text)
     out = HERE / "results"
