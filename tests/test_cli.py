@@ -188,8 +188,12 @@ SMOKE = [
 
 
 @pytest.mark.parametrize(("args", "expected"), SMOKE, ids=[str(i) for i in range(len(SMOKE))])
-def test_route_first_three_lines_are_v01s(args: list[str], expected: tuple[str, str, str]) -> None:
-    code, out, err = run("route", *args, "-c", EX)
+def test_route_first_three_lines_are_v01s(
+    args: list[str], expected: tuple[str, str, str], write_config: Callable[[str], Path]
+) -> None:
+    """v0.1's decisions, on the example with agent-aware turns off (as a v0.1 file has them)."""
+    v01 = write_config(EXAMPLE.read_text().replace("\nturns = true\n", "\nturns = false\n"))
+    code, out, err = run("route", *args, "-c", str(v01))
     assert (code, err) == (0, "")
     rule, primary, cascade = expected
     assert out.splitlines()[:3] == [
@@ -204,7 +208,8 @@ def test_route_explains_rules_and_candidates() -> None:
     assert code == 0
     assert out.splitlines()[3:] == [
         "",
-        "request: 7 estimated tokens, difficulty easy (no difficulty keyword), tools no, images no",
+        "request: 7 estimated tokens, difficulty easy (no difficulty keyword in the latest "
+        "instruction), user turn, tools no, images no",
         "rules, first match wins:",
         "  skip   explicit-override  header x-pirouter-route is absent",
         "policy: profile balanced, easy needs quality basic or better",
@@ -224,15 +229,16 @@ def test_route_json() -> None:
     assert code == 0
     assert {
         k: doc[k] for k in ("rule", "primary", "cascade", "difficulty", "estimated_tokens")
-    } == {
-        "rule": "policy:balanced:hard",
-        "primary": "gpt-4o",
-        "cascade": ["sonnet", "opus"],
-        "difficulty": "hard",
+    } == {  # agent-aware: offering a tool asks for a model that takes tools, not a strong one
+        "rule": "policy:balanced:easy",
+        "primary": "haiku",
+        "cascade": ["qwen2.5-coder-local", "gpt-4o-mini", "gpt-4o"],
+        "difficulty": "easy",
         "estimated_tokens": 4,
     }
+    assert (doc["turn"], doc["effort"]) == ("user", None)
     explanation = doc["explanation"]
-    assert explanation["difficulty_reason"] == "the request offers tools"
+    assert explanation["difficulty_reason"] == "no difficulty keyword in the latest instruction"
     assert explanation["rules"] == [
         {
             "name": "explicit-override",
@@ -244,12 +250,7 @@ def test_route_json() -> None:
         }
     ]
     dropped = [c for c in explanation["candidates"] if c["verdict"] == "dropped"]
-    assert {c["alias"] for c in dropped} == {
-        "llama3.2-local",
-        "haiku",
-        "gpt-4o-mini",
-        "qwen2.5-coder-local",
-    }
+    assert [c["alias"] for c in dropped] == ["llama3.2-local"]  # it takes no tools
 
 
 def test_route_explains_every_predicate_of_nested_rules(
@@ -396,3 +397,22 @@ cli.main()
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "[False] True True"
+
+
+# The same requests on the example as it is, agent-aware: tools do not make a turn hard (a model
+# must still take them), the system prompt's keywords do not count, the instruction's do.
+TURNS = [
+    (["--prompt", "search the web for me", "--tools"], "policy:balanced:easy", "haiku"),
+    (["--prompt", "hi", "--system", "You debug kernels"], "policy:balanced:easy", "llama3.2-local"),
+    (["--prompt", "debug this distributed SQL migration"], "policy:balanced:hard", "gpt-4o"),
+    (["--prompt", "title?", "--max-tokens", "60"], "policy:balanced:easy", "llama3.2-local"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "rule", "primary"), TURNS, ids=[str(i) for i in range(len(TURNS))]
+)
+def test_route_with_agent_aware_turns(args: list[str], rule: str, primary: str) -> None:
+    code, out, err = run("route", *args, "-c", EX)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[:2] == [f"rule:    {rule}", f"primary: {primary}"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pirouter_py.config import Config, load_config
+from pirouter_py.config import Config, LoadedConfig, load_config
 from pirouter_py.errors import RoutingError
 from pirouter_py.routing.decide import decide
 from pirouter_py.types import ChatRequest, ImagePart, Message, TextPart, ToolSpec, text_message
@@ -74,6 +74,13 @@ TABLE: list[tuple[str, bool, str, tuple[str, tuple[str, ...]]]] = [
     # the keyword fix: "decode" is not "code" (v0.1 routed this as standard)
     ("decode this", False, "balanced", LOCAL_EASY),
 ]
+
+
+@pytest.fixture
+def example_config(example: LoadedConfig) -> Config:
+    """v0.1's example catalog as v0.1 routes it: agent-aware turns off."""
+    config = example.config
+    return config.model_copy(update={"routing": config.routing.model_copy(update={"turns": False})})
 
 
 def ask(prompt: str, tools: bool = False, model: str = "auto") -> ChatRequest:

@@ -323,6 +323,7 @@ def route_lines(cfg: Any, lines: Iterable[str]) -> Iterator[str]:
                 "primary": d.primary,
                 "chain": list(d.chain),
                 "difficulty": d.difficulty,
+                "turn": d.features.turn,
                 "reasons": [d.difficulty_reason, *d.notes],
             }
         except (ValueError, AttributeError, PirouterError) as exc:
@@ -338,6 +339,8 @@ def _decision_json(d: Any) -> dict[str, Any]:
         "source": d.source,
         "difficulty": d.difficulty,
         "estimated_tokens": d.features.estimated_tokens,
+        "turn": d.features.turn,
+        "effort": d.features.effort,
         "explanation": {
             "difficulty_reason": d.difficulty_reason,
             "profile": d.profile,
@@ -381,14 +384,15 @@ def _decision_lines(d: Any, cfg: Any) -> list[str]:
     from pirouter_py.routing.features import REQUIRED_QUALITY
 
     f = d.features
+    effort = f", effort {f.effort}" if f.effort else ""
     lines = [
         f"rule:    {d.rule}",
         f"primary: {d.primary}",
         f"cascade: {' -> '.join(d.cascade) if d.cascade else '<none>'}",
         "",
         f"request: {f.estimated_tokens} estimated tokens, difficulty {d.difficulty} "
-        f"({d.difficulty_reason}), tools {'yes' if f.has_tools else 'no'}, "
-        f"images {'yes' if f.has_images else 'no'}",
+        f"({d.difficulty_reason}), {f.turn} turn, tools {'yes' if f.has_tools else 'no'}, "
+        f"images {'yes' if f.has_images else 'no'}{effort}",
     ]
     if d.rule_traces:
         lines.append("rules, first match wins:")

@@ -447,6 +447,10 @@ def default_config_text(environ: Mapping[str, str]) -> str:
                 "",
             ]
     parts += [
+        "# Agent-aware: a turn's difficulty comes from its latest instruction, tool results stay",
+        "# on the model that started the step, side calls go to the cheapest capable model.",
+        "[routing]\nturns = true",
+        "",
         "# Keep conversations on the model of their previous turn (prompt caches stay warm).",
         "[affinity]\nenabled = true",
         "",

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 HEADER_TARGET = "$header:"
 Profile = Literal["local-first", "balanced", "best-quality", "cloud-only"]
 DifficultyName = Literal["easy", "standard", "hard"]
+TurnName = Literal["user", "tool_result", "background", "compaction", "subagent"]
 KeyPath = tuple[str | int, ...]
 Report = Callable[[KeyPath, str], None]
 
@@ -43,6 +44,8 @@ CONDITIONS = (
     "profile_eq",
     "difficulty",
     "stream",
+    "turn",
+    "effort",
     "all_",
     "any_",
     "not_",
@@ -80,6 +83,8 @@ class When(_Table):
     profile_eq: Profile | None = None  # the profile in effect for this request
     difficulty: DifficultyName | list[DifficultyName] | None = None  # the estimated difficulty
     stream: bool | None = None
+    turn: TurnName | list[TurnName] | None = None  # the kind of turn (agent traffic)
+    effort: bool | None = None  # the client asked for thinking or a reasoning effort
     all_: list[When] | None = Field(default=None, alias="all")
     any_: list[When] | None = Field(default=None, alias="any")
     not_: When | None = Field(default=None, alias="not")
@@ -96,6 +101,10 @@ class When(_Table):
     def difficulties(self) -> tuple[str, ...]:
         d = self.difficulty
         return () if d is None else (d,) if isinstance(d, str) else tuple(d)
+
+    def turns(self) -> tuple[str, ...]:
+        t = self.turn
+        return () if t is None else (t,) if isinstance(t, str) else tuple(t)
 
 
 class Escalation(_Table):

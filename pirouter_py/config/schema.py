@@ -144,6 +144,10 @@ class RoutingConfig(_Section):
     max_policy_fallbacks: int = Field(default=3, ge=0)
     honor_requested_model: bool = False
     latency_ties: bool = True  # among models tied on the profile's keys, prefer the faster
+    # Agent-aware decisions: difficulty from the latest instruction (tools do not make a turn
+    # hard), tool-result turns stay on the model that started the step, background and
+    # compaction turns go to the cheapest capable model. Off: v0.1's decisions.
+    turns: bool = False
 
 
 class BudgetConfig(_Section):

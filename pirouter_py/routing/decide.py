@@ -63,8 +63,13 @@ def decide(
     `live` (the daemon's traffic state) makes the decision go around busy models and spent
     budgets and break the policy's ties by latency; `pin` is the model that served this
     conversation's previous turn (session affinity, policy decisions only)."""
-    features = feats.extract(request)
-    level, level_reason = feats.difficulty(request, features, headers)
+    features = feats.extract(request, headers)
+    turns = config.routing.turns
+    level, level_reason = feats.difficulty(request, features, headers, turns=turns)
+    if turns and pin is not None:
+        # a tool result goes on where its step started (its cache is warm, its reasoning there);
+        # a new instruction is routed afresh (the previous model wins only ties and near-ties)
+        pin = Pin(pin.alias, pin.age_s, hard=features.turn == "tool_result")
     chosen_profile = profile or _header_profile(headers) or config.routing.profile
     notes: list[str] = []
     if live is not None and live.budget_action == "downgrade":

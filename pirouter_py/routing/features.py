@@ -16,6 +16,11 @@ from typing import Literal
 from pirouter_py.types import ChatRequest, frozen
 
 Difficulty = Literal["easy", "standard", "hard"]
+Turn = Literal["user", "tool_result", "background", "compaction", "subagent"]
+TURNS: tuple[Turn, ...] = ("user", "tool_result", "background", "compaction", "subagent")
+TURN_HEADER = "x-pirouter-turn"  # a client may name its turn (subagent is known only so)
+BACKGROUND_MAX_TOKENS = 1024  # a tool-less call asking at most this much is a side call
+BACKGROUND_MODELS = ("haiku", "mini", "small", "nano", "flash", "lite")  # side-call model names
 DIFFICULTY_HEADER = "x-pirouter-difficulty"
 # Header values accepted for x-pirouter-difficulty (reference §3.3).
 DIFFICULTY_WORDS: dict[str, Difficulty] = {
@@ -118,6 +123,8 @@ class Features:
     has_tools: bool
     has_images: bool
     system_text: str  # all system messages' text joined with "\n" ("" when there are none)
+    turn: Turn = "user"  # what kind of turn of a conversation this request is (see `turn_of`)
+    effort: str | None = None  # the thinking or reasoning effort the client asked for
 
 
 def estimate_tokens(request: ChatRequest) -> int:
@@ -130,24 +137,84 @@ def estimate_tokens(request: ChatRequest) -> int:
     return total // 3 + 4 * len(request.messages)
 
 
-def extract(request: ChatRequest) -> Features:
+def extract(request: ChatRequest, headers: Mapping[str, str] | None = None) -> Features:
     return Features(
         estimated_tokens=estimate_tokens(request),
         has_tools=bool(request.tools),
         has_images=any(m.has_images for m in request.messages),
         system_text="\n".join(m.text for m in request.messages if m.role == "system"),
+        turn=turn_of(request, headers or {}),
+        effort=effort_of(request),
     )
 
 
+def turn_of(request: ChatRequest, headers: Mapping[str, str]) -> Turn:
+    """The kind of turn: the client's `x-pirouter-turn`, else `compaction` (Codex's
+    compaction_trigger), `tool_result` (the agent going on after its tools ran), `background`
+    (a tool-less side call: a small max_tokens, or a small model asked for by name), else a
+    `user` turn, a new instruction."""
+    named = headers.get(TURN_HEADER)
+    if named in TURNS:
+        return named
+    items = request.raw.get("input") if request.raw is not None else None
+    last_item = items[-1] if isinstance(items, list) and items else None
+    if isinstance(last_item, dict) and last_item.get("type") == "compaction_trigger":
+        return "compaction"
+    last = request.messages[-1] if request.messages else None
+    if last is not None and last.role == "tool":
+        return "tool_result"
+    if not request.tools and (
+        (request.max_tokens is not None and request.max_tokens <= BACKGROUND_MAX_TOKENS)
+        or any(word in request.model.lower() for word in BACKGROUND_MODELS)
+    ):
+        return "background"
+    return "user"
+
+
+def effort_of(request: ChatRequest) -> str | None:
+    """Thinking or reasoning effort asked for, in any protocol's words."""
+    raw = request.raw
+    if raw is None:
+        return None
+    effort = raw.get("reasoning_effort")  # OpenAI chat
+    reasoning = raw.get("reasoning")  # Responses
+    if isinstance(reasoning, dict):
+        effort = reasoning.get("effort", effort)
+    output = raw.get("output_config")  # Anthropic
+    if isinstance(output, dict):
+        effort = output.get("effort", effort)
+    thinking = raw.get("thinking")
+    if effort is None and isinstance(thinking, dict) and thinking.get("type") != "disabled":
+        effort = "thinking"
+    think = raw.get("think")  # Ollama
+    if effort is None and think:
+        effort = str(think) if isinstance(think, str) else "thinking"
+    return effort if isinstance(effort, str) else None
+
+
+def instruction(request: ChatRequest) -> str:
+    """The latest user instruction: the last user message's text."""
+    return next((m.text for m in reversed(request.messages) if m.role == "user"), "")
+
+
 def difficulty(
-    request: ChatRequest, features: Features, headers: Mapping[str, str]
+    request: ChatRequest,
+    features: Features,
+    headers: Mapping[str, str],
+    *,
+    turns: bool = False,
 ) -> tuple[Difficulty, str]:
-    """The difficulty and the reason for it, in the order of reference §3.3."""
+    """The difficulty and the reason for it, in the order of reference §3.3. With `turns`
+    ([routing] turns): offering tools does not make a request hard (agents offer them on every
+    turn), a background or compaction turn is easy, and keywords are read in the latest user
+    instruction only, not in an agent's system prompt."""
     hint = headers.get(DIFFICULTY_HEADER)
     if hint is not None:
         level = DIFFICULTY_WORDS.get(hint.strip().lower())
         if level is not None:
             return level, f"header {DIFFICULTY_HEADER}: {hint}"
+    if turns:
+        return _turn_difficulty(request, features)
     if features.has_tools:
         return "hard", "the request offers tools"
     if features.estimated_tokens > HARD_TOKENS:
@@ -159,3 +226,16 @@ def difficulty(
     if found is not None:
         return found[0], f"keyword {found[1]!r}"
     return "easy", "no difficulty keyword"
+
+
+def _turn_difficulty(request: ChatRequest, features: Features) -> tuple[Difficulty, str]:
+    if features.turn in ("background", "compaction"):
+        return "easy", f"a {features.turn} turn"
+    if features.estimated_tokens > HARD_TOKENS:
+        return "hard", f"estimate {features.estimated_tokens} > {HARD_TOKENS} tokens"
+    found = keyword(instruction(request))
+    if found is not None:
+        return found[0], f"keyword {found[1]!r} in the latest instruction"
+    if features.estimated_tokens > STANDARD_TOKENS:
+        return "standard", f"estimate {features.estimated_tokens} > {STANDARD_TOKENS} tokens"
+    return "easy", "no difficulty keyword in the latest instruction"

@@ -174,6 +174,19 @@ def _stream(w: When, f: Facts) -> tuple[bool, str]:
     return held, f"stream = {_yes(bool(w.stream))}, {_and(held)} the request {streams}"
 
 
+def _turn(w: When, f: Facts) -> tuple[bool, str]:
+    wanted = w.turns()
+    held = f.features.turn in wanted
+    return held, f"turn in {list(wanted)}, {_and(held)} the request is a {f.features.turn!r} turn"
+
+
+def _effort(w: When, f: Facts) -> tuple[bool, str]:
+    asked = f.features.effort
+    held = (asked is not None) == w.effort
+    seen = f"asks for {asked!r}" if asked is not None else "asks for none"
+    return held, f"effort = {_yes(bool(w.effort))}, {_and(held)} the request {seen}"
+
+
 PREDICATES: dict[str, tuple[Test, Explain]] = {
     "has_tools": (lambda w, f: f.features.has_tools == w.has_tools, _has_tools),
     "tokens_in_gt": (lambda w, f: f.features.estimated_tokens > w.tokens_in_gt, _gt),  # type: ignore[operator]
@@ -204,6 +217,8 @@ PREDICATES: dict[str, tuple[Test, Explain]] = {
     "profile_eq": (lambda w, f: f.profile == w.profile_eq, _profile),
     "difficulty": (lambda w, f: f.level in w.difficulties(), _difficulty),
     "stream": (lambda w, f: f.request.stream == w.stream, _stream),
+    "turn": (lambda w, f: f.features.turn in w.turns(), _turn),
+    "effort": (lambda w, f: (f.features.effort is not None) == w.effort, _effort),
 }
 
 
