@@ -225,3 +225,21 @@ def test_a_tool_result_turn_stays_on_the_model_that_started_the_step() -> None:
     assert (stays.primary, stays.pin) == ("local", "hard")
     fresh = claude([{"role": "user", "content": "debug the race condition"}], system=SYSTEM)
     assert decide(config(turns=True), fresh, {}, pin=pin).primary == "strong"  # routed afresh
+
+
+def test_without_affinity_only_tool_results_follow_their_session() -> None:
+    off = parse_config(
+        CATALOG.replace("{turns}", "true").replace("enabled = true", "enabled = false"), "<t>"
+    )[0]
+    pin = Pin("local", 2.0, hard=True)
+    step = claude(
+        [
+            {"role": "user", "content": "debug the race condition"},
+            {"role": "assistant", "content": [USE]},
+            {"role": "user", "content": [RESULT]},
+        ]
+    )
+    assert decide(off, step, {}, pin=pin).primary == "local"
+    fresh = claude([{"role": "user", "content": "debug the race condition"}])
+    decided = decide(off, fresh, {}, pin=pin)
+    assert (decided.primary, decided.pin) == ("strong", None)  # affinity off: no pin at all

@@ -68,8 +68,12 @@ def decide(
     level, level_reason = feats.difficulty(request, features, headers, turns=turns)
     if turns and pin is not None:
         # a tool result goes on where its step started (its cache is warm, its reasoning there);
-        # a new instruction is routed afresh (the previous model wins only ties and near-ties)
-        pin = Pin(pin.alias, pin.age_s, hard=features.turn == "tool_result")
+        # a new instruction is routed afresh (with [affinity] on, the previous model still wins
+        # ties and near-ties)
+        if features.turn == "tool_result":
+            pin = Pin(pin.alias, pin.age_s, hard=True)
+        else:
+            pin = Pin(pin.alias, pin.age_s, hard=False) if config.affinity.enabled else None
     chosen_profile = profile or _header_profile(headers) or config.routing.profile
     notes: list[str] = []
     if live is not None and live.budget_action == "downgrade":

@@ -111,7 +111,7 @@ async def serve(
     ctx = Ctx(request, codec, chat, snapshot, started, time.time(), request[RID])
     try:
         pin = None
-        if config.affinity.enabled:
+        if config.affinity.enabled or config.routing.turns:  # turns: tool results stay put
             ctx.session = session_key(chat, request.headers)
             pin = traffic.sessions.pin(ctx.session)
         ctx.decision = decide(config, chat, request.headers, live=traffic, pin=pin)
