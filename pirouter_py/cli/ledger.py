@@ -1,11 +1,13 @@
-"""`pirouter stats` and `pirouter ledger path|tail|export`: reports from the ledger file.
+"""`pirouter stats`, `pirouter feedback` and `pirouter ledger path|tail|export`: the ledger file.
 
-Registered on the CLI's `app` when `cli` imports this module; the ledger is read read-only.
+Registered on the CLI's `app` when `cli` imports this module; the ledger is read read-only,
+except by `feedback`, which adds one row.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -17,11 +19,13 @@ from pirouter_py.cli.common import (
     ConfigOption,
     JsonOption,
     app,
+    fail,
     guard,
     ledger_file,
     load,
     print_json,
 )
+from pirouter_py.errors import ExitCode
 
 if TYPE_CHECKING:  # pydantic costs ~100 ms: not for `pirouter --help`
     from pirouter_py.config import LoadedConfig
@@ -78,6 +82,36 @@ def _read_rows(
         return read.read_requests(db, since, limit, newest_first)
     finally:
         db.close()
+
+
+@app.command("feedback")
+def feedback_command(
+    ctx: typer.Context,
+    request_id: Annotated[
+        str, typer.Argument(help="The x-pirouter-request-id of the answer.", show_default=False)
+    ],
+    score: Annotated[
+        str, typer.Argument(help="good, bad, or a number from 0 to 1.", show_default=False)
+    ],
+    comment: Annotated[
+        str | None, typer.Option("--comment", help="What was wrong or right.", show_default=False)
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Say how good an answer was: kept in the ledger, for learning."""
+    from pirouter_py.ledger import feedback
+
+    try:
+        value = feedback.parse_score(score)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="SCORE") from None
+    loaded = guard(lambda: load(ctx, config, warn=False))
+    path = ledger_file(loaded)
+    try:
+        feedback.record(path, request_id, value, comment, "cli")
+    except (OSError, sqlite3.Error) as exc:
+        fail(f"cannot write to the ledger {path}: {exc}", ExitCode.RUNTIME)
+    sys.stdout.write(f"feedback {value:g} on {request_id} kept in {path}\n")
 
 
 @app.command("stats")

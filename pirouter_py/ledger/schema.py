@@ -131,6 +131,20 @@ def _m008_attempt_notes(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE attempts ADD COLUMN note TEXT")
 
 
+def _m009_feedback(db: sqlite3.Connection) -> None:
+    """What people said of an answer (`POST /v1/feedback`, `pirouter feedback`): a score in
+    0..1 per request, the labels learning starts from."""
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS feedback (
+            request_id  TEXT NOT NULL,
+            ts          REAL NOT NULL,
+            score       REAL NOT NULL,
+            comment     TEXT,
+            source      TEXT NOT NULL
+        )""")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_feedback_request ON feedback(request_id)")
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("001_requests", _m001_requests),
     ("002_requested_model", _m002_requested_model),
@@ -140,6 +154,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("006_affinity", _m006_affinity),
     ("007_responses", _m007_responses),
     ("008_attempt_notes", _m008_attempt_notes),
+    ("009_feedback", _m009_feedback),
 )
 
 

@@ -26,7 +26,7 @@ from pirouter_py.live.traffic import Traffic
 from pirouter_py.observe.log import RequestLines, bound_logger, get_logger
 from pirouter_py.observe.metrics import Metrics
 from pirouter_py.providers.transport import Upstreams
-from pirouter_py.server import access, catalog, ops, textgen
+from pirouter_py.server import access, catalog, feedback, ops, textgen
 from pirouter_py.server import reload as config_reload
 from pirouter_py.server.chat import chat_handler
 from pirouter_py.server.messages import count_tokens
@@ -157,6 +157,7 @@ def create_app(
     add.add_post("/api/chat", chat_handler(codecs.OLLAMA))
     add.add_post("/v1/responses", chat_handler(codecs.RESPONSES))
     add.add_post("/v1/responses/compact", chat_handler(codecs.RESPONSES_COMPACT))
+    add.add_post("/v1/feedback", feedback.post)
     add.add_post("/v1/completions", textgen.completions)
     add.add_post("/api/generate", textgen.completions)
     add.add_post("/v1/embeddings", textgen.embeddings)

@@ -1,0 +1,40 @@
+"""Feedback: what a person (or a script) said of an answer, kept beside its request's row.
+
+A score is a number in 0..1, or "good" (1) / "bad" (0). Feedback is rare, so it is written at
+once through a connection of its own (WAL lets it beside the daemon's writer), not batched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+from pirouter_py.ledger.schema import connect, migrate
+
+WORDS = {"good": 1.0, "bad": 0.0}
+
+
+def parse_score(value: object) -> float:
+    """A score from what a client sent; ValueError with the sentence to show otherwise."""
+    if isinstance(value, str) and value.strip().lower() in WORDS:
+        return WORDS[value.strip().lower()]
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"score must be a number from 0 to 1, or good or bad, not {value!r}")
+    return float(value)
+
+
+def record(path: Path, request_id: str, score: float, comment: str | None, source: str) -> None:
+    """Write one feedback row to the ledger at `path` (made and migrated when new)."""
+    db = connect(path)
+    try:
+        migrate(db)
+        db.execute(
+            "INSERT INTO feedback (request_id, ts, score, comment, source) VALUES (?, ?, ?, ?, ?)",
+            (request_id, time.time(), score, comment, source),
+        )
+    finally:
+        db.close()
