@@ -31,10 +31,11 @@ _pirouter() {
         "completions") words="bash zsh fish --help -h" ;;
         "feedback") words="--comment --config -c --help -h" ;;
         "stats") words="--hours --since --by --config -c --json --help -h" ;;
-        "ledger") words="path tail export --help -h" ;;
+        "ledger") words="path tail export labels --help -h" ;;
         "ledger path") words="--config -c --help -h" ;;
         "ledger tail") words="-n --lines --follow -f --config -c --json --help -h" ;;
         "ledger export") words="--format --since --output -o --config -c --help -h" ;;
+        "ledger labels") words="--since --output -o --config -c --help -h" ;;
         "service") words="install uninstall status logs --help -h" ;;
         "service install") words="--config -c --dry-run --help -h" ;;
         "service uninstall") words="--config -c --dry-run --help -h" ;;

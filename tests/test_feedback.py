@@ -3,7 +3,9 @@ in the ledger's `feedback` table beside the request's row; bad scores are refuse
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -81,6 +83,12 @@ def test_http_and_cli_feedback_land_beside_the_request(fake: FakeUpstream, tmp_p
         assert f"feedback 0.75 on {rid}" in result.stdout
         refused = CliRunner().invoke(app, ["feedback", rid, "great", "-c", str(config)])
         assert refused.exit_code == 2 and "good or bad" in refused.output
+        time.sleep(0.5)  # the request's row reaches the file within a quarter second
+        # the newest feedback, not the answer's "returned, so good", is the answering model's label
+        exported = CliRunner().invoke(app, ["ledger", "labels", "-c", str(config)])
+        assert exported.exit_code == 0, exported.output
+        [line] = [json.loads(x) for x in exported.stdout.splitlines()]
+        assert (line["request_id"], line["labels"]) == (rid, {"cheap": 0.75})
     finally:
         assert daemon.stop() == 0
     assert feedback_rows(book) == [

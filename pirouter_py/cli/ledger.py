@@ -57,6 +57,20 @@ SinceOption = Annotated[
     ),
 ]
 
+OutputOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--output", "-o", help="Write here instead of standard output.", show_default=False
+    ),
+]
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+
 
 def _parse_since(value: str) -> float:
     from datetime import datetime
@@ -198,7 +212,8 @@ def _budget_burn(loaded: LoadedConfig) -> list[Any]:
 
 
 ledger_app = typer.Typer(
-    help="The ledger file itself: where it is, its newest rows, an export.", no_args_is_help=True
+    help="The ledger file itself: where it is, its newest rows, an export, labels.",
+    no_args_is_help=True,
 )
 app.add_typer(ledger_app, name="ledger")
 
@@ -262,12 +277,7 @@ def ledger_export(
         ),
     ] = ExportFormat.jsonl,
     since: SinceOption = None,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output", "-o", help="Write here instead of standard output.", show_default=False
-        ),
-    ] = None,
+    output: OutputOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Export ledger rows as CSV or JSON lines."""
@@ -284,7 +294,28 @@ def ledger_export(
         writer = csv.DictWriter(out, fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    if output is None:
-        sys.stdout.write(out.getvalue())
-    else:
-        output.write_text(out.getvalue(), encoding="utf-8")
+    _write(out.getvalue(), output)
+
+
+@ledger_app.command("labels")
+def ledger_labels(
+    ctx: typer.Context,
+    since: SinceOption = None,
+    output: OutputOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Labelled prompts from use, as JSON lines: each model's score per request (1 answered,
+    0 escalated by a check, feedback where given) and its tokens; text only if stored."""
+    from pirouter_py.ledger import labels, read
+
+    loaded = guard(lambda: load(ctx, config))
+    start = _parse_since(since) if since else 0.0
+    db = read.open_read_only(ledger_file(loaded))
+    lines: list[dict[str, Any]] = []
+    if db is not None:
+        try:
+            lines = labels.read_labels(db, start)
+        finally:
+            db.close()
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    _write(text, output)

@@ -1,0 +1,86 @@
+"""Labels from use: what the ledger says of each model's answer to each request, in the
+labelled-prompt format (`{"messages", "labels": {alias: score}, "tokens": {alias: {in, out}}}`).
+
+An attempt whose answer was returned scores 1; one escalated by an answer check (short, truncated,
+empty, marker, a failed check) scores 0; errors, cancellations and v0.1's http escalations say
+nothing of quality and give no label. Feedback (`POST /v1/feedback`, `pirouter feedback`) on a
+request replaces the returned model's score with the newest score given. The prompt's text is
+present only where `[ledger] store_prompts` kept it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import orjson
+
+from pirouter_py.ledger.read import has_table, read_requests
+from pirouter_py.record import ANSWER_OUTCOMES, OK
+
+
+def attempt_labels(attempts: list[dict[str, Any]], final: str | None) -> dict[str, float]:
+    """Score per alias from one request's attempts and the alias that answered (the last
+    attempt of an alias wins)."""
+    out: dict[str, float] = {}
+    for a in attempts:
+        outcome, alias = a.get("outcome"), a.get("alias")
+        if not alias or outcome not in ANSWER_OUTCOMES:
+            continue
+        if outcome == OK:
+            if a.get("returned") or alias == final:  # v0.1 rows keep no `returned`
+                out[alias] = 1.0
+        else:
+            out[alias] = 0.0
+    return out
+
+
+def _feedback(db: sqlite3.Connection, since: float) -> dict[str, float]:
+    if not has_table(db, "feedback"):
+        return {}
+    query = "SELECT request_id, score FROM feedback WHERE ts >= ? ORDER BY ts, rowid"
+    return dict(db.execute(query, (since,)))
+
+
+def _text(db: sqlite3.Connection, ids: list[str]) -> dict[str, Any]:
+    if not ids or not has_table(db, "prompts"):
+        return {}
+    texts: dict[str, Any] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        query = f"SELECT request_id, messages FROM prompts WHERE request_id IN ({marks})"
+        for rid, body in db.execute(query, chunk):
+            try:
+                messages = orjson.loads(body).get("messages")
+            except (orjson.JSONDecodeError, AttributeError):
+                continue
+            if isinstance(messages, list):
+                texts[rid] = messages
+    return texts
+
+
+def read_labels(db: sqlite3.Connection, since: float) -> list[dict[str, Any]]:
+    """One labelled line per request since `since` that has a label, oldest first."""
+    rows = read_requests(db, since)
+    feedback = _feedback(db, since)
+    texts = _text(db, [r["id"] for r in rows])
+    lines = []
+    for row in rows:
+        final = row.get("final_model") or None
+        labels = attempt_labels(row["attempts"], final)
+        if row["id"] in feedback and final:
+            labels[final] = float(feedback[row["id"]])
+        if not labels:
+            continue
+        line: dict[str, Any] = {"request_id": row["id"], "ts": row["ts"]}
+        if row["id"] in texts:
+            line["messages"] = texts[row["id"]]
+        line["labels"] = labels
+        line["tokens"] = {
+            a["alias"]: {"in": a.get("input_tokens") or 0, "out": a.get("output_tokens") or 0}
+            for a in row["attempts"]
+            if a.get("alias") in labels
+        }
+        lines.append(line)
+    return lines
