@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from pirouter_py.ledger.read import has_table, read_requests
+from pirouter_py.ledger.read import has_table, read_requests, stored_prompts
 from pirouter_py.record import ANSWER_OUTCOMES, OK
 
 
@@ -43,20 +43,14 @@ def _feedback(db: sqlite3.Connection, since: float) -> dict[str, float]:
 
 
 def _text(db: sqlite3.Connection, ids: list[str]) -> dict[str, Any]:
-    if not ids or not has_table(db, "prompts"):
-        return {}
     texts: dict[str, Any] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ", ".join("?" * len(chunk))
-        query = f"SELECT request_id, messages FROM prompts WHERE request_id IN ({marks})"
-        for rid, body in db.execute(query, chunk):
-            try:
-                messages = orjson.loads(body).get("messages")
-            except (orjson.JSONDecodeError, AttributeError):
-                continue
-            if isinstance(messages, list):
-                texts[rid] = messages
+    for rid, body in stored_prompts(db, ids).items():
+        try:
+            messages = orjson.loads(body).get("messages")
+        except (orjson.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(messages, list):
+            texts[rid] = messages
     return texts
 
 

@@ -132,3 +132,16 @@ def stored_response(db: sqlite3.Connection, response_id: str) -> tuple[str, str]
     query = "SELECT owner, items FROM responses WHERE id = ?"
     row = db.execute(query, (response_id,)).fetchone()
     return None if row is None else (str(row[0]), str(row[1]))
+
+
+def stored_prompts(db: sqlite3.Connection, ids: list[str]) -> dict[str, str]:
+    """The kept request bodies (JSON text, `[ledger] store_prompts`) of the requests `ids`."""
+    if not ids or not has_table(db, "prompts"):
+        return {}
+    out: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        query = f"SELECT request_id, messages FROM prompts WHERE request_id IN ({marks})"
+        out.update(db.execute(query, chunk).fetchall())
+    return out
