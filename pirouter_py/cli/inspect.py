@@ -297,12 +297,7 @@ def route_lines(cfg: Any, lines: Iterable[str]) -> Iterator[str]:
     from pirouter_py.routing.decide import decide
     from pirouter_py.wire import codecs
 
-    by_protocol = {
-        "openai": codecs.OPENAI,
-        "anthropic": codecs.ANTHROPIC,
-        "ollama": codecs.OLLAMA,
-        "responses": codecs.RESPONSES,
-    }
+    by_protocol = codecs.BY_PROTOCOL
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue

@@ -72,7 +72,7 @@ def _write(text: str, output: Path | None) -> None:
         output.write_text(text, encoding="utf-8")
 
 
-def _parse_since(value: str) -> float:
+def parse_since(value: str) -> float:
     from datetime import datetime
 
     try:
@@ -151,7 +151,7 @@ def stats_command(
     if hours is not None and since is not None:
         raise typer.BadParameter("give --hours or --since, not both", param_hint="--since")
     hours = 24 if hours is None else hours  # v0.1's default window
-    start = _parse_since(since) if since is not None else time.time() - hours * 3600
+    start = parse_since(since) if since is not None else time.time() - hours * 3600
     window = (
         f"since {since}" if since is not None else f"last {hours} hour{'s' if hours != 1 else ''}"
     )
@@ -285,7 +285,7 @@ def ledger_export(
     import io
 
     loaded = guard(lambda: load(ctx, config))
-    rows = guard(lambda: _read_rows(loaded, _parse_since(since) if since else 0))
+    rows = guard(lambda: _read_rows(loaded, parse_since(since) if since else 0))
     out = io.StringIO()
     if fmt is ExportFormat.jsonl:
         out.writelines(json.dumps(row) + "\n" for row in rows)
@@ -309,7 +309,7 @@ def ledger_labels(
     from pirouter_py.ledger import labels, read
 
     loaded = guard(lambda: load(ctx, config))
-    start = _parse_since(since) if since else 0.0
+    start = parse_since(since) if since else 0.0
     db = read.open_read_only(ledger_file(loaded))
     lines: list[dict[str, Any]] = []
     if db is not None:

@@ -25,34 +25,28 @@ from pirouter_py.cli.common import (
     load,
     print_json,
 )
-from pirouter_py.cli.ledger import SinceOption, _parse_since
+from pirouter_py.cli.ledger import SinceOption, parse_since
 
 
-def replay_rows(cfg: Any, rows: list[dict[str, Any]], bodies: dict[str, bytes]) -> dict[str, Any]:
+def replay_rows(cfg: Any, rows: list[dict[str, Any]], bodies: dict[str, str]) -> dict[str, Any]:
     """The report for `rows` (answered requests with their attempts) under config `cfg`."""
     from pirouter_py.errors import PirouterError
     from pirouter_py.ledger.pricing import cost
     from pirouter_py.routing.decide import decide
     from pirouter_py.wire import codecs
 
-    by_protocol = {
-        "openai": codecs.OPENAI,
-        "anthropic": codecs.ANTHROPIC,
-        "ollama": codecs.OLLAMA,
-        "responses": codecs.RESPONSES,
-    }
     moved: Counter[tuple[str, str]] = Counter()
     counts = Counter[str]()
     recorded_cost = estimated_cost = 0.0
     for row in rows:
         counts["requests"] += 1
         body = bodies.get(row["id"])
-        codec = by_protocol.get(row.get("protocol") or "openai")
+        codec = codecs.BY_PROTOCOL.get(row.get("protocol") or "openai")
         if body is None or codec is None:
             counts["without_text"] += 1
             continue
         try:
-            new = decide(cfg, codec.decode_request(body), {}).primary
+            new = decide(cfg, codec.decode_request(body.encode()), {}).primary
         except (ValueError, PirouterError):
             counts["not_routable"] += 1
             continue
@@ -103,15 +97,14 @@ def replay(
     from pirouter_py.ledger import read
 
     loaded = guard(lambda: load(ctx, config))
-    start = _parse_since(since) if since else 0.0
+    start = parse_since(since) if since else 0.0
     db = read.open_read_only(ledger or ledger_file(loaded))
     rows: list[dict[str, Any]] = []
-    bodies: dict[str, bytes] = {}
+    bodies: dict[str, str] = {}
     if db is not None:
         try:
             rows = [r for r in read.read_requests(db, start) if r.get("status") == "ok"]
-            kept = read.stored_prompts(db, [r["id"] for r in rows])
-            bodies = {rid: body.encode() for rid, body in kept.items()}
+            bodies = read.stored_prompts(db, [r["id"] for r in rows])
         finally:
             db.close()
     report = replay_rows(loaded.config, rows, bodies)

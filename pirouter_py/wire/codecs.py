@@ -102,6 +102,15 @@ OLLAMA = Codec(
     requires_json_content_type=False,
 )
 
+# The chat codecs by the protocol a request was spoken in (`ChatRequest.protocol`, the ledger's
+# `requests.protocol`): how `route --batch` and `replay` read a recorded body back.
+BY_PROTOCOL: dict[str, Codec] = {
+    "openai": OPENAI,
+    "anthropic": ANTHROPIC,
+    "ollama": OLLAMA,
+    "responses": RESPONSES,
+}
+
 
 def for_path(path: str) -> Codec:
     """The protocol a client speaks, from the path it called (for errors on any route)."""
