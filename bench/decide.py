@@ -1,16 +1,21 @@
 """`python bench/decide.py CONFIG`: the routing decision's own time, in process, at three prompt
-sizes (1 KB, 24 KB, 1 MB of user text), as JSON: p50 and p99 in microseconds over 2,000 calls."""
+sizes (1 KB, 24 KB, 1 MB of user text), as JSON: p50 and p99 in microseconds over 2,000 calls;
+then the same with the learned router on (`learned <size>`: a model for every alias, random
+weights, so every decision reads the features and scores every cheaper candidate)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import random
 import sys
 import time
+from array import array
 from pathlib import Path
 
-from pirouter_py.config import load_config
+from pirouter_py.config import Config, load_config
 from pirouter_py.errors import RoutingError
+from pirouter_py.routing import learned
 from pirouter_py.routing.decide import decide
 from pirouter_py.types import ChatRequest, text_message
 
@@ -18,21 +23,40 @@ SIZES = {"1kb": 1_000, "24kb": 24_000, "1mb": 1_000_000}
 CALLS = 2_000
 
 
+def random_scorer(config: Config) -> learned.Scorer:
+    rng = random.Random(0)
+    models = {}
+    for alias in config.aliases:
+        weights = array("f", (rng.gauss(0, 0.1) for _ in range(learned.BUCKETS)))
+        models[alias] = learned.AliasModel(0.0, weights, 100, 50)
+    return learned.Scorer(models, 0.0, 100)
+
+
 def main() -> None:
     config = load_config(Path(sys.argv[1])).config
-    words = "please look at this function and tell me what it does "
+    routing = config.routing.model_copy(update={"learned": True})
+    learned_config = config.model_copy(update={"routing": routing})
+    scorer = random_scorer(config)
+    # varied words, as a prompt has (a repeated sentence would hash few distinct pairs)
+    rng = random.Random(1)
+    vocab = [f"w{rng.randrange(50_000)}" for _ in range(5_000)]
     out = {}
-    for name, size in SIZES.items():
-        text = (words * (size // len(words) + 1))[:size]
-        request = ChatRequest("auto", (text_message("user", text),))
-        times = []
-        for _ in range(CALLS):
-            started = time.perf_counter()
-            with contextlib.suppress(RoutingError):  # no window takes 1 MB: decided all the same
-                decide(config, request, {})
-            times.append((time.perf_counter() - started) * 1e6)
-        times.sort()
-        out[name] = {"p50_us": times[CALLS // 2], "p99_us": times[int(CALLS * 0.99)]}
+    for learn in (False, True):
+        for name, size in SIZES.items():
+            text = " ".join(rng.choice(vocab) for _ in range(size // 5))[:size]
+            request = ChatRequest("auto", (text_message("user", text),))
+            times = []
+            for _ in range(CALLS):
+                started = time.perf_counter()
+                with contextlib.suppress(RoutingError):  # no window takes 1 MB: decided anyway
+                    if learn:
+                        decide(learned_config, request, {}, scorer=scorer)
+                    else:
+                        decide(config, request, {})
+                times.append((time.perf_counter() - started) * 1e6)
+            times.sort()
+            key = f"learned {name}" if learn else name
+            out[key] = {"p50_us": times[CALLS // 2], "p99_us": times[int(CALLS * 0.99)]}
     print(json.dumps(out))
 
 

@@ -35,6 +35,8 @@ from typing import Any
 
 from loadgen import summary
 
+from pirouter_py.routing import learned as learned_router
+
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -117,15 +119,51 @@ def wall_ms(args: list[str]) -> float:
 
 
 def pirouter_config(
-    tmp: Path, upstream: str, ledger: bool, metrics: bool = True, every_line: bool = False
+    tmp: Path,
+    upstream: str,
+    ledger: bool,
+    metrics: bool = True,
+    every_line: bool = False,
+    learned: bool = False,
 ) -> Path:
     """A config for one bench daemon, with a ledger file of its own (two daemons writing one
     file would wait for each other's write locks), at the default log level (info). Past 100
     routine requests a second (`log_requests_per_sec`, default) the rest of the second's are
-    counted in one line; `every_line` writes one for each request, to show what that costs."""
-    name = f"pirouter-{'ledger' if ledger else 'noledger'}-{metrics}-{every_line}"
+    counted in one line; `every_line` writes one for each request, to show what that costs.
+    `learned`: a second, cheaper model and the learned router on, with a model file for both
+    (the cheaper one predicted good enough: every request reads features and scores)."""
+    name = f"pirouter-{'ledger' if ledger else 'noledger'}-{metrics}-{every_line}-{learned}"
     config = tmp / f"{name}.toml"
-    config.write_text(f"""
+    extra = ""
+    if learned:
+        extra = """
+[models.small]
+provider = "bench"
+model_id = "bench-model"
+supports_tools = true
+quality = "basic"
+[routing]
+learned = true
+"""
+        zeros = learned_router.pack([0.0] * learned_router.BUCKETS)
+        models = {
+            alias: {"bias": 1.0, "weights": zeros, "labels": 100, "good": 70}
+            for alias in ("bench", "small")
+        }
+        (tmp / learned_router.FILE_NAME).write_text(
+            json.dumps(
+                {
+                    "version": learned_router.VERSION,
+                    "buckets": learned_router.BUCKETS,
+                    "trained_at": time.time(),
+                    "labels": 100,
+                    "models": models,
+                }
+            )
+        )
+    config.write_text(
+        extra
+        + f"""
 [server]
 log_level = "info"
 log_requests_per_sec = {0 if every_line else 100}
@@ -140,7 +178,8 @@ api_key = "k"
 provider = "bench"
 model_id = "bench-model"
 supports_tools = true
-""")
+"""
+    )
     return config
 
 
@@ -285,6 +324,10 @@ def table(results: dict[str, Any]) -> str:
     if every is not None:
         line = every["cpu_ms_per_request"]
         row("  same, a log line each", cpu, line, "", 3, by_round(every, "cpu_ms_rounds"))
+    smart = results["targets"].get("pirouter_learned")  # runs before it have none
+    if smart is not None:
+        used = smart["cpu_ms_per_request"]
+        row("  same, learned router on", cpu, used, "", 3, by_round(smart, "cpu_ms_rounds"))
     row("added TTFT p50 ms", added(floor, "ttft", "p50"), added(on, "ttft", "p50"), "")
     row("added TTFT p99 ms", added(floor, "ttft", "p99"), added(on, "ttft", "p99"), "<= 1 ms")
     rows.append(
@@ -302,6 +345,14 @@ def table(results: dict[str, Any]) -> str:
         ("rss_after_mib", "RSS after MiB", "no growth"),
     ):
         row(label, floor[key], on[key], target, 1)
+    if smart is not None:  # against pirouter with it off
+        row(
+            "RSS idle MiB, learned router on",
+            on["rss_idle_mib"],
+            smart["rss_idle_mib"],
+            "+<= 10",
+            1,
+        )
     s = results["startup"]  # against the stack floor (bench/floor_cli.py)
     row("RSS idle MiB, stack floor", s["rss_idle_floor_mib"], on["rss_idle_mib"], "<= 50", 1)
     row("pirouter --help ms", s["help_floor_ms"], s["help_ms"], "<= 150", 0)
@@ -452,13 +503,14 @@ def main() -> None:
             "direct": (upstream, None),
             "floor": (f"http://127.0.0.1:{floor_port}", floor.pid),
         }
-        for key, port, ledger, metrics, every_line in (
-            ("pirouter", on_port, True, True, False),
-            ("pirouter_no_ledger", off_port, False, True, False),
-            ("pirouter_no_metrics", free_port(), True, False, False),
-            ("pirouter_every_line", free_port(), True, True, True),
+        for key, port, ledger, metrics, every_line, learned in (
+            ("pirouter", on_port, True, True, False, False),
+            ("pirouter_no_ledger", off_port, False, True, False, False),
+            ("pirouter_no_metrics", free_port(), True, False, False, False),
+            ("pirouter_every_line", free_port(), True, True, True, False),
+            ("pirouter_learned", free_port(), True, True, False, True),
         ):
-            config = pirouter_config(tmp, upstream, ledger, metrics, every_line)
+            config = pirouter_config(tmp, upstream, ledger, metrics, every_line, learned)
             cmd = [PY, "-m", "pirouter_py", "--config", str(config), "run", "--port", str(port)]
             daemon = stack.enter_context(
                 process(cmd + ([] if ledger else ["--no-ledger"]), f"http://127.0.0.1:{port}{ping}")
@@ -467,7 +519,10 @@ def main() -> None:
         # The same daemon through the Responses API (its upstream call is the same chat call)
         targets["pirouter_responses"] = targets["pirouter"]
         measured = {key: targets[key] for key in ("direct", "floor", "pirouter")}
-        for key, (_, pid) in measured.items():
+        for key, (_, pid) in [
+            *measured.items(),
+            ("pirouter_learned", targets["pirouter_learned"][1]),
+        ]:
             results["targets"][key] = {"name": key}
             if pid is not None:
                 results["targets"][key]["rss_idle_mib"] = rss_mib(pid)

@@ -5,7 +5,7 @@ _pirouter() {
     for w in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
         if [ -n "$skip" ]; then skip=""; continue; fi
         case "$w" in
-            --batch|--by|--catalog|--comment|--config|--format|--header|--host|--hours|--ledger|--lines|--max-tokens|--model|--output|--port|--profile|--prompt|--since|--system|-H|-c|-n|-o|-p) skip=1 ;;
+            --batch|--by|--catalog|--comment|--config|--cv|--format|--header|--host|--hours|--labels|--ledger|--lines|--max-tokens|--model|--output|--plot|--port|--profile|--prompt|--since|--system|-H|-c|-n|-o|-p) skip=1 ;;
             -*) ;;
             *) path="${path:+$path }$w" ;;
         esac
@@ -21,7 +21,7 @@ _pirouter() {
     esac
     local words
     case "$path" in
-        "") words="check-config models route run status agents completions feedback stats replay ledger service --config -c --version -V --help -h" ;;
+        "") words="check-config models route run status agents completions feedback stats replay learn eval ledger service --config -c --version -V --help -h" ;;
         "check-config") words="--config -c --json --help -h" ;;
         "models") words="--config -c --json --help -h" ;;
         "route") words="--prompt -p --batch --model --tools --image --system --header -H --profile --stream --max-tokens --config -c --json --help -h" ;;
@@ -32,6 +32,8 @@ _pirouter() {
         "feedback") words="--comment --config -c --help -h" ;;
         "stats") words="--hours --since --by --config -c --json --help -h" ;;
         "replay") words="--since --ledger --config -c --json --help -h" ;;
+        "learn") words="--labels --since --output -o --config -c --json --help -h" ;;
+        "eval") words="--cv --plot --config -c --json --help -h" ;;
         "ledger") words="path tail export labels --help -h" ;;
         "ledger path") words="--config -c --help -h" ;;
         "ledger tail") words="-n --lines --follow -f --config -c --json --help -h" ;;

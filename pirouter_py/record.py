@@ -127,6 +127,7 @@ class RequestRecord:
     # A Responses answer the client asked to keep, with [ledger] store_prompts on:
     # (response id, a hash of the client key, the conversation's items as JSON)
     stored_response: tuple[str, str, str] | None = None
+    features: str | None = None  # hashed feature ids (routing/learned.py), [learning] keep_features
 
     @property
     def input_tokens(self) -> int:

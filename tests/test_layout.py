@@ -39,6 +39,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "ledger": frozenset(("config",)),
     "observe": frozenset(("config", "ledger.pricing")),
     "reports": frozenset(("config", "ledger.read", "ledger.pricing")),
+    # labelled examples, training (the optional extra) and eval; never imported by the daemon
+    "learning": frozenset(("config", "wire", "routing", "ledger")),
     "server": frozenset(
         (
             *("config", "wire", "routing", "live", "cascade", "checks", "providers"),
@@ -48,7 +50,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "cli": frozenset(
         (
             *("config", "wire", "routing", "live", "cascade", "checks", "providers", "ledger"),
-            *("observe", "reports", "server", "service"),
+            *("observe", "reports", "server", "service", "learning"),
         )
     ),
     "__main__": frozenset(("cli",)),

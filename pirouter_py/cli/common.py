@@ -129,6 +129,16 @@ def ledger_file(loaded: LoadedConfig) -> Path:
     return Path(path).expanduser() if path else default_ledger_path()
 
 
+def learned_scorer(loaded: LoadedConfig) -> Any:
+    """The learned router beside the ledger when the config turns it on, else None (the
+    decision is then the difficulty ladder's, as the daemon's would be)."""
+    if not loaded.config.routing.learned:
+        return None
+    from pirouter_py.routing import learned
+
+    return guard(lambda: learned.load(ledger_file(loaded).with_name(learned.FILE_NAME)))
+
+
 def daemon_url(config: Config) -> str:
     """Where clients reach the daemon this config runs: [server] bind, any-address binds as
     loopback."""

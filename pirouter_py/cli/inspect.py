@@ -19,6 +19,7 @@ from pirouter_py.cli.common import (
     app,
     fail,
     guard,
+    learned_scorer,
     load,
     print_json,
 )
@@ -261,7 +262,8 @@ def route(
     assert prompt is not None
     headers = dict(_parse_header(h) for h in header or [])
     text = sys.stdin.read() if prompt == "-" else prompt
-    cfg = guard(lambda: load(ctx, config)).config
+    loaded = guard(lambda: load(ctx, config))
+    cfg, scorer = loaded.config, learned_scorer(loaded)
     messages = [Message("system", (TextPart(system),))] if system is not None else []
     parts = (TextPart(text), ImagePart(SAMPLE_IMAGE)) if image else (TextPart(text),)
     messages.append(Message("user", parts))
@@ -274,7 +276,9 @@ def route(
         max_tokens=max_tokens,
     )
     chosen = profile.value if profile is not None else None
-    decision = guard(lambda: decide(cfg, request, headers, profile=chosen, explain=True))  # type: ignore[arg-type]
+    decision = guard(
+        lambda: decide(cfg, request, headers, profile=chosen, explain=True, scorer=scorer)  # type: ignore[arg-type]
+    )
     if as_json:
         print_json(_decision_json(decision))
         return

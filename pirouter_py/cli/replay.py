@@ -21,6 +21,7 @@ from pirouter_py.cli.common import (
     JsonOption,
     app,
     guard,
+    learned_scorer,
     ledger_file,
     load,
     print_json,
@@ -28,8 +29,11 @@ from pirouter_py.cli.common import (
 from pirouter_py.cli.ledger import SinceOption, parse_since
 
 
-def replay_rows(cfg: Any, rows: list[dict[str, Any]], bodies: dict[str, str]) -> dict[str, Any]:
-    """The report for `rows` (answered requests with their attempts) under config `cfg`."""
+def replay_rows(
+    cfg: Any, rows: list[dict[str, Any]], bodies: dict[str, str], scorer: Any = None
+) -> dict[str, Any]:
+    """The report for `rows` (answered requests with their attempts) under config `cfg` (and
+    the learned router `scorer`, when it has [routing] learned on)."""
     from pirouter_py.errors import PirouterError
     from pirouter_py.ledger.pricing import cost
     from pirouter_py.routing.decide import decide
@@ -46,7 +50,7 @@ def replay_rows(cfg: Any, rows: list[dict[str, Any]], bodies: dict[str, str]) ->
             counts["without_text"] += 1
             continue
         try:
-            new = decide(cfg, codec.decode_request(body.encode()), {}).primary
+            new = decide(cfg, codec.decode_request(body.encode()), {}, scorer=scorer).primary
         except (ValueError, PirouterError):
             counts["not_routable"] += 1
             continue
@@ -107,7 +111,7 @@ def replay(
             bodies = read.stored_prompts(db, [r["id"] for r in rows])
         finally:
             db.close()
-    report = replay_rows(loaded.config, rows, bodies)
+    report = replay_rows(loaded.config, rows, bodies, learned_scorer(loaded))
     if as_json:
         print_json(report)
         return

@@ -68,6 +68,12 @@ class LedgerConfig(_Section):
     retention_days: int = Field(default=0, ge=0)  # 0 keeps every row forever
 
 
+class LearningConfig(_Section):
+    # Keep each request's hashed features (never its text) in the ledger, so `pirouter learn`
+    # can train on requests whose prompts were not stored.
+    keep_features: bool = True
+
+
 class StatsConfig(_Section):
     baseline: str | None = None  # the alias savings are measured against; default: the priciest
 
@@ -148,6 +154,11 @@ class RoutingConfig(_Section):
     # hard), tool-result turns stay on the model that started the step, background and
     # compaction turns go to the cheapest capable model. Off: v0.1's decisions.
     turns: bool = False
+    # The learned router (`pirouter learn`): among the capable models, the cheapest whose
+    # predicted chance of a good enough answer is at least quality_bias takes the request, else
+    # the strongest. Off, or no model learned yet: the difficulty ladder.
+    learned: bool = False
+    quality_bias: float = Field(default=0.5, ge=0, le=1)
 
 
 class BudgetConfig(_Section):
@@ -209,6 +220,7 @@ class Config(_Section):
     stats: StatsConfig = Field(default_factory=StatsConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     affinity: AffinityConfig = Field(default_factory=AffinityConfig)
+    learning: LearningConfig = Field(default_factory=LearningConfig)
     _aliases: tuple[str, ...] = PrivateAttr(default=())
     _policy_cache: dict[Any, Any] = PrivateAttr(default_factory=dict)
 

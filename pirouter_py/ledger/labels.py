@@ -5,7 +5,8 @@ An attempt whose answer was returned scores 1; one escalated by an answer check 
 empty, marker, a failed check) scores 0; errors, cancellations and v0.1's http escalations say
 nothing of quality and give no label. Feedback (`POST /v1/feedback`, `pirouter feedback`) on a
 request replaces the returned model's score with the newest score given. The prompt's text is
-present only where `[ledger] store_prompts` kept it.
+present only where `[ledger] store_prompts` kept it; otherwise a line carries the request's
+hashed features (`[learning] keep_features`), which train a learned router but cannot re-route.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def read_labels(db: sqlite3.Connection, since: float) -> list[dict[str, Any]]:
         line: dict[str, Any] = {"request_id": row["id"], "ts": row["ts"]}
         if row["id"] in texts:
             line["messages"] = texts[row["id"]]
+        elif row.get("features"):  # hashed ids, enough to learn from (routing/learned.py)
+            line["features"] = row["features"]
         line["labels"] = labels
         line["tokens"] = {
             a["alias"]: {"in": a.get("input_tokens") or 0, "out": a.get("output_tokens") or 0}

@@ -17,7 +17,7 @@ import orjson
 from pirouter_py.config import ModelConfig
 from pirouter_py.ledger import journal
 from pirouter_py.ledger.pricing import attempt_cost
-from pirouter_py.ledger.schema import AFFINITY_COLUMNS, REQUEST_DETAILS
+from pirouter_py.ledger.schema import AFFINITY_COLUMNS, FEATURE_COLUMNS, REQUEST_DETAILS
 from pirouter_py.observe.log import get_logger
 from pirouter_py.record import Attempt, RequestRecord
 
@@ -38,6 +38,7 @@ REQUEST_COLUMNS = (
     "status",
     *tuple(name for name, _ in REQUEST_DETAILS),
     *tuple(name for name, _ in AFFINITY_COLUMNS),
+    *tuple(name for name, _ in FEATURE_COLUMNS),
 )
 ATTEMPT_COLUMNS = (
     "request_id",
@@ -154,6 +155,7 @@ def rows_for(
         record.user_agent,
         record.session,
         record.pin,
+        record.features,
     )
     return request, attempts
 
@@ -190,6 +192,8 @@ def rows_from_line(line: str | bytes, models: Mapping[str, ModelConfig]) -> Rows
     request, attempts, prompt, *more = data
     response = more[0] if more else None
     width = len(ATTEMPT_COLUMNS)
+    if isinstance(request, list) and len(request) == len(REQUEST_COLUMNS) - len(FEATURE_COLUMNS):
+        request = [*request, None]  # a line of an earlier version keeps no features
     rows: Rows = (
         tuple(request),
         # an attempt of an earlier version has no note: None

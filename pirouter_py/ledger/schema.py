@@ -145,6 +145,18 @@ def _m009_feedback(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS idx_feedback_request ON feedback(request_id)")
 
 
+FEATURE_COLUMNS = (("features", "TEXT"),)
+
+
+def _m010_features(db: sqlite3.Connection) -> None:
+    """Each request's hashed feature ids (routing/learned.py; never its text), so `pirouter
+    learn` can train on requests whose prompts were not kept."""
+    have = columns(db, "requests")
+    for name, kind in FEATURE_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("001_requests", _m001_requests),
     ("002_requested_model", _m002_requested_model),
@@ -155,6 +167,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("007_responses", _m007_responses),
     ("008_attempt_notes", _m008_attempt_notes),
     ("009_feedback", _m009_feedback),
+    ("010_features", _m010_features),
 )
 
 

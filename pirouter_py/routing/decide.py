@@ -15,6 +15,7 @@ from pirouter_py.config import CascadeConfig, Config
 from pirouter_py.config.rules import Profile
 from pirouter_py.errors import RoutingError
 from pirouter_py.routing import features as feats
+from pirouter_py.routing import learned as learn
 from pirouter_py.routing import policy, rules
 from pirouter_py.routing.features import Difficulty, Features
 from pirouter_py.routing.policy import CandidateTrace, Live
@@ -42,6 +43,7 @@ class Decision:
     notes: tuple[str, ...] = ()
     escalation: CascadeConfig | None = None  # the matched rule's triggers, when it sets its own
     pin: str | None = None  # session affinity: hard, soft, soft-lost, escaped:<why>; None: off
+    ids: list[int] | None = None  # the learned router's feature ids, when it read them
 
     @property
     def chain(self) -> tuple[str, ...]:
@@ -57,12 +59,14 @@ def decide(
     explain: bool = False,
     live: Live | None = None,
     pin: Pin | None = None,
+    scorer: learn.Scorer | None = None,
 ) -> Decision:
     """Route `request`; `headers` must answer lower-case names. Raises RoutingError.
 
     `live` (the daemon's traffic state) makes the decision go around busy models and spent
     budgets and break the policy's ties by latency; `pin` is the model that served this
-    conversation's previous turn (session affinity, policy decisions only)."""
+    conversation's previous turn (session affinity, policy decisions only); `scorer` is the
+    learned router, used by the policy with [routing] learned on."""
     features = feats.extract(request, headers)
     turns = config.routing.turns
     level, level_reason = feats.difficulty(request, features, headers, turns=turns)
@@ -118,7 +122,11 @@ def decide(
     if chain and live is not None:
         chain = _live_chain(chain, live, features.estimated_tokens, who, notes)
     if not chain:  # the policy decides: no rule matched, a rule handed over, or budgets spent
-        choice = policy.choose(config, features, level, chosen_profile, explain, live, pin)
+        ids = chances = None
+        if scorer is not None and config.routing.learned:
+            ids = learn.request_ids(request, features)
+            chances = scorer.lazy(ids)
+        choice = policy.choose(config, features, level, chosen_profile, explain, live, pin, chances)
         if source == "rule":
             notes.append(f"rule `{name}` hands the request to the policy ({choice.rule})")
         else:
@@ -137,6 +145,7 @@ def decide(
             (*notes, *choice.notes),
             escalation,
             choice.pin,
+            ids,
         )
     return Decision(
         name,

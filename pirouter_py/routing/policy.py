@@ -10,7 +10,7 @@ of the primary's tier upward and never go below it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol
 
 from pirouter_py.config import QUALITY_RANK, Config, ModelConfig
@@ -165,13 +165,15 @@ def choose(
     explain: bool = False,
     live: Live | None = None,
     pin: Pin | None = None,
+    learned: Mapping[str, float] | None = None,
 ) -> PolicyChoice:
     """The policy decision for a request no rule matched; raises RoutingError when none fits.
 
     With `live`: models whose budget is spent drop out ("downgrade") or refuse the request when
     the choice would land on one ("refuse"); models tied on the profile's keys are ordered by
     recent time to first token; busy models (cooling, at a limit) go last. With `pin`: session
-    affinity (see `_affinity`)."""
+    affinity (see `_affinity`). With `learned` (each alias's predicted chance of a good enough
+    answer, [routing] learned): see `_learned_pick`; the ladder's quality floor does not apply."""
     required_name = REQUIRED_QUALITY[level]
     required = QUALITY_RANK[required_name]
     tokens = features.estimated_tokens
@@ -195,9 +197,17 @@ def choose(
     below = fitting if adequate else []
     pool = adequate or fitting
     notes: list[str] = []
+    rule = f"policy:{profile}:{level}"
+    picked = _learned_pick(fitting, learned, config.routing.quality_bias) if learned else None
+    if picked is not None:
+        others = {a for a, _ in fitting} - {picked[0][0]}
+        pool = [picked[0], *(am for am in orders.ranked if am[0] in others)]
+        below = []
+        rule = f"policy:{profile}:learned"
+        notes.append(picked[1])
     busy: dict[str, str] = {}
     if live is not None:
-        if config.routing.latency_ties and len(pool) > 1:
+        if config.routing.latency_ties and len(pool) > 1 and picked is None:
             pool = _by_latency(pool, _order(profile, required), live)
         busy = {a: w for a, _ in pool if (w := live.busy(a, tokens)) is not None}
     primary, primary_model = pool[0]
@@ -246,11 +256,63 @@ def choose(
     return PolicyChoice(
         primary,
         cascade,
-        f"policy:{profile}:{level}",
+        rule,
         candidates,
         pin_state,
         tuple(notes),
     )
+
+
+def capable(config: Config, features: Features, level: Difficulty, profile: Profile) -> Ranked:
+    """The models that can take a request of this kind and size (no live state): what the
+    learned router chooses among."""
+    orders = _orders(config, profile, level, features.has_tools, features.has_images)
+    return [am for am in orders.ranked if _fits(am[1], features.estimated_tokens)]
+
+
+def learned_order(fitting: Ranked) -> tuple[list[str], str]:
+    """The learned router's view of the capable models: the cheaper ones, cheapest first, and
+    the strongest (highest quality, then cheapest), which takes what none of them may."""
+    strongest = min(fitting, key=lambda am: (-am[1].rank, am[1].cost, am[0]))
+    cheaper = sorted(
+        (am for am in fitting if am[0] != strongest[0] and am[1].cost <= strongest[1].cost),
+        key=lambda am: (am[1].cost, -am[1].rank, am[0]),
+    )
+    return [a for a, _ in cheaper], strongest[0]
+
+
+def learned_pick(
+    cheaper: list[str], strongest: str, chances: Mapping[str, float], bias: float
+) -> str:
+    """The first of `cheaper` whose predicted chance of a good enough answer reaches `bias`,
+    else `strongest`."""
+    for alias in cheaper:
+        chance = chances.get(alias)
+        if chance is not None and chance >= bias:
+            return alias
+    return strongest
+
+
+def _learned_pick(
+    fitting: Ranked, learned: Mapping[str, float], bias: float
+) -> tuple[tuple[str, ModelConfig], str] | None:
+    """The learned router's choice and why; None when the learned model knows none of the
+    cheaper candidates (the ladder decides)."""
+    cheaper, strongest = learned_order(fitting)
+    known = [a for a in cheaper if a in learned]
+    if not known:
+        return None
+    models = dict(fitting)
+    alias = learned_pick(cheaper, strongest, learned, bias)
+    if alias != strongest:
+        why = f"learned: {alias} {learned[alias]:.2f} >= quality_bias {bias:g}"
+    else:
+        best = max((learned[a], a) for a in known)
+        why = (
+            f"learned: the strongest, {strongest} (best cheaper: {best[1]} {best[0]:.2f} "
+            f"< quality_bias {bias:g})"
+        )
+    return (alias, models[alias]), why
 
 
 def refused(spent: Spent, why: str) -> BudgetExceeded:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from pirouter_py.config import LoadedConfig, parse_bind
+from pirouter_py.config import LoadedConfig, default_ledger_path, parse_bind
 from pirouter_py.ledger.read import open_read_only, traffic_seed
 from pirouter_py.ledger.writer import Ledger, Recorder
 from pirouter_py.live.budgets import day_start, month_start
@@ -26,6 +26,7 @@ from pirouter_py.live.traffic import Traffic
 from pirouter_py.observe.log import RequestLines, bound_logger, get_logger
 from pirouter_py.observe.metrics import Metrics
 from pirouter_py.providers.transport import Upstreams
+from pirouter_py.routing import learned
 from pirouter_py.server import access, catalog, feedback, ops, textgen
 from pirouter_py.server import reload as config_reload
 from pirouter_py.server.chat import chat_handler
@@ -125,8 +126,11 @@ def create_app(
     app = web.Application(client_max_size=server.max_body_bytes, middlewares=[errors_middleware])
     health = Health(config.cascade.cooldown_secs, config.cascade.max_cooldown_secs)
     upstreams = Upstreams(keepalive=KEEPALIVE_S)
-    snapshot = snapshot_for(loaded, upstreams, environ, Traffic(config, health), health)
+    learned_path = (ledger_path or default_ledger_path()).with_name(learned.FILE_NAME)
+    traffic = Traffic(config, health)
+    snapshot = snapshot_for(loaded, upstreams, environ, traffic, health, learned_path)
     state = app[STATE] = State(snapshot, recorder, environ, health, upstreams, ledger_path)
+    state.learned_path = learned_path
     request_log = bound_logger("pirouter")  # bound once: a proxy binds on every call
     if request_log.is_enabled_for(logging.INFO):
         state.request_lines = RequestLines(request_log)

@@ -114,7 +114,9 @@ async def serve(
         if config.affinity.enabled or config.routing.turns:  # turns: tool results stay put
             ctx.session = session_key(chat, request.headers)
             pin = traffic.sessions.pin(ctx.session)
-        ctx.decision = decide(config, chat, request.headers, live=traffic, pin=pin)
+        ctx.decision = decide(
+            config, chat, request.headers, live=traffic, pin=pin, scorer=snapshot.scorer
+        )
     except RoutingError as exc:
         overhead = (time.perf_counter() - started) * 1000
         observed(ctx, record(ctx, rec.STATUS_ROUTING_ERROR, exc.http_status, None, overhead, None))

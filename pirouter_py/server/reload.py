@@ -48,7 +48,9 @@ def reload_config(state: State) -> bool:
         )
         return False
     traffic = old.traffic.reconfigured(loaded.config)
-    state.snapshot = snapshot_for(loaded, state.upstreams, state.environ, traffic, state.health)
+    state.snapshot = snapshot_for(
+        loaded, state.upstreams, state.environ, traffic, state.health, state.learned_path
+    )
     if state.ledger is not None:
         state.ledger.models = loaded.config.models
     changed = [
@@ -73,14 +75,18 @@ def _stamp(path: Path) -> tuple[float, int] | None:
 
 
 async def watch_config(state: State) -> None:
-    """Reload when the config file changes (its mtime or size)."""
+    """Reload when the config file changes (its mtime or size), or the learned router's file
+    does (`pirouter learn` wrote a new one)."""
     path = state.loaded.path
     if path is None:
         return
     stamp = _stamp(path)
+    model = state.learned_path
+    model_stamp = _stamp(model) if model is not None else None
     while True:
         await asyncio.sleep(WATCH_EVERY_S)
         now = _stamp(path)
-        if now is not None and now != stamp:
-            stamp = now
+        model_now = _stamp(model) if model is not None else None
+        if (now is not None and now != stamp) or model_now != model_stamp:
+            stamp, model_stamp = now or stamp, model_now
             reload_config(state)

@@ -18,6 +18,7 @@ from aiohttp import web
 from pirouter_py import record as rec
 from pirouter_py.cascade import Outcome
 from pirouter_py.record import Attempt, RequestRecord
+from pirouter_py.routing import learned
 from pirouter_py.routing.decide import Decision
 from pirouter_py.server.middleware import error_response
 from pirouter_py.server.state import STATE, Snapshot
@@ -97,6 +98,11 @@ def record(
     state = ctx.request.app[STATE]
     state.served += 1
     decision = ctx.decision
+    config = ctx.snapshot.config
+    features = None
+    if decision is not None and config.learning.keep_features:
+        ids = decision.ids or learned.request_ids(ctx.chat, decision.features)
+        features = learned.encode_ids(ids)
     made = RequestRecord(
         request_id=ctx.rid,
         ts=ctx.arrived,
@@ -118,9 +124,9 @@ def record(
         pin=decision.pin if decision else None,
         estimated_tokens=decision.features.estimated_tokens if decision else 0,
         stored_response=stored,
+        features=features,
     )
     if state.recorder is not None:
-        config = ctx.snapshot.config
         if config.ledger.store_prompts and ctx.chat.raw is not None:
             prompt = orjson.dumps(ctx.chat.raw).decode()
             state.recorder.record(replace(made, prompt=prompt, answer=answer), config.models)

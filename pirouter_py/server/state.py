@@ -20,15 +20,18 @@ from aiohttp import web
 from pirouter_py import providers as provider_registry
 from pirouter_py.cascade import Cascade
 from pirouter_py.config import Config, LoadedConfig
+from pirouter_py.errors import PirouterError
 from pirouter_py.ledger.writer import Ledger, Recorder
 from pirouter_py.live.health import Health
 from pirouter_py.live.traffic import Traffic
-from pirouter_py.observe.log import RequestLines
+from pirouter_py.observe.log import RequestLines, get_logger
 from pirouter_py.observe.metrics import Metrics
 from pirouter_py.providers.transport import Upstreams
+from pirouter_py.routing import learned
 from pirouter_py.server.loop import StartGate
 from pirouter_py.types import frozen
 
+log = get_logger("pirouter.server")
 JSON = "application/json"
 RECENT_RESPONSES = 200  # Responses answers kept with `store: true`, held in memory as well
 
@@ -40,6 +43,7 @@ class Snapshot:
     loaded: LoadedConfig
     cascade: Cascade
     traffic: Traffic
+    scorer: learned.Scorer | None = None  # the learned router, with [routing] learned on
 
     @property
     def config(self) -> Config:
@@ -52,12 +56,42 @@ def snapshot_for(
     environ: Mapping[str, str] | None,
     traffic: Traffic,
     health: Health,
+    learned_path: Path | None = None,
 ) -> Snapshot:
     """The config with its providers (on the shared connection pool) and cascade, serving with
-    the given live traffic view."""
+    the given live traffic view, and the learned router from `learned_path` when [routing]
+    learned is on."""
     providers = provider_registry.build(loaded.config, upstreams, environ)
     cascade = Cascade(loaded.config, providers, health=health, limits=traffic.limits)
-    return Snapshot(loaded, cascade, traffic)
+    scorer = None
+    if loaded.config.routing.learned and learned_path is not None:
+        scorer = load_scorer(learned_path)
+    return Snapshot(loaded, cascade, traffic, scorer)
+
+
+def load_scorer(path: Path) -> learned.Scorer | None:
+    """The learned router at `path`; without one (or unreadable), the policy routes by the
+    difficulty ladder and the log says why."""
+    try:
+        scorer = learned.load(path)
+    except PirouterError as exc:
+        log.error("learned_model_unreadable", error=exc.message, routing="difficulty ladder")
+        return None
+    if scorer is None:
+        log.warning(
+            "learned_model_missing",
+            path=str(path),
+            fix="run `pirouter learn`",
+            routing="difficulty ladder",
+        )
+        return None
+    log.info(
+        "learned_model_loaded",
+        path=str(path),
+        models=sorted(scorer.models),
+        labels=scorer.labels,
+    )
+    return scorer
 
 
 class Kept:
@@ -83,6 +117,7 @@ class State:
     health: Health
     upstreams: Upstreams
     ledger_path: Path | None = None  # when set, the app opens a Ledger there as its recorder
+    learned_path: Path | None = None  # the learned router's file (beside the ledger)
     ledger: Ledger | None = None
     ledger_error: str | None = None  # why the ledger could not be opened, if it could not
     keys: tuple[bytes, ...] = ()  # client keys; empty: none required (loopback only)

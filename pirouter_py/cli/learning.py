@@ -1,0 +1,313 @@
+"""`pirouter learn` and `pirouter eval`: train the learned router from labels, and measure a
+router on labelled prompts (learning/)."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pirouter_py.cli.common import (
+    ConfigOption,
+    JsonOption,
+    app,
+    fail,
+    guard,
+    ledger_file,
+    load,
+    print_json,
+)
+from pirouter_py.cli.ledger import SinceOption, parse_since
+from pirouter_py.errors import ExitCode
+
+
+def _model_path(loaded: Any) -> Path:
+    from pirouter_py.routing import learned
+
+    return ledger_file(loaded).with_name(learned.FILE_NAME)
+
+
+def _ledger_examples(path: Path, since: float) -> tuple[list[Any], int]:
+    """Examples from the ledger's labels, and how many labelled requests had neither text nor
+    features (recorded before features were kept)."""
+    from pirouter_py.learning import data
+    from pirouter_py.ledger import labels, read
+
+    db = read.open_read_only(path)
+    if db is None:
+        return [], 0
+    try:
+        lines = labels.read_labels(db, since)
+    finally:
+        db.close()
+    out, bare = [], 0
+    for line in lines:
+        try:
+            out.append(data.example(line))
+        except ValueError:
+            bare += 1
+    return out, bare
+
+
+@app.command("learn")
+def learn(
+    ctx: typer.Context,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels",
+            help="Labelled prompts (JSON lines, README 'Labelled prompts') instead of the "
+            "ledger's own labels.",
+            show_default=False,
+        ),
+    ] = None,
+    since: SinceOption = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the model here (default: learned.json beside the ledger, where the "
+            "daemon reads it).",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train the learned router from labels (the ledger's: answers, escalations, feedback),
+    one model per alias predicting whether its answer is good enough."""
+    from pirouter_py.learning import data, train
+
+    loaded = guard(lambda: load(ctx, config))
+    if labels is not None:
+        examples, bare = guard(lambda: data.read(labels)), 0
+        if since:
+            fail("--since reads the ledger; it does not apply to --labels", ExitCode.USAGE)
+    else:
+        examples, bare = _ledger_examples(ledger_file(loaded), parse_since(since) if since else 0)
+    counts = train.counts(examples)
+    learnable = {a for a, (n, good) in counts.items() if train.trainable(n, good)}
+    report: dict[str, Any] = {
+        "labels": len(examples),
+        "without_features": bare,
+        "needs": {"labels": train.MIN_LABELS, "each_outcome": train.MIN_EACH},
+        "models": {
+            a: {
+                "labels": n,
+                "good": good,
+                "learned": a in learnable,
+                **({} if a in learnable else {"missing": train.shortfall(n, good)}),
+            }
+            for a, (n, good) in sorted(counts.items())
+        },
+    }
+    if not learnable:
+        report["written"] = None
+        if as_json:
+            print_json(report)
+        else:
+            _print_counts(report)
+        fail(
+            f"too few labels to learn: {len(examples)} labelled requests, and each model needs "
+            f"{train.MIN_LABELS}, with at least {train.MIN_EACH} good and {train.MIN_EACH} "
+            "escalated or bad; routing goes on by the difficulty ladder",
+            ExitCode.RUNTIME,
+        )
+    target = output or _model_path(loaded)
+    model = guard(lambda: train.train(examples))
+    train.write(target, model)
+    report["written"] = str(target)
+    if as_json:
+        print_json(report)
+        return
+    _print_counts(report)
+    sys.stdout.write(f"wrote {target}\n")
+    if not loaded.config.routing.learned:
+        sys.stdout.write("set [routing] learned = true to route with it\n")
+    else:
+        sys.stdout.write("a running daemon loads it within seconds\n")
+
+
+def _print_counts(report: dict[str, Any]) -> None:
+    lines = [f"{report['labels']} labelled requests"]
+    if report["without_features"]:
+        lines[0] += f" ({report['without_features']} more without text or features: skipped)"
+    width = max((len(a) for a in report["models"]), default=5)
+    lines.append(f"  {'model':<{width}}  labels  good  learned")
+    for alias, m in report["models"].items():
+        state = "yes" if m["learned"] else f"no: needs {m['missing']}"
+        lines.append(f"  {alias:<{width}}  {m['labels']:>6}  {m['good']:>4}  {state}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _cv_chances(examples: list[Any], folds: int) -> Any:
+    """Held-out predictions: each example scored by a model trained on the other folds."""
+    from pirouter_py.learning import train
+
+    order = list(range(len(examples)))
+    random.Random(0).shuffle(order)
+    fold_of = {i: k % folds for k, i in enumerate(order)}
+    predicted: dict[int, dict[str, float]] = {}
+    for k in range(folds):
+        held = [i for i in order if fold_of[i] == k]
+        scorer = train.scorer([examples[i] for i in order if fold_of[i] != k])
+        if not scorer.models:
+            fail(
+                f"fold {k + 1} of {folds} has too few labels to learn from "
+                f"(each model needs {train.MIN_LABELS}); use fewer folds or more labels",
+                ExitCode.RUNTIME,
+            )
+        for i in held:
+            predicted[i] = scorer.chances(examples[i].ids)
+    return lambda i, _ex: predicted.get(i)
+
+
+@app.command("eval")
+def evaluate(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Labelled prompts (JSON lines).")],
+    cv: Annotated[
+        int,
+        typer.Option(
+            "--cv",
+            min=0,
+            help="Cross-validate: train the learned router on all folds but one, predict the "
+            "held-out one, K times (0: use the learned model beside the ledger, if any).",
+        ),
+    ] = 0,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot", help="Draw the quality/cost curves to this PNG or SVG.", show_default=False
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Route labelled prompts with the config (no upstream calls) and report quality, share
+    per model, cost, PGR, and the learned router's APGR next to random and the oracle."""
+    from pirouter_py.learning import data
+    from pirouter_py.learning import evaluate as ev
+    from pirouter_py.routing import learned
+
+    if cv == 1:
+        fail("--cv needs at least 2 folds", ExitCode.USAGE)
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
+        fail(f"--plot {plot}: name a .png or .svg file", ExitCode.USAGE)
+    loaded = guard(lambda: load(ctx, config))
+    examples = guard(lambda: data.read(file))
+    chances = None
+    source = "none"
+    if cv:
+        chances, source = _cv_chances(examples, cv), f"{cv}-fold cross-validation"
+    else:
+        path = _model_path(loaded)
+        scorer = guard(lambda: learned.load(path))
+        if scorer is not None:
+            chances, source = ev.scorer_chances(scorer), str(path)
+    report = guard(lambda: ev.evaluate(loaded.config, examples, chances))
+    report["learned_from"] = source
+    if plot is not None:
+        guard(lambda: _plot(report, plot))
+        report["plot"] = str(plot)
+    if as_json:
+        print_json(report)
+        return
+    sys.stdout.write(_render(report))
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _render(r: dict[str, Any]) -> str:
+    out = [f"{r['evaluated']} of {r['examples']} labelled prompts routed"]
+    skipped = [f"{r[k]} {k.replace('_', ' ')}" for k in ("without_text", "incomplete") if r[k]]
+    if r["not_routable"]:
+        skipped.append(f"{r['not_routable']} not routable")
+    if skipped:
+        out[0] += f" ({', '.join(skipped)})"
+    if r["ignored_aliases"]:
+        out.append(
+            f"labels of models not in the config, ignored: {', '.join(r['ignored_aliases'])}"
+        )
+    out.append(f"weakest {r['weakest']}, strongest {r['strongest']}")
+    out.append("")
+    out.append(f"  {'router':<28} {'quality':>7} {'cost $':>10} {'vs strongest':>12} {'PGR':>6}")
+
+    def row(name: str, p: dict[str, Any]) -> str:
+        vs = _fmt(p.get("cost_vs_strongest"), ".1%")
+        return (
+            f"  {name:<28} {_fmt(p['quality']):>7} {p['cost_usd']:>10.4f} {vs:>12} "
+            f"{_fmt(p.get('pgr'), '.2f'):>6}"
+        )
+
+    for alias, p in r["always"].items():
+        out.append(row(f"always {alias}", p))
+    out.append(row("difficulty ladder (v0.1)", r["ladder"]))
+    op_name = f"this config ({r['router']}"
+    op_name += f", bias {r['quality_bias']:g})" if r["router"] == "learned" else ")"
+    out.append(row(op_name, r["operating_point"]))
+    out.append(row("oracle", r["oracle"]["point"]))
+    share = ", ".join(f"{a} {s:.0%}" for a, s in r["operating_point"]["share"].items())
+    out.append(f"  share at this config: {share}")
+    out.append("")
+    lines = [("random", r["random"]["apgr"], r["random"]["reach_50"], r["random"]["reach_80"])]
+    if r["learned"] is not None:
+        lr = r["learned"]
+        lines.insert(0, ("learned", lr["apgr"], lr["reach_50"], lr["reach_80"]))
+    else:
+        out.append(
+            f"no learned router to sweep ({r['learned_from']}): run `pirouter learn`, or --cv K"
+        )
+    lines.append(("oracle", r["oracle"]["apgr"], None, None))
+    out.append(f"  {'sweep':<10} {'APGR':>6} {'cost share to 50% gap':>22} {'to 80%':>8}")
+    for name, apgr, r50, r80 in lines:
+        a = _fmt(r50["x"] if r50 else None, ".1%")
+        b = _fmt(r80["x"] if r80 else None, ".1%")
+        out.append(f"  {name:<10} {_fmt(apgr):>6} {a:>22} {b:>8}")
+    if r["learned"] is not None:
+        out.append(f"  learned from: {r['learned_from']}")
+    return "\n".join(out) + "\n"
+
+
+def _plot(r: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from pirouter_py.learning.train import MissingExtra
+
+        raise MissingExtra("--plot needs matplotlib: pip install 'pirouter-py[learn]'") from None
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    weak, strong = r["always"][r["weakest"]], r["always"][r["strongest"]]
+    ax.plot([0, 1], [weak["quality"], strong["quality"]], "--", color="grey", label="random")
+    if r["learned"] is not None:
+        pts = sorted((p["x"], p["quality"]) for p in r["learned"]["points"])
+        ax.plot([x for x, _ in pts], [q for _, q in pts], "-o", ms=3, label="learned (sweep)")
+    oracle = r["oracle"]["point"]
+    ax.plot(
+        [0, oracle["x"], 1],
+        [weak["quality"], oracle["quality"], strong["quality"]],
+        ":",
+        color="green",
+        label="oracle",
+    )
+    ax.plot([r["ladder"]["x"]], [r["ladder"]["quality"]], "s", color="orange", label="ladder")
+    op = r["operating_point"]
+    ax.plot([op["x"]], [op["quality"]], "*", ms=12, color="red", label="this config")
+    ax.set_xlabel(f"cost share ({r['weakest']} = 0, {r['strongest']} = 1)")
+    ax.set_ylabel("quality (mean label)")
+    apgr = r["learned"]["apgr"] if r["learned"] else None
+    ax.set_title(f"pirouter eval: APGR learned {_fmt(apgr)}, random 0.500")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

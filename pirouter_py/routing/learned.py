@@ -1,0 +1,205 @@
+"""The learned router's inference: request features, and the weights `pirouter learn` wrote.
+
+A request becomes a set of hashed feature ids: the words and word pairs of its latest instruction
+(lower-cased, its first and last LEARN_CHARS/2 characters), and what the router already knows of
+it (turn kind, tools, images, effort, size bucket, messages bucket, a system prompt). Ids come
+from the CRC-32 of each word or feature's text (a pair mixes its two words'), modulo BUCKETS:
+stable across processes and machines, so the ledger keeps them (without the text) for
+training, and `learn`, `eval` and the daemon agree on them.
+
+A model file holds, per alias, a logistic regression over those ids: the chance that alias's
+answer to the request is good enough. Weights are dense float32 arrays (BUCKETS * 4 bytes per
+alias); a score is a sum over the request's ids. Standard library only: the daemon never imports
+the training library.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import math
+import re
+import sys
+import zlib
+from array import array
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pirouter_py.errors import PirouterError
+from pirouter_py.routing.features import Features, instruction
+from pirouter_py.types import ChatRequest, frozen
+
+VERSION = 1
+BUCKETS = 1 << 18  # hashed feature space
+LEARN_CHARS = 2_000  # instruction text read: its first and last LEARN_CHARS/2 characters
+MAX_IDS = 512  # at most this many distinct ids are kept per request
+FILE_NAME = "learned.json"  # beside the ledger, in the data directory
+PAIR_MIX = 0x9E3779B1  # a word pair's id: (hash(first) * PAIR_MIX) ^ hash(second), mod BUCKETS
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= LEARN_CHARS:
+        return text
+    half = LEARN_CHARS // 2
+    return text[:half] + " " + text[-half:]
+
+
+def _bucket(token: str) -> int:
+    return zlib.crc32(token.encode("utf-8", "surrogatepass")) & (BUCKETS - 1)
+
+
+def _size_bucket(n: int) -> int:
+    return max(0, n).bit_length()  # 0, 1, 2-3, 4-7, ... : a log2 scale
+
+
+def text_ids(text: str, meta: tuple[str, ...] = ()) -> list[int]:
+    """Sorted distinct ids of a text's words and word pairs, and of `meta` features."""
+    words = _WORD.findall(_bounded(text).lower())
+    crc, mask = zlib.crc32, BUCKETS - 1
+    hashed = {w: crc(w.encode()) for w in set(words)}  # each distinct word hashed once
+    ids = {h & mask for h in hashed.values()}
+    ids.update(crc(m.encode("utf-8", "surrogatepass")) & mask for m in ("bias", *meta))
+    # a word pair's id mixes its words' hashes (no string is made for it)
+    seq = [hashed[w] for w in words]
+    ids.update(((a * PAIR_MIX) ^ b) & mask for a, b in itertools.pairwise(seq))
+    return sorted(ids)[:MAX_IDS]
+
+
+def request_ids(request: ChatRequest, features: Features) -> list[int]:
+    """The feature ids of a request (what the ledger keeps, what the scorer reads)."""
+    meta = (
+        f"~turn:{features.turn}",
+        f"~tools:{features.has_tools}",
+        f"~images:{features.has_images}",
+        f"~effort:{features.effort}",
+        f"~tokens:{_size_bucket(features.estimated_tokens)}",
+        f"~messages:{_size_bucket(len(request.messages))}",
+        f"~system:{bool(features.system_text)}",
+    )
+    return text_ids(instruction(request), meta)
+
+
+def encode_ids(ids: list[int]) -> str:
+    """Ids as the ledger keeps them: comma-separated decimals."""
+    return ",".join(map(str, ids))
+
+
+def decode_ids(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x]
+    except ValueError:
+        return None
+
+
+@frozen
+class AliasModel:
+    bias: float
+    weights: array[float]  # float32 of BUCKETS
+    labels: int  # labels it was trained on
+    good: int  # of which good enough
+
+
+@frozen
+class Scorer:
+    """The trained per-alias models (`pirouter learn`'s file)."""
+
+    models: dict[str, AliasModel]
+    trained_at: float
+    labels: int
+
+    def chance(self, alias: str, ids: list[int]) -> float | None:
+        """The chance that `alias` answers this request well enough, or None when no model
+        was trained for it."""
+        model = self.models.get(alias)
+        if model is None:
+            return None
+        z = model.bias + sum(map(model.weights.__getitem__, ids))
+        if z >= 0:
+            return 1.0 / (1.0 + math.exp(-z))
+        e = math.exp(z)
+        return e / (1.0 + e)
+
+    def chances(self, ids: list[int]) -> dict[str, float]:
+        return {alias: p for alias in self.models if (p := self.chance(alias, ids)) is not None}
+
+    def lazy(self, ids: list[int]) -> Chances:
+        """The chances, each computed when the policy first asks for it (it stops at the first
+        cheap model good enough)."""
+        return Chances(self, ids)
+
+
+class Chances(Mapping[str, float]):
+    """Each alias's chance for one request, computed on first use."""
+
+    __slots__ = ("_done", "_ids", "_scorer")
+
+    def __init__(self, scorer: Scorer, ids: list[int]) -> None:
+        self._scorer, self._ids = scorer, ids
+        self._done: dict[str, float] = {}
+
+    def __getitem__(self, alias: str) -> float:
+        found = self._done.get(alias)
+        if found is None:
+            chance = self._scorer.chance(alias, self._ids)
+            if chance is None:
+                raise KeyError(alias)
+            found = self._done[alias] = chance
+        return found
+
+    def __contains__(self, alias: object) -> bool:
+        return alias in self._scorer.models
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._scorer.models)
+
+    def __len__(self) -> int:
+        return len(self._scorer.models)
+
+
+def pack(weights: list[float] | Any) -> str:
+    """Dense weights as base64 of little-endian float32."""
+    buf = array("f", weights)
+    if sys.byteorder != "little":
+        buf.byteswap()
+    return base64.b64encode(buf.tobytes()).decode()
+
+
+def _unpack(text: str) -> array[float]:
+    buf = array("f")
+    buf.frombytes(base64.b64decode(text, validate=True))
+    if sys.byteorder != "little":
+        buf.byteswap()
+    if len(buf) != BUCKETS:
+        raise ValueError(f"{len(buf)} weights, expected {BUCKETS}")
+    return buf
+
+
+def load(path: Path) -> Scorer | None:
+    """The scorer in `path`, None when there is no such file; PirouterError when it is unreadable
+    (the daemon then routes without it and says why)."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise PirouterError(
+            f"{path}: cannot read the learned model ({exc}); run `pirouter learn`"
+        ) from None
+    try:
+        if data.get("version") != VERSION or data.get("buckets") != BUCKETS:
+            raise ValueError(f"version {data.get('version')}, written by another pirouter")
+        models = {
+            alias: AliasModel(float(m["bias"]), _unpack(m["weights"]), m["labels"], m["good"])
+            for alias, m in data["models"].items()
+        }
+        return Scorer(models, float(data["trained_at"]), int(data["labels"]))
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise PirouterError(
+            f"{path}: not a learned model of this pirouter ({exc}); run `pirouter learn` again"
+        ) from None
