@@ -98,7 +98,7 @@ def test_model_file_round_trip_and_chance(tmp_path: Path) -> None:
     train.write(
         path,
         {
-            "version": 1,
+            "version": learned.VERSION,
             "buckets": learned.BUCKETS,
             "trained_at": 1.0,
             "labels": 60,
@@ -108,7 +108,7 @@ def test_model_file_round_trip_and_chance(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     scorer = learned.load(path)
     assert scorer is not None
-    z = -1.0 + 0.25 * len(ids)
+    z = -1.0 + 0.25 * len(ids) / math.sqrt(len(ids))  # a row weighs 1/sqrt(its ids)
     assert scorer.chance("small", ids) == pytest.approx(1 / (1 + math.exp(-z)), abs=1e-6)
     assert scorer.chance("big", ids) is None
     assert learned.load(tmp_path / "absent.json") is None
@@ -129,11 +129,15 @@ def _scorer(chances: dict[str, float]) -> learned.Scorer:
 @pytest.mark.parametrize(
     ("chances", "bias", "primary", "why"),
     [
-        ({"small": 0.8, "mid": 0.9}, 0.5, "small", "learned: small 0.80 >= quality_bias 0.5"),
-        ({"small": 0.3, "mid": 0.7}, 0.5, "mid", "learned: mid 0.70"),
-        ({"small": 0.3, "mid": 0.4}, 0.5, "big", "learned: the strongest, big (best cheaper: mid"),
+        # no model for big: it counts as always good enough
+        ({"small": 0.8, "mid": 0.9}, 0.5, "small", "learned: small 0.80, big 1.00: within 1 - "),
+        ({"small": 0.3, "mid": 0.7}, 0.5, "mid", "learned: mid 0.70, big 1.00"),
+        ({"small": 0.3, "mid": 0.4}, 0.5, "big", "the strongest, big 1.00 (best cheaper: mid 0.40"),
         ({"small": 0.8, "mid": 0.9}, 0.95, "big", "the strongest"),
         ({"mid": 0.9}, 0.5, "mid", "learned: mid 0.90"),  # small has no model: passed over
+        # big's own chance: what matters is how far below it a cheaper one is
+        ({"small": 0.6, "big": 0.65}, 0.9, "small", "learned: small 0.60, big 0.65"),
+        ({"small": 0.6, "big": 0.9}, 0.9, "big", "the strongest, big 0.90"),
     ],
 )
 def test_policy_takes_the_cheapest_model_predicted_good_enough(
@@ -174,8 +178,8 @@ def test_eval_apgr_by_hand() -> None:
     all small (x 0, PGR 0); small for 0.9 0.4 0.6 (x .25, q .5, PGR 0); small for 0.9 0.6
     (x .5, q .5, PGR 0); small for 0.9 only (x .75, q .75, PGR 1); all big (x 1, PGR 1).
     APGR = trapezoids: 0 + 0 + 0.25 * (0 + 1) / 2 + 0.25 * 1 = 0.375; 50% of the gap at
-    x = 0.5 + 0.5 * 0.25 = 0.625, 80% at 0.7. Oracle: small where its label is 1 (x .5,
-    PGR 1): 0.5 * 1 / 2 + 0.5 = 0.75."""
+    x = 0.5 + 0.5 * 0.25 = 0.625, 80% at 0.7. Oracle: big only where it is right and small is
+    not (the third prompt: x .25, PGR 1): 0.25 * 1 / 2 + 0.75 * 1 = 0.875."""
     mid = MODELS[MODELS.index("[models.mid]") : MODELS.index("[models.big]")]
     text = MODELS.replace(mid, "").replace("{url}", "http://127.0.0.1:9")
     cfg = parse_config(text + "[routing]\nlearned = true\nquality_bias = 0.5\n", "t.toml")[0]
@@ -197,7 +201,8 @@ def test_eval_apgr_by_hand() -> None:
     assert report["learned"]["apgr"] == pytest.approx(0.375)
     assert report["learned"]["reach_50"]["x"] == pytest.approx(0.625)
     assert report["learned"]["reach_80"]["x"] == pytest.approx(0.7)
-    assert report["oracle"]["apgr"] == pytest.approx(0.75)
+    assert report["oracle"]["apgr"] == pytest.approx(0.875)
+    assert report["oracle"]["point"]["x"] == pytest.approx(0.25)
     assert report["random"]["apgr"] == 0.5
     # the operating point at quality_bias 0.5: small for 0.9 and 0.6
     op = report["operating_point"]
@@ -280,7 +285,9 @@ def test_learn_says_how_many_labels_it_needs(tmp_path: Path, write_config: Any) 
     result = CliRunner().invoke(app, ["learn", "--labels", str(file), "-c", str(cfg)])
     assert result.exit_code == 0, result.output
     scorer = learned.load(tmp_path / "learned.json")
-    assert scorer is not None and set(scorer.models) == {"small"}  # big: too few bad answers
+    assert scorer is not None and scorer.models["small"].weights is not None
+    big = scorer.models["big"]  # too few bad answers to learn from: its rate only
+    assert big.weights is None and scorer.chance("big", []) == big.good / big.labels
     easy = learned.text_ids("a question about the river here", ())
     hard = learned.text_ids("a question about the entropy here", ())
     p_easy, p_hard = scorer.chance("small", easy), scorer.chance("small", hard)

@@ -155,7 +155,7 @@ def _cv_chances(examples: list[Any], folds: int) -> Any:
     for k in range(folds):
         held = [i for i in order if fold_of[i] == k]
         scorer = train.scorer([examples[i] for i in order if fold_of[i] != k])
-        if not scorer.models:
+        if not scorer.trained:
             fail(
                 f"fold {k + 1} of {folds} has too few labels to learn from "
                 f"(each model needs {train.MIN_LABELS}); use fewer folds or more labels",
@@ -237,12 +237,12 @@ def _render(r: dict[str, Any]) -> str:
         )
     out.append(f"weakest {r['weakest']}, strongest {r['strongest']}")
     out.append("")
-    out.append(f"  {'router':<28} {'quality':>7} {'cost $':>10} {'vs strongest':>12} {'PGR':>6}")
+    out.append(f"  {'router':<34} {'quality':>7} {'cost $':>10} {'vs strongest':>12} {'PGR':>6}")
 
     def row(name: str, p: dict[str, Any]) -> str:
         vs = _fmt(p.get("cost_vs_strongest"), ".1%")
         return (
-            f"  {name:<28} {_fmt(p['quality']):>7} {p['cost_usd']:>10.4f} {vs:>12} "
+            f"  {name:<34} {_fmt(p['quality']):>7} {p['cost_usd']:>10.4f} {vs:>12} "
             f"{_fmt(p.get('pgr'), '.2f'):>6}"
         )
 

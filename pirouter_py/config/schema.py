@@ -155,10 +155,10 @@ class RoutingConfig(_Section):
     # compaction turns go to the cheapest capable model. Off: v0.1's decisions.
     turns: bool = False
     # The learned router (`pirouter learn`): among the capable models, the cheapest whose
-    # predicted chance of a good enough answer is at least quality_bias takes the request, else
-    # the strongest. Off, or no model learned yet: the difficulty ladder.
+    # predicted chance of a good enough answer is at most 1 - quality_bias below the strongest's
+    # takes the request, else the strongest. Off, or no model learned yet: the difficulty ladder.
     learned: bool = False
-    quality_bias: float = Field(default=0.5, ge=0, le=1)
+    quality_bias: float = Field(default=0.9, ge=0, le=1)
 
 
 class BudgetConfig(_Section):

@@ -7,7 +7,8 @@ strongest labelled model (highest quality tier, then priciest) and the weakest (
 the curve: PGR = (quality - weakest's) / (strongest's - weakest's), plotted against the cost
 share x = (cost - weakest's) / (strongest's - weakest's), which with two models and equal tokens
 is the share of calls to the strong model, as in RouteLLM. Sweeping the learned router's knob
-(`quality_bias`) traces a curve; APGR is the area under its PGR over x in [0, 1]. A random
+(`quality_bias`: a cheaper model answers when its predicted chance is at most 1 - bias below the
+strongest's) traces a curve; APGR is the area under its PGR over x in [0, 1]. A random
 router (mixing the weakest and strongest) has APGR 0.5 exactly; the oracle is the learned router
 with the labels as its predictions.
 """
@@ -142,11 +143,20 @@ def _sweep(
 
 
 def _biases(cases: Sequence[_Case]) -> list[float]:
-    values = sorted(p for c in cases for a, p in c.chances.items() if a in c.cheaper)
+    """Knob settings spanning the curve: a cheaper model c is taken while the bias is at most
+    1 - (chance of the strongest - chance of c), so those values (their quantiles) are where
+    decisions change; below the least, every prompt goes to a cheaper model, above the greatest,
+    to the strongest."""
+    values = sorted(
+        1.0 - (c.chances.get(c.strongest, 1.0) - p)
+        for c in cases
+        for a, p in c.chances.items()
+        if a in c.cheaper
+    )
     if not values:
         return []
     step = max(1, len(values) // SWEEP_POINTS)
-    return sorted({0.0, *values[::step], values[-1], 1.0 + 1e-9})
+    return sorted({*values[::step], values[-1], values[-1] + 1e-9})
 
 
 def evaluate(

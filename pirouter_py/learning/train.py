@@ -1,5 +1,6 @@
-"""Training the learned router: one logistic regression per alias over hashed request features,
-predicting whether that alias's answer is good enough (score >= 0.5).
+"""Training the learned router: one logistic regression per alias over hashed request features
+(each row scaled to unit length), predicting whether that alias's answer is good enough (score
+>= 0.5). The policy compares a cheaper model's chance with the strongest's.
 
 scikit-learn (the optional `learn` extra) fits the models; the weights are written densely, as
 routing/learned.py reads them, so the daemon never imports it. An alias is trained only with
@@ -9,6 +10,7 @@ has and needs, and the policy keeps routing by the difficulty ladder.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from array import array
@@ -72,11 +74,12 @@ def fit(examples: Sequence[Example], alias: str) -> tuple[float, list[float]]:
     """Bias and dense weights of `alias`'s model, from the examples that label it."""
     regression, csr = _sklearn()
     rows = [ex for ex in examples if alias in ex.labels]
-    indptr, indices = [0], []
+    indptr, indices, values = [0], [], []
     for ex in rows:
         indices += ex.ids
+        values += [1 / math.sqrt(len(ex.ids))] * len(ex.ids)
         indptr.append(len(indices))
-    x = csr(([1.0] * len(indices), indices, indptr), shape=(len(rows), learned.BUCKETS))
+    x = csr((values, indices, indptr), shape=(len(rows), learned.BUCKETS))
     y = [int(ex.labels[alias] >= GOOD) for ex in rows]
     model = regression(C=REGULARIZATION, solver="liblinear", max_iter=200)
     model.fit(x, y)
@@ -85,9 +88,10 @@ def fit(examples: Sequence[Example], alias: str) -> tuple[float, list[float]]:
 
 def train(examples: Sequence[Example]) -> dict[str, Any]:
     """The learned router's file contents (`models` empty when no alias has enough labels)."""
-    models = {}
+    models: dict[str, Any] = {}
     for alias, (n, good) in sorted(counts(examples).items()):
         if not trainable(n, good):
+            models[alias] = {"bias": 0.0, "weights": None, "labels": n, "good": good}
             continue
         bias, weights = fit(examples, alias)
         models[alias] = {
@@ -112,6 +116,8 @@ def scorer(examples: Sequence[Example]) -> learned.Scorer:
         if trainable(n, good):
             bias, weights = fit(examples, alias)
             models[alias] = learned.AliasModel(bias, array("f", weights), n, good)
+        else:
+            models[alias] = learned.AliasModel(0.0, None, n, good)
     return learned.Scorer(models, time.time(), len(examples))
 
 

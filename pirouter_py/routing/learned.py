@@ -7,10 +7,12 @@ from the CRC-32 of each word or feature's text (a pair mixes its two words'), mo
 stable across processes and machines, so the ledger keeps them (without the text) for
 training, and `learn`, `eval` and the daemon agree on them.
 
-A model file holds, per alias, a logistic regression over those ids: the chance that alias's
-answer to the request is good enough. Weights are dense float32 arrays (BUCKETS * 4 bytes per
-alias); a score is a sum over the request's ids. Standard library only: the daemon never imports
-the training library.
+A model file holds, per alias, a logistic regression over those ids (each request's ids weigh
+1/sqrt(count), so long and short prompts score on one scale): the chance that alias's answer to
+the request is good enough. Weights are dense float32 arrays (BUCKETS * 4 bytes per alias); a
+score is a sum over the request's ids. An alias with labels too few or too uniform to learn from
+keeps only its rate of good answers (no weights): its chance is that rate for every request.
+Standard library only: the daemon never imports the training library.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pirouter_py.errors import PirouterError
 from pirouter_py.routing.features import Features, instruction
 from pirouter_py.types import ChatRequest, frozen
 
-VERSION = 1
+VERSION = 2  # 2: rows weigh 1/sqrt(ids), rate-only aliases
 BUCKETS = 1 << 18  # hashed feature space
 LEARN_CHARS = 2_000  # instruction text read: its first and last LEARN_CHARS/2 characters
 MAX_IDS = 512  # at most this many distinct ids are kept per request
@@ -100,7 +102,7 @@ def decode_ids(text: str | None) -> list[int] | None:
 @frozen
 class AliasModel:
     bias: float
-    weights: array[float]  # float32 of BUCKETS
+    weights: array[float] | None  # float32 of BUCKETS; None: the rate of good answers only
     labels: int  # labels it was trained on
     good: int  # of which good enough
 
@@ -113,13 +115,22 @@ class Scorer:
     trained_at: float
     labels: int
 
+    @property
+    def trained(self) -> bool:
+        """Does any alias have weights (not only its rate)?"""
+        return any(m.weights is not None for m in self.models.values())
+
     def chance(self, alias: str, ids: list[int]) -> float | None:
         """The chance that `alias` answers this request well enough, or None when no model
         was trained for it."""
         model = self.models.get(alias)
         if model is None:
             return None
-        z = model.bias + sum(map(model.weights.__getitem__, ids))
+        if model.weights is None:
+            return model.good / model.labels if model.labels else None
+        if not ids:
+            return None
+        z = model.bias + sum(map(model.weights.__getitem__, ids)) / math.sqrt(len(ids))
         if z >= 0:
             return 1.0 / (1.0 + math.exp(-z))
         e = math.exp(z)
@@ -195,7 +206,12 @@ def load(path: Path) -> Scorer | None:
         if data.get("version") != VERSION or data.get("buckets") != BUCKETS:
             raise ValueError(f"version {data.get('version')}, written by another pirouter")
         models = {
-            alias: AliasModel(float(m["bias"]), _unpack(m["weights"]), m["labels"], m["good"])
+            alias: AliasModel(
+                float(m["bias"]),
+                None if m["weights"] is None else _unpack(m["weights"]),
+                int(m["labels"]),
+                int(m["good"]),
+            )
             for alias, m in data["models"].items()
         }
         return Scorer(models, float(data["trained_at"]), int(data["labels"]))

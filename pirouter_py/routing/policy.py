@@ -284,11 +284,13 @@ def learned_order(fitting: Ranked) -> tuple[list[str], str]:
 def learned_pick(
     cheaper: list[str], strongest: str, chances: Mapping[str, float], bias: float
 ) -> str:
-    """The first of `cheaper` whose predicted chance of a good enough answer reaches `bias`,
-    else `strongest`."""
+    """The first of `cheaper` (cheapest first) whose predicted chance of a good enough answer
+    falls short of the strongest's by at most 1 - `bias`, else `strongest` (a strongest model
+    with no prediction counts as always good enough)."""
+    top = chances.get(strongest, 1.0)
     for alias in cheaper:
         chance = chances.get(alias)
-        if chance is not None and chance >= bias:
+        if chance is not None and top - chance <= 1.0 - bias:
             return alias
     return strongest
 
@@ -304,13 +306,17 @@ def _learned_pick(
         return None
     models = dict(fitting)
     alias = learned_pick(cheaper, strongest, learned, bias)
+    top = learned.get(strongest, 1.0)
     if alias != strongest:
-        why = f"learned: {alias} {learned[alias]:.2f} >= quality_bias {bias:g}"
+        why = (
+            f"learned: {alias} {learned[alias]:.2f}, {strongest} {top:.2f}: within "
+            f"1 - quality_bias ({1 - bias:.2f})"
+        )
     else:
         best = max((learned[a], a) for a in known)
         why = (
-            f"learned: the strongest, {strongest} (best cheaper: {best[1]} {best[0]:.2f} "
-            f"< quality_bias {bias:g})"
+            f"learned: the strongest, {strongest} {top:.2f} (best cheaper: {best[1]} "
+            f"{best[0]:.2f}, more than 1 - quality_bias ({1 - bias:.2f}) below)"
         )
     return (alias, models[alias]), why
 
