@@ -24,7 +24,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from pirouter_py import record as rec
@@ -44,6 +44,7 @@ from pirouter_py.types import (
     Usage,
     anthropic_only,
     frozen,
+    text_message,
 )
 
 RETRY_BASE_S = 0.25  # first retry of the same model after ~0.25 s (jittered), then doubling
@@ -478,3 +479,95 @@ class Cascade:
             await events.aclose()
 
         return settle
+
+
+JUDGE_CHARS = 4_000  # of the question and of each answer, shown to a shadow check's judge
+JUDGE_PROMPT = """Two assistants answered the same request. Do their answers agree: the same \
+result or conclusion, the candidate as correct and complete as the reference? Reply with one \
+word, YES or NO.
+
+<request>
+{question}
+</request>
+
+<reference>
+{reference}
+</reference>
+
+<candidate>
+{candidate}
+</candidate>"""
+
+
+@frozen
+class ShadowVerdict:
+    """A shadow check: the cheaper model's attempt and the label it earned (None: no label,
+    the model or the judge failed)."""
+
+    attempt: Attempt
+    score: float | None
+    outcome: str  # ok, the answer check that failed, "disagrees", or the error kind
+
+
+class Shadow:
+    """Shadow checks ([learning] shadow_rate): ask a cheaper model what another answered, off the
+    request path, and judge its answer; nothing here reaches the client or the request's row."""
+
+    def __init__(self, cascade: Cascade) -> None:
+        self.cascade = cascade
+
+    async def _ask(self, alias: str, request: ChatRequest) -> ChatResponse:
+        model = self.cascade.config.models[alias]
+        provider = self.cascade.providers[model.provider]
+        return await provider.complete(request, model)
+
+    async def check(
+        self,
+        alias: str,
+        request: ChatRequest,
+        cfg: CascadeConfig,
+        reference: str | None,
+        judge_alias: str | None,
+    ) -> ShadowVerdict:
+        model = self.cascade.config.models[alias]
+        attempt = Attempt(alias, model.provider, model.model_id)
+        started = self.cascade.clock()
+        try:
+            response = await self._ask(alias, replace(request, stream=False))
+        except (UpstreamError, RequestError) as exc:
+            attempt.outcome, attempt.error = rec.FATAL_ERROR, exc.message
+            return ShadowVerdict(attempt, None, "error")
+        finally:
+            attempt.latency_ms = (self.cascade.clock() - started) * 1000
+        _take_usage(attempt, response.usage)
+        verdict = judge(
+            cfg,
+            response.text,
+            bool(response.tool_calls),
+            response.finish_reason,
+            response.usage.output_tokens,
+            calls=response.tool_calls,
+            tools=request.tools,
+            response_format=request.params.get("response_format"),
+        )
+        attempt.outcome = verdict or rec.OK
+        if verdict is not None:
+            return ShadowVerdict(attempt, 0.0, verdict)
+        if judge_alias is None or reference is None or response.tool_calls:
+            return ShadowVerdict(attempt, 1.0, rec.OK)
+        question = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
+        prompt = JUDGE_PROMPT.format(
+            question=question[-JUDGE_CHARS:],
+            reference=reference[:JUDGE_CHARS],
+            candidate=response.text[:JUDGE_CHARS],
+        )
+        ask = ChatRequest(judge_alias, (text_message("user", prompt),), max_tokens=8)
+        try:
+            said = (await self._ask(judge_alias, ask)).text.strip().upper()
+        except (UpstreamError, RequestError):
+            return ShadowVerdict(attempt, None, "judge_error")
+        if said.startswith("YES"):
+            return ShadowVerdict(attempt, 1.0, rec.OK)
+        if said.startswith("NO"):
+            return ShadowVerdict(attempt, 0.0, "disagrees")
+        return ShadowVerdict(attempt, None, "judge_unclear")

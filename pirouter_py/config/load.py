@@ -375,6 +375,13 @@ def _resolve(config: Config, error: Report, warn: Report) -> Config:
             f"`{baseline}` is not a declared model alias" + did_you_mean(baseline, aliases),
         )
 
+    judge = config.learning.shadow_judge
+    if judge is not None and judge not in config.models:
+        error(
+            ("learning", "shadow_judge"),
+            f"`{judge}` is not a declared model alias" + did_you_mean(judge, aliases),
+        )
+
     cascade = config.cascade
     if cascade.on_marker == "":
         warn(

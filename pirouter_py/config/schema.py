@@ -72,6 +72,13 @@ class LearningConfig(_Section):
     # Keep each request's hashed features (never its text) in the ledger, so `pirouter learn`
     # can train on requests whose prompts were not stored.
     keep_features: bool = True
+    # Shadow checks: this share of requests answered by a model stronger than the cheapest local
+    # capable one are asked of that local model as well, after the answer is sent and only while
+    # no other shadow call runs; its answer is judged (by the answer checks, and by
+    # shadow_judge's verdict on whether it agrees with the answer given, when set) and kept as a
+    # label for `pirouter learn`. 0: off.
+    shadow_rate: float = Field(default=0.0, ge=0, le=1)
+    shadow_judge: str | None = None  # a model alias asked "do these two answers agree?"
 
 
 class StatsConfig(_Section):

@@ -1,4 +1,5 @@
-"""Feedback: what a person (or a script) said of an answer, kept beside its request's row.
+"""Feedback: what a person (or a script) said of an answer, kept beside its request's row; and
+the labels of shadow checks, written the same way.
 
 A score is a number in 0..1, or "good" (1) / "bad" (0). Feedback is rare, so it is written at
 once through a connection of its own (WAL lets it beside the daemon's writer), not batched.
@@ -25,6 +26,28 @@ def parse_score(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise ValueError(f"score must be a number from 0 to 1, or good or bad, not {value!r}")
     return float(value)
+
+
+def record_shadow(
+    path: Path,
+    request_id: str,
+    alias: str,
+    score: float,
+    outcome: str,
+    tokens: tuple[int, int],
+    latency_ms: float,
+) -> None:
+    """Write one shadow check's label (rare: sampled, one at a time) to the ledger at `path`."""
+    db = connect(path)
+    try:
+        migrate(db)
+        db.execute(
+            "INSERT INTO shadow (request_id, ts, alias, score, outcome, input_tokens, "
+            "output_tokens, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (request_id, time.time(), alias, score, outcome, *tokens, latency_ms),
+        )
+    finally:
+        db.close()
 
 
 def record(path: Path, request_id: str, score: float, comment: str | None, source: str) -> None:

@@ -265,6 +265,7 @@ def prune(db: sqlite3.Connection, days: int, now: float) -> int:
         db.execute(f"DELETE FROM prompts WHERE request_id IN ({ids})", (cutoff,))
         db.execute("DELETE FROM responses WHERE ts < ?", (cutoff,))
         db.execute("DELETE FROM feedback WHERE ts < ?", (cutoff,))
+        db.execute("DELETE FROM shadow WHERE ts < ?", (cutoff,))
         deleted = db.execute("DELETE FROM requests WHERE ts < ?", (cutoff,)).rowcount
         db.execute("COMMIT")
     except BaseException:

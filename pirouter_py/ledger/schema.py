@@ -157,6 +157,23 @@ def _m010_features(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
 
 
+def _m011_shadow(db: sqlite3.Connection) -> None:
+    """Shadow checks ([learning] shadow_rate): a cheaper local model asked the same request
+    after it was answered, its answer judged; each a label for `pirouter learn`."""
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS shadow (
+            request_id     TEXT NOT NULL,
+            ts             REAL NOT NULL,
+            alias          TEXT NOT NULL,
+            score          REAL NOT NULL,
+            outcome        TEXT NOT NULL,
+            input_tokens   INTEGER NOT NULL DEFAULT 0,
+            output_tokens  INTEGER NOT NULL DEFAULT 0,
+            latency_ms     REAL
+        )""")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_shadow_request ON shadow(request_id)")
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("001_requests", _m001_requests),
     ("002_requested_model", _m002_requested_model),
@@ -168,6 +185,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("008_attempt_notes", _m008_attempt_notes),
     ("009_feedback", _m009_feedback),
     ("010_features", _m010_features),
+    ("011_shadow", _m011_shadow),
 )
 
 

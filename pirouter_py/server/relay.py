@@ -127,7 +127,10 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
         request=ctx.chat,
     )
     status = rec.STATUS_OK
-    keep = ctx.snapshot.config.ledger.store_prompts
+    config = ctx.snapshot.config
+    learning = config.learning
+    # the text is kept for the ledger (store_prompts) or a shadow check's judge
+    keep = config.ledger.store_prompts or (learning.shadow_rate > 0 and bool(learning.shadow_judge))
     text: list[str] = [e.text for e in outcome.held] if keep else []
     sent = sum(len(e.text) for e in outcome.held)  # characters relayed, for a cancel's tokens
     try:

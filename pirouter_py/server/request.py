@@ -20,6 +20,7 @@ from pirouter_py.cascade import Outcome
 from pirouter_py.record import Attempt, RequestRecord
 from pirouter_py.routing import learned
 from pirouter_py.routing.decide import Decision
+from pirouter_py.server import shadow
 from pirouter_py.server.middleware import error_response
 from pirouter_py.server.state import STATE, Snapshot
 from pirouter_py.types import ChatRequest
@@ -45,6 +46,7 @@ class Ctx:
     # Requests routed without a Decision (text completions, embeddings): their rule and primary
     rule: str | None = None
     primary: str | None = None
+    answer: str | None = None  # the answer's text, when kept (prompts stored, shadow judge)
 
     @property
     def route_rule(self) -> str | None:
@@ -95,6 +97,7 @@ def record(
     """The record of a finished request, given to the recorder (the ledger journals it) before
     the answer's last bytes are sent; `observed` follows."""
     ctx.recorded = True
+    ctx.answer = answer
     state = ctx.request.app[STATE]
     state.served += 1
     decision = ctx.decision
@@ -144,6 +147,8 @@ def observed(ctx: Ctx, made: RequestRecord) -> None:
         state.request_lines.finished(made, config.server.log_requests_per_sec)
     if state.metrics is not None:
         state.metrics.observe(made, config.models)
+    if config.learning.shadow_rate > 0:
+        shadow.maybe(state, ctx.snapshot, ctx.decision, ctx.chat, ctx.answer, made)
     ctx.snapshot.traffic.finished(made)
 
 

@@ -8,6 +8,7 @@ two configs. Everything else here lives as long as the app.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -130,6 +131,8 @@ class State:
     gate: StartGate = field(default_factory=StartGate)
     request_lines: RequestLines | None = None  # None: the level is above info
     kept: Kept = field(default_factory=Kept)
+    shadowing: bool = False  # a shadow check is running (one at a time)
+    shadow_tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def loaded(self) -> LoadedConfig:
