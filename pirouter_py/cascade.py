@@ -120,6 +120,20 @@ def _take_usage(attempt: Attempt, usage: Usage) -> None:
     attempt.cache_write_tokens = usage.cache_write_tokens
 
 
+def _verdict(cfg: CascadeConfig, response: ChatResponse, request: ChatRequest) -> str | None:
+    """The answer checks' verdict on a whole answer (None: good to return)."""
+    return judge(
+        cfg,
+        response.text,
+        bool(response.tool_calls),
+        response.finish_reason,
+        response.usage.output_tokens,
+        calls=response.tool_calls,
+        tools=request.tools,
+        response_format=request.params.get("response_format"),
+    )
+
+
 class Relay:
     """The rest of a committed stream, to iterate once and close. Closing it before iteration
     began still settles its attempt and closes the upstream stream."""
@@ -353,17 +367,7 @@ class Cascade:
             self._translated(request, turn)
             response = await turn.provider.complete(request, turn.model)
             _take_usage(turn.attempt, response.usage)
-            verdict = judge(
-                turn.cfg,
-                response.text,
-                bool(response.tool_calls),
-                response.finish_reason,
-                response.usage.output_tokens,
-                calls=response.tool_calls,
-                tools=request.tools,
-                response_format=request.params.get("response_format"),
-            )
-            return _Answer(verdict, response)
+            return _Answer(_verdict(turn.cfg, response, request), response)
 
         def done(alias: str, attempt: Attempt, response: ChatResponse) -> Outcome:
             return Outcome(rec.STATUS_OK, tuple(attempts), response, alias)
@@ -540,16 +544,7 @@ class Shadow:
         finally:
             attempt.latency_ms = (self.cascade.clock() - started) * 1000
         _take_usage(attempt, response.usage)
-        verdict = judge(
-            cfg,
-            response.text,
-            bool(response.tool_calls),
-            response.finish_reason,
-            response.usage.output_tokens,
-            calls=response.tool_calls,
-            tools=request.tools,
-            response_format=request.params.get("response_format"),
-        )
+        verdict = _verdict(cfg, response, request)
         attempt.outcome = verdict or rec.OK
         if verdict is not None:
             return ShadowVerdict(attempt, 0.0, verdict)
