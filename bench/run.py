@@ -519,10 +519,7 @@ def main() -> None:
         # The same daemon through the Responses API (its upstream call is the same chat call)
         targets["pirouter_responses"] = targets["pirouter"]
         measured = {key: targets[key] for key in ("direct", "floor", "pirouter")}
-        for key, (_, pid) in [
-            *measured.items(),
-            ("pirouter_learned", targets["pirouter_learned"][1]),
-        ]:
+        for key, (_, pid) in [*measured.items(), ("pirouter_learned", targets["pirouter_learned"])]:
             results["targets"][key] = {"name": key}
             if pid is not None:
                 results["targets"][key]["rss_idle_mib"] = rss_mib(pid)

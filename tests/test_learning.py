@@ -85,7 +85,8 @@ def test_feature_ids_are_stable_bounded_and_textless() -> None:
     assert len(learned.text_ids(long)) <= learned.MAX_IDS
     encoded = learned.encode_ids(a)
     assert "river" not in encoded and learned.decode_ids(encoded) == a
-    assert learned.decode_ids("1,x") is None
+    assert learned.decode_ids("not base64!") is None and learned.decode_ids("AAAA" + "AA==") is None
+    assert len(encoded) == 4 * len(a)  # 3 bytes an id, in base64
 
 
 def test_model_file_round_trip_and_chance(tmp_path: Path) -> None:
@@ -317,25 +318,37 @@ def rows(book: Path) -> int:
         db.close()
 
 
+def ask(daemon: Daemon, text: str) -> dict[str, str]:
+    body = {"model": "auto", "messages": [{"role": "user", "content": text}]}
+    status, headers, _ = daemon.post(body)
+    assert status == 200
+    return headers
+
+
 def test_feedback_over_http_changes_what_learn_produces(fake: FakeUpstream, tmp_path: Path) -> None:
-    """Requests answered by the small model, then bad feedback on the poem ones: before the
-    feedback `learn` has nothing to learn (every answer good); after it, the small model is
-    predicted bad for poems, and a daemon with [routing] learned sends a poem to the big model
-    and the weather to the small one. No prompt text is kept: `learn` reads the features."""
+    """A daemon with [routing] learned on from the start routes by the ladder (no model yet)
+    while it keeps each request's features. Requests answered by the small model, then bad
+    feedback on the poem ones: before the feedback `learn` has nothing to learn (every answer
+    good); after it, the small model is predicted bad for poems, and the running daemon picks
+    the new model up by itself and sends a poem to the big model and the weather to the small
+    one. No prompt text is kept: `learn` reads the features."""
     fake.reset()
     book = tmp_path / "ledger.db"
     cfg = tmp_path / "config.toml"
-    cfg.write_text(MODELS.replace("{url}", fake.url) + f'[ledger]\npath = "{book}"\n')
+    cfg.write_text(
+        MODELS.replace("{url}", fake.url)
+        + f'[ledger]\npath = "{book}"\n[routing]\nlearned = true\nquality_bias = 0.5\n'
+    )
     daemon = Daemon(cfg).start()
-    poems = []
     try:
+        poems = []
         for i in range(60):
             topic = "poem" if i % 3 == 0 else "weather"
-            text = f"tell me about the {topic} number {i}"
-            status, headers, _ = daemon.post(
-                {"model": "auto", "messages": [{"role": "user", "content": text}]}
+            headers = ask(daemon, f"tell me about the {topic} number {i}")
+            assert (headers["x-pirouter-model"], headers["x-pirouter-rule"]) == (
+                "small",
+                "policy:balanced:easy",  # no model yet: the ladder
             )
-            assert status == 200 and headers["x-pirouter-model"] == "small"
             if topic == "poem":
                 poems.append(headers["x-pirouter-request-id"])
         deadline = time.monotonic() + 10  # the ledger writes in batches
@@ -353,40 +366,47 @@ def test_feedback_over_http_changes_what_learn_produces(fake: FakeUpstream, tmp_
         for rid in poems:
             status, _, _ = daemon.post({"request_id": rid, "score": "bad"}, "/v1/feedback")
             assert status == 200
-    finally:
-        daemon.stop()
-    db = sqlite3.connect(book)
-    assert db.execute("SELECT count(*) FROM prompts").fetchone()[0] == 0
-    assert (
-        db.execute("SELECT count(*) FROM requests WHERE features IS NOT NULL").fetchone()[0] == 60
-    )
-    db.close()
-    after = CliRunner().invoke(app, ["learn", "--json", "-c", str(cfg)])
-    assert after.exit_code == 0, after.output
-    assert json.loads(after.stdout)["models"]["small"]["good"] == 40
-    cfg.write_text(cfg.read_text() + "[routing]\nlearned = true\nquality_bias = 0.5\n")
-    daemon = Daemon(cfg).start()
-    try:
-        _, headers, _ = daemon.post(
-            {
-                "model": "auto",
-                "messages": [{"role": "user", "content": "tell me about the poem number 99"}],
-            }
-        )
+        db = sqlite3.connect(book)
+        assert db.execute("SELECT count(*) FROM prompts").fetchone()[0] == 0
+        kept = db.execute("SELECT count(*) FROM requests WHERE features IS NOT NULL")
+        assert kept.fetchone()[0] == 60
+        db.close()
+        after = runner.invoke(app, ["learn", "--json", "-c", str(cfg)])
+        assert after.exit_code == 0, after.output
+        assert json.loads(after.stdout)["models"]["small"]["good"] == 40
+        deadline = time.monotonic() + 10  # the daemon notices the new file within seconds
+        while time.monotonic() < deadline:
+            headers = ask(daemon, "tell me about the poem number 99")
+            if headers["x-pirouter-rule"] == "policy:balanced:learned":
+                break
+            time.sleep(0.2)
         assert (headers["x-pirouter-model"], headers["x-pirouter-rule"]) == (
             "big",
             "policy:balanced:learned",
         )
-        _, headers, _ = daemon.post(
-            {
-                "model": "auto",
-                "messages": [{"role": "user", "content": "tell me about the weather number 99"}],
-            }
-        )
+        headers = ask(daemon, "tell me about the weather number 99")
         assert (headers["x-pirouter-model"], headers["x-pirouter-rule"]) == (
             "small",
             "policy:balanced:learned",
         )
     finally:
         daemon.stop()
+    assert any("learned_model_missing" in line for line in daemon.stderr)
     assert any("learned_model_loaded" in line for line in daemon.stderr)
+
+
+def test_features_are_kept_only_while_learning(fake: FakeUpstream, tmp_path: Path) -> None:
+    fake.reset()
+    for extra, kept in (("", 0), ("[learning]\nkeep_features = true\n", 1)):
+        book = tmp_path / f"ledger{kept}.db"
+        cfg = tmp_path / "config.toml"
+        cfg.write_text(MODELS.replace("{url}", fake.url) + f'[ledger]\npath = "{book}"\n' + extra)
+        daemon = Daemon(cfg).start()
+        try:
+            ask(daemon, "hello there")
+        finally:
+            daemon.stop()
+        db = sqlite3.connect(book)
+        found = db.execute("SELECT features FROM requests").fetchall()
+        db.close()
+        assert len(found) == 1 and (found[0][0] is not None) == bool(kept)

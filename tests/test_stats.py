@@ -8,6 +8,7 @@ import io
 import json
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -121,15 +122,15 @@ def stats(config: Path, *args: str) -> tuple[int, str, str]:
 GOLDEN = """\
 pirouter stats: last 24 hours
   requests 4, success 75.0%, escalated 50.0%
-  cost $0.0290, on strong $0.0970, saved $0.0680 (70.1%)
+  cost $0.029, on strong $0.097, saved $0.068 (70.1%)
 
 model        reqs  in_tokens  out_tokens  cost_usd  p50_ms  p95_ms  escalated  errors
 -------------------------------------------------------------------------------------
 cheap           2       3000        1500    0.0060     100     200          0       0
-(no answer)     1          0           0    0.0000      50      50          1       1
-strong          1       2000         402    0.0230     300     300          1       0
+(no answer)     1          0           0         0      50      50          1       1
+strong          1       2000         402     0.023     300     300          1       0
 -------------------------------------------------------------------------------------
-TOTAL           4       5000        1902    0.0290     100     300          2       1
+TOTAL           4       5000        1902     0.029     100     300          2       1
 """
 
 
@@ -183,15 +184,19 @@ def test_baseline_from_config(book: Path) -> None:
 
 
 def test_windows_and_v01_empty_message(book: Path) -> None:
-    assert stats(book, "--hours", "0") == (0, "no requests in the last 0 hour(s)\n", "")
+    for hours in ("0", "-3"):  # a window of no time is a usage error, not an empty report
+        code, out, err = stats(book, "--hours", hours)
+        assert (code, out) == (2, "") and "--hours" in err and "greater than or equal to 1" in err
     future = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 3600))
     assert stats(book, "--since", future)[1] == f"no requests since {future}\n"
     assert json.loads(stats(book, "--since", "2000-01-01", "--json")[1])["requests"] == 4
 
 
 def test_bad_windows_are_usage_errors(book: Path) -> None:
-    code, _, err = stats(book, "--since", "yesterday")
-    assert code == 2 and "'yesterday' is not an ISO date or time" in err
+    code, _, err = stats(book, "--since", "last week")
+    assert code == 2 and "'last week' is neither an age nor a date: use e.g. 30m, 12h" in err
+    assert stats(book, "--since", "yesterday")[0] == 0
+    assert json.loads(stats(book, "--since", "2h", "--json")[1])["requests"] == 4
     assert stats(book, "--since", "2000-01-01", "--hours", "3")[0] == 2
     assert stats(book, "--by", "colour")[0] == 2
 
@@ -205,7 +210,10 @@ def test_no_ledger_file_yet(tmp_path: Path, write_config: Callable[[str], Path])
 def test_ledger_path_tail_and_export(book: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["ledger", "path", "-c", str(book)])
     assert result.stdout == f"{tmp_path / 'ledger.db'}\n"
-    tail = runner.invoke(app, ["ledger", "tail", "-n", "2", "-c", str(book)]).stdout.splitlines()
+    head, *tail = runner.invoke(
+        app, ["ledger", "tail", "-n", "2", "-c", str(book)]
+    ).stdout.splitlines()
+    assert head.split() == ["time", "status", "rule", "in", "out", "cost_usd", "ms", "attempts"]
     assert len(tail) == 2 and "exhausted" in tail[0] and "cheap:ok" in tail[1]
     assert "cheap:escalated_http_error > strong:escalated_http_error" in tail[0]
     lines = runner.invoke(app, ["ledger", "tail", "--json", "-c", str(book)]).stdout
@@ -214,10 +222,14 @@ def test_ledger_path_tail_and_export(book: Path, tmp_path: Path) -> None:
     table = list(csv.DictReader(io.StringIO(exported)))
     assert [r["id"] for r in table] == ["r1", "r2", "r3", "r4"]
     assert table[1]["final_model"] == "strong" and table[1]["status"] == "ok"
+    # ISO 8601 beside the unix seconds, the same instant
+    when = datetime.fromisoformat(table[0]["time"])
+    assert when.tzinfo is not None and abs(when.timestamp() - float(table[0]["ts"])) < 1
     out = tmp_path / "rows.jsonl"
-    runner.invoke(
+    said = runner.invoke(
         app, ["ledger", "export", "-o", str(out), "--since", "2000-01-01", "-c", str(book)]
     )
+    assert said.stderr == f"wrote 4 requests (jsonl) to {out}\n"
     second = json.loads(out.read_text().splitlines()[1])
     assert [a["outcome"] for a in second["attempts"]] == ["escalated_short_response", "ok"]
 

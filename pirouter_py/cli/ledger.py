@@ -51,8 +51,8 @@ SinceOption = Annotated[
     str | None,
     typer.Option(
         "--since",
-        help="Only requests from this date or time on (ISO 8601, local time "
-        "unless it names a zone), e.g. 2026-11-01 or 2026-11-21T09:00.",
+        help="Only requests from this time on: an age (30m, 12h, 7d, 2w), today, yesterday, "
+        "or an ISO 8601 date or time (local unless it names a zone), e.g. 2026-11-21T09:00.",
         show_default=False,
     ),
 ]
@@ -72,14 +72,32 @@ def _write(text: str, output: Path | None) -> None:
         output.write_text(text, encoding="utf-8")
 
 
-def parse_since(value: str) -> float:
-    from datetime import datetime
+AGE_UNITS = {"m": 60, "min": 60, "h": 3_600, "d": 86_400, "w": 7 * 86_400}
 
+
+def parse_since(value: str, now: float | None = None) -> float:
+    """A --since value as a unix time: an age (`30m`, `12h`, `7d`, `2w`: before now), `today`
+    or `yesterday` (local midnight), or an ISO 8601 date or time."""
+    import re
+    import time
+    from datetime import datetime, timedelta
+
+    now = time.time() if now is None else now
+    text = value.strip().lower()
+    if text in ("today", "yesterday"):
+        midnight = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
+        if text == "yesterday":  # by the calendar: a day of 23 or 25 hours stays a day
+            midnight = (midnight - timedelta(hours=12)).replace(hour=0)
+        return midnight.timestamp()
+    age = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(m|min|h|d|w)", text)
+    if age:
+        return now - float(age.group(1)) * AGE_UNITS[age.group(2)]
     try:
-        return datetime.fromisoformat(value).timestamp()
+        return datetime.fromisoformat(value.strip()).timestamp()
     except ValueError:
         raise typer.BadParameter(
-            f"{value!r} is not an ISO date or time, e.g. 2026-11-21 or 2026-11-21T09:00",
+            f"{value!r} is neither an age nor a date: use e.g. 30m, 12h, 7d, 2w, today, "
+            "yesterday, 2026-11-21 or 2026-11-21T09:00",
             param_hint="--since",
         ) from None
 
@@ -133,7 +151,7 @@ def stats_command(
     ctx: typer.Context,
     hours: Annotated[
         int | None,
-        typer.Option("--hours", help="The last N hours (default 24).", show_default=False),
+        typer.Option("--hours", help="The last N hours (default 24).", show_default=False, min=1),
     ] = None,
     since: SinceOption = None,
     by: Annotated[
@@ -175,8 +193,10 @@ def stats_command(
             if since is not None
             else f"no requests in the last {hours} hour(s)\n"
         )
+    elif sys.stdout.isatty():  # colour and rules on a terminal; the same text otherwise
+        _rich_summary(summary, window, stats.trend(rows))
     else:
-        sys.stdout.write(report.summary_text(summary, window))
+        sys.stdout.write(report.summary_text(summary, window, stats.trend(rows)))
     if burns:
         width = max(len(b.key) for b in burns)
         lines = ["", "budgets (today and this month, local time):"]
@@ -186,6 +206,27 @@ def stats_command(
             for b in burns
         ]
         sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _rich_summary(summary: Any, window: str, trend: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pirouter_py.reports import render as report
+
+    console = Console(highlight=False)
+    head = report.summary_head(summary, window)
+    console.print(f"[bold]{head[0]}[/bold]")
+    for line in [*head[1:], "", *report.trend_lines(trend)]:
+        console.print(line, markup=False)
+    headers, rows = report.table_rows(summary)
+    table = Table(*headers, header_style="bold cyan", show_footer=False)
+    for column in table.columns[1:]:
+        column.justify = "right"
+    for row in rows[:-1]:
+        table.add_row(*row)
+    table.add_row(*rows[-1], style="bold", end_section=True)
+    console.print(table)
 
 
 def _budget_burn(loaded: LoadedConfig) -> list[Any]:
@@ -248,6 +289,11 @@ def ledger_tail(
         sys.stdout.write((json.dumps(row) if as_json else report.tail_line(row)) + "\n")
 
     rows = guard(lambda: _read_rows(loaded, 0, lines, newest_first=True))
+    if not as_json:
+        if not rows:
+            sys.stdout.write(f"no requests yet in {ledger_file(loaded)}\n")
+        if rows or follow:
+            sys.stdout.write(report.TAIL_HEADER + "\n")
     for row in reversed(rows):
         show(row)
     if not follow:
@@ -290,11 +336,20 @@ def ledger_export(
     if fmt is ExportFormat.jsonl:
         out.writelines(json.dumps(row) + "\n" for row in rows)
     elif rows:
+        from datetime import datetime
+
         fields = [k for k in rows[0] if k != "attempts"]
+        fields.insert(fields.index("ts") + 1, "time")  # ISO 8601 beside the unix seconds
+        for row in rows:
+            ms = row.get("ts_ms") or row["ts"] * 1000  # v0.1 rows keep seconds only
+            when = datetime.fromtimestamp(ms / 1000).astimezone()
+            row["time"] = when.isoformat(timespec="milliseconds")
         writer = csv.DictWriter(out, fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     _write(out.getvalue(), output)
+    if output is not None:
+        sys.stderr.write(f"wrote {len(rows)} requests ({fmt.value}) to {output}\n")
 
 
 @ledger_app.command("labels")
@@ -319,3 +374,5 @@ def ledger_labels(
             db.close()
     text = "".join(json.dumps(line) + "\n" for line in lines)
     _write(text, output)
+    if output is not None:
+        sys.stderr.write(f"wrote {len(lines)} labelled requests to {output}\n")

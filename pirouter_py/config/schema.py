@@ -70,8 +70,9 @@ class LedgerConfig(_Section):
 
 class LearningConfig(_Section):
     # Keep each request's hashed features (never its text) in the ledger, so `pirouter learn`
-    # can train on requests whose prompts were not stored.
-    keep_features: bool = True
+    # can train on requests whose prompts were not stored. Unset: kept while [routing] learned
+    # or shadow checks are on (about 4 bytes per word and word pair of the latest instruction).
+    keep_features: bool | None = None
     # Shadow checks: this share of requests answered by a model stronger than the cheapest local
     # capable one are asked of that local model as well, after the answer is sent and only while
     # no other shadow call runs; its answer is judged (by the answer checks, and by
@@ -249,6 +250,14 @@ class Config(_Section):
                 *(m.monthly_usd for m in self.models.values()),
             )
         )
+
+    @property
+    def keeps_features(self) -> bool:
+        """Does the ledger keep requests' hashed features ([learning] keep_features)?"""
+        learning = self.learning
+        if learning.keep_features is not None:
+            return learning.keep_features
+        return self.routing.learned or learning.shadow_rate > 0
 
     @property
     def policy_cache(self) -> dict[Any, Any]:

@@ -187,6 +187,52 @@ def summarize(
 
 
 @dataclass(frozen=True, slots=True)
+class Trend:
+    """Requests and cost per day (per hour when the rows span two days or less), from the
+    first row's period to the last's, periods without requests included."""
+
+    unit: str  # "day" or "hour"
+    labels: tuple[str, ...]
+    requests: tuple[int, ...]
+    cost_usd: tuple[float, ...]
+
+
+def trend(rows: Sequence[Mapping[str, Any]], tz: tzinfo | None = None) -> Trend | None:
+    """The trend of `rows` (None without rows)."""
+    if not rows:
+        return None
+    first = min(float(r["ts"]) for r in rows)
+    last = max(float(r["ts"]) for r in rows)
+    hourly = last - first <= 2 * 86_400
+    # the next period: an hour on, or 26 hours on floored to midnight (days of 23 to 25 hours)
+    step = 3_600 if hourly else 26 * 3_600
+
+    def period(ts: float) -> datetime:
+        when = datetime.fromtimestamp(ts, tz)
+        when = when.replace(minute=0, second=0, microsecond=0)
+        return when if hourly else when.replace(hour=0)
+
+    starts = [period(first)]
+    end = period(last)
+    while starts[-1] < end:
+        starts.append(period(starts[-1].timestamp() + step))
+    index = {start: i for i, start in enumerate(starts)}
+    requests = [0] * len(starts)
+    spent = [0.0] * len(starts)
+    for row in rows:
+        i = index[period(float(row["ts"]))]
+        requests[i] += 1
+        spent[i] += float(row["cost_usd"])
+    fmt = "%Y-%m-%d %H:00" if hourly else "%Y-%m-%d"
+    return Trend(
+        "hour" if hourly else "day",
+        tuple(s.strftime(fmt) for s in starts),
+        tuple(requests),
+        tuple(spent),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Burn:
     """One configured budget and how much of it is spent."""
 

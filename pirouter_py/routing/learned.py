@@ -41,6 +41,10 @@ MAX_IDS = 512  # at most this many distinct ids are kept per request
 FILE_NAME = "learned.json"  # beside the ledger, in the data directory
 PAIR_MIX = 0x9E3779B1  # a word pair's id: (hash(first) * PAIR_MIX) ^ hash(second), mod BUCKETS
 _WORD = re.compile(r"[a-z0-9]+")
+META_KEYS = ("turn", "tools", "images", "effort", "tokens", "messages", "system")
+META_CACHE = 4_096  # distinct request kinds whose meta feature ids are kept
+_META_NAMES: dict[tuple[object, ...], tuple[str, ...]] = {}
+_META_IDS: dict[tuple[str, ...], frozenset[int]] = {}
 
 
 def _bounded(text: str) -> str:
@@ -58,45 +62,68 @@ def _size_bucket(n: int) -> int:
     return max(0, n).bit_length()  # 0, 1, 2-3, 4-7, ... : a log2 scale
 
 
+def _fixed_ids(meta: tuple[str, ...]) -> frozenset[int]:
+    """Ids of the constant feature and of `meta` (few distinct tuples: kept once computed)."""
+    found = _META_IDS.get(meta)
+    if found is None:
+        mask = BUCKETS - 1
+        found = frozenset(zlib.crc32(m.encode("utf-8", "surrogatepass")) & mask for m in meta)
+        if len(_META_IDS) >= META_CACHE:
+            _META_IDS.clear()
+        _META_IDS[meta] = found
+    return found
+
+
 def text_ids(text: str, meta: tuple[str, ...] = ()) -> list[int]:
     """Sorted distinct ids of a text's words and word pairs, and of `meta` features."""
     words = _WORD.findall(_bounded(text).lower())
     crc, mask = zlib.crc32, BUCKETS - 1
     hashed = {w: crc(w.encode()) for w in set(words)}  # each distinct word hashed once
     ids = {h & mask for h in hashed.values()}
-    ids.update(crc(m.encode("utf-8", "surrogatepass")) & mask for m in ("bias", *meta))
+    ids |= _fixed_ids(("bias", *meta))
     # a word pair's id mixes its words' hashes (no string is made for it)
-    seq = [hashed[w] for w in words]
-    ids.update(((a * PAIR_MIX) ^ b) & mask for a, b in itertools.pairwise(seq))
+    if len(words) > 1:
+        seq = [hashed[w] for w in words]
+        ids.update(((a * PAIR_MIX) ^ b) & mask for a, b in itertools.pairwise(seq))
     return sorted(ids)[:MAX_IDS]
 
 
 def request_ids(request: ChatRequest, features: Features) -> list[int]:
     """The feature ids of a request (what the ledger keeps, what the scorer reads)."""
     meta = (
-        f"~turn:{features.turn}",
-        f"~tools:{features.has_tools}",
-        f"~images:{features.has_images}",
-        f"~effort:{features.effort}",
-        f"~tokens:{_size_bucket(features.estimated_tokens)}",
-        f"~messages:{_size_bucket(len(request.messages))}",
-        f"~system:{bool(features.system_text)}",
+        features.turn,
+        features.has_tools,
+        features.has_images,
+        features.effort,
+        _size_bucket(features.estimated_tokens),
+        _size_bucket(len(request.messages)),
+        bool(features.system_text),
     )
-    return text_ids(instruction(request), meta)
+    named = _META_NAMES.get(meta)
+    if named is None:
+        named = tuple(f"~{k}:{v}" for k, v in zip(META_KEYS, meta, strict=True))
+        if len(_META_NAMES) >= META_CACHE:
+            _META_NAMES.clear()
+        _META_NAMES[meta] = named
+    return text_ids(instruction(request), named)
 
 
 def encode_ids(ids: list[int]) -> str:
-    """Ids as the ledger keeps them: comma-separated decimals."""
-    return ",".join(map(str, ids))
+    """Ids as the ledger keeps them: 3 little-endian bytes each (BUCKETS fits), base64."""
+    return base64.b64encode(b"".join(i.to_bytes(3, "little") for i in ids)).decode()
 
 
 def decode_ids(text: str | None) -> list[int] | None:
+    """The ids `encode_ids` wrote; None for nothing or something else."""
     if not text:
         return None
     try:
-        return [int(x) for x in text.split(",") if x]
+        raw = base64.b64decode(text, validate=True)
     except ValueError:
         return None
+    if len(raw) % 3:
+        return None
+    return [int.from_bytes(raw[i : i + 3], "little") for i in range(0, len(raw), 3)]
 
 
 @frozen

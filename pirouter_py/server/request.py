@@ -103,7 +103,7 @@ def record(
     decision = ctx.decision
     config = ctx.snapshot.config
     features = None
-    if decision is not None and config.learning.keep_features:
+    if decision is not None and config.keeps_features:
         ids = decision.ids or learned.request_ids(ctx.chat, decision.features)
         features = learned.encode_ids(ids)
     made = RequestRecord(
