@@ -36,8 +36,8 @@ from pirouter_py.types import ChatRequest, frozen
 
 VERSION = 2  # 2: rows weigh 1/sqrt(ids), rate-only aliases
 BUCKETS = 1 << 18  # hashed feature space
-LEARN_CHARS = 2_000  # instruction text read: its first and last LEARN_CHARS/2 characters
-MAX_IDS = 512  # at most this many distinct ids are kept per request
+LEARN_CHARS = 1_200  # instruction text read: its first and last LEARN_CHARS/2 characters
+MAX_IDS = 256  # at most this many distinct ids are kept per request
 FILE_NAME = "learned.json"  # beside the ledger, in the data directory
 PAIR_MIX = 0x9E3779B1  # a word pair's id: (hash(first) * PAIR_MIX) ^ hash(second), mod BUCKETS
 _WORD = re.compile(r"[a-z0-9]+")
