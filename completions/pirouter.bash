@@ -21,12 +21,13 @@ _pirouter() {
     esac
     local words
     case "$path" in
-        "") words="check-config models route run status agents completions feedback stats replay learn eval ledger service --config -c --version -V --help -h" ;;
+        "") words="check-config models route run status dashboard agents completions feedback stats replay learn eval ledger service --config -c --version -V --help -h" ;;
         "check-config") words="--config -c --json --help -h" ;;
         "models") words="--config -c --json --help -h" ;;
         "route") words="--prompt -p --batch --model --tools --image --system --header -H --profile --stream --max-tokens --config -c --json --help -h" ;;
         "run") words="--host --port --no-ledger --config -c --help -h" ;;
         "status") words="--config -c --json --help -h" ;;
+        "dashboard") words="--no-open --config -c --help -h" ;;
         "agents") words="claude-code codex continue opencode aider --catalog --config -c --json --help -h" ;;
         "completions") words="bash zsh fish --help -h" ;;
         "feedback") words="--comment --config -c --help -h" ;;

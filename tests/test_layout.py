@@ -44,7 +44,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "server": frozenset(
         (
             *("config", "wire", "routing", "live", "cascade", "checks", "providers"),
-            *("ledger", "observe"),
+            *("ledger", "observe", "reports"),  # the dashboard's panels are reports
         )
     ),
     "cli": frozenset(

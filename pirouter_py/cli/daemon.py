@@ -148,3 +148,32 @@ def status(
         )
     )
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+@app.command("dashboard")
+def dashboard(
+    ctx: typer.Context,
+    no_open: Annotated[
+        bool, typer.Option("--no-open", help="Print the address; do not open a browser.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Open the running daemon's dashboard in the browser (it is served at / by `pirouter
+    run`)."""
+    import urllib.request
+    import webbrowser
+
+    loaded = guard(lambda: load(ctx, config, warn=False))
+    url = daemon_url(loaded.config) + "/"
+    try:
+        with urllib.request.urlopen(url + "healthz", timeout=2):
+            pass
+    except OSError as exc:
+        reason = getattr(exc, "reason", exc)
+        fail(
+            f"pirouter is not answering at {url} ({reason}); start it with `pirouter run`",
+            ExitCode.RUNTIME,
+        )
+    sys.stdout.write(f"{url}\n")
+    if not no_open and not webbrowser.open(url):
+        sys.stdout.write("no browser to open here: open the address above\n")

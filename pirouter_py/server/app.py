@@ -27,7 +27,7 @@ from pirouter_py.observe.log import RequestLines, bound_logger, get_logger
 from pirouter_py.observe.metrics import Metrics
 from pirouter_py.providers.transport import Upstreams
 from pirouter_py.routing import learned
-from pirouter_py.server import access, catalog, feedback, ops, textgen
+from pirouter_py.server import access, catalog, dashboard, feedback, ops, textgen
 from pirouter_py.server import reload as config_reload
 from pirouter_py.server.chat import chat_handler
 from pirouter_py.server.messages import count_tokens
@@ -171,4 +171,5 @@ def create_app(
     add.add_get("/api/ps", catalog.ollama_ps)
     add.add_get("/api/version", catalog.ollama_version)
     add.add_post("/api/show", catalog.ollama_show)
+    dashboard.routes(app)
     return app

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from pirouter_py.errors import ForbiddenHost, PirouterError, Unauthorized
 from pirouter_py.observe.log import get_logger
-from pirouter_py.server import access
+from pirouter_py.server import access, dashboard
 from pirouter_py.server.state import JSON, STATE
 from pirouter_py.wire import codecs
 from pirouter_py.wire.codecs import Codec
@@ -104,6 +104,7 @@ async def errors_middleware(
         if (
             state.keys
             and request.path != "/healthz"
+            and not dashboard.is_shell(request.path)  # the page holds no data: it asks for a key
             and not access.key_ok(state.keys, request.headers)
         ):
             raise Unauthorized(

@@ -10,6 +10,7 @@ Settings that need a new listener are reported as such.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from pirouter_py.config import load_config
@@ -51,6 +52,7 @@ def reload_config(state: State) -> bool:
     state.snapshot = snapshot_for(
         loaded, state.upstreams, state.environ, traffic, state.health, state.learned_path
     )
+    state.config_loaded_at = time.time()
     if state.ledger is not None:
         state.ledger.models = loaded.config.models
     changed = [

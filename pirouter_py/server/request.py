@@ -20,7 +20,7 @@ from pirouter_py.cascade import Outcome
 from pirouter_py.record import Attempt, RequestRecord
 from pirouter_py.routing import learned
 from pirouter_py.routing.decide import Decision
-from pirouter_py.server import shadow
+from pirouter_py.server import dashboard, shadow
 from pirouter_py.server.middleware import error_response
 from pirouter_py.server.state import STATE, Snapshot
 from pirouter_py.types import ChatRequest
@@ -147,6 +147,12 @@ def observed(ctx: Ctx, made: RequestRecord) -> None:
         state.request_lines.finished(made, config.server.log_requests_per_sec)
     if state.metrics is not None:
         state.metrics.observe(made, config.models)
+    if state.watchers:  # a dashboard is watching the live feed
+        prompt = None
+        if config.ledger.store_prompts and ctx.chat.raw is not None:
+            prompt = orjson.dumps(ctx.chat.raw).decode()
+        answer = ctx.answer if config.ledger.store_prompts else None
+        dashboard.publish(state, made, config.models, prompt, answer)
     if config.learning.shadow_rate > 0:
         shadow.maybe(state, ctx.snapshot, ctx.decision, ctx.chat, ctx.answer, made)
     ctx.snapshot.traffic.finished(made)

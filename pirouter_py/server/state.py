@@ -131,6 +131,8 @@ class State:
     gate: StartGate = field(default_factory=StartGate)
     request_lines: RequestLines | None = None  # None: the level is above info
     kept: Kept = field(default_factory=Kept)
+    watchers: set[asyncio.Queue[bytes]] = field(default_factory=set)  # dashboards' live feeds
+    config_loaded_at: float = field(default_factory=time.time)
     shadowing: bool = False  # a shadow check is running (one at a time)
     shadow_tasks: set[asyncio.Task[None]] = field(default_factory=set)
 

@@ -1,0 +1,230 @@
+"""The dashboard: a page at `/` (and `/ui`) and the read-only endpoints it calls.
+
+The page is static (ui/: HTML, one script, one style sheet, uPlot vendored with its licence); it
+holds no data, so it loads without a client key and asks for the key, which it keeps in the
+browser's session storage and sends as `Authorization: Bearer` on every call. Its endpoints under
+`/ui/api/` need the key like every other endpoint. Everything is served with a
+Content-Security-Policy that allows nothing from elsewhere and no inline script.
+
+Reads run in a thread on a read-only connection of their own, never on the ledger's writer; the
+live feed is pushed from memory as requests finish (no ledger read), to each watcher's bounded
+queue: a slow page misses rows rather than slowing the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from pirouter_py.config import ModelConfig
+from pirouter_py.errors import RequestError
+from pirouter_py.ledger import read
+from pirouter_py.ledger.rows import ATTEMPT_COLUMNS, REQUEST_COLUMNS, rows_for
+from pirouter_py.record import RequestRecord
+from pirouter_py.reports import dashboard as panels
+from pirouter_py.reports import stats
+from pirouter_py.server.state import JSON, STATE, State
+
+UI = Path(__file__).parent / "ui"
+FILES = {
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    "vendor/uPlot.iife.min.js": "text/javascript",
+    "vendor/uPlot.min.css": "text/css",
+}
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "cache-control": "no-store",
+}
+WINDOWS = {"1h": 3_600, "24h": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400}
+NEWEST = 50  # requests the live table starts with
+QUEUE = 256  # rows a watcher may fall behind before it misses some
+PING_S = 15.0  # a comment line on an idle live feed, so proxies keep it open
+
+
+def is_shell(path: str) -> bool:
+    """The page itself and its static files: no data, no key needed."""
+    return path in ("/", "/ui", "/ui/") or path.startswith("/ui/static/")
+
+
+async def index(request: web.Request) -> web.Response:
+    body = (UI / "index.html").read_bytes()
+    return web.Response(body=body, content_type="text/html", charset="utf-8", headers=SECURITY)
+
+
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    kind = FILES.get(name)
+    if kind is None:
+        raise web.HTTPNotFound()
+    body = (UI / name).read_bytes()
+    return web.Response(body=body, content_type=kind, charset="utf-8", headers=SECURITY)
+
+
+def _window(request: web.Request, now: float) -> tuple[float, str]:
+    query = request.query
+    if "since" in query:
+        from datetime import datetime
+
+        try:
+            return datetime.fromisoformat(query["since"]).timestamp(), f"since {query['since']}"
+        except ValueError:
+            raise RequestError(f"since={query['since']!r} is not an ISO date or time") from None
+    name = query.get("window", "24h")
+    if name not in WINDOWS:
+        raise RequestError(f"window={name!r}: use one of {', '.join(WINDOWS)}, or since=DATE")
+    return now - WINDOWS[name], f"last {name}"
+
+
+def _read(path: Path | None, since: float, limit: int | None = None) -> list[dict[str, Any]]:
+    db = read.open_read_only(path) if path is not None else None
+    if db is None:
+        return []
+    try:
+        rows = read.read_requests(db, since, limit, newest_first=limit is not None)
+        if limit is not None:
+            kept = read.stored_prompts(db, [r["id"] for r in rows])
+            for row in rows:
+                row["prompt"] = kept.get(row["id"])
+        return rows
+    finally:
+        db.close()
+
+
+def _json(body: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(body), content_type=JSON, headers=SECURITY)
+
+
+async def summary(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    now = time.time()
+    since, window = _window(request, now)
+    rows = await asyncio.to_thread(_read, state.ledger_path, since)
+    config = state.snapshot.config
+    baseline = stats.choose_baseline(config)
+    return _json(panels.page(rows, since=since, until=now, baseline=baseline, window=window))
+
+
+async def newest(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    rows = await asyncio.to_thread(_read, state.ledger_path, 0.0, NEWEST)
+    answers = [] if state.ledger_path is None else await asyncio.to_thread(_answers, state, rows)
+    out = []
+    for row, answer in zip(rows, answers or [None] * len(rows), strict=True):
+        item = panels.live_row(row)
+        item["prompt"], item["answer"] = row.get("prompt"), answer
+        out.append(item)
+    return _json({"requests": out})
+
+
+def _answers(state: State, rows: list[dict[str, Any]]) -> list[str | None]:
+    db = read.open_read_only(state.ledger_path) if state.ledger_path else None
+    if db is None or not read.has_table(db, "prompts"):
+        return [None] * len(rows)
+    try:
+        marks = ", ".join("?" * len(rows))
+        query = f"SELECT request_id, answer FROM prompts WHERE request_id IN ({marks})"
+        found = dict(db.execute(query, [r["id"] for r in rows])) if rows else {}
+        return [found.get(r["id"]) for r in rows]
+    finally:
+        db.close()
+
+
+async def overview(request: web.Request) -> web.Response:
+    """The state of things: models cooling, keys resting, sessions, config, ledger."""
+    state = request.app[STATE]
+    snapshot = state.snapshot
+    providers = snapshot.cascade.providers.items()
+    rested = {n: p.rested.snapshot() for n, p in providers if hasattr(p, "rested")}
+    config = snapshot.config
+    body: dict[str, Any] = {
+        "config": snapshot.loaded.source,
+        "config_loaded_at": state.config_loaded_at,
+        "started": state.started,
+        "requests": state.served,
+        "in_flight": state.in_flight,
+        "models": state.health.snapshot(),
+        "keys": {n: r for n, r in rested.items() if r},
+        "sessions": len(snapshot.traffic.sessions.last),
+        "limits": snapshot.traffic.limits.snapshot(),
+        "catalog": sorted(a for a, m in config.models.items() if m.enabled),
+        "store_prompts": config.ledger.store_prompts,
+        "ledger": (
+            asdict(state.ledger.status())
+            if state.ledger is not None
+            else {"path": str(state.ledger_path), "failing": True, "last_error": state.ledger_error}
+        ),
+    }
+    return _json(body)
+
+
+async def live(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: one `data:` line of JSON per finished request."""
+    state = request.app[STATE]
+    response = web.StreamResponse(
+        headers={**SECURITY, "content-type": "text/event-stream", "x-accel-buffering": "no"}
+    )
+    await response.prepare(request)
+    queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE)
+    state.watchers.add(queue)
+    try:
+        await response.write(b": connected\n\n")
+        while not state.draining:
+            try:
+                line = await asyncio.wait_for(queue.get(), PING_S)
+            except TimeoutError:
+                line = b": ping\n\n"
+            await response.write(line)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        state.watchers.discard(queue)
+    return response
+
+
+def publish(
+    state: State,
+    made: RequestRecord,
+    models: Mapping[str, ModelConfig],
+    prompt: str | None,
+    answer: str | None,
+) -> None:
+    """Hand a finished request to every page watching the live feed (the caller checks there
+    is one), in the shape of its ledger rows; `prompt` and `answer` only with [ledger]
+    store_prompts."""
+    request, attempts = rows_for(made, models)
+    row: dict[str, Any] = dict(zip(REQUEST_COLUMNS, request, strict=True))
+    row["attempts"] = [dict(zip(ATTEMPT_COLUMNS, a, strict=True)) for a in attempts]
+    item = panels.live_row(row)
+    item["prompt"], item["answer"] = prompt, answer
+    line = b"data: " + orjson.dumps(item) + b"\n\n"
+    for queue in state.watchers:
+        with contextlib.suppress(asyncio.QueueFull):  # a page that fell behind misses rows
+            queue.put_nowait(line)
+
+
+def routes(app: web.Application) -> None:
+    add = app.router
+    add.add_get("/", index)
+    add.add_get("/ui", index)
+    add.add_get("/ui/", index)
+    add.add_get("/ui/static/{name:.+}", static)
+    add.add_get("/ui/api/summary", summary)
+    add.add_get("/ui/api/requests", newest)
+    add.add_get("/ui/api/state", overview)
+    add.add_get("/ui/api/live", live)
