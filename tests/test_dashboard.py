@@ -239,3 +239,53 @@ def test_the_page_in_chromium(board: Any, tmp_path: Path) -> None:
             browser.close()
     for name in ("dashboard-1280.png", "dashboard-390.png"):
         assert (tmp_path / name).stat().st_size > 10_000
+
+
+def test_a_long_window_reads_a_bounded_number_of_requests(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """The panels read at most PAGE_ROWS requests of a window, the newest, and say so."""
+    from pirouter_py.server.dashboard import PAGE_ROWS
+
+    book = tmp_path / "ledger.db"
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.replace("{url}", fake.url).replace("{ledger}", str(book)))
+    models = load_config(config).config.models
+    db = schema.connect(book)
+    schema.migrate(db)
+    start = time.time() - 20 * 86_400
+    extra = 25
+    for first in range(0, PAGE_ROWS + extra, 5_000):
+        batch = [
+            RequestRecord(
+                request_id=f"old-{i}",
+                ts=start + i * 60,
+                protocol="openai",
+                requested_model="auto",
+                rule="policy:balanced:easy",
+                difficulty="easy",
+                primary="cheap",
+                final="cheap",
+                status="ok",
+                http_status=200,
+                streamed=False,
+                latency_ms=100,
+                overhead_ms=0.3,
+                attempts=(
+                    Attempt("cheap", "fake", "m-cheap", "ok", None, None, 10, 5, returned=True),
+                ),
+            )
+            for i in range(first, min(first + 5_000, PAGE_ROWS + extra))
+        ]
+        ledger_rows.write_batch(db, batch, models)
+    db.close()
+    daemon = Daemon(config, env={"PIROUTER_UI_KEY": KEY}).start()
+    try:
+        status, _, body = get(daemon, "/ui/api/summary?window=30d", Authorization=f"Bearer {KEY}")
+    finally:
+        daemon.stop()
+    assert status == 200
+    page = json.loads(body)
+    assert page["cut"] is True and page["stats"]["requests"] == PAGE_ROWS
+    assert page["stats"]["window"] == f"last 30d, its newest {PAGE_ROWS:,} requests"
+    assert page["stats"]["since"] == pytest.approx(start + extra * 60)  # the oldest row read

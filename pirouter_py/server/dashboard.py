@@ -53,6 +53,9 @@ SECURITY = {
 }
 WINDOWS = {"1h": 3_600, "24h": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400}
 NEWEST = 50  # requests the live table starts with
+# The page's panels read at most this many requests of a window (the newest): summarised in
+# Python, 20,000 rows take about a second and 80 MB for a moment; a longer window says it was cut.
+PAGE_ROWS = 20_000
 QUEUE = 256  # rows a watcher may fall behind before it misses some
 PING_S = 15.0  # a comment line on an idle live feed, so proxies keep it open
 
@@ -91,13 +94,16 @@ def _window(request: web.Request, now: float) -> tuple[float, str]:
     return now - WINDOWS[name], f"last {name}"
 
 
-def _read(path: Path | None, since: float, limit: int | None = None) -> list[dict[str, Any]]:
+def _read(
+    path: Path | None, since: float, limit: int, prompts: bool = False
+) -> list[dict[str, Any]]:
+    """The newest `limit` requests since `since`, with their prompts when asked and kept."""
     db = read.open_read_only(path) if path is not None else None
     if db is None:
         return []
     try:
-        rows = read.read_requests(db, since, limit, newest_first=limit is not None)
-        if limit is not None:
+        rows = read.read_requests(db, since, limit, newest_first=True)
+        if prompts:
             kept = read.stored_prompts(db, [r["id"] for r in rows])
             for row in rows:
                 row["prompt"] = kept.get(row["id"])
@@ -114,15 +120,21 @@ async def summary(request: web.Request) -> web.Response:
     state = request.app[STATE]
     now = time.time()
     since, window = _window(request, now)
-    rows = await asyncio.to_thread(_read, state.ledger_path, since)
-    config = state.snapshot.config
-    baseline = stats.choose_baseline(config)
-    return _json(panels.page(rows, since=since, until=now, baseline=baseline, window=window))
+    rows = await asyncio.to_thread(_read, state.ledger_path, since, PAGE_ROWS + 1)
+    cut = len(rows) > PAGE_ROWS
+    if cut:
+        rows = rows[:PAGE_ROWS]
+        since, window = rows[-1]["ts"], f"{window}, its newest {PAGE_ROWS:,} requests"
+    rows.reverse()  # oldest first, as stats reads them
+    baseline = stats.choose_baseline(state.snapshot.config)
+    body = panels.page(rows, since=since, until=now, baseline=baseline, window=window)
+    body["cut"] = cut
+    return _json(body)
 
 
 async def newest(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    rows = await asyncio.to_thread(_read, state.ledger_path, 0.0, NEWEST)
+    rows = await asyncio.to_thread(_read, state.ledger_path, 0.0, NEWEST, True)
     answers = [] if state.ledger_path is None else await asyncio.to_thread(_answers, state, rows)
     out = []
     for row, answer in zip(rows, answers or [None] * len(rows), strict=True):

@@ -136,6 +136,7 @@ async function refresh() {
   $("keyform").hidden = true;
   $("board").hidden = false;
   const st = page.stats;
+  $("windownote").textContent = page.cut ? "(" + st.window + ")" : "";
   $("requests").textContent = st.requests;
   $("success").textContent = pct(st.success_rate);
   $("escalated").textContent = pct(st.escalation_rate);
