@@ -76,6 +76,34 @@ def process(args: list[str], ready_url: str, **kw: Any) -> Iterator[subprocess.P
             proc.wait(5)
 
 
+@contextmanager
+def watching(url: str) -> Iterator[list[int]]:
+    """A dashboard watching the live feed (`/ui/api/live`), as the page reads it: a thread
+    reading the server-sent events for as long as the block runs; yields [events seen]."""
+    import http.client
+
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=600)
+    conn.request("GET", "/ui/api/live")
+    response = conn.getresponse()
+    seen = [0]
+
+    def read() -> None:
+        try:
+            for line in response:
+                if line.startswith(b"data: "):
+                    seen[0] += 1
+        except (OSError, ValueError):  # closed at the end of the block
+            pass
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        yield seen
+    finally:
+        conn.close()
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
@@ -308,6 +336,10 @@ def table(results: dict[str, Any]) -> str:
     if every is not None:
         rps = every["throughput"]["rps"]
         row("  same, a log line each", tput, rps, "", 0, by_round(every, "rounds"))
+    seen = results["targets"].get("pirouter_watched")
+    if seen is not None:
+        rps = seen["throughput"]["rps"]
+        row("  same, a dashboard watching", tput, rps, "", 0, by_round(seen, "rounds"))
     cpu = floor["cpu_ms_per_request"]
     row(
         "CPU ms per request",
@@ -328,6 +360,10 @@ def table(results: dict[str, Any]) -> str:
     if smart is not None:
         used = smart["cpu_ms_per_request"]
         row("  same, learned router on", cpu, used, "", 3, by_round(smart, "cpu_ms_rounds"))
+    watched = results["targets"].get("pirouter_watched")  # runs before it have none
+    if watched is not None:
+        used = watched["cpu_ms_per_request"]
+        row("  same, a dashboard watching", cpu, used, "", 3, by_round(watched, "cpu_ms_rounds"))
     row("added TTFT p50 ms", added(floor, "ttft", "p50"), added(on, "ttft", "p50"), "")
     row("added TTFT p99 ms", added(floor, "ttft", "p99"), added(on, "ttft", "p99"), "<= 1 ms")
     rows.append(
@@ -379,6 +415,8 @@ def table(results: dict[str, Any]) -> str:
         - 1
     )
     lines.append(f"\nledger on vs off: {100 * ledger:+.1f}% throughput without it")
+    if "live_events_seen" in results:
+        lines.append(f"dashboard live feed: {results['live_events_seen']} requests pushed to it")
     lines.append(f"metrics on vs off: {100 * bare:+.1f}% throughput without them")
     for label, key in (("CPU per request", "cpu_ms_rounds"), ("throughput", "rounds")):
         ratios = round_ratios(on["throughput"][key], floor["throughput"][key])
@@ -509,8 +547,13 @@ def main() -> None:
             ("pirouter_no_metrics", free_port(), True, False, False, False),
             ("pirouter_every_line", free_port(), True, True, True, False),
             ("pirouter_learned", free_port(), True, True, False, True),
+            ("pirouter_watched", free_port(), True, True, False, False),
         ):
             config = pirouter_config(tmp, upstream, ledger, metrics, every_line, learned)
+            if key == "pirouter_watched":  # its own ledger file, as every daemon here has
+                watched = config.with_name("watched.toml")
+                watched.write_text(config.read_text().replace('.db"', '-watched.db"'))
+                config = watched
             cmd = [PY, "-m", "pirouter_py", "--config", str(config), "run", "--port", str(port)]
             daemon = stack.enter_context(
                 process(cmd + ([] if ledger else ["--no-ledger"]), f"http://127.0.0.1:{port}{ping}")
@@ -530,7 +573,9 @@ def main() -> None:
                 results["targets"][key][mode] = result
         # Throughput before the 512-stream wave: after one, the floor's CPU per request rose by
         # ~8 % (258 against 238 µs, same run) and pirouter's did not, which flattered the ratio.
+        live = stack.enter_context(watching(targets["pirouter_watched"][0]))
         rounds = throughput_rounds(targets, 2 if args.quick else 10, 3 if args.quick else 2)
+        results["live_events_seen"] = live[0]
         for key, result in rounds.items():
             target = results["targets"].setdefault(key, {"name": key})
             target["throughput"] = result

@@ -27,6 +27,8 @@ KEY = "dashboard-test-key"
 CONFIG = """
 [server]
 api_keys_env = ["PIROUTER_UI_KEY"]
+[budget]
+daily_usd = 5.0
 [ledger]
 path = "{ledger}"
 [providers.fake]
@@ -156,6 +158,9 @@ def test_the_page_and_who_may_read_it(board: Any) -> None:
     for key in ("requests", "successes", "escalated", "savings_usd"):
         assert page["stats"][key] == pytest.approx(stats[key]), key
     assert page["stats"]["groups"] == stats["groups"]
+    assert (
+        page["budgets"] == stats["budgets"] and page["budgets"][0]["budget"] == "budget.daily_usd"
+    )
     assert {f["from"] + ">" + f["to"] for f in page["escalations"]} == {"cheap>strong"}
     assert {c["key"] for c in page["by_client"]} == {"claude-cli", "codex_cli_rs", "python-httpx"}
     assert page["latency"]["n"] == 30 and sum(page["latency"]["counts"]) == 30
@@ -207,6 +212,7 @@ def test_the_page_in_chromium(board: Any, tmp_path: Path) -> None:
                 "#flow"
             ) and "escalated_short_response" in page.inner_text("#flow")
             assert "p95" in page.inner_text("#latency")
+            assert "budget.daily_usd: $" in page.inner_text("#budgets")
             page.wait_for_selector("#live tbody tr.request", timeout=10_000)
             page.wait_for_function(
                 "document.getElementById('livestate').textContent === 'following'"

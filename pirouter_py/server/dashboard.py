@@ -24,10 +24,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from pirouter_py.config import ModelConfig
+from pirouter_py.config import Config, ModelConfig
 from pirouter_py.errors import RequestError
 from pirouter_py.ledger import read
 from pirouter_py.ledger.rows import ATTEMPT_COLUMNS, REQUEST_COLUMNS, rows_for
+from pirouter_py.live.budgets import day_start, month_start
 from pirouter_py.record import RequestRecord
 from pirouter_py.reports import dashboard as panels
 from pirouter_py.reports import stats
@@ -112,6 +113,27 @@ def _read(
         db.close()
 
 
+def _budgets(path: Path | None, config: Config) -> list[dict[str, Any]]:
+    """Each configured budget against today's and this month's spend (as `stats` shows it)."""
+    if not config.has_budgets:
+        return []
+    db = read.open_read_only(path) if path is not None else None
+    today: dict[str, float] = {}
+    month: dict[str, float] = {}
+    if db is not None:
+        now = time.time()
+        try:
+            today, month = read.spend_since(
+                db, day_start(now).timestamp(), month_start(now).timestamp()
+            )
+        finally:
+            db.close()
+    return [
+        {"budget": b.key, "limit_usd": b.limit, "spent_usd": b.spent, "percent": b.percent}
+        for b in stats.budget_burn(config, today, month)
+    ]
+
+
 def _json(body: Any) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type=JSON, headers=SECURITY)
 
@@ -126,9 +148,11 @@ async def summary(request: web.Request) -> web.Response:
         rows = rows[:PAGE_ROWS]
         since, window = rows[-1]["ts"], f"{window}, its newest {PAGE_ROWS:,} requests"
     rows.reverse()  # oldest first, as stats reads them
-    baseline = stats.choose_baseline(state.snapshot.config)
+    config = state.snapshot.config
+    baseline = stats.choose_baseline(config)
     body = panels.page(rows, since=since, until=now, baseline=baseline, window=window)
     body["cut"] = cut
+    body["budgets"] = await asyncio.to_thread(_budgets, state.ledger_path, config)
     return _json(body)
 
 

@@ -154,6 +154,8 @@ async function refresh() {
   histogram($("ttft"), page.ttft);
   histogram($("overhead"), page.overhead);
   drawChart(page.series);
+  $("budgets").textContent = page.budgets.map((b) =>
+    `${b.budget}: ${money(b.spent_usd)} of ${money(b.limit_usd)} (${b.percent.toFixed(1)}%)${b.spent_usd >= b.limit_usd ? " SPENT" : ""}`).join(" · ");
   await showState();
   if (!liveAbort) startLive();
 }
