@@ -93,7 +93,7 @@ def watching(url: str) -> Iterator[list[int]]:
             for line in response:
                 if line.startswith(b"data: "):
                     seen[0] += 1
-        except (OSError, ValueError):  # closed at the end of the block
+        except (OSError, ValueError, AttributeError):  # closed at the end of the block
             pass
 
     reader = threading.Thread(target=read, daemon=True)

@@ -59,6 +59,7 @@ NEWEST = 50  # requests the live table starts with
 PAGE_ROWS = 20_000
 QUEUE = 256  # rows a watcher may fall behind before it misses some
 PING_S = 15.0  # a comment line on an idle live feed, so proxies keep it open
+BATCH_S = 0.1  # the live feed writes at most this often (rows of the meantime in one write)
 
 
 def is_shell(path: str) -> bool:
@@ -222,10 +223,14 @@ async def live(request: web.Request) -> web.StreamResponse:
         await response.write(b": connected\n\n")
         while not state.draining:
             try:
-                line = await asyncio.wait_for(queue.get(), PING_S)
+                lines = [await asyncio.wait_for(queue.get(), PING_S)]
             except TimeoutError:
-                line = b": ping\n\n"
-            await response.write(line)
+                lines = [b": ping\n\n"]
+            # under load, one write carries every row of the last BATCH_S
+            await asyncio.sleep(BATCH_S)
+            while not queue.empty():
+                lines.append(queue.get_nowait())
+            await response.write(b"".join(lines))
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
