@@ -19,6 +19,14 @@ runner = CliRunner()
 EX = str(EXAMPLE)
 
 
+@pytest.fixture
+def cloud_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example's key variables set, as a user with keys has them (v0.1's decisions assume
+    every model can be called; unset keys leave models out, tested in test_keys.py)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+
+
 def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
     result = runner.invoke(app, list(args), input=stdin)
     return result.exit_code, result.stdout, result.stderr
@@ -29,6 +37,9 @@ def test_version() -> None:
 
 
 def test_check_config_prints_v01_lines_then_providers() -> None:
+    text = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    anthropic = text.index('api_key_env = "ANTHROPIC_API_KEY"') + 1
+    openai = text.index('api_key_env = "OPENAI_API_KEY"') + 1
     code, out, err = run("check-config", "--config", EX)
     assert code == 0 and err == ""
     assert out == (
@@ -40,7 +51,13 @@ def test_check_config_prints_v01_lines_then_providers() -> None:
         "key from $ANTHROPIC_API_KEY (NOT SET)\n"
         "    ollama     ollama     http://127.0.0.1:11434  no key needed\n"
         "    openai     openai     https://api.openai.com  key from $OPENAI_API_KEY (NOT SET)\n"
-        "  warnings:  0\n"
+        "  warnings:  2\n"
+        f"    {EX}:{anthropic}: providers.anthropic.api_key_env: ANTHROPIC_API_KEY is not set: the models "
+        "of provider `anthropic` (haiku, opus, sonnet) are left out of routing until it is; "
+        "export it, or remove api_key_env if the server needs no key\n"
+        f"    {EX}:{openai}: providers.openai.api_key_env: OPENAI_API_KEY is not set: the models of "
+        "provider `openai` (gpt-4o, gpt-4o-mini) are left out of routing until it is; export it, "
+        "or remove api_key_env if the server needs no key\n"
     )
 
 
@@ -187,6 +204,7 @@ SMOKE = [
 ]
 
 
+@pytest.mark.usefixtures("cloud_keys")
 @pytest.mark.parametrize(("args", "expected"), SMOKE, ids=[str(i) for i in range(len(SMOKE))])
 def test_route_first_three_lines_are_v01s(
     args: list[str], expected: tuple[str, str, str], write_config: Callable[[str], Path]
@@ -203,6 +221,7 @@ def test_route_first_three_lines_are_v01s(
     ]
 
 
+@pytest.mark.usefixtures("cloud_keys")
 def test_route_explains_rules_and_candidates() -> None:
     code, out, _ = run("route", "--prompt", "hello world", "-c", EX)
     assert code == 0
@@ -223,6 +242,7 @@ def test_route_explains_rules_and_candidates() -> None:
     ]
 
 
+@pytest.mark.usefixtures("cloud_keys")
 def test_route_json() -> None:
     code, out, _ = run("route", "--json", "--tools", "--prompt", "hi", "-c", EX)
     doc = json.loads(out)
@@ -285,6 +305,7 @@ def test_route_reads_the_prompt_from_stdin() -> None:
     assert code == 0 and out.startswith("rule:    policy:balanced:hard\n")
 
 
+@pytest.mark.usefixtures("cloud_keys")
 def test_route_routing_error_exits_1() -> None:
     code, out, err = run("route", "-p", "hi", "-H", "x-pirouter-route: nope", "-c", EX)
     assert (code, out) == (1, "")
@@ -412,6 +433,7 @@ TURNS = [
 @pytest.mark.parametrize(
     ("args", "rule", "primary"), TURNS, ids=[str(i) for i in range(len(TURNS))]
 )
+@pytest.mark.usefixtures("cloud_keys")
 def test_route_with_agent_aware_turns(args: list[str], rule: str, primary: str) -> None:
     code, out, err = run("route", *args, "-c", EX)
     assert (code, err) == (0, "")

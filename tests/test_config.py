@@ -24,7 +24,7 @@ def errors_of(text: str) -> list[str]:
 
 
 def test_example_config_loads_with_v01_counts_and_defaults() -> None:
-    loaded = load_config(EXAMPLE)
+    loaded = load_config(EXAMPLE, {"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"})
     cfg = loaded.config
     assert loaded.warnings == ()
     assert len(cfg.models) == 7 and len(cfg.rules) == 1

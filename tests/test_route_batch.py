@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from pirouter_py.cli import app
@@ -22,7 +23,12 @@ def lines(*requests: object) -> str:
     return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in requests)
 
 
-def test_each_line_gets_the_decision_route_makes(tmp_path: Path) -> None:
+def test_each_line_gets_the_decision_route_makes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the example's cloud models callable (unset keys leave them out: test_keys.py)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
     batch = tmp_path / "requests.jsonl"
     batch.write_text(
         lines(

@@ -5,6 +5,7 @@ Nothing here talks to a daemon or an upstream; `route` runs the daemon's own `ro
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from enum import StrEnum
@@ -64,7 +65,9 @@ def check_config(
             "type": p.kind,
             "base_url": p.url,
             "api_key_env": p.api_key_env,
-            "api_key_set": _key_state(p.kind, p.key_envs, p.api_key),
+            # a key will be sent: a literal, or one of its variables is set
+            "api_key_set": bool(p.api_key) or any(os.environ.get(e) for e in p.key_envs),
+            "key": _key_state(p.kind, p.key_envs, p.api_key),
         }
         for name, p in sorted(cfg.providers.items())
     ]
@@ -89,7 +92,7 @@ def check_config(
     ]
     width = max((len(p["name"]) for p in providers), default=0)
     for p in providers:
-        out.append(f"    {p['name']:<{width}}  {p['type']:<9}  {p['base_url']}  {p['api_key_set']}")
+        out.append(f"    {p['name']:<{width}}  {p['type']:<9}  {p['base_url']}  {p['key']}")
     out.append(f"  warnings:  {len(loaded.warnings)}")
     out += [f"    {w}" for w in loaded.warnings]
     sys.stdout.write("\n".join(out) + "\n")
@@ -104,7 +107,7 @@ def _key_state(kind: str, envs: tuple[str, ...], literal: str | None) -> str:
     if envs:
         states = [f"${e} ({'set' if os.environ.get(e) else 'NOT SET'})" for e in envs]
         return ("key from " if len(envs) == 1 else "keys rotated from ") + ", ".join(states)
-    return "literal api_key" if literal else "NO KEY: set api_key_env"
+    return "literal api_key" if literal else "no key configured: none is sent"
 
 
 def _problem_json(problem: Any) -> dict[str, Any]:
@@ -277,7 +280,15 @@ def route(
     )
     chosen = profile.value if profile is not None else None
     decision = guard(
-        lambda: decide(cfg, request, headers, profile=chosen, explain=True, scorer=scorer)  # type: ignore[arg-type]
+        lambda: decide(
+            cfg,
+            request,
+            headers,
+            profile=chosen,  # type: ignore[arg-type]
+            explain=True,
+            scorer=scorer,
+            unavailable=cfg.unavailable(os.environ),
+        )
     )
     if as_json:
         print_json(_decision_json(decision))
@@ -302,6 +313,7 @@ def route_lines(cfg: Any, lines: Iterable[str]) -> Iterator[str]:
     from pirouter_py.wire import codecs
 
     by_protocol = codecs.BY_PROTOCOL
+    missing = cfg.unavailable(os.environ)
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -316,7 +328,7 @@ def route_lines(cfg: Any, lines: Iterable[str]) -> Iterator[str]:
                 raise ValueError(f"unknown protocol {protocol!r}: {', '.join(by_protocol)}")
             raw_headers = given.get("headers") if wrapped else None
             headers = {str(k).lower(): str(v) for k, v in (raw_headers or {}).items()}
-            d = decide(cfg, codec.decode_request(orjson.dumps(body)), headers)
+            d = decide(cfg, codec.decode_request(orjson.dumps(body)), headers, unavailable=missing)
             out |= {
                 "rule": d.rule,
                 "primary": d.primary,

@@ -69,7 +69,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     if chosen is None:
         if not default_path.exists():
             text = default_config_text(env)
-            config, warnings = parse_config(text, BUILTIN_SOURCE)
+            config, warnings = parse_config(text, BUILTIN_SOURCE, env)
             return LoadedConfig(config, BUILTIN_SOURCE, None, default_path, warnings)
         chosen = default_path
     source = str(chosen)
@@ -107,7 +107,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         raise ConfigError(
             [ConfigProblem(source, None, "", f"cannot be read: {exc.strerror}")]
         ) from None
-    config, warnings = parse_config(text, source)
+    config, warnings = parse_config(text, source, env)
     if any(p.api_key for p in config.providers.values()):
         mode = chosen.stat().st_mode
         if mode & 0o077:
@@ -133,8 +133,11 @@ _TOML_HINTS = {  # tomllib's words for the commonest slips, and what they mean t
 }
 
 
-def parse_config(text: str, source: str) -> tuple[Config, tuple[ConfigProblem, ...]]:
-    """Parse and validate TOML text; raise ConfigError with every located problem."""
+def parse_config(
+    text: str, source: str, environ: Mapping[str, str] | None = None
+) -> tuple[Config, tuple[ConfigProblem, ...]]:
+    """Parse and validate TOML text; raise ConfigError with every located problem. With
+    `environ`, key variables it lacks are warnings (their models are left out of routing)."""
     repeated: list[tuple[KeyPath, int]] = []
     lines = key_lines(text, repeated)
     try:
@@ -163,6 +166,21 @@ def parse_config(text: str, source: str) -> tuple[Config, tuple[ConfigProblem, .
     )
     if errors:
         raise ConfigError(errors)
+    if environ is not None:
+        for name, provider in config.providers.items():
+            why = provider.key_missing(environ)
+            if why is not None:
+                aliases = ", ".join(
+                    a for a, m in sorted(config.models.items()) if m.provider == name
+                )
+                warnings.append(
+                    problem(
+                        ("providers", name, "api_key_env"),
+                        f"{why}: the models of provider `{name}` ({aliases or 'none'}) are left "
+                        "out of routing until it is; export it, or remove api_key_env if the "
+                        "server needs no key",
+                    )
+                )
     return config, tuple(warnings)
 
 

@@ -7,6 +7,7 @@ strict (TOML is typed) and frozen; unknown keys are allowed here and reported by
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -114,6 +115,15 @@ class ProviderConfig(_Section):
         """The names of the variables holding this provider's keys (several rotate)."""
         env = self.api_key_env
         return () if not env else (env,) if isinstance(env, str) else tuple(env)
+
+    def key_missing(self, environ: Mapping[str, str]) -> str | None:
+        """Why this provider cannot be called for want of a key, or None: it names key
+        variables and none is set (no key configured at all means none is sent)."""
+        envs = self.key_envs
+        if self.kind == "ollama" or not envs or any(environ.get(e) for e in envs):
+            return None
+        names = ", ".join(envs)
+        return f"{names} {'are' if len(envs) > 1 else 'is'} not set"
 
 
 class ModelConfig(_Section):
@@ -250,6 +260,17 @@ class Config(_Section):
                 *(m.monthly_usd for m in self.models.values()),
             )
         )
+
+    def unavailable(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """Models that cannot be called now, and why (their provider's key variable is unset):
+        routing leaves them out, naming the reason."""
+        out = {}
+        for alias, model in self.models.items():
+            provider = self.providers.get(model.provider)
+            why = provider.key_missing(environ) if provider is not None else None
+            if why is not None:
+                out[alias] = f"key missing: {why}"
+        return out
 
     @property
     def keeps_features(self) -> bool:

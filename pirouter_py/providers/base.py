@@ -141,17 +141,12 @@ class HTTPProvider:
 
     def api_key(self) -> tuple[str | None, str]:
         """(the variable's name, the key), read at each request (v0.1), so a changed variable
-        needs no restart. Several variables rotate: each request takes the next whose key is
-        not resting (after a 401, 403 or 429); when all rest, the one that recovers first."""
+        needs no restart; (None, "") when none is configured, and then none is sent. Several
+        variables rotate: each request takes the next whose key is not resting (after a 401,
+        403 or 429); when all rest, the one that recovers first."""
         envs = self.config.key_envs
-        if not envs:
-            if self.config.api_key:
-                return None, self.config.api_key
-            raise UpstreamError(
-                f"provider `{self.name}` has no key; set api_key_env (or api_key) in "
-                f"[providers.{self.name}]",
-                retryable=False,
-            )
+        if not envs:  # no key configured: a keyless server (LM Studio, vLLM, llama.cpp)
+            return None, self.config.api_key or ""
         usable = [e for e in envs if self.environ.get(e)]
         if not usable:
             names = ", ".join(envs)

@@ -60,13 +60,16 @@ def decide(
     live: Live | None = None,
     pin: Pin | None = None,
     scorer: learn.Scorer | None = None,
+    unavailable: Mapping[str, str] | None = None,
 ) -> Decision:
     """Route `request`; `headers` must answer lower-case names. Raises RoutingError.
 
     `live` (the daemon's traffic state) makes the decision go around busy models and spent
     budgets and break the policy's ties by latency; `pin` is the model that served this
     conversation's previous turn (session affinity, policy decisions only); `scorer` is the
-    learned router, used by the policy with [routing] learned on."""
+    learned router, used by the policy with [routing] learned on; `unavailable` names the models
+    that cannot be called now and why (a key variable unset): they are left out of every chain,
+    the reason noted, and the request goes to the models that can answer."""
     features = feats.extract(request, headers)
     turns = config.routing.turns
     level, level_reason = feats.difficulty(request, features, headers, turns=turns)
@@ -119,6 +122,11 @@ def decide(
         fallbacks = policy.fallbacks_for(config, features, level, chosen_profile, requested)
         name, source, chain = f"requested:{requested}", "requested", (requested, *fallbacks)
         who = "the requested model"
+    if chain and unavailable:
+        gone = [a for a in chain if a in unavailable]
+        if gone:
+            notes.append("left out: " + "; ".join(f"{a} ({unavailable[a]})" for a in gone))
+            chain = tuple(a for a in chain if a not in unavailable)
     if chain and live is not None:
         chain = _live_chain(chain, live, features.estimated_tokens, who, notes)
     if not chain:  # the policy decides: no rule matched, a rule handed over, or budgets spent
@@ -126,7 +134,9 @@ def decide(
         if scorer is not None and config.routing.learned:
             ids = learn.request_ids(request, features)
             chances = scorer.lazy(ids)
-        choice = policy.choose(config, features, level, chosen_profile, explain, live, pin, chances)
+        choice = policy.choose(
+            config, features, level, chosen_profile, explain, live, pin, chances, unavailable
+        )
         if source == "rule":
             notes.append(f"rule `{name}` hands the request to the policy ({choice.rule})")
         else:

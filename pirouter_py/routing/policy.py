@@ -166,12 +166,14 @@ def choose(
     live: Live | None = None,
     pin: Pin | None = None,
     learned: Mapping[str, float] | None = None,
+    unavailable: Mapping[str, str] | None = None,
 ) -> PolicyChoice:
     """The policy decision for a request no rule matched; raises RoutingError when none fits.
 
     With `live`: models whose budget is spent drop out ("downgrade") or refuse the request when
     the choice would land on one ("refuse"); models tied on the profile's keys are ordered by
-    recent time to first token; busy models (cooling, at a limit) go last. With `pin`: session
+    recent time to first token; busy models (cooling, at a limit) go last. `unavailable` models
+    (a key variable unset) are left out, with their reason in the explanation. With `pin`: session
     affinity (see `_affinity`). With `learned` (each alias's predicted chance of a good enough
     answer, [routing] learned): see `_learned_pick`; the ladder's quality floor does not apply."""
     required_name = REQUIRED_QUALITY[level]
@@ -179,6 +181,10 @@ def choose(
     tokens = features.estimated_tokens
     orders = _orders(config, profile, level, features.has_tools, features.has_images)
     fitting = [am for am in orders.ranked if _fits(am[1], tokens)]
+    missing: dict[str, str] = {}
+    if unavailable:
+        missing = {a: unavailable[a] for a, _ in fitting if a in unavailable}
+        fitting = [am for am in fitting if am[0] not in unavailable]
     spent: dict[str, Spent] = {}
     if live is not None and fitting:
         spent = {a: why for a, _ in fitting if (why := live.spent(a)) is not None}
@@ -188,10 +194,13 @@ def choose(
                 raise refused(next(iter(spent.values())), "no model without a spent budget")
     if not fitting:
         images = ", images=true" if features.has_images else ""
+        left = (
+            "; left out: " + "; ".join(f"{a} ({w})" for a, w in missing.items()) if missing else ""
+        )
         raise RoutingError(
             "no enabled model satisfies routing constraints: "
             f"profile={PROFILE_DEBUG_NAMES[profile]}, tools={str(features.has_tools).lower()}, "
-            f"estimated_tokens={tokens}{images}"
+            f"estimated_tokens={tokens}{images}{left}"
         )
     adequate = [am for am in fitting if am[1].rank >= required]
     below = fitting if adequate else []
@@ -245,7 +254,7 @@ def choose(
         gone = [(a, f"budget spent: {s.key}") for a, s in spent.items() if a not in kept]
         dropped = [
             CandidateTrace(a, "dropped", why)
-            for a, why in sorted([*orders.dropped, *too_small, *gone])
+            for a, why in sorted([*orders.dropped, *too_small, *gone, *missing.items()])
         ]
         dropped += [
             CandidateTrace(a, "dropped", f"{m.quality} is below the required {required_name}")

@@ -115,7 +115,13 @@ async def serve(
             ctx.session = session_key(chat, request.headers)
             pin = traffic.sessions.pin(ctx.session)
         ctx.decision = decide(
-            config, chat, request.headers, live=traffic, pin=pin, scorer=snapshot.scorer
+            config,
+            chat,
+            request.headers,
+            live=traffic,
+            pin=pin,
+            scorer=snapshot.scorer,
+            unavailable=snapshot.unavailable,
         )
     except RoutingError as exc:
         overhead = (time.perf_counter() - started) * 1000

@@ -9,6 +9,7 @@ two configs. Everything else here lives as long as the app.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -45,6 +46,7 @@ class Snapshot:
     cascade: Cascade
     traffic: Traffic
     scorer: learned.Scorer | None = None  # the learned router, with [routing] learned on
+    unavailable: Mapping[str, str] = field(default_factory=dict)  # alias: why it cannot be called
 
     @property
     def config(self) -> Config:
@@ -67,7 +69,8 @@ def snapshot_for(
     scorer = None
     if loaded.config.routing.learned and learned_path is not None:
         scorer = load_scorer(learned_path)
-    return Snapshot(loaded, cascade, traffic, scorer)
+    unavailable = loaded.config.unavailable(os.environ if environ is None else environ)
+    return Snapshot(loaded, cascade, traffic, scorer, unavailable)
 
 
 def load_scorer(path: Path) -> learned.Scorer | None:
