@@ -52,12 +52,12 @@ def test_check_config_prints_v01_lines_then_providers() -> None:
         "    ollama     ollama     http://127.0.0.1:11434  no key needed\n"
         "    openai     openai     https://api.openai.com  key from $OPENAI_API_KEY (NOT SET)\n"
         "  warnings:  2\n"
-        f"    {EX}:{anthropic}: providers.anthropic.api_key_env: ANTHROPIC_API_KEY is not set: the models "
-        "of provider `anthropic` (haiku, opus, sonnet) are left out of routing until it is; "
-        "export it, or remove api_key_env if the server needs no key\n"
-        f"    {EX}:{openai}: providers.openai.api_key_env: OPENAI_API_KEY is not set: the models of "
-        "provider `openai` (gpt-4o, gpt-4o-mini) are left out of routing until it is; export it, "
-        "or remove api_key_env if the server needs no key\n"
+        f"    {EX}:{anthropic}: providers.anthropic.api_key_env: ANTHROPIC_API_KEY is not set: "
+        "the models of provider `anthropic` (haiku, opus, sonnet) are left out of routing until "
+        "it is; export it, or remove api_key_env if the server needs no key\n"
+        f"    {EX}:{openai}: providers.openai.api_key_env: OPENAI_API_KEY is not set: the models "
+        "of provider `openai` (gpt-4o, gpt-4o-mini) are left out of routing until it is; export "
+        "it, or remove api_key_env if the server needs no key\n"
     )
 
 

@@ -240,7 +240,8 @@ def test_empty_catalog_is_an_error() -> None:
 
 @pytest.mark.parametrize("bind", ["127.0.0.1:11435", "localhost:80", "[::1]:8080", "0.0.0.0:0"])
 def test_valid_binds(bind: str) -> None:
-    parse_config(f'[server]\nbind = "{bind}"\n' + PROVIDER + MODEL, "c")
+    keys = '\napi_keys_env = ["K"]' if bind.startswith("0.") else ""  # beyond loopback: keys
+    parse_config(f'[server]\nbind = "{bind}"{keys}\n' + PROVIDER + MODEL, "c")
 
 
 @pytest.mark.parametrize("bind", ["127.0.0.1", ":80", "host:99999", "a b:1", "[::1:80"])
@@ -393,3 +394,54 @@ def test_builtin_default_adds_clouds_whose_keys_are_set(monkeypatch: pytest.Monk
     assert set(cfg.providers) == {"ollama", "openai", "anthropic"}
     assert len(cfg.models) == 7
     assert cfg.providers["anthropic"].api_key_env == "ANTHROPIC_API_KEY"
+
+
+def test_unknown_keys_inside_a_rule_are_errors_all_at_once() -> None:
+    """A typo inside `when` would widen the rule (v0.1-style warning, then it matched every
+    non-stream request): every such key is an error, located, with the spelling, in one go."""
+    text = (
+        '[providers.ollama]\n[models.m]\nprovider = "ollama"\nmodel_id = "x"\n'
+        "[[rules]]\n"
+        'name = "r"\n'
+        'when = { stream = false, promt_matches = "x" }\n'
+        'then = { primary = "m", cascde = ["m"], escalation = { on_short_respons = true } }\n'
+        "[surver]\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "c.toml")
+    found = [(p.line, p.key, p.message) for p in caught.value.problems]
+    assert found == [
+        (
+            7,
+            "rules[0].when.promt_matches",
+            "unknown key in the rule's `when`: ignoring it would change what the rule matches; "
+            "fix or remove it (did you mean `prompt_matches`?)",
+        ),
+        (
+            8,
+            "rules[0].then.cascde",
+            "unknown key in the rule's `then`: ignoring it would change what the rule does; "
+            "fix or remove it (did you mean `cascade`?)",
+        ),
+        (
+            8,
+            "rules[0].then.escalation.on_short_respons",
+            "unknown key in the rule's `then`: ignoring it would change what the rule does; "
+            "fix or remove it (did you mean `on_short_response`?)",
+        ),
+    ]
+    # outside rules an unknown key stays a warning
+    _, warnings = parse_config(text.split("[[rules]]", maxsplit=1)[0] + "[surver]\n", "c.toml")
+    assert [w.key for w in warnings] == ["surver"]
+
+
+def test_a_public_bind_without_client_keys_is_a_located_config_error() -> None:
+    base = '[providers.ollama]\n[models.m]\nprovider = "ollama"\nmodel_id = "x"\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config('[server]\nbind = "0.0.0.0:11435"\n' + base, "c.toml")
+    [problem] = caught.value.problems
+    assert (problem.line, problem.key) == (2, "server.bind")
+    assert "beyond loopback" in problem.message and "api_keys_env" in problem.message
+    keyed = '[server]\nbind = "0.0.0.0:11435"\napi_keys_env = ["K"]\n' + base
+    assert parse_config(keyed, "c.toml")[0].server.bind == "0.0.0.0:11435"
+    assert parse_config('[server]\nbind = "[::1]:8080"\n' + base, "c.toml")

@@ -677,7 +677,21 @@ def test_daemon_refuses_to_listen_beyond_loopback(tmp_path: Path) -> None:
         timeout=30,
         check=False,
     )
+    # refused at load, like check-config, with the file, line and key
     assert done.returncode == 3
+    assert done.stderr.startswith(
+        f'error: {path}:2: server.bind: "0.0.0.0:11435" is beyond loopback'
+    )
+    # a --host beyond loopback is refused by run itself (a usage error)
+    path.write_text(path.read_text().replace("0.0.0.0:11435", "127.0.0.1:11435"))
+    done = subprocess.run(
+        [sys.executable, "-m", "pirouter_py", "-c", str(path), "run", "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
     assert done.stderr.startswith("Error: refusing to listen on 0.0.0.0")
 
 

@@ -212,7 +212,8 @@ def test_bad_then_tables(write_config: Callable[[str], Path], then: str, problem
 
 def test_the_example_configs_commented_rules_load(write_config: Callable[[str], Path]) -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
-    blocks = text.split("# [[rules]]\n")[1:]
+    # each commented rule runs to the first blank line (what follows is other sections')
+    blocks = [b.split("\n\n", 1)[0] for b in text.split("# [[rules]]\n")[1:]]
     assert len(blocks) >= 4
     uncommented = "".join(
         "[[rules]]\n"

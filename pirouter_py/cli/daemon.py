@@ -54,8 +54,8 @@ def run(
     import asyncio
 
     from pirouter_py.config import parse_bind
+    from pirouter_py.config.load import is_loopback
     from pirouter_py.observe import log
-    from pirouter_py.server.access import is_loopback
     from pirouter_py.server.serve import serve
 
     loaded = guard(lambda: load(ctx, config))

@@ -14,6 +14,7 @@ never fatal.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -126,6 +127,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
 # ---------------------------------------------------------------------------------------------
 # Parsing and validation
 
+RULE_PARTS = ("when", "then")  # named in the error for an unknown key inside a rule
 _TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
 _TOML_HINTS = {  # tomllib's words for the commonest slips, and what they mean to a person
     "Illegal character '\\n'": "a string is not closed on its line (add the closing quote, or "
@@ -154,18 +156,31 @@ def parse_config(
         raise ConfigError(
             [problem(tuple(err["loc"]), _describe(err)) for err in exc.errors()]
         ) from None
-    warnings = sorted(
-        (problem(path, message) for path, message in _unknown_keys(config, ())),
-        key=lambda p: p.line or 0,
-    )
+    warnings: list[ConfigProblem] = []
     errors: list[ConfigProblem] = []
+    for path, message in _unknown_keys(config, ()):
+        if path[0] == "rules":  # ignoring it would change what the rule matches or does
+            hint = message.removeprefix("unknown key, ignored")
+            part = path[2] if len(path) > 3 and path[2] in RULE_PARTS else None
+            where = f"the rule's `{part}`" if part else "a rule"
+            does = "matches" if part == "when" else "does"
+            errors.append(
+                problem(
+                    path,
+                    f"unknown key in {where}: ignoring it would change what the rule {does}; "
+                    f"fix or remove it{hint}",
+                )
+            )
+        else:
+            warnings.append(problem(path, message))
+    warnings.sort(key=lambda p: p.line or 0)
     config = _resolve(
         config,
         lambda path, msg: errors.append(problem(path, msg)),
         lambda path, msg: warnings.append(problem(path, msg)),
     )
     if errors:
-        raise ConfigError(errors)
+        raise ConfigError(sorted(errors, key=lambda p: p.line or 0))
     if environ is not None:
         for name, provider in config.providers.items():
             why = provider.key_missing(environ)
@@ -293,6 +308,19 @@ def _unknown_keys(node: Any, path: KeyPath) -> list[tuple[KeyPath, str]]:
 _BIND = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d{1,5})$")
 
 
+LOOPBACK_NAMES = frozenset(("localhost", "localhost.localdomain"))
+
+
+def is_loopback(host: str) -> bool:
+    """A name or address that only this machine can reach."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_bind(bind: str) -> tuple[str, int] | None:
     """`"127.0.0.1:11435"` -> ("127.0.0.1", 11435); `"[::1]:80"` -> ("::1", 80); None if invalid."""
     match = _BIND.match(bind)
@@ -306,10 +334,20 @@ Report = Any  # Callable[[KeyPath, str], None]
 
 def _resolve(config: Config, error: Report, warn: Report) -> Config:
     """Semantic validation (reference §2.9 and more) and derived state; returns the final config."""
-    if parse_bind(config.server.bind) is None:
+    bound = parse_bind(config.server.bind)
+    if bound is None:
         error(
             ("server", "bind"),
             f'{_show(config.server.bind)} is not host:port; write e.g. bind = "{DEFAULT_BIND}"',
+        )
+    elif not is_loopback(bound[0]) and not (
+        config.server.api_keys_env or config.server.api_keys_file
+    ):
+        error(
+            ("server", "bind"),
+            f"{_show(config.server.bind)} is beyond loopback, and without client keys pirouter "
+            "would serve anyone who can reach this machine; set [server] api_keys_env or "
+            'api_keys_file, or bind = "127.0.0.1:11435"',
         )
 
     providers: dict[str, ProviderConfig] = {}

@@ -9,7 +9,6 @@ page cannot reach the loopback daemon through a DNS name it rebinds to 127.0.0.1
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,17 +17,6 @@ from pirouter_py.config import ServerConfig
 from pirouter_py.errors import PirouterError
 
 LOCAL_HOSTS = frozenset(("localhost", "127.0.0.1", "::1"))
-LOOPBACK_NAMES = frozenset(("localhost", "localhost.localdomain"))
-
-
-def is_loopback(host: str) -> bool:
-    """A name or address that only this machine can reach."""
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def load_keys(server: ServerConfig, environ: Mapping[str, str] | None = None) -> tuple[bytes, ...]:

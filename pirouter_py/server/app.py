@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from pirouter_py.config import LoadedConfig, default_ledger_path, parse_bind
+from pirouter_py.config.load import is_loopback
 from pirouter_py.ledger.read import open_read_only, traffic_seed
 from pirouter_py.ledger.writer import Ledger, Recorder
 from pirouter_py.live.budgets import day_start, month_start
@@ -136,7 +137,7 @@ def create_app(
         state.request_lines = RequestLines(request_log)
     state.keys = access.load_keys(server, environ)
     listen = host if host is not None else (parse_bind(server.bind) or ("127.0.0.1", 0))[0]
-    if access.is_loopback(listen):  # beyond loopback, client keys are the protection
+    if is_loopback(listen):  # beyond loopback, client keys are the protection
         state.hosts = access.allowed_hosts(listen, server.allowed_hosts)
     if server.metrics:
         state.metrics = Metrics(
