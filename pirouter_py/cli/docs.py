@@ -389,13 +389,17 @@ def _man_option(option: Option) -> list[str]:
 # --- the README's CLI reference ----------------------------------------------------------------
 
 
+PROG = "from pirouter_py.cli import app; app(prog_name='pirouter')"
+
+
 def help_text(path: tuple[str, ...]) -> str:
     """`pirouter ... --help` as a user sees it at a HELP_WIDTH-column terminal."""
     import os
 
     env = {**os.environ, "COLUMNS": str(HELP_WIDTH), "TERMINAL_WIDTH": str(HELP_WIDTH)}
     done = subprocess.run(
-        [sys.executable, "-m", "pirouter_py", *path, "--help"],
+        # named `pirouter`, as users type it (under -m click would say `python -m pirouter_py`)
+        [sys.executable, "-c", PROG, *path, "--help"],
         capture_output=True,
         text=True,
         env=env,
