@@ -121,3 +121,31 @@ def test_check_config_json_says_whether_a_key_will_be_sent(
         assert providers["lmstudio"]["api_key_set"] is False
         assert providers["lmstudio"]["key"] == "no key configured: none is sent"
         assert "sk-x" not in out
+
+
+def test_a_port_in_use_is_said_once_without_guessing(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    config = tmp_path / "config.toml"
+    config.write_text('[providers.ollama]\n[models.m]\nprovider = "ollama"\nmodel_id = "x"\n')
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pirouter_py", "-c", str(config), "run", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env={**__import__("os").environ, "XDG_DATA_HOME": str(tmp_path / "data")},
+        )
+    finally:
+        taken.close()
+    assert done.returncode == 1
+    assert done.stderr.count(f"127.0.0.1:{port}") == 1
+    assert "the port is in use (`pirouter status` says whether by a pirouter)" in done.stderr
+    assert "another pirouter" not in done.stderr and "Traceback" not in done.stderr

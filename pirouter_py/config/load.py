@@ -463,7 +463,7 @@ def _resolve(config: Config, error: Report, warn: Report) -> Config:
 def default_config_text(environ: Mapping[str, str]) -> str:
     """A config for users with no file: local Ollama, plus each cloud whose key variable is set."""
     parts = [
-        "# pirouter's built-in default. Run `pirouter init` to write an editable copy.",
+        "# pirouter's built-in default. Copy config.example.toml to the config path to edit.",
         "[providers.ollama]",
         'base_url = "http://127.0.0.1:11434"',
         "",

@@ -7,6 +7,8 @@ shutdown_timeout_secs`; a repeated signal does not cut the drain short.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -47,10 +49,12 @@ async def serve(
         try:
             await site.start()
         except OSError as exc:
+            # the exception's own text repeats the address; its errno says it once
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            if exc.errno == errno.EADDRINUSE:
+                why = "the port is in use (`pirouter status` says whether by a pirouter)"
             raise PirouterError(
-                f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
-                "is another pirouter running? Change [server] bind or pass "
-                "--port"
+                f"cannot listen on {host}:{port}: {why}; change [server] bind or pass --port"
             ) from None
         bound = runner.addresses[0]
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
