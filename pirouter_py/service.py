@@ -24,9 +24,14 @@ ENV_FILE = "pirouter.env"
 ENV_TEMPLATE = """\
 # API keys for the pirouter service, one NAME=value per line. Read when the service starts;
 # keep this file private (mode 0600). Then: pirouter service install (or restart the service).
-# OPENAI_API_KEY=sk-...
-# ANTHROPIC_API_KEY=sk-ant-...
 """
+DEFAULT_KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+
+
+def env_template(key_vars: tuple[str, ...] = ()) -> str:
+    """The env file's first text: a commented line for each key variable the config names
+    (the usual two when it names none)."""
+    return ENV_TEMPLATE + "".join(f"# {name}=...\n" for name in key_vars or DEFAULT_KEY_VARS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +134,12 @@ class Where:
         return self.home / "Library" / "LaunchAgents" / f"{LABEL}.plist"
 
 
-def install_plan(kind: str, where: Where, exe: tuple[str, ...]) -> Plan:
-    env = File(where.env_file, ENV_TEMPLATE, 0o600, keep_existing=True)
+def install_plan(
+    kind: str, where: Where, exe: tuple[str, ...], key_vars: tuple[str, ...] = ()
+) -> Plan:
+    """`key_vars`: the variables the config reads keys from, written commented into a new env
+    file."""
+    env = File(where.env_file, env_template(key_vars), 0o600, keep_existing=True)
     notes = (
         ()
         if where.config is not None

@@ -752,6 +752,8 @@ def test_status_reports_a_running_daemon(daemon: Daemon, tmp_path: Path) -> None
     assert result.exit_code == 0
     assert result.stdout.startswith(f"pirouter 0.1.0 is ok at http://127.0.0.1:{port}\n")
     assert "  requests:  " in result.stdout
+    # the daemon answering there runs another config than the one named: said
+    assert f"(not {config}, the config this command read)" in result.stdout
     report = json.loads(CliRunner().invoke(app, ["status", "--json", "-c", str(config)]).stdout)
     assert report["running"] is True and report["status"] == "ok"
     config.write_text(config.read_text().replace(port, "9"))

@@ -112,3 +112,18 @@ def test_cli_refuses_to_install_a_broken_config(write_config: Callable[[str], Pa
     config = write_config("[models\n")
     result = CliRunner().invoke(app, ["service", "install", "--dry-run", "-c", str(config)])
     assert result.exit_code == 3 and "TOML syntax error" in result.stderr
+
+
+def test_the_key_file_names_the_variables_the_config_reads(tmp_path: Path) -> None:
+    w = where(tmp_path, tmp_path / ".config" / "pirouter" / "config.toml")
+    service.apply(
+        service.install_plan("systemd", w, EXE, ("GROQ_API_KEY", "PIROUTER_CLIENT_KEY")),
+        run_commands=False,
+    )
+    text = w.env_file.read_text()
+    assert "# GROQ_API_KEY=...\n# PIROUTER_CLIENT_KEY=...\n" in text
+    assert "OPENAI_API_KEY" not in text and "ANTHROPIC_API_KEY" not in text
+    # a config that names none gets the usual two
+    other = where(tmp_path / "other", None)
+    service.apply(service.install_plan("systemd", other, EXE), run_commands=False)
+    assert "# OPENAI_API_KEY=...\n# ANTHROPIC_API_KEY=...\n" in other.env_file.read_text()

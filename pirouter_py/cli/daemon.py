@@ -124,7 +124,7 @@ def status(
     lines = [
         f"pirouter {health.get('version', '?')} is {health.get('status', 'ok')} at {url}",
         f"  uptime:    {uptime // 3600}h {uptime % 3600 // 60}m {uptime % 60}s",
-        f"  config:    {health.get('config')}",
+        f"  config:    {health.get('config')}" + _other_config(health.get("config"), loaded.source),
         f"  requests:  {health.get('requests')} served, {health.get('in_flight')} in flight",
     ]
     ledger = health.get("ledger")
@@ -148,6 +148,16 @@ def status(
         )
     )
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _other_config(running: Any, named: str) -> str:
+    """A note when the daemon answering runs another config than the one this command read."""
+    from pathlib import Path
+
+    if not isinstance(running, str) or running == named:
+        return ""
+    same = Path(running).exists() and Path(named).exists() and Path(running).samefile(named)
+    return "" if same else f"\n             (not {named}, the config this command read)"
 
 
 @app.command("dashboard")

@@ -52,7 +52,10 @@ def service_install(
     from pirouter_py import service
 
     kind, where = _where(ctx, config)
-    plan = service.install_plan(kind, where, service.program())
+    cfg = guard(lambda: load(ctx, config, warn=False)).config
+    names = [e for p in cfg.providers.values() for e in p.key_envs] + list(cfg.server.api_keys_env)
+    key_vars = tuple(dict.fromkeys(names))  # in the config's order, once each
+    plan = service.install_plan(kind, where, service.program(), key_vars)
     if dry_run:
         sys.stdout.write(service.describe(plan))
         return
