@@ -149,3 +149,44 @@ def test_a_port_in_use_is_said_once_without_guessing(tmp_path: Path) -> None:
     assert done.stderr.count(f"127.0.0.1:{port}") == 1
     assert "the port is in use (`pirouter status` says whether by a pirouter)" in done.stderr
     assert "another pirouter" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_health_is_degraded_while_no_model_can_answer(tmp_path: Path) -> None:
+    """The only model's server refuses connections (the built-in default with no Ollama): once
+    it failed, /health and `status` say degraded and why, instead of ok."""
+    import json
+    import socket
+    import urllib.request
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[providers.ollama]\nbase_url = "http://127.0.0.1:{port}"\n'
+        '[models.m]\nprovider = "ollama"\nmodel_id = "x"\n'
+    )
+    daemon = Daemon(config).start()
+    try:
+
+        def health() -> dict[str, object]:
+            with urllib.request.urlopen(daemon.url + "/health", timeout=10) as response:
+                return json.loads(response.read())  # type: ignore[no-any-return]
+
+        assert health()["status"] == "ok"
+        status, _, _ = daemon.post(
+            {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+        )
+        assert status == 502
+        now = health()
+        assert now["status"] == "degraded"
+        assert str(now["reason"]).startswith("no model can answer now: m (cooling after:")
+        bound = tmp_path / "bound.toml"
+        daemon_port = daemon.url.rsplit(":", 1)[1]
+        bound.write_text(config.read_text() + f'[server]\nbind = "127.0.0.1:{daemon_port}"\n')
+        out = CliRunner().invoke(app, ["status", "-c", str(bound)]).stdout
+        assert f"is degraded at http://127.0.0.1:{daemon_port}" in out
+        assert "  reason:    no model can answer now: m (cooling after:" in out
+    finally:
+        daemon.stop()

@@ -123,6 +123,7 @@ def status(
     uptime = int(health.get("uptime_s", 0))
     lines = [
         f"pirouter {health.get('version', '?')} is {health.get('status', 'ok')} at {url}",
+        *([f"  reason:    {health['reason']}"] if health.get("reason") else []),
         f"  uptime:    {uptime // 3600}h {uptime % 3600 // 60}m {uptime % 60}s",
         f"  config:    {health.get('config')}" + _other_config(health.get("config"), loaded.source),
         f"  requests:  {health.get('requests')} served, {health.get('in_flight')} in flight",

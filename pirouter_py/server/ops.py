@@ -45,6 +45,8 @@ async def health(request: web.Request) -> web.Response:
             "backlog": 0,
         }
     body["models"] = state.health.snapshot()
+    if not state.draining and (why := _degraded(snapshot, body["models"])) is not None:
+        body["status"], body["reason"] = "degraded", why
     if limits := snapshot.traffic.limits.snapshot():
         body["limits"] = limits
     # keys resting after a 401/403/429, by variable name only
@@ -52,6 +54,24 @@ async def health(request: web.Request) -> web.Response:
     rested = {n: p.rested.snapshot() for n, p in providers if hasattr(p, "rested")}
     body["keys"] = {n: r for n, r in rested.items() if r}
     return web.Response(body=orjson.dumps(body), content_type=JSON)
+
+
+def _degraded(snapshot: Any, models: dict[str, dict[str, Any]]) -> str | None:
+    """Why no chat model can answer now (every one cooling after failures, or without its
+    key), or None while one can."""
+    config = snapshot.config
+    chat = [a for a, m in config.models.items() if m.enabled and m.kind == "chat"]
+    why = {}
+    for alias in chat:
+        if alias in snapshot.unavailable:
+            why[alias] = snapshot.unavailable[alias]
+        elif models.get(alias, {}).get("cooling"):
+            why[alias] = f"cooling after: {models[alias].get('last_error') or 'failures'}"
+        else:
+            return None
+    if not why:
+        return None
+    return "no model can answer now: " + "; ".join(f"{a} ({w})" for a, w in sorted(why.items()))
 
 
 async def metrics(request: web.Request) -> web.Response:
