@@ -129,6 +129,13 @@ def ledger_file(loaded: LoadedConfig) -> Path:
     return Path(path).expanduser() if path else default_ledger_path()
 
 
+def learned_path(loaded: LoadedConfig) -> Path:
+    """Where the learned router's file is: beside the ledger, where the daemon reads it."""
+    from pirouter_py.routing import learned
+
+    return ledger_file(loaded).with_name(learned.FILE_NAME)
+
+
 def learned_scorer(loaded: LoadedConfig) -> Any:
     """The learned router beside the ledger when the config turns it on, else None (the
     decision is then the difficulty ladder's, as the daemon's would be)."""
@@ -136,7 +143,7 @@ def learned_scorer(loaded: LoadedConfig) -> Any:
         return None
     from pirouter_py.routing import learned
 
-    return guard(lambda: learned.load(ledger_file(loaded).with_name(learned.FILE_NAME)))
+    return guard(lambda: learned.load(learned_path(loaded)))
 
 
 def daemon_url(config: Config) -> str:

@@ -16,18 +16,13 @@ from pirouter_py.cli.common import (
     app,
     fail,
     guard,
+    learned_path,
     ledger_file,
     load,
     print_json,
 )
 from pirouter_py.cli.ledger import SinceOption, parse_since
 from pirouter_py.errors import ExitCode
-
-
-def _model_path(loaded: Any) -> Path:
-    from pirouter_py.routing import learned
-
-    return ledger_file(loaded).with_name(learned.FILE_NAME)
 
 
 def _ledger_examples(path: Path, since: float) -> tuple[list[Any], int]:
@@ -117,7 +112,7 @@ def learn(
             "escalated or bad; routing goes on by the difficulty ladder",
             ExitCode.RUNTIME,
         )
-    target = output or _model_path(loaded)
+    target = output or learned_path(loaded)
     model = guard(lambda: train.train(examples))
     train.write(target, model)
     report["written"] = str(target)
@@ -205,7 +200,7 @@ def evaluate(
     if cv:
         chances, source = _cv_chances(examples, cv), f"{cv}-fold cross-validation"
     else:
-        path = _model_path(loaded)
+        path = learned_path(loaded)
         scorer = guard(lambda: learned.load(path))
         if scorer is not None:
             chances, source = ev.scorer_chances(scorer), str(path)

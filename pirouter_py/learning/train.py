@@ -86,20 +86,30 @@ def fit(examples: Sequence[Example], alias: str) -> tuple[float, list[float]]:
     return float(model.intercept_[0]), model.coef_[0].tolist()
 
 
-def train(examples: Sequence[Example]) -> dict[str, Any]:
-    """The learned router's file contents (`models` empty when no alias has enough labels)."""
-    models: dict[str, Any] = {}
+def _fitted(examples: Sequence[Example]) -> list[tuple[str, int, int, float, list[float] | None]]:
+    """(alias, labels, good, bias, weights) per labelled alias; weights None for an alias with
+    too few labels to learn (it keeps its rate)."""
+    out: list[tuple[str, int, int, float, list[float] | None]] = []
     for alias, (n, good) in sorted(counts(examples).items()):
-        if not trainable(n, good):
-            models[alias] = {"bias": 0.0, "weights": None, "labels": n, "good": good}
-            continue
-        bias, weights = fit(examples, alias)
-        models[alias] = {
+        if trainable(n, good):
+            bias, weights = fit(examples, alias)
+            out.append((alias, n, good, bias, weights))
+        else:
+            out.append((alias, n, good, 0.0, None))
+    return out
+
+
+def train(examples: Sequence[Example]) -> dict[str, Any]:
+    """The learned router's file contents."""
+    models = {
+        alias: {
             "bias": bias,
-            "weights": learned.pack(weights),
+            "weights": None if weights is None else learned.pack(weights),
             "labels": n,
             "good": good,
         }
+        for alias, n, good, bias, weights in _fitted(examples)
+    }
     return {
         "version": learned.VERSION,
         "buckets": learned.BUCKETS,
@@ -111,13 +121,10 @@ def train(examples: Sequence[Example]) -> dict[str, Any]:
 
 def scorer(examples: Sequence[Example]) -> learned.Scorer:
     """A scorer trained in memory (eval's cross-validation)."""
-    models = {}
-    for alias, (n, good) in sorted(counts(examples).items()):
-        if trainable(n, good):
-            bias, weights = fit(examples, alias)
-            models[alias] = learned.AliasModel(bias, array("f", weights), n, good)
-        else:
-            models[alias] = learned.AliasModel(0.0, None, n, good)
+    models = {
+        alias: learned.AliasModel(bias, None if weights is None else array("f", weights), n, good)
+        for alias, n, good, bias, weights in _fitted(examples)
+    }
     return learned.Scorer(models, time.time(), len(examples))
 
 

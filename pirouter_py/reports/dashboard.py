@@ -52,7 +52,7 @@ def _counts(rows: Sequence[Mapping[str, Any]], key: str, empty: str) -> list[dic
     ]
 
 
-def _client(agent: str) -> str:
+def client_name(agent: str) -> str:
     """A user agent's product name (`claude-cli/2.1 (external, cli)` -> `claude-cli`)."""
     return agent.split("/", 1)[0].split(" ", 1)[0] or "(none)"
 
@@ -112,7 +112,7 @@ def page(
     summary = summarize(rows, since=since, by="model", baseline=baseline)
     ttft = [float(r["ttft_ms"]) for r in rows if r.get("ttft_ms") is not None]
     overhead = [float(r["overhead_ms"]) for r in rows if r.get("overhead_ms") is not None]
-    clients = [{**r, "client": _client(str(r.get("user_agent") or ""))} for r in rows]
+    clients = [{**r, "client": client_name(str(r.get("user_agent") or ""))} for r in rows]
     return {
         "stats": render.summary_json(summary, {"since": since, "window": window}),
         "until": until,
@@ -136,7 +136,7 @@ def live_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "rule": row.get("route_rule"),
         "model": row.get("final_model") or None,
         "protocol": row.get("protocol"),
-        "client": _client(str(row.get("user_agent") or "")),
+        "client": client_name(str(row.get("user_agent") or "")),
         "session": row.get("session"),
         "input_tokens": row["input_tokens"],
         "output_tokens": row["output_tokens"],

@@ -99,7 +99,8 @@ def _window(request: web.Request, now: float) -> tuple[float, str]:
 def _read(
     path: Path | None, since: float, limit: int, prompts: bool = False
 ) -> list[dict[str, Any]]:
-    """The newest `limit` requests since `since`, with their prompts when asked and kept."""
+    """The newest `limit` requests since `since`; with `prompts`, each with its kept prompt and
+    answer (None unless [ledger] store_prompts kept them), on the same connection."""
     db = read.open_read_only(path) if path is not None else None
     if db is None:
         return []
@@ -107,8 +108,13 @@ def _read(
         rows = read.read_requests(db, since, limit, newest_first=True)
         if prompts:
             kept = read.stored_prompts(db, [r["id"] for r in rows])
+            answers: dict[str, str] = {}
+            if rows and read.has_table(db, "prompts"):
+                marks = ", ".join("?" * len(rows))
+                query = f"SELECT request_id, answer FROM prompts WHERE request_id IN ({marks})"
+                answers = dict(db.execute(query, [r["id"] for r in rows]))
             for row in rows:
-                row["prompt"] = kept.get(row["id"])
+                row["prompt"], row["answer"] = kept.get(row["id"]), answers.get(row["id"])
         return rows
     finally:
         db.close()
@@ -160,26 +166,12 @@ async def summary(request: web.Request) -> web.Response:
 async def newest(request: web.Request) -> web.Response:
     state = request.app[STATE]
     rows = await asyncio.to_thread(_read, state.ledger_path, 0.0, NEWEST, True)
-    answers = [] if state.ledger_path is None else await asyncio.to_thread(_answers, state, rows)
     out = []
-    for row, answer in zip(rows, answers or [None] * len(rows), strict=True):
+    for row in rows:
         item = panels.live_row(row)
-        item["prompt"], item["answer"] = row.get("prompt"), answer
+        item["prompt"], item["answer"] = row.get("prompt"), row.get("answer")
         out.append(item)
     return _json({"requests": out})
-
-
-def _answers(state: State, rows: list[dict[str, Any]]) -> list[str | None]:
-    db = read.open_read_only(state.ledger_path) if state.ledger_path else None
-    if db is None or not read.has_table(db, "prompts"):
-        return [None] * len(rows)
-    try:
-        marks = ", ".join("?" * len(rows))
-        query = f"SELECT request_id, answer FROM prompts WHERE request_id IN ({marks})"
-        found = dict(db.execute(query, [r["id"] for r in rows])) if rows else {}
-        return [found.get(r["id"]) for r in rows]
-    finally:
-        db.close()
 
 
 async def overview(request: web.Request) -> web.Response:
