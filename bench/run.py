@@ -76,30 +76,61 @@ def process(args: list[str], ready_url: str, **kw: Any) -> Iterator[subprocess.P
             proc.wait(5)
 
 
+def browser_available() -> bool:
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    return found is not None and importlib.util.find_spec("playwright") is not None
+
+
 @contextmanager
-def watching(url: str) -> Iterator[list[int]]:
-    """A dashboard watching the live feed (`/ui/api/live`), as the page reads it: a thread
-    reading the server-sent events for as long as the block runs; yields [events seen]."""
+def watching(url: str) -> Iterator[list[Any]]:
+    """A dashboard watching the live feed for as long as the block runs: the page itself in a
+    headless Chromium (`browser_watch.py`) when Chromium and Playwright are here, else a client
+    reading `/ui/api/live` as the page does. Yields [requests the watcher was pushed, which]."""
+    if browser_available():
+        proc = subprocess.Popen(
+            [PY, str(HERE / "browser_watch.py"), url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            proc.kill()
+            raise RuntimeError("the browser watching the dashboard did not start")
+        seen: list[Any] = [0, "chromium"]
+        try:
+            yield seen
+        finally:
+            try:
+                out, _ = proc.communicate("stop\n", timeout=60)
+                seen[0] = json.loads(out.strip().splitlines()[-1])["seen"]
+            except (subprocess.TimeoutExpired, ValueError, IndexError):
+                proc.kill()
+                proc.wait(5)
+        return
     import http.client
 
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=600)
     conn.request("GET", "/ui/api/live")
     response = conn.getresponse()
-    seen = [0]
+    counted: list[Any] = [0, "an HTTP client reading the feed"]
 
     def read() -> None:
         try:
             for line in response:
                 if line.startswith(b"data: "):
-                    seen[0] += 1
+                    counted[0] += 1
         except (OSError, ValueError, AttributeError):  # closed at the end of the block
             pass
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        yield seen
+        yield counted
     finally:
         conn.close()
 
@@ -397,6 +428,11 @@ def table(results: dict[str, Any]) -> str:
     for size, timing in results.get("decide", {}).items():  # runs before it have none
         label = f"decide p50 / p99 us, {size} prompt"
         rows.append((label, "", f"{timing['p50_us']:.0f} / {timing['p99_us']:.0f}", "", "<= 200"))
+    window = results.get("dashboard_window")  # runs before it have none
+    if window:
+        label = f"dashboard 30d window, {window['rows']:,} rows: s first / again"
+        got = f"{window['first_s']:.2f} / {window['median_s']:.2f}"
+        rows.append((label, "", got, "", "<= 1"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = [
         "  ".join(
@@ -416,7 +452,8 @@ def table(results: dict[str, Any]) -> str:
     )
     lines.append(f"\nledger on vs off: {100 * ledger:+.1f}% throughput without it")
     if "live_events_seen" in results:
-        lines.append(f"dashboard live feed: {results['live_events_seen']} requests pushed to it")
+        who = results.get("live_watcher", "an HTTP client reading the feed")
+        lines.append(f"dashboard live feed: {results['live_events_seen']} requests pushed to {who}")
     lines.append(f"metrics on vs off: {100 * bare:+.1f}% throughput without them")
     for label, key in (("CPU per request", "cpu_ms_rounds"), ("throughput", "rounds")):
         ratios = round_ratios(on["throughput"][key], floor["throughput"][key])
@@ -573,9 +610,9 @@ def main() -> None:
                 results["targets"][key][mode] = result
         # Throughput before the 512-stream wave: after one, the floor's CPU per request rose by
         # ~8 % (258 against 238 µs, same run) and pirouter's did not, which flattered the ratio.
-        live = stack.enter_context(watching(targets["pirouter_watched"][0]))
-        rounds = throughput_rounds(targets, 2 if args.quick else 10, 3 if args.quick else 2)
-        results["live_events_seen"] = live[0]
+        with watching(targets["pirouter_watched"][0]) as live:
+            rounds = throughput_rounds(targets, 2 if args.quick else 10, 3 if args.quick else 2)
+        results["live_events_seen"], results["live_watcher"] = live
         for key, result in rounds.items():
             target = results["targets"].setdefault(key, {"name": key})
             target["throughput"] = result
@@ -598,6 +635,15 @@ def main() -> None:
         check=True,
     )
     results["decide"] = json.loads(done.stdout)
+    done = subprocess.run(
+        [PY, str(HERE / "dashboard_window.py"), "100000" if args.quick else "1000000"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        cwd=HERE,
+    )
+    results["dashboard_window"] = json.loads(done.stdout)
     text = table(results)
     print(text)
     out = HERE / "results"

@@ -54,8 +54,18 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def generated(book: Path, config: Path, n: int = 30) -> None:
     """`n` requests of the last half hour: cheap answers, escalations to strong, failures, from
     three clients over two protocols."""
-    now = time.time() - 1800
-    records = []
+    db = schema.connect(book)
+    schema.migrate(db)
+    models = load_config(config).config.models
+    ledger_rows.write_batch(db, records(n, time.time() - 1800, 60), models)
+    db.close()
+
+
+def records(n: int, start: float, step: float, prefix: str = "gen") -> list[RequestRecord]:
+    """`n` requests from `start`, one every `step` seconds: cheap answers (some with cached
+    input), escalations to strong, failures, from three clients over two protocols."""
+    now = start
+    made = []
     for i in range(n):
         kind = i % 5
         attempts: tuple[Attempt, ...]
@@ -74,14 +84,16 @@ def generated(book: Path, config: Path, n: int = 30) -> None:
         else:
             attempts = (
                 Attempt(
-                    "cheap", "fake", "m-cheap", "ok", None, None, 200, 50 * (i + 1), returned=True
+                    *("cheap", "fake", "m-cheap", "ok", None, None, 200, 50 * (i % 97 + 1)),
+                    cache_read_tokens=120 if i % 7 == 0 else 0,
+                    returned=True,
                 ),
             )
             status, final = "ok", "cheap"
-        records.append(
+        made.append(
             RequestRecord(
-                request_id=f"gen-{i:03d}",
-                ts=now + 60 * i,
+                request_id=f"{prefix}-{i:03d}",
+                ts=now + step * i,
                 protocol="anthropic" if i % 2 else "openai",
                 requested_model="auto",
                 rule="policy:balanced:easy" if kind != 3 else "coding",
@@ -91,17 +103,14 @@ def generated(book: Path, config: Path, n: int = 30) -> None:
                 status=status,
                 http_status=200 if status == "ok" else 502,
                 streamed=bool(i % 3),
-                latency_ms=100 + 37 * i,
-                overhead_ms=0.4,
-                ttft_ms=50 + i if i % 3 else None,
+                latency_ms=100 + 37 * (i % 1000),
+                overhead_ms=0.4 + (i % 11) / 10,
+                ttft_ms=50 + i % 500 if i % 3 else None,
                 user_agent=("claude-cli/2.1.3", "codex_cli_rs/0.17", "python-httpx/0.28")[i % 3],
                 attempts=attempts,
             )
         )
-    db = schema.connect(book)
-    schema.migrate(db)
-    ledger_rows.write_batch(db, records, load_config(config).config.models)
-    db.close()
+    return made
 
 
 @pytest.fixture
@@ -247,51 +256,74 @@ def test_the_page_in_chromium(board: Any, tmp_path: Path) -> None:
         assert (tmp_path / name).stat().st_size > 10_000
 
 
-def test_a_long_window_reads_a_bounded_number_of_requests(
+def test_a_long_window_reads_hourly_rollups_with_the_rows_figures(
     fake: FakeUpstream, tmp_path: Path
 ) -> None:
-    """The panels read at most PAGE_ROWS requests of a window, the newest, and say so."""
-    from pirouter_py.server.dashboard import PAGE_ROWS
+    """Past PAGE_ROWS requests, the panels sum the ledger's hourly rollups for the hours they
+    cover and the rows of the others (the window's first partial hour, the last two days not yet
+    rolled up, an old hour a late row made dirty): every count, token, cost, histogram bucket and
+    escalation move is the rows' own, and percentiles are at most 5% above the exact ones."""
+    from pirouter_py.ledger import read, rollups
+    from pirouter_py.reports import dashboard as panels
+    from pirouter_py.reports import stats
+    from pirouter_py.server.dashboard import PAGE_ROWS, _read_window
 
     book = tmp_path / "ledger.db"
     config = tmp_path / "config.toml"
     config.write_text(CONFIG.replace("{url}", fake.url).replace("{ledger}", str(book)))
-    models = load_config(config).config.models
+    loaded = load_config(config).config
     db = schema.connect(book)
     schema.migrate(db)
-    start = time.time() - 20 * 86_400
-    extra = 25
-    for first in range(0, PAGE_ROWS + extra, 5_000):
-        batch = [
-            RequestRecord(
-                request_id=f"old-{i}",
-                ts=start + i * 60,
-                protocol="openai",
-                requested_model="auto",
-                rule="policy:balanced:easy",
-                difficulty="easy",
-                primary="cheap",
-                final="cheap",
-                status="ok",
-                http_status=200,
-                streamed=False,
-                latency_ms=100,
-                overhead_ms=0.3,
-                attempts=(
-                    Attempt("cheap", "fake", "m-cheap", "ok", None, None, 10, 5, returned=True),
-                ),
-            )
-            for i in range(first, min(first + 5_000, PAGE_ROWS + extra))
-        ]
-        ledger_rows.write_batch(db, batch, models)
+    now = time.time()
+    n = PAGE_ROWS + 2_000
+    made = records(n, now - 20 * 86_400 - 1234, 20 * 86_400 / n)
+    for first in range(0, n, 5_000):
+        ledger_rows.write_batch(db, made[first : first + 5_000], loaded.models)
+    assert rollups.catch_up(db, now - 2 * 86_400, budget_s=600) == 0
+    late = records(3, now - 10 * 86_400, 1, prefix="late")  # written after its hour rolled up
+    ledger_rows.write_batch(db, late, loaded.models)
+    assert db.execute("SELECT COUNT(*) FROM rollup_dirty").fetchone()[0] > 40
+    exact_rows = read.read_requests(read.open_read_only(book) or db, 0)  # type: ignore[arg-type]
     db.close()
+    # before the daemon's writer rolls the rest up: both rollups and rows are read
+    parts, rolled, cut = _read_window(book, now - 30 * 86_400, now)
+    assert rolled and not cut
+    from_rollups, from_rows = (sum(g[5] for g in part["groups"]) for part in parts)
+    assert from_rows > 2 * 86_400 / (20 * 86_400 / n) and from_rollups + from_rows == n + 3
     daemon = Daemon(config, env={"PIROUTER_UI_KEY": KEY}).start()
     try:
         status, _, body = get(daemon, "/ui/api/summary?window=30d", Authorization=f"Bearer {KEY}")
     finally:
         daemon.stop()
-    assert status == 200
-    page = json.loads(body)
-    assert page["cut"] is True and page["stats"]["requests"] == PAGE_ROWS
-    assert page["stats"]["window"] == f"last 30d, its newest {PAGE_ROWS:,} requests"
-    assert page["stats"]["since"] == pytest.approx(start + extra * 60)  # the oldest row read
+    assert status == 200, body
+    got = json.loads(body)
+    assert got["rolled_up"] is True and got["cut"] is False
+    want = panels.page(
+        exact_rows,
+        since=got["stats"]["since"],
+        until=got["until"],
+        baseline=stats.choose_baseline(loaded),
+        window="last 30d",
+    )
+    assert len(exact_rows) == n + 3
+    for key in ("by_rule", "by_client", "by_protocol", "escalations"):
+        assert got[key] == want[key], key
+    for key in ("latency", "ttft", "overhead"):
+        assert got[key]["counts"] == want[key]["counts"] and got[key]["n"] == want[key]["n"]
+        for q in ("p50", "p95", "p99"):
+            assert want[key][q] <= got[key][q] <= want[key][q] * 1.05, (key, q)
+    g, w = got["stats"], want["stats"]
+    for key in ("requests", "successes", "escalated", "window"):
+        assert g[key] == w[key], key
+    assert g["cost_usd"] == pytest.approx(w["cost_usd"])
+    assert g["baseline"]["cost_usd"] == pytest.approx(w["baseline"]["cost_usd"])
+    assert [x["key"] for x in g["groups"]] == [x["key"] for x in w["groups"]]
+    for mine, theirs in zip([*g["groups"], g["total"]], [*w["groups"], w["total"]], strict=True):
+        for key in ("requests", "input_tokens", "output_tokens", "escalated", "errors"):
+            assert mine[key] == theirs[key], (mine["key"], key)
+        assert mine["cost_usd"] == pytest.approx(theirs["cost_usd"])
+        for key in ("p50_ms", "p95_ms"):
+            assert theirs[key] <= mine[key] <= theirs[key] * 1.05, (mine["key"], key)
+    assert sum(got["series"]["requests"]) == n + 3
+    assert sum(got["series"]["cost_usd"]) == pytest.approx(w["cost_usd"])
+    assert sum(got["series"]["baseline_usd"]) == pytest.approx(w["baseline"]["cost_usd"])

@@ -38,7 +38,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "cascade": frozenset(("config", "routing", "providers", "live", "checks")),
     "ledger": frozenset(("config",)),
     "observe": frozenset(("config", "ledger.pricing")),
-    "reports": frozenset(("config", "ledger.read", "ledger.pricing")),
+    # the page of a long window sums the ledger's hourly rollups, in their buckets
+    "reports": frozenset(("config", "ledger.read", "ledger.pricing", "ledger.rollups")),
     # labelled examples, training (the optional extra) and eval; never imported by the daemon
     "learning": frozenset(("config", "wire", "routing", "ledger")),
     "server": frozenset(
@@ -74,8 +75,10 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from pirouter_py.x import y`: y may be a module of x
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            # `from pirouter_py.x import y`: y may be a module of x (then x itself is not used)
+            subs = [f"{node.module}.{a.name}" for a in node.names]
+            relative = [s.removeprefix("pirouter_py.") for s in subs]
+            names = subs if all(r in MODULES for r in relative) else [node.module, *subs]
         else:
             continue
         for name in names:

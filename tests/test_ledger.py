@@ -477,6 +477,47 @@ def test_retention_prunes_old_rows_at_start(tmp_path: Path) -> None:
     assert [r["id"] for r in rows(path)] == ["new"]
     db = sqlite3.connect(path)
     assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 1
+    # the hourly rollups went with the rows: only the kept row's hour is left, rolled up
+    assert db.execute("SELECT hour, requests FROM rollup").fetchall() == [
+        (int(now - 6 * 86400) // 3600, 1)
+    ]
+    assert (
+        db.execute(
+            "SELECT COUNT(*) FROM rollup_dirty WHERE hour < ?", (int(now) // 3600,)
+        ).fetchone()[0]
+        == 0
+    )
+    db.close()
+
+
+def test_the_writer_rolls_up_ended_hours_also_when_idle(tmp_path: Path) -> None:
+    """Rows of ended hours are rolled up by the writer without a request to wake it (a ledger
+    from before the rollups has every hour dirty); the current hour waits for its end."""
+    from pirouter_py.ledger import rollups
+
+    path = tmp_path / "ledger.db"
+    now = time.time()
+    db = ledger_schema.connect(path)
+    migrate(db)
+    made = [make_record(f"r{i}", ts=now - i * 1800, attempts=(ok_attempt(),)) for i in range(10)]
+    ledger_rows.write_batch(db, made, config_with(tmp_path).models)
+    dirty = db.execute("SELECT COUNT(*) FROM rollup_dirty").fetchone()[0]
+    assert dirty >= 5
+    db.close()
+
+    async def idle() -> None:
+        book = Ledger(path, config_with(tmp_path))
+        await book.open()
+        await asyncio.sleep(1.0)
+        await book.close()
+
+    run(idle())
+    db = sqlite3.connect(path)
+    current = int(now) // rollups.HOUR
+    assert db.execute("SELECT hour FROM rollup_dirty").fetchall() in ([], [(current,)])
+    assert db.execute("SELECT SUM(requests) FROM rollup").fetchone()[0] == sum(
+        int(r.ts) // rollups.HOUR < current for r in made
+    )
     db.close()
 
 

@@ -71,17 +71,29 @@ def traffic_seed(db: sqlite3.Connection, day: float, month: float, sessions_sinc
     return Seed(today, this_month, sessions, ttft)
 
 
+def count_since(db: sqlite3.Connection, since: float, most: int) -> int:
+    """How many requests since a unix time, counting no further than `most`."""
+    query = "SELECT COUNT(*) FROM (SELECT 1 FROM requests WHERE ts >= ? LIMIT ?)"
+    return int(db.execute(query, (int(since), most)).fetchone()[0])
+
+
 def has_table(db: sqlite3.Connection, table: str) -> bool:
     query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
     return db.execute(query, (table,)).fetchone() is not None
 
 
 def read_requests(
-    db: sqlite3.Connection, since: float, limit: int | None = None, newest_first: bool = False
+    db: sqlite3.Connection,
+    since: float,
+    limit: int | None = None,
+    newest_first: bool = False,
+    until: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Request rows since a unix time, with their attempts; v0.1 files (no attempts) work too."""
+    """Request rows since a unix time (and before `until`), with their attempts; v0.1 files
+    (no attempts) work too."""
     order = "DESC" if newest_first else "ASC"
-    query = f"SELECT * FROM requests WHERE ts >= ? ORDER BY ts {order}, rowid {order}"
+    before = "" if until is None else f" AND ts < {int(until)}"
+    query = f"SELECT * FROM requests WHERE ts >= ?{before} ORDER BY ts {order}, rowid {order}"
     if limit is not None:
         query += f" LIMIT {int(limit)}"
     rows = [dict(r) for r in db.execute(query, (int(since),))]

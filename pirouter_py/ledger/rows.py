@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from pirouter_py.config import ModelConfig
-from pirouter_py.ledger import journal
+from pirouter_py.ledger import journal, rollups
 from pirouter_py.ledger.pricing import attempt_cost
 from pirouter_py.ledger.schema import AFFINITY_COLUMNS, FEATURE_COLUMNS, REQUEST_DETAILS
 from pirouter_py.observe.log import get_logger
@@ -239,6 +239,7 @@ def write_rows(db: sqlite3.Connection, prepared: Iterable[Rows]) -> int:
         _insert(db, INSERT_ATTEMPT, attempts)
         _insert(db, INSERT_PROMPT, prompts)
         _insert(db, INSERT_RESPONSE, responses)
+        rollups.mark(db, (request[1] for request in requests))
         db.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
@@ -255,8 +256,8 @@ def write_batch(
 
 
 def prune(db: sqlite3.Connection, days: int, now: float) -> int:
-    """Delete requests (and their attempts, prompts and kept responses) older than `days`;
-    returns how many requests."""
+    """Delete requests (and their attempts, prompts, kept responses and rollups) older than
+    `days`; returns how many requests."""
     cutoff = int(now - days * 86_400)
     ids = "SELECT id FROM requests WHERE ts < ?"
     db.execute("BEGIN")
@@ -267,6 +268,7 @@ def prune(db: sqlite3.Connection, days: int, now: float) -> int:
         db.execute("DELETE FROM feedback WHERE ts < ?", (cutoff,))
         db.execute("DELETE FROM shadow WHERE ts < ?", (cutoff,))
         deleted = db.execute("DELETE FROM requests WHERE ts < ?", (cutoff,)).rowcount
+        rollups.prune(db, cutoff)
         db.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):

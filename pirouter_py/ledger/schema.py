@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pirouter_py.ledger import rollups
+
 BUSY_TIMEOUT_S = 5.0  # how long a write waits for a lock held by another process
 
 V01_REQUESTS = """
@@ -174,6 +176,12 @@ def _m011_shadow(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS idx_shadow_request ON shadow(request_id)")
 
 
+def _m012_rollups(db: sqlite3.Connection) -> None:
+    """Hourly rollups for the dashboard's long windows (ledger/rollups.py); the hours already
+    in the ledger are marked dirty, and the daemon's writer rolls them up between batches."""
+    rollups.create(db)
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("001_requests", _m001_requests),
     ("002_requested_model", _m002_requested_model),
@@ -186,6 +194,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("009_feedback", _m009_feedback),
     ("010_features", _m010_features),
     ("011_shadow", _m011_shadow),
+    ("012_rollups", _m012_rollups),
 )
 
 

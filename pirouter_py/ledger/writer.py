@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pirouter_py.config import Config, ModelConfig
-from pirouter_py.ledger import journal
+from pirouter_py.ledger import journal, rollups
 from pirouter_py.ledger.rows import Rows, prepare, prune, read_rows, write_rows
 from pirouter_py.ledger.schema import BUSY_TIMEOUT_S, connect, migrate
 from pirouter_py.observe.log import get_logger
@@ -87,6 +87,8 @@ class Ledger:
         self._task: asyncio.Task[None] | None = None
         self._busy: asyncio.Future[Any] | None = None  # the writer's call in a worker thread
         self._pending: list[_Queued] = []
+        self._rollups_left = True  # dirty hours may wait from before this start
+        self._rolled_hour = 0
         self.written = 0
         self.spilled = 0
         self.last_error: str | None = None
@@ -196,6 +198,10 @@ class Ledger:
         failures = 0
         while True:
             if not self._pending:
+                if self._rollups_left and self.queue.empty():  # idle: roll up hours meanwhile
+                    await self._roll_up()
+                    await asyncio.sleep(GATHER_S)
+                    continue
                 self._pending.append(await self.queue.get())
                 # Let a batch gather: a commit rewrites the same few pages (table, indexes) in
                 # the WAL whether it holds 1 row or 500, so small commits cost CPU per row, and
@@ -225,18 +231,33 @@ class Ledger:
                 failures += 1
                 continue
             self.written += len(self._pending)
+            hour = int(time.time()) // rollups.HOUR
+            late = any(int(rows[0][1]) // rollups.HOUR < hour for _, rows in self._pending)
             self.journal.committed(self._pending[-1][0])
             for _ in self._pending:
                 self.queue.task_done()
             self._pending = []
             failures = 0
             self.last_error = None
+            if late or self._rollups_left or hour != self._rolled_hour:
+                self._rolled_hour = hour
+                await self._roll_up()
             if self.retention_days and time.monotonic() - last_prune > PRUNE_EVERY_S:
                 last_prune = time.monotonic()
                 try:  # a locked file must not end the writer: the next day tries again
                     await self._in_thread(prune, self.db, self.retention_days, time.time())
                 except sqlite3.Error as exc:
                     log.warning("ledger_prune_failed", error=str(exc))
+
+    async def _roll_up(self) -> None:
+        """Roll up dirty hours that have ended, for the dashboard (ledger/rollups.py), for at
+        most rollups.CATCH_UP_S; what is left waits for the next batch or an idle moment."""
+        try:
+            left = await self._in_thread(rollups.catch_up, self.db, time.time())
+            self._rollups_left = left > 0
+        except sqlite3.Error as exc:  # a locked file: the next batch tries again
+            self._rollups_left = False
+            log.warning("ledger_rollup_failed", error=str(exc))
 
     async def _in_thread(self, call: Callable[..., Any], *args: Any) -> Any:
         """Run a database call in a worker thread, shielded: cancelling the writer leaves it

@@ -9,15 +9,26 @@ overhead in histograms with their percentiles.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pirouter_py.ledger import rollups
 from pirouter_py.ledger.pricing import cost
 from pirouter_py.reports import render
-from pirouter_py.reports.stats import Baseline, _answer, percentile, summarize
+from pirouter_py.reports.stats import (
+    NO_ANSWER,
+    Baseline,
+    Group,
+    Summary,
+    _answer,
+    _escalated,
+    percentile,
+    summarize,
+)
 
 # what the live table shows of each attempt (columns of the ledger's `attempts` table)
 ATTEMPT_KEYS = (
@@ -25,7 +36,7 @@ ATTEMPT_KEYS = (
     *("input_tokens", "output_tokens", "cost_usd", "latency_ms", "ttft_ms"),
 )
 # histogram bucket edges in ms: 1, 2, 5, 10, 20, 50 ... 100 s
-EDGES = tuple(m * 10**e for e in range(0, 6) for m in (1, 2, 5))
+EDGES = rollups.COARSE
 
 
 def _histogram(values: Sequence[float]) -> dict[str, Any]:
@@ -145,4 +156,203 @@ def live_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "ttft_ms": row.get("ttft_ms"),
         "overhead_ms": row.get("overhead_ms"),
         "attempts": [{k: a.get(k) for k in ATTEMPT_KEYS} for a in row["attempts"]],
+    }
+
+
+# The page of a long window: hourly rollups (ledger/rollups.py) for the hours they cover, the
+# rows of the others (the window's first partial hour, the current hour, hours not yet rolled up)
+# summed here the same way, then both together. Percentiles come from the rollups' fine buckets.
+
+_SUMS = 9  # requests, escalated, in, out, cost, answer uncached/read/write/output
+
+
+def rolled_up(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Rows summed as `ledger.rollups.read` sums its hours (the same keys and columns)."""
+    groups: dict[tuple[Any, ...], list[float]] = {}
+    series: dict[tuple[Any, ...], list[float]] = {}
+    times: dict[tuple[str, str], dict[int, int]] = {}
+    flow: Counter[tuple[str, str, str]] = Counter()
+    for row in rows:
+        model, status = str(row["final_model"] or ""), str(row["status"])
+        answer = _answer(row) if status == "ok" else None
+        sums = [1, int(_escalated(row)), row["input_tokens"], row["output_tokens"], row["cost_usd"]]
+        if answer is None:
+            sums += [0, 0, 0, 0]
+        else:
+            read = int(answer.get("cache_read_tokens") or 0)
+            write = int(answer.get("cache_write_tokens") or 0)
+            uncached = max(0, int(answer.get("input_tokens") or 0) - read - write)
+            sums += [uncached, read, write, int(answer.get("output_tokens") or 0)]
+        rule, protocol = str(row.get("route_rule") or ""), str(row.get("protocol") or "")
+        agent = client_name(str(row.get("user_agent") or ""))
+        for table, key in (
+            (groups, (model, rule, agent, protocol, status)),
+            (series, (int(row["ts"]) // rollups.HOUR, status)),
+        ):
+            into = table.setdefault(key, [0] * _SUMS)
+            for i, v in enumerate(sums):
+                into[i] += v
+        for kind, column in rollups.TIMES.items():
+            if row.get(column) is not None:
+                counts = times.setdefault((model, kind), {})
+                b = rollups.bucket(float(row[column]))
+                counts[b] = counts.get(b, 0) + 1
+        for a, b in itertools.pairwise(row["attempts"]):
+            flow[(str(a.get("alias")), str(b.get("alias")), str(a.get("outcome")))] += 1
+    return {
+        "groups": [(*k, *v) for k, v in groups.items()],
+        "series": [(*k, *v) for k, v in series.items()],
+        "times": times,
+        "flow": [(*k, n) for k, n in flow.items()],
+    }
+
+
+def _add(into: dict[Any, list[float]], key: Any, sums: Sequence[float]) -> None:
+    have = into.setdefault(key, [0] * len(sums))
+    for i, v in enumerate(sums):
+        have[i] += v
+
+
+def _baseline_usd(baseline: Baseline | None, sums: Sequence[float]) -> float:
+    if baseline is None:
+        return 0.0
+    uncached, read, write, output = (int(v) for v in sums[5:9])
+    return cost(baseline.model, uncached + read + write, output, read, write)
+
+
+def _bucket_histogram(counts: Mapping[int, int]) -> dict[str, Any]:
+    coarse = [0] * (len(EDGES) + 1)
+    for b, n in counts.items():
+        at = rollups.EDGES[b] if b < rollups.OVER else math.inf
+        coarse[bisect.bisect_left(EDGES, at)] += n
+    return {
+        "edges_ms": list(EDGES),
+        "counts": coarse,
+        "p50": rollups.percentile(dict(counts), 0.50),
+        "p95": rollups.percentile(dict(counts), 0.95),
+        "p99": rollups.percentile(dict(counts), 0.99),
+        "n": sum(counts.values()),
+    }
+
+
+def _merged(counts: Sequence[Mapping[int, int]]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for c in counts:
+        for b, n in c.items():
+            out[b] = out.get(b, 0) + n
+    return out
+
+
+def page_rolled(
+    parts: Sequence[Mapping[str, Any]],
+    *,
+    since: float,
+    until: float,
+    baseline: Baseline | None,
+    window: str,
+) -> dict[str, Any]:
+    """The page (the same keys as `page`) from rollups and `rolled_up` rows, summed together."""
+    by_key: dict[tuple[Any, ...], list[float]] = {}
+    by_hour: dict[tuple[Any, ...], list[float]] = {}
+    times: dict[tuple[str, str], list[Mapping[int, int]]] = {}
+    moves: Counter[tuple[str, str, str]] = Counter()
+    for part in parts:
+        for g in part["groups"]:
+            _add(by_key, tuple(g[:5]), g[5:])
+        for h in part["series"]:
+            _add(by_hour, tuple(h[:2]), h[2:])
+        for key, counts in part["times"].items():
+            times.setdefault(key, []).append(counts)
+        for src, dst, why, n in part["flow"]:
+            moves[(src, dst, why)] += n
+    models: dict[str, list[float]] = {}
+    errors: Counter[str] = Counter()
+    rules: Counter[str] = Counter()
+    agents: Counter[str] = Counter()
+    protocols: Counter[str] = Counter()
+    total = [0.0] * _SUMS
+    total_errors = successes = 0
+    for (model, rule, agent, protocol, status), sums in by_key.items():
+        n = int(sums[0])
+        _add(models, model, sums)
+        for i, v in enumerate(sums):
+            total[i] += v
+        errors[model] += n if status != "ok" else 0
+        total_errors += n if status != "ok" else 0
+        successes += n if status == "ok" else 0
+        rules[rule or "(none)"] += n
+        agents[agent] += n
+        protocols[protocol or "(unknown)"] += n
+    latency = {m: _merged(c) for (m, kind), c in times.items() if kind == "latency"}
+
+    def group(key: str, sums: Sequence[float], counts: dict[int, int], errs: int) -> Group:
+        return Group(
+            key=key,
+            requests=int(sums[0]),
+            input_tokens=int(sums[2]),
+            output_tokens=int(sums[3]),
+            cost_usd=float(sums[4]),
+            p50_ms=rollups.percentile(counts, 0.50),
+            p95_ms=rollups.percentile(counts, 0.95),
+            escalated=int(sums[1]),
+            errors=errs,
+        )
+
+    table = sorted(
+        (group(m or NO_ANSWER, v, latency.get(m, {}), errors[m]) for m, v in models.items()),
+        key=lambda g: (-g.requests, g.key),
+    )
+    everything = group("TOTAL", total, _merged(list(latency.values())), total_errors)
+    summary = Summary(
+        since=since,
+        by="model",
+        requests=everything.requests,
+        successes=successes,
+        escalated=everything.escalated,
+        cost_usd=everything.cost_usd,
+        baseline=baseline,
+        baseline_cost_usd=_baseline_usd(baseline, total),
+        groups=tuple(table),
+        total=everything,
+    )
+
+    def counted(found: Counter[str]) -> list[dict[str, Any]]:
+        return [
+            {"key": k, "requests": n} for k, n in sorted(found.items(), key=lambda i: (-i[1], i[0]))
+        ]
+
+    def histogram(kind: str) -> dict[str, Any]:
+        found = [c for (_, k), cs in times.items() if k == kind for c in cs]
+        return _bucket_histogram(_merged(found))
+
+    # requests, spend and baseline per step of whole hours, about 60 steps across the window
+    span = max(1.0, until - since)
+    step = max(rollups.HOUR, math.ceil(span / 60 / rollups.HOUR) * rollups.HOUR)
+    n = math.ceil(span / step)
+    requests, spent, base = [0] * n, [0.0] * n, [0.0] * n
+    for (hour, _), sums in by_hour.items():
+        i = min(n - 1, max(0, int((hour * rollups.HOUR - since) // step)))
+        requests[i] += int(sums[0])
+        spent[i] += float(sums[4])
+        base[i] += _baseline_usd(baseline, sums)
+    return {
+        "stats": render.summary_json(summary, {"since": since, "window": window}),
+        "until": until,
+        "by_rule": counted(rules),
+        "by_client": counted(agents),
+        "by_protocol": counted(protocols),
+        "escalations": [
+            {"from": f, "to": t, "why": w, "requests": k}
+            for (f, t, w), k in sorted(moves.items(), key=lambda i: (-i[1], i[0]))
+        ],
+        "latency": histogram("latency"),
+        "ttft": histogram("ttft"),
+        "overhead": histogram("overhead"),
+        "series": {
+            "start": since,
+            "step_s": step,
+            "requests": requests,
+            "cost_usd": spent,
+            "baseline_usd": base if baseline is not None else None,
+        },
     }

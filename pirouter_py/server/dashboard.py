@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -26,7 +27,7 @@ from aiohttp import web
 
 from pirouter_py.config import Config, ModelConfig
 from pirouter_py.errors import RequestError
-from pirouter_py.ledger import read
+from pirouter_py.ledger import read, rollups
 from pirouter_py.ledger.rows import ATTEMPT_COLUMNS, REQUEST_COLUMNS, rows_for
 from pirouter_py.live.budgets import day_start, month_start
 from pirouter_py.record import RequestRecord
@@ -54,8 +55,9 @@ SECURITY = {
 }
 WINDOWS = {"1h": 3_600, "24h": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400}
 NEWEST = 50  # requests the live table starts with
-# The page's panels read at most this many requests of a window (the newest): summarised in
-# Python, 20,000 rows take about a second and 80 MB for a moment; a longer window says it was cut.
+# The page's panels read at most this many requests' rows: summarised in Python, 20,000 rows take
+# about a second and 80 MB for a moment. A window with more reads the ledger's hourly rollups
+# (ledger/rollups.py) and only the rows of the hours they do not cover.
 PAGE_ROWS = 20_000
 QUEUE = 256  # rows a watcher may fall behind before it misses some
 PING_S = 15.0  # a comment line on an idle live feed, so proxies keep it open
@@ -145,20 +147,58 @@ def _json(body: Any) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type=JSON, headers=SECURITY)
 
 
+def _read_window(path: Path | None, since: float, now: float) -> tuple[list[Any], bool, bool]:
+    """What the panels need of a window, in one read transaction: up to PAGE_ROWS requests,
+    newest first (`rolled` False); or, for more, the hourly rollups of the hours they cover and
+    the rows of the others (`rolled` True). `cut`: rows were left out."""
+    db = read.open_read_only(path) if path is not None else None
+    if db is None:
+        return [], False, False
+    try:
+        db.execute("BEGIN")
+        if read.count_since(db, since, PAGE_ROWS + 1) <= PAGE_ROWS or not rollups.has(db):
+            newest = read.read_requests(db, since, PAGE_ROWS + 1, newest_first=True)
+            return newest, False, len(newest) > PAGE_ROWS
+        first, last = math.ceil(since / rollups.HOUR), int(now) // rollups.HOUR
+        ready = set(rollups.ready_hours(db, first, last))
+        spans = [(since, first * rollups.HOUR)] if since < first * rollups.HOUR else []
+        for hour in range(first, last + 1):
+            if hour in ready:
+                continue
+            if spans and spans[-1][1] == hour * rollups.HOUR:
+                spans[-1] = (spans[-1][0], (hour + 1) * rollups.HOUR)
+            else:
+                spans.append((hour * rollups.HOUR, (hour + 1) * rollups.HOUR))
+        rows: list[dict[str, Any]] = []
+        for lo, hi in reversed(spans):  # the newest first, when some must be left out
+            rows += read.read_requests(db, lo, PAGE_ROWS + 1 - len(rows), True, until=hi)
+            if len(rows) > PAGE_ROWS:
+                break
+        parts = [rollups.read(db, first, last), panels.rolled_up(rows[:PAGE_ROWS])]
+        return parts, True, len(rows) > PAGE_ROWS
+    finally:
+        db.close()
+
+
 async def summary(request: web.Request) -> web.Response:
     state = request.app[STATE]
     now = time.time()
     since, window = _window(request, now)
-    rows = await asyncio.to_thread(_read, state.ledger_path, since, PAGE_ROWS + 1)
-    cut = len(rows) > PAGE_ROWS
-    if cut:
-        rows = rows[:PAGE_ROWS]
-        since, window = rows[-1]["ts"], f"{window}, its newest {PAGE_ROWS:,} requests"
-    rows.reverse()  # oldest first, as stats reads them
+    found, rolled, cut = await asyncio.to_thread(_read_window, state.ledger_path, since, now)
     config = state.snapshot.config
     baseline = stats.choose_baseline(config)
-    body = panels.page(rows, since=since, until=now, baseline=baseline, window=window)
+    if rolled:
+        if cut:
+            window = f"{window}, without some requests of hours not yet rolled up"
+        body = panels.page_rolled(found, since=since, until=now, baseline=baseline, window=window)
+    else:
+        if cut:
+            found = found[:PAGE_ROWS]
+            since, window = found[-1]["ts"], f"{window}, its newest {PAGE_ROWS:,} requests"
+        found.reverse()  # oldest first, as stats reads them
+        body = panels.page(found, since=since, until=now, baseline=baseline, window=window)
     body["cut"] = cut
+    body["rolled_up"] = rolled
     body["budgets"] = await asyncio.to_thread(_budgets, state.ledger_path, config)
     return _json(body)
 

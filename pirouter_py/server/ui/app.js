@@ -7,6 +7,8 @@ const KEY = "pirouter-key";
 let windowQuery = "window=24h";
 let chart = null;
 let liveAbort = null;
+let liveSeen = 0;
+window.pirouterLiveSeen = () => liveSeen;
 let lastSeries = null;
 
 const $ = (id) => document.getElementById(id);
@@ -136,7 +138,10 @@ async function refresh() {
   $("keyform").hidden = true;
   $("board").hidden = false;
   const st = page.stats;
-  $("windownote").textContent = page.cut ? "(" + st.window + ")" : "";
+  const notes = [];
+  if (page.cut) notes.push(st.window);
+  if (page.rolled_up) notes.push("summed by the hour; percentiles within 5%");
+  $("windownote").textContent = notes.length ? "(" + notes.join("; ") + ")" : "";
   $("requests").textContent = st.requests;
   $("success").textContent = pct(st.success_rate);
   $("escalated").textContent = pct(st.escalation_rate);
@@ -248,7 +253,10 @@ async function startLive() {
         const event = buffer.slice(0, at);
         buffer = buffer.slice(at + 2);
         for (const line of event.split("\n")) {
-          if (line.startsWith("data: ")) liveRow(JSON.parse(line.slice(6)), true);
+          if (line.startsWith("data: ")) {
+            liveRow(JSON.parse(line.slice(6)), true);
+            liveSeen += 1; // read by the bench's browser watcher (bench/browser_watch.py)
+          }
         }
       }
     }
