@@ -5,7 +5,7 @@ _pirouter() {
     for w in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
         if [ -n "$skip" ]; then skip=""; continue; fi
         case "$w" in
-            --batch|--by|--catalog|--comment|--config|--cv|--format|--header|--host|--hours|--labels|--ledger|--lines|--max-tokens|--model|--output|--plot|--port|--profile|--prompt|--since|--system|-H|-c|-n|-o|-p) skip=1 ;;
+            --batch|--by|--catalog|--comment|--config|--context-window|--cv|--format|--header|--host|--hours|--input-per-m|--labels|--ledger|--lines|--max-tokens|--model|--model-id|--output|--output-per-m|--plot|--port|--profile|--prompt|--provider|--quality|--since|--system|-H|-c|-n|-o|-p) skip=1 ;;
             -*) ;;
             *) path="${path:+$path }$w" ;;
         esac
@@ -21,9 +21,9 @@ _pirouter() {
     esac
     local words
     case "$path" in
-        "") words="check-config models route run status dashboard agents completions feedback stats replay learn eval ledger service --config -c --version -V --help -h" ;;
+        "") words="init check-config route run status dashboard agents completions feedback stats replay learn eval models config ledger service --config -c --version -V --help -h" ;;
+        "init") words="--config -c --yes -y --print --force --help -h" ;;
         "check-config") words="--config -c --json --help -h" ;;
-        "models") words="--config -c --json --help -h" ;;
         "route") words="--prompt -p --batch --model --tools --image --system --header -H --profile --stream --max-tokens --config -c --json --help -h" ;;
         "run") words="--host --port --no-ledger --config -c --help -h" ;;
         "status") words="--config -c --json --help -h" ;;
@@ -35,6 +35,12 @@ _pirouter() {
         "replay") words="--since --ledger --config -c --json --help -h" ;;
         "learn") words="--labels --since --output -o --config -c --json --help -h" ;;
         "eval") words="--cv --plot --config -c --json --help -h" ;;
+        "models") words="add enable disable --config -c --json --help -h" ;;
+        "models add") words="--provider --model-id --quality --input-per-m --output-per-m --context-window --tools --vision --local --config -c --help -h" ;;
+        "models enable") words="--config -c --help -h" ;;
+        "models disable") words="--config -c --help -h" ;;
+        "config") words="set --help -h" ;;
+        "config set") words="--config -c --help -h" ;;
         "ledger") words="path tail export labels --help -h" ;;
         "ledger path") words="--config -c --help -h" ;;
         "ledger tail") words="-n --lines --follow -f --config -c --json --help -h" ;;

@@ -68,9 +68,12 @@ class ConfigError(PirouterError):
 
     exit_code = ExitCode.CONFIG
 
-    def __init__(self, problems: list[ConfigProblem]) -> None:
+    def __init__(
+        self, problems: list[ConfigProblem], warnings: tuple[ConfigProblem, ...] = ()
+    ) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = tuple(problems)
+        self.warnings = warnings  # found meanwhile; shown with the errors, in file order
 
 
 class RoutingError(PirouterError):

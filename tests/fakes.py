@@ -85,6 +85,10 @@ class FakeUpstream:
         self.defaults: dict[str, Reply] = {}
         self.seen: list[Seen] = []
         self.refused_keys: dict[str, int] = {}  # API key -> the status every request with it gets
+        # what the model listings (GET /v1/models, /api/tags; POST /api/show) answer; not in
+        # `seen`: pirouter's start-up probe reads them, `init` looks models up in them
+        self.listed: dict[str, list[str]] = {"m-cheap": [], "m-strong": []}
+        self.listings: list[str] = []  # the path of each listing asked for
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -103,6 +107,7 @@ class FakeUpstream:
         self.defaults.clear()
         self.seen.clear()
         self.refused_keys.clear()
+        self.listings.clear()
 
     def models_called(self) -> list[str]:
         return [s.model for s in self.seen]
@@ -124,7 +129,41 @@ class FakeUpstream:
         app.router.add_post("/api/generate", self._text)
         app.router.add_post("/v1/embeddings", self._embed)
         app.router.add_post("/api/embed", self._embed)
+        app.router.add_get("/v1/models", self._list)
+        app.router.add_get("/api/tags", self._list)
+        app.router.add_post("/api/show", self._show)
         return app
+
+    def _refused(self, request: web.Request) -> int | None:
+        key = request.headers.get("x-api-key") or request.headers.get("authorization", "")[7:]
+        return self.refused_keys.get(key)
+
+    async def _list(self, request: web.Request) -> web.StreamResponse:
+        """The model listing: OpenAI's `{"data": [{"id"}]}` or Ollama's `{"models": [...]}`."""
+        self.listings.append(request.path)
+        if (status := self._refused(request)) is not None:
+            return web.json_response({"error": {"message": "invalid api key"}}, status=status)
+        if request.path == "/api/tags":
+            models = [
+                {"name": m, "model": m, "details": {"parameter_size": m.rsplit(":", 1)[-1].upper()}}
+                for m in self.listed
+            ]
+            return web.json_response({"models": models})
+        return web.json_response(
+            {"object": "list", "data": [{"id": m, "object": "model"} for m in self.listed]}
+        )
+
+    async def _show(self, request: web.Request) -> web.StreamResponse:
+        """Ollama's model details: capabilities (as `listed` has them) and context length."""
+        name = (await request.json()).get("model", "")
+        if name not in self.listed:
+            return web.json_response({"error": f"model '{name}' not found"}, status=404)
+        return web.json_response(
+            {
+                "capabilities": self.listed[name] or ["completion"],
+                "model_info": {"general.architecture": "llama", "llama.context_length": 32768},
+            }
+        )
 
     async def _serve(
         self,

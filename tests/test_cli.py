@@ -345,7 +345,7 @@ def test_builtin_default_is_announced(isolated_env: Path) -> None:
     ]
     assert err == (
         f"note: no config file at {where}; running on the built-in default "
-        "(copy config.example.toml there, or pass --config)\n"
+        "(`pirouter init` writes one for what you have, or pass --config)\n"
     )
 
 

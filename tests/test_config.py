@@ -361,7 +361,7 @@ def test_missing_named_file_is_an_error(tmp_path: Path, monkeypatch: pytest.Monk
         load_config(tmp_path / "nope.toml")
     assert str(caught.value) == (
         f"{tmp_path / 'nope.toml'}: config file not found (named by --config); check the path, "
-        "or copy config.example.toml there"
+        "or write one there with `pirouter init`"
     )
     monkeypatch.setenv("PIROUTER_CONFIG", str(tmp_path / "env.toml"))
     with pytest.raises(ConfigError, match=r"named by \$PIROUTER_CONFIG"):

@@ -5,6 +5,7 @@ and at `run` start, and the request goes to the next model instead of a fatal 50
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -152,8 +153,9 @@ def test_a_port_in_use_is_said_once_without_guessing(tmp_path: Path) -> None:
 
 
 def test_health_is_degraded_while_no_model_can_answer(tmp_path: Path) -> None:
-    """The only model's server refuses connections (the built-in default with no Ollama): once
-    it failed, /health and `status` say degraded and why, instead of ok."""
+    """The only model's server refuses connections (the built-in default with no Ollama): the
+    start-up probe says so on stderr, and from then /health and `status` say degraded and why,
+    instead of ok; a request fails over nothing and keeps it so."""
     import json
     import socket
     import urllib.request
@@ -174,7 +176,14 @@ def test_health_is_degraded_while_no_model_can_answer(tmp_path: Path) -> None:
             with urllib.request.urlopen(daemon.url + "/health", timeout=10) as response:
                 return json.loads(response.read())  # type: ignore[no-any-return]
 
-        assert health()["status"] == "ok"
+        deadline = time.monotonic() + 10
+        while health()["status"] == "ok" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first = health()
+        assert first["status"] == "degraded", first
+        assert "cooling after: provider ollama refused" in str(first["reason"])
+        probed = f"  provider ollama (http://127.0.0.1:{port}): refused, "
+        assert any(line.startswith(probed) for line in daemon.stderr), daemon.stderr
         status, _, _ = daemon.post(
             {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
         )

@@ -13,7 +13,7 @@ import sys
 
 # isort: off
 # Each module registers its commands on `app` as it is imported: this order is --help's.
-from pirouter_py.cli import inspect, daemon, agents, shell, ledger, replay, learning, service  # noqa: F401
+from pirouter_py.cli import setup, inspect, daemon, agents, shell, ledger, replay, learning, service  # noqa: F401
 from pirouter_py.cli.common import app
 
 # isort: on

@@ -90,7 +90,7 @@ def load(ctx: typer.Context, config: Path | None, *, warn: bool = True) -> Loade
         where = loaded.default_path or "the platform config dir"
         sys.stderr.write(
             f"note: no config file at {where}; running on the built-in default "
-            "(copy config.example.toml there, or pass --config)\n"
+            "(`pirouter init` writes one for what you have, or pass --config)\n"
         )
     return loaded
 
@@ -114,11 +114,17 @@ def guard(thunk: Callable[[], T]) -> T:
     try:
         return thunk()
     except ConfigError as exc:
-        for problem in exc.problems:
-            sys.stderr.write(f"error: {problem}\n")
-        raise typer.Exit(int(ExitCode.CONFIG)) from None
+        config_failed(exc)
     except PirouterError as exc:
         fail(exc.message, exc.exit_code)
+
+
+def config_failed(exc: ConfigError) -> NoReturn:
+    """Every error and every warning of a config that cannot be used, in file order."""
+    found = [(p, "error") for p in exc.problems] + [(p, "warning") for p in exc.warnings]
+    for problem, kind in sorted(found, key=lambda f: f[0].line or 0):
+        sys.stderr.write(f"{kind}: {problem}\n")
+    raise typer.Exit(int(ExitCode.CONFIG)) from None
 
 
 def ledger_file(loaded: LoadedConfig) -> Path:

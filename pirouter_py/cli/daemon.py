@@ -90,7 +90,16 @@ def run(
         runner: Any = uvloop.run
     except ImportError:
         runner = asyncio.run
-    guard(lambda: runner(serve(loaded, host, port, announce=announce, ledger_path=ledger_path)))
+
+    def report(line: str) -> None:
+        sys.stderr.write(f"  {line}\n")
+        sys.stderr.flush()
+
+    guard(
+        lambda: runner(
+            serve(loaded, host, port, announce=announce, ledger_path=ledger_path, report=report)
+        )
+    )
 
 
 @app.command("status")

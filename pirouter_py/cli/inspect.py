@@ -18,6 +18,7 @@ from pirouter_py.cli.common import (
     ConfigOption,
     JsonOption,
     app,
+    config_failed,
     fail,
     guard,
     learned_scorer,
@@ -52,11 +53,15 @@ def check_config(
     try:
         loaded = load(ctx, config, warn=False)
     except ConfigError as exc:
-        if as_json:
-            print_json({"ok": False, "errors": [_problem_json(p) for p in exc.problems]})
-        else:
-            for problem in exc.problems:
-                sys.stderr.write(f"error: {problem}\n")
+        if not as_json:
+            config_failed(exc)
+        print_json(
+            {
+                "ok": False,
+                "errors": [_problem_json(p) for p in exc.problems],
+                "warnings": [_problem_json(p) for p in exc.warnings],
+            }
+        )
         raise typer.Exit(int(ExitCode.CONFIG)) from None
     cfg = loaded.config
     providers: list[dict[str, Any]] = [
@@ -123,71 +128,6 @@ def _problem_json(problem: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # models
-
-
-@app.command("models")
-def models(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """List the model catalog."""
-    cfg = guard(lambda: load(ctx, config)).config
-    rows: list[dict[str, Any]] = [
-        {
-            "alias": alias,
-            "provider": m.provider,
-            "model_id": m.model_id,
-            "quality": m.quality,
-            "context_window": m.context_window,
-            "supports_tools": m.supports_tools,
-            "supports_vision": m.supports_vision,
-            "local": m.local,
-            "enabled": m.enabled,
-            "input_per_m": m.input_per_m,
-            "output_per_m": m.output_per_m,
-        }
-        for alias in cfg.aliases
-        for m in (cfg.models[alias],)
-    ]
-    if as_json:
-        print_json(rows)
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    def yes(flag: bool) -> str:
-        return "yes" if flag else "no"
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for name, justify in (
-        ("alias", "left"),
-        ("provider", "left"),
-        ("model id", "left"),
-        ("quality", "left"),
-        ("context", "right"),
-        ("tools", "right"),
-        ("vision", "right"),
-        ("local", "right"),
-        ("enabled", "right"),
-        ("$/M in", "right"),
-        ("$/M out", "right"),
-    ):
-        table.add_column(name, justify=justify, no_wrap=name in ("alias", "model id"))  # type: ignore[arg-type]
-    for r in rows:
-        table.add_row(
-            r["alias"],
-            r["provider"],
-            r["model_id"],
-            r["quality"],
-            str(r["context_window"]) if r["context_window"] is not None else "?",
-            yes(r["supports_tools"]),
-            yes(r["supports_vision"]),
-            yes(r["local"]),
-            yes(r["enabled"]),
-            f"{r['input_per_m']:.2f}",
-            f"{r['output_per_m']:.2f}",
-        )
-    console = Console()
-    if not console.is_terminal:  # piped: print at the table's natural width, never truncated
-        console = Console(width=Console(width=10_000).measure(table).maximum)
-    console.print(table)
 
 
 # ---------------------------------------------------------------------------------------------

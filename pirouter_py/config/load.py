@@ -85,7 +85,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
                     None,
                     "",
                     f"config file not found (named by {how}); "
-                    "check the path, or copy config.example.toml there",
+                    "check the path, or write one there with `pirouter init`",
                 )
             ]
         ) from None
@@ -150,14 +150,28 @@ def parse_config(
     def problem(path: KeyPath, message: str) -> ConfigProblem:
         return ConfigProblem(source, locate(lines, path), _dotted(path), message)
 
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(
-            [problem(tuple(err["loc"]), _describe(err)) for err in exc.errors()]
-        ) from None
-    warnings: list[ConfigProblem] = []
+    # Errors of every stage at once: a value of the wrong kind is reported, taken out (its
+    # default applies; a table missing a required key goes whole), and the rest still checked,
+    # except for what only follows from what was taken out (an alias of a model taken out).
     errors: list[ConfigProblem] = []
+    removed: set[str] = set()
+    config = None
+    for _ in range(8):
+        try:
+            config = Config.model_validate(data)
+            break
+        except ValidationError as exc:
+            clean = True
+            for err in exc.errors():
+                path = tuple(err["loc"])
+                errors.append(problem(path, _describe(err)))
+                clean &= _take_out(data, path[:-1] if err["type"] == "missing" else path, removed)
+            if not clean:
+                break
+    if config is None:
+        raise ConfigError(sorted(errors, key=lambda p: p.line or 0))
+    found = len(errors)
+    warnings: list[ConfigProblem] = []
     for path, message in _unknown_keys(config, ()):
         if path[0] == "rules":  # ignoring it would change what the rule matches or does
             hint = message.removeprefix("unknown key, ignored")
@@ -180,7 +194,8 @@ def parse_config(
         lambda path, msg: warnings.append(problem(path, msg)),
     )
     if errors:
-        raise ConfigError(sorted(errors, key=lambda p: p.line or 0))
+        kept = errors[:found] + [e for e in errors[found:] if not _follows(e, removed)]
+        raise ConfigError(sorted(kept, key=lambda p: p.line or 0), tuple(warnings))
     if environ is not None:
         for name, provider in config.providers.items():
             why = provider.key_missing(environ)
@@ -197,6 +212,34 @@ def parse_config(
                     )
                 )
     return config, tuple(warnings)
+
+
+def _take_out(data: Any, path: KeyPath, removed: set[str]) -> bool:
+    """Delete the value at `path` (noting the names of whole tables taken out); False when that
+    cannot be done cleanly (an array's item: the items after it would be renumbered)."""
+    node = data
+    for part in path[:-1]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return True
+    if not path or not isinstance(node, dict):
+        return False
+    node.pop(path[-1], None)
+    removed.add(_dotted(path))
+    return True
+
+
+def _follows(problem: ConfigProblem, removed: set[str]) -> bool:
+    """A problem that only follows from what was taken out for an earlier error: about the
+    same key or one around it (`models` with its only model taken out), or naming a table taken
+    out (`unknown model alias `m``)."""
+    for path in removed:
+        inside = path.startswith(problem.key + ".") or problem.key.startswith(path)
+        table = path.split(".", 1)[1].strip('"') if path.count(".") == 1 else None
+        if (problem.key and inside) or (table and f"`{table}`" in problem.message):
+            return True
+    return False
 
 
 def _syntax_problem(
@@ -463,7 +506,7 @@ def _resolve(config: Config, error: Report, warn: Report) -> Config:
 def default_config_text(environ: Mapping[str, str]) -> str:
     """A config for users with no file: local Ollama, plus each cloud whose key variable is set."""
     parts = [
-        "# pirouter's built-in default. Copy config.example.toml to the config path to edit.",
+        "# pirouter's built-in default. `pirouter init` writes a config file for what you have.",
         "[providers.ollama]",
         'base_url = "http://127.0.0.1:11434"',
         "",

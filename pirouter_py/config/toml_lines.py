@@ -156,9 +156,11 @@ def key_lines(text: str, repeated: list[tuple[KeyPath, int]] | None = None) -> d
 
 
 def locate(lines: dict[KeyPath, int], path: KeyPath) -> int | None:
-    """The line of `path`, or of its nearest enclosing key or table that has one."""
+    """The line of `path`, or of its nearest enclosing key or table that has one, or else of the
+    first key inside it (`[model.x]` defines `model` only through `model.x`)."""
     for end in range(len(path), 0, -1):
         line = lines.get(path[:end])
         if line is not None:
             return line
-    return None
+    inside = [n for p, n in lines.items() if path and p[: len(path)] == path]
+    return min(inside) if inside else None

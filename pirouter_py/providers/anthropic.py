@@ -8,6 +8,7 @@ Streams are read until `message_stop`; one that ends before it was cut short.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import ClassVar
 
 from pirouter_py.config import ModelConfig
 from pirouter_py.errors import UpstreamTransportError
@@ -21,6 +22,7 @@ API_VERSION = "2023-06-01"
 
 class AnthropicProvider(HTTPProvider):
     kind = "anthropic"
+    probe_headers: ClassVar[dict[str, str]] = {"anthropic-version": API_VERSION}
 
     def _headers(self, request: ChatRequest) -> dict[str, str]:
         """`anthropic-version` and `anthropic-beta` as the client sent them, else our version."""

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import orjson
 
@@ -134,6 +134,48 @@ class HTTPProvider:
     def auth(self, key: str) -> dict[str, str]:
         """The headers that carry `key` (providers that need no key send none)."""
         return {}
+
+    probe_path = "/v1/models"  # a listing: free, and it needs the key a completion needs
+    probe_headers: ClassVar[dict[str, str]] = {}
+
+    async def probe(self, timeout: float) -> tuple[str, str]:
+        """Is the provider there, and does it take our key: ("ok", "N models"), ("refused",
+        why), ("unauthorised", status), ("key missing", variables), ("no answer", ...) or
+        ("error", ...). One GET of its model listing, never a billed call."""
+        envs = self.config.key_envs
+        if envs and not any(self.environ.get(e) for e in envs):
+            return "key missing", " / ".join(f"${e}" for e in envs) + " not set"
+        key = self.api_key()[1] if self.needs_key or self.config.api_key else ""
+        headers = {
+            "User-Agent": USER_AGENT,
+            **self.probe_headers,
+            **(self.auth(key) if key else {}),
+        }
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self.upstreams.post(
+                    self.target, self.probe_path, b"", headers, connect=timeout, method="GET"
+                )
+                try:
+                    raw = await response.read()
+                finally:
+                    response.release()
+        except ConnectFailed as exc:
+            return "refused", str(exc)
+        except TimeoutError:
+            return "no answer", f"within {timeout:g} s"
+        except (TransportError, OSError, ValueError) as exc:
+            return "error", self.redact(str(exc) or type(exc).__name__)
+        if response.status in (401, 403):
+            return "unauthorised", f"HTTP {response.status}: check the key"
+        if response.status >= 300:
+            return "error", f"HTTP {response.status} from {self.probe_path}"
+        try:
+            data = orjson.loads(raw)
+            listed = data.get("data", data.get("models")) if isinstance(data, dict) else None
+        except orjson.JSONDecodeError:
+            listed = None
+        return "ok", f"{len(listed)} models listed" if isinstance(listed, list) else "answering"
 
     @property
     def needs_key(self) -> bool:

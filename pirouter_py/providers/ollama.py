@@ -31,6 +31,7 @@ EMBED = "/api/embed"
 
 class OllamaProvider(HTTPProvider):
     kind = "ollama"
+    probe_path = "/api/tags"
 
     async def complete(self, request: ChatRequest, model: ModelConfig) -> ChatResponse:
         body = wire.encode_request(request, model.model_id, stream=False)

@@ -100,8 +100,10 @@ class Target:
         self.request_head = f" HTTP/1.1\r\nHost: {host}\r\n"
 
 
-def _head(target: Target, path: str, headers: Mapping[str, str], length: int) -> bytes:
-    lines = [f"POST {target.prefix}{path}{target.request_head}"]
+def _head(
+    target: Target, path: str, headers: Mapping[str, str], length: int, method: str = "POST"
+) -> bytes:
+    lines = [f"{method} {target.prefix}{path}{target.request_head}"]
     for name, value in headers.items():
         if "\n" in value or "\r" in value or "\n" in name or "\r" in name or ":" in name:
             raise ValueError(f"header {name!r} has a line break in it, or a colon in its name")
@@ -148,10 +150,11 @@ class Upstreams:
         total: float | None = None,
         gap: float | None = None,
         first_byte: float | None = None,
+        method: str = "POST",
     ) -> Response:
-        """Send one POST and return once the answer's status and headers are in. The caller
-        reads the body (or not) and must `release()` the response."""
-        payload = _head(target, path, headers, len(body)) + body
+        """Send one POST (or `method`) and return once the answer's status and headers are in.
+        The caller reads the body (or not) and must `release()` the response."""
+        payload = _head(target, path, headers, len(body), method) + body
         conn = self._reuse(target.origin) or await self._connect(target, connect)
         response = Response(conn, total, gap, first_byte)
         conn.response = response

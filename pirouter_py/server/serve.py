@@ -18,12 +18,14 @@ from aiohttp import web
 from pirouter_py.config import LoadedConfig
 from pirouter_py.errors import PirouterError
 from pirouter_py.observe.log import get_logger
+from pirouter_py.providers.base import HTTPProvider
 from pirouter_py.server import reload as config_reload
 from pirouter_py.server.app import create_app
 from pirouter_py.server.loop import settle_gc
-from pirouter_py.server.state import STATE
+from pirouter_py.server.state import STATE, State
 
 log = get_logger("pirouter")
+PROBE_S = 3.0  # how long the providers' start-up probe may take, all in parallel
 
 
 async def serve(
@@ -33,8 +35,10 @@ async def serve(
     *,
     announce: Callable[[str], None],
     ledger_path: Path | None,
+    report: Callable[[str], None] | None = None,
 ) -> None:
-    """Listen until SIGINT or SIGTERM, then drain and return."""
+    """Listen until SIGINT or SIGTERM, then drain and return. With `report`, each provider is
+    probed once after the daemon listens, and `report` gets one line each."""
     app = create_app(loaded, ledger_path=ledger_path, host=host)
     runner = web.AppRunner(
         app,
@@ -66,7 +70,10 @@ async def serve(
         settle_gc()
         # Only now say where we listen: a supervisor may signal as soon as it reads this line.
         announce(f"http://{shown}:{bound[1]}")
+        probing = asyncio.create_task(probe(app[STATE], report)) if report else None
         await stop.wait()
+        if probing is not None:
+            probing.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             # Draining is bounded by shutdown_timeout_secs: a repeated signal (a second Ctrl-C,
             # an impatient supervisor) must not cut it short or turn exit 0 into death by signal.
@@ -79,3 +86,19 @@ async def serve(
         )
     finally:
         await runner.cleanup()
+
+
+async def probe(state: State, report: Callable[[str], None]) -> None:
+    """Each provider once, in parallel, bounded by PROBE_S: one line each (ok, refused,
+    unauthorised, key missing, no answer, error). A refused connection or a refused key puts
+    the provider's models in cooldown, as a failed request would: `/health` says degraded while
+    no chat model is left, and requests go to a model that can answer."""
+    snapshot = state.snapshot
+    providers = {n: p for n, p in snapshot.cascade.providers.items() if isinstance(p, HTTPProvider)}
+    found = await asyncio.gather(*(p.probe(PROBE_S) for p in providers.values()))
+    for (name, provider), (kind, detail) in zip(providers.items(), found, strict=True):
+        report(f"provider {name} ({provider.config.url}): {kind}, {detail}")
+        if kind in ("refused", "unauthorised"):
+            for alias, model in snapshot.config.models.items():
+                if model.provider == name:
+                    state.health.failed(alias, error=f"provider {name} {kind}: {detail}")
