@@ -39,6 +39,7 @@ from pirouter_py.routing.decide import Decision
 from pirouter_py.types import (
     ChatRequest,
     ChatResponse,
+    Message,
     StreamEvent,
     ToolCall,
     Usage,
@@ -165,6 +166,35 @@ class Relay:
 async def _nothing() -> AsyncGenerator[StreamEvent, None]:
     return
     yield  # pragma: no cover - makes this an async generator
+
+
+@dataclass(slots=True)
+class _Cut:
+    """What continuing a committed stream after a cut needs: the request, what was relayed so
+    far, the models after the one streaming, the attempts list the ledger reads."""
+
+    request: ChatRequest
+    seen: _Seen
+    chain: tuple[str, ...]
+    attempts: list[Attempt]
+    tokens: int
+
+
+CONTINUE = (
+    "Your previous answer was cut off. Continue it exactly where it stopped: no preface, no "
+    "repetition of what is already written."
+)
+
+
+def _continuation(request: ChatRequest, partial: str, kind: str) -> ChatRequest:
+    """The request that asks another model to go on with `partial`: an assistant prefill for
+    Anthropic (which continues the last assistant turn), else the partial answer and an
+    instruction to continue it."""
+    if kind == "anthropic":  # a prefill may not end in white space
+        tail: tuple[Message, ...] = (text_message("assistant", partial.rstrip()),)
+    else:
+        tail = (text_message("assistant", partial), text_message("user", CONTINUE))
+    return replace(request, messages=(*request.messages, *tail), raw=None)
 
 
 @dataclass(slots=True)
@@ -437,8 +467,14 @@ class Cascade:
                 await events.aclose()  # marked before its end: nothing of it is kept
                 return _Answer(rec.ESCALATED_MARKER, None, complete=False)
             elapsed = (self.clock() - started) * 1000
+            cut = None
+            if decision.continue_on_cut:
+                chain = decision.chain
+                after = chain[chain.index(attempt.alias) + 1 :] if attempt.alias in chain else ()
+                tokens = decision.features.estimated_tokens
+                cut = _Cut(request, seen, after, attempts, tokens)
             relay = Relay(
-                self._relay(events, attempt, started), self._settle(events, attempt, started)
+                self._relay(events, attempt, started, cut), self._settle(events, attempt, started)
             )
             return _Answer(None, (held, relay, elapsed), False)
 
@@ -451,25 +487,85 @@ class Cascade:
         return await self._walk(*self._route(decision), attempts, once, done)
 
     async def _relay(
-        self, events: AsyncGenerator[StreamEvent, None], attempt: Attempt, started: float
+        self,
+        events: AsyncGenerator[StreamEvent, None],
+        attempt: Attempt,
+        started: float,
+        cut: _Cut | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
-        """The rest of a committed stream, completing its attempt record as it goes."""
+        """The rest of a committed stream, completing its attempt record as it goes. With `cut`,
+        a failure mid-way is continued by the chain's next models (`_continued`)."""
+        broken: UpstreamError | None = None
         try:
             async for event in events:
                 if event.usage is not None:
                     _take_usage(attempt, event.usage)
+                if cut is not None:
+                    cut.seen.add(event)
                 yield event
             attempt.outcome = rec.OK
         except UpstreamError as exc:
             attempt.outcome = rec.STREAM_ERROR
             attempt.error = exc.message
-            raise
+            # never inside tool calls (they are held whole before the commit, and a call
+            # half-sent cannot be finished by another model) nor for a rule that wants exactness
+            if cut is None or cut.seen.tool_calls or not cut.chain or not cut.seen.chars:
+                raise
+            broken = exc
         except (asyncio.CancelledError, GeneratorExit):
             attempt.outcome = rec.CLIENT_CANCELLED
             raise
         finally:
             attempt.latency_ms = (self.clock() - started) * 1000
             await events.aclose()
+        if broken is not None and cut is not None:
+            async for event in self._continued(cut, attempt, broken):
+                yield event
+
+    async def _continued(
+        self, cut: _Cut, broken_attempt: Attempt, error: UpstreamError
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Continue a stream cut after its commit: the chain's next models, in turn, are asked
+        to go on from the text relayed so far, and their text joins the same client stream.
+        Each is an attempt of its own; its note says where it took over (the splice point).
+        When none can, the first error is raised (the stream ends with an error event)."""
+        for alias in cut.chain:
+            if self.health is not None and self.health.cooling(alias):
+                continue
+            partial = "".join(cut.seen.text)
+            attempt, provider = self._start(alias, cut.tokens)
+            attempt.note = (
+                f"continued the answer of {broken_attempt.alias} from character {len(partial)}"
+            )
+            cut.attempts.append(attempt)
+            started = self.clock()
+            request = _continuation(cut.request, partial, provider.kind)
+            events = provider.stream(request, self.config.models[alias])
+            try:
+                async for event in events:
+                    if event.usage is not None:
+                        _take_usage(attempt, event.usage)
+                    if event.tool_calls:
+                        continue  # a continuation is text; a call now would not fit the answer
+                    if attempt.ttft_ms is None and event.text:
+                        attempt.ttft_ms = (self.clock() - started) * 1000
+                    spliced = StreamEvent(event.text, (), event.finish_reason, event.usage)
+                    cut.seen.add(spliced)
+                    yield spliced  # no raw: the client's encoder goes on from the first model's
+                attempt.outcome = rec.OK
+                attempt.returned = True
+                return
+            except UpstreamError as exc:
+                attempt.outcome = rec.STREAM_ERROR
+                attempt.error = exc.message
+                continue
+            except (asyncio.CancelledError, GeneratorExit):
+                attempt.outcome = rec.CLIENT_CANCELLED
+                raise
+            finally:
+                attempt.latency_ms = (self.clock() - started) * 1000
+                await events.aclose()
+        raise error
 
     def _settle(
         self, events: AsyncGenerator[StreamEvent, None], attempt: Attempt, started: float

@@ -119,6 +119,21 @@ class ForbiddenHost(RequestError):
     openai_type = "permission_error"
 
 
+class Unrecorded(PirouterError):
+    """`[ledger] require = true` and a request's row could not be kept on disk now."""
+
+    http_status = 503
+    openai_type = "service_unavailable"
+
+
+class CrossSite(RequestError):
+    """A request from a web page of another origin (`Origin` not in `[server] cors_origins`,
+    or `Sec-Fetch-Site: cross-site`): any page could otherwise spend the user's money."""
+
+    http_status = 403
+    openai_type = "permission_error"
+
+
 class UnknownModel(RequestError):
     """A model name that is neither `auto` nor an alias, where one is required."""
 

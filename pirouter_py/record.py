@@ -53,6 +53,7 @@ STATUS_UPSTREAM_ERROR = "upstream_error"
 STATUS_ROUTING_ERROR = "routing_error"
 STATUS_CLIENT_CANCELLED = "client_cancelled"
 STATUS_INTERNAL_ERROR = "internal_error"  # a bug in pirouter ended the request
+STATUS_SHUTDOWN = "shutdown"  # still running when the drain's shutdown_timeout_secs ran out
 
 
 @dataclass(slots=True)

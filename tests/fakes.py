@@ -10,6 +10,7 @@ request it received.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -22,7 +23,7 @@ import threading
 import time
 import urllib.request
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,10 @@ class Reply:
     """One scripted upstream reply."""
 
     text: str = "Hello from the fake upstream."
-    kind: str = "answer"  # answer | status | hang | reset | malformed | cut | stall
+    # answer | status | hang | reset | malformed | cut | stall | raw (`raw`: these pieces as
+    # they are, `chunk_delay` apart, in the content type of the request's kind) | drip (one
+    # byte every `chunk_delay`, forever) | comments (`: PROCESSING` every `chunk_delay`, forever)
+    kind: str = "answer"
     status: int = 200
     error: str = "scripted failure"
     headers: dict[str, str] = field(default_factory=dict)
@@ -48,6 +52,7 @@ class Reply:
     delay: float = 0.0  # before the headers
     chunk_delay: float = 0.0  # between stream chunks
     chunks: int | None = None  # for "cut"/"stall": content chunks before the reset or the stall
+    raw: list[bytes] = field(default_factory=list)
 
 
 async def interrupted(request: web.Request, reply: Reply, n: int) -> bool:
@@ -199,6 +204,8 @@ class FakeUpstream:
                 return web.Response(
                     text='{"id": "x", "content": [', content_type="application/json"
                 )
+            if reply.kind in ("raw", "drip", "comments"):
+                return await self._raw(request, body, reply)
             if reply.kind in ("cut", "stall") and not body.get("stream"):
                 # a whole body that stops midway: reset, or silence until the reader gives up
                 response = web.StreamResponse(headers={"content-type": "application/json"})
@@ -213,6 +220,38 @@ class FakeUpstream:
             raise
         finally:
             seen.finished = True
+
+    async def _raw(
+        self, request: web.Request, body: dict[str, Any], reply: Reply
+    ) -> web.StreamResponse:
+        """Bytes as scripted, in the content type the request's kind expects."""
+        stream = (
+            body.get("stream") is not False
+            if request.path == "/api/chat"
+            else bool(body.get("stream"))
+        )
+        kind = "application/json"
+        if stream:
+            kind = (
+                "application/x-ndjson"
+                if request.path.startswith("/api/")
+                else ("text/event-stream")
+            )
+        response = web.StreamResponse(headers={"content-type": kind})
+        await response.prepare(request)
+        if reply.kind == "raw":
+            for i, piece in enumerate(reply.raw):
+                if i and reply.chunk_delay:
+                    await asyncio.sleep(reply.chunk_delay)
+                await response.write(piece)
+            await response.write_eof()
+            return response
+        piece = b": PROCESSING\n\n" if reply.kind == "comments" else b" "
+        deadline = asyncio.get_running_loop().time() + MAX_HANG_S
+        while asyncio.get_running_loop().time() < deadline:
+            await response.write(piece)
+            await asyncio.sleep(reply.chunk_delay or 1.0)
+        return response
 
     async def _openai(self, request: web.Request) -> web.StreamResponse:
         async def answer(
@@ -829,3 +868,50 @@ class LLMock:
                 self.proc.kill()
                 self.proc.wait(10)
             self.proc = None
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A real small filesystem (tmpfs, root only) at `where` that a test can fill: ENOSPC, not a
+    simulation. Skips the test where mounting is not allowed."""
+    import pytest
+
+    where.mkdir(exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (root is needed): {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False, timeout=30)
+
+
+def fill(disk: Path) -> Path:
+    """Fill a filesystem to its last block; the filler's path (delete it, and the crumbs beside
+    it, to make room again)."""
+    filler = disk / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    for n in range(100):  # the last blocks, a little at a time
+        try:
+            (disk / f"crumb{n}").write_bytes(b"\0" * 512)
+        except OSError:
+            break
+    return filler
+
+
+def make_room(disk: Path) -> None:
+    """Undo `fill`."""
+    for path in [disk / "filler", *disk.glob("crumb*")]:
+        path.unlink(missing_ok=True)

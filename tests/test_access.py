@@ -165,8 +165,9 @@ def test_missing_client_key_stops_the_start(fake: FakeUpstream, tmp_path: Path) 
 
 
 def test_cors_is_off_unless_configured(daemon_plain: Daemon) -> None:
+    """A page of another origin gets nothing (not even a read), preflight or not."""
     status, headers = cors_call(daemon_plain, "GET", "/v1/models", {"Origin": "http://a.test"})
-    assert status == 200 and "access-control-allow-origin" not in headers
+    assert status == 403 and "access-control-allow-origin" not in headers
     assert (
         cors_call(
             daemon_plain,
@@ -174,8 +175,9 @@ def test_cors_is_off_unless_configured(daemon_plain: Daemon) -> None:
             "/v1/chat/completions",
             {"Origin": "http://a.test", "Access-Control-Request-Method": "POST"},
         )[0]
-        == 405
+        == 403
     )
+    assert cors_call(daemon_plain, "GET", "/v1/models", {})[0] == 200  # no Origin: not a page
 
 
 def test_cors_for_configured_origins(fake: FakeUpstream, tmp_path: Path) -> None:
@@ -212,7 +214,7 @@ def test_cors_for_configured_origins(fake: FakeUpstream, tmp_path: Path) -> None
         status, headers = cors_call(
             process, "GET", "/v1/models", {"Origin": "http://evil.test", "x-api-key": KEY}
         )
-        assert status == 200 and "access-control-allow-origin" not in headers
+        assert status == 403 and "access-control-allow-origin" not in headers
     finally:
         process.stop()
 

@@ -423,14 +423,43 @@ CASES = [
         {"a": (Cut(("Hel",), down("a", 502)),), "b": (Say(),)},
         Result("ok", "b", TEXT, (("a", HTTP, False), ("b", OK, True))),
     ),
-    Case(
-        "error-after-commit-surfaces",
+    Case(  # streamed: the next model continues the answer in the same stream
+        "error-after-commit-is-continued",
+        "",
+        ("a", "b"),
+        {"a": (Cut(("Hello", " there"), down("a", 502)),), "b": (Say(),)},
+        Result("ok", "b", TEXT, (("a", HTTP, False), ("b", OK, True))),
+        Result("ok", "a", "Hello there" + TEXT, (("a", rec.STREAM_ERROR, True), ("b", OK, True))),
+    ),
+    Case(  # ... unless the rule wants exactness, or no model is left to continue
+        "error-after-commit-surfaces-without-continue_on_cut",
         "",
         ("a", "b"),
         {"a": (Cut(("Hello", " there"), down("a", 502)),), "b": (Say(),)},
         Result("ok", "b", TEXT, (("a", HTTP, False), ("b", OK, True))),
         Result(
             "upstream_error", "a", "Hello there", (("a", rec.STREAM_ERROR, True),), "a answered 502"
+        ),
+        then=", continue_on_cut = false",
+    ),
+    Case(
+        "error-after-commit-surfaces-when-no-model-can-continue",
+        "",
+        ("a", "b"),
+        {"a": (Cut(("Hello", " there"), down("a", 502)),), "b": (down("b"),)},
+        Result(
+            "exhausted",
+            None,
+            None,
+            (("a", HTTP, False), ("b", HTTP, False)),
+            "cascade exhausted, every model failed (a: a answered 502; b: b answered 503)",
+        ),
+        Result(
+            "upstream_error",
+            "a",
+            "Hello there",
+            (("a", rec.STREAM_ERROR, True), ("b", rec.STREAM_ERROR, False)),
+            "a answered 502",
         ),
     ),
     Case(

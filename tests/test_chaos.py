@@ -93,6 +93,10 @@ def daemon(
     path.write_text(text.replace("{mock}", mock.url).replace("{fake}", fake.url))
     process = Daemon(path).start()
     process.ledger = folder / "ledger.db"  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10  # the start-up probe's listings are not the tests' requests
+    while sum("  provider " in line for line in process.stderr) < 3:
+        assert time.monotonic() < deadline, process.stderr
+        time.sleep(0.05)
     yield process
     assert process.stop() == 0
 

@@ -7,7 +7,6 @@ import asyncio
 import json
 import signal
 import sqlite3
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.fakes import Daemon, FakeUpstream, Reply
+from tests.fakes import Daemon, FakeUpstream, Reply, fill, make_room, tmpfs
 
 CONFIG = """
 [ledger]
@@ -175,32 +174,9 @@ def test_an_unwritable_ledger_does_not_take_the_daemon_down(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 4 MiB filesystem (tmpfs) that the test can fill: ENOSPC, not a simulation."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    """A real 4 MiB filesystem the test can fill (too small for the journal's reserve)."""
+    with tmpfs(tmp_path / "disk", "4m") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    with filler.open("wb") as out:
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-        except OSError:
-            pass
-    return filler
 
 
 def test_a_full_disk_delays_rows_and_loses_none(fake: FakeUpstream, small_disk: Path) -> None:
@@ -212,7 +188,7 @@ def test_a_full_disk_delays_rows_and_loses_none(fake: FakeUpstream, small_disk: 
     rids: set[str] = set()
     try:
         rids |= {rid for status, rid, _ in asyncio.run(fire(daemon.url, 20)) if status == 200}
-        filler = fill(small_disk)
+        fill(small_disk)
         answers = asyncio.run(fire(daemon.url, 60))
         assert [status for status, _, _ in answers] == [200] * 60  # a full disk fails no request
         rids |= {rid for _, rid, _ in answers}
@@ -227,7 +203,7 @@ def test_a_full_disk_delays_rows_and_loses_none(fake: FakeUpstream, small_disk: 
         assert health["failing"] and "full" in health["last_error"], health
         assert health["backlog"] > 0
         assert daemon.log_lines("journal_write_failed")
-        filler.unlink()  # space again: the writer's next retry writes the backlog
+        make_room(small_disk)  # space again: the writer's next retry writes the backlog
         rids |= {rid for status, rid, _ in asyncio.run(fire(daemon.url, 20)) if status == 200}
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and health["backlog"]:

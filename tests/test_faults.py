@@ -66,6 +66,9 @@ FAULTS = {
     "garbage-stream": Reply(kind="malformed"),
     "reset-mid-body": Reply(kind="cut", text=WORDS, chunks=1),
     "stall-mid-body": Reply(kind="stall", text=WORDS, chunks=1),
+    # bytes without events: a byte every 0.2 s, or a keep-alive comment every 0.2 s (#27.2)
+    "drip-bytes": Reply(kind="drip", chunk_delay=0.2),
+    "keepalive-comments": Reply(kind="comments", chunk_delay=0.2),
 }
 OUTCOMES = {
     **EXPECTED_OUTCOME,
@@ -73,6 +76,8 @@ OUTCOMES = {
     "garbage-stream": "escalated_http_error",
     "reset-mid-body": "escalated_http_error",
     "stall-mid-body": "escalated_http_error",
+    "drip-bytes": "escalated_http_error",
+    "keepalive-comments": "escalated_http_error",
 }
 
 
@@ -214,3 +219,121 @@ def test_a_connect_timeout_escalates(fake: FakeUpstream, tmp_path: Path) -> None
     assert 0.5 <= elapsed < 5  # the connect timeout, not the request timeout, gave up
     line = daemon.log_lines()[-1]
     assert line["chain"] == ["first-silent:escalated_http_error", "next:ok"]
+
+
+# Right JSON, wrong types (#27.3): tokens as words, a text that is a number, a tool call whose
+# index is a string; each protocol, whole and streamed. Never a 500: the next model answers.
+WRONG_TYPES: dict[tuple[str, bool], list[bytes]] = {
+    ("openai", False): [
+        b'{"id": "x", "object": "chat.completion", "model": "m", "choices": [{"index": 0, '
+        b'"message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}], '
+        b'"usage": {"prompt_tokens": "many", "completion_tokens": 1}}'
+    ],
+    ("openai", True): [
+        b'data: {"id": "x", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": "zero",'
+        b' "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}]}'
+        b"\n\n",
+        b'data: {"id": "x", "choices": [{"index": 0, "delta": {}, "finish_reason": '
+        b'"tool_calls"}]}\n\ndata: [DONE]\n\n',
+    ],
+    ("anthropic", False): [
+        b'{"id": "x", "type": "message", "role": "assistant", "model": "m", "content": '
+        b'[{"type": "text", "text": 12}], "stop_reason": "end_turn", "usage": '
+        b'{"input_tokens": 1, "output_tokens": 1}}'
+    ],
+    ("anthropic", True): [
+        b'event: message_start\ndata: {"type": "message_start", "message": {"id": "x", '
+        b'"type": "message", "role": "assistant", "model": "m", "content": [], "usage": '
+        b'{"input_tokens": "many", "output_tokens": 1}}}\n\n',
+        b'event: content_block_start\ndata: {"type": "content_block_start", "index": 0, '
+        b'"content_block": {"type": "text", "text": 5}}\n\n',
+        b'event: message_stop\ndata: {"type": "message_stop"}\n\n',
+    ],
+    ("ollama", False): [
+        b'{"model": "m", "message": {"role": "assistant", "content": 7}, "done": true, '
+        b'"prompt_eval_count": "many", "eval_count": 1}'
+    ],
+    ("ollama", True): [
+        b'{"model": "m", "message": {"role": "assistant", "content": 7}, "done": false}\n',
+        b'{"model": "m", "message": {"role": "assistant", "content": ""}, "done": true, '
+        b'"prompt_eval_count": "many", "eval_count": 1}\n',
+    ],
+}
+
+
+@pytest.mark.usefixtures("clean_fake")
+@pytest.mark.parametrize(("kind", "stream"), list(WRONG_TYPES), ids=str)
+def test_wrong_typed_json_escalates(
+    daemon: Any, fake: FakeUpstream, kind: str, stream: bool
+) -> None:
+    fake.script(f"f-{kind}", Reply(kind="raw", raw=WRONG_TYPES[(kind, stream)]))
+    conn, response = send(daemon, f"first-{kind}", stream=stream)
+    body = response.read()
+    rid = response.getheader("x-pirouter-request-id") or ""
+    conn.close()
+    assert response.status == 200, body
+    assert response.getheader("x-pirouter-model") == "next"
+    text = streamed_text(body) if stream else body.decode()
+    assert "Hello from the fake upstream." in text
+    line = daemon.wait_log(rid)
+    assert line["chain"] == [f"first-{kind}:escalated_http_error", "next:ok"]
+    deadline = time.monotonic() + 10
+    outcomes: list[Any] = []
+    while time.monotonic() < deadline and not outcomes:
+        db = sqlite3.connect(daemon.ledger)
+        query = "SELECT outcome, error FROM attempts WHERE request_id = ? ORDER BY idx"
+        outcomes = db.execute(query, (rid,)).fetchall()
+        db.close()
+        time.sleep(0.05)
+    assert [o for o, _ in outcomes] == ["escalated_http_error", "ok"]  # never `pending`
+    assert "cannot understand" in outcomes[0][1]
+
+
+# Streams that survive a cut (#27): cut after the commit, the next model goes on from the text
+# relayed so far, into the same client stream: one answer, one end, no error.
+
+
+@pytest.mark.usefixtures("clean_fake")
+@pytest.mark.parametrize("inbound", ["openai", "anthropic"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_stream_cut_after_its_commit_is_continued_by_the_next_model(
+    daemon: Any, fake: FakeUpstream, kind: str, inbound: str
+) -> None:
+    fake.script(f"f-{kind}", Reply(kind="cut", text=WORDS, chunks=4))
+    path = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}[inbound]
+    conn, response = send(daemon, f"first-{kind}", stream=True, path=path)
+    body = response.read()
+    rid = response.getheader("x-pirouter-request-id") or ""
+    conn.close()
+    assert response.status == 200, body
+    text = streamed_text(body)
+    assert text.startswith("one two three ") and text.endswith("Hello from the fake upstream.")
+    if inbound == "anthropic":
+        assert body.count(b"event: message_start") == 1, body
+        assert body.count(b"event: message_stop") == 1 and b"event: error" not in body
+    else:
+        assert body.count(b"data: [DONE]") == 1 and b'"error"' not in body
+    asked = fake.seen[-1]
+    assert asked.model == "next" and fake.models_called() == [f"f-{kind}", "next"]
+    partial, instruction = asked.body["messages"][-2:]
+    assert partial["role"] == "assistant" and text.startswith(partial["content"])
+    assert instruction["role"] == "user" and "Continue it exactly" in instruction["content"]
+    line = daemon.wait_log(rid)
+    assert line["chain"] == [f"first-{kind}:stream_error", "next:ok"]
+    deadline = time.monotonic() + 10
+    found: list[Any] = []
+    while time.monotonic() < deadline and len(found) < 2:
+        db = sqlite3.connect(daemon.ledger)
+        query = "SELECT alias, outcome, returned, note FROM attempts WHERE request_id = ?"
+        found = db.execute(query + " ORDER BY idx", (rid,)).fetchall()
+        final = db.execute("SELECT final_model FROM requests WHERE id = ?", (rid,)).fetchone()
+        db.close()
+        time.sleep(0.05)
+    assert [(a, o, r) for a, o, r, _ in found] == [
+        (f"first-{kind}", "stream_error", 1),
+        ("next", "ok", 1),
+    ]
+    assert found[1][3] == (
+        f"continued the answer of first-{kind} from character {len(partial['content'])}"
+    )
+    assert final == ("next",)

@@ -109,6 +109,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             [ConfigProblem(source, None, "", f"cannot be read: {exc.strerror}")]
         ) from None
     config, warnings = parse_config(text, source, env)
+    warnings += _unsafe_modes(chosen, source, text, config)
     if any(p.api_key for p in config.providers.values()):
         mode = chosen.stat().st_mode
         if mode & 0o077:
@@ -122,6 +123,45 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
                 ),
             )
     return LoadedConfig(config, source, chosen, default_path, warnings)
+
+
+def _unsafe_modes(path: Path, source: str, text: str, config: Config) -> tuple[ConfigProblem, ...]:
+    """Files that other local users could change or read: a config they can write (they could
+    point `base_url` elsewhere and collect the keys at the next reload), a client-keys file they
+    can read."""
+    found = []
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return ()
+    if mode & 0o022:
+        found.append(
+            ConfigProblem(
+                source,
+                None,
+                "",
+                f"can be changed by other users (mode {mode:o}): one could send your requests and "
+                f"keys elsewhere; run `chmod 600 {source}`",
+            )
+        )
+    keys = config.server.api_keys_file
+    if keys:
+        keys_path = Path(keys).expanduser()
+        try:
+            keys_mode = keys_path.stat().st_mode & 0o777
+        except OSError:
+            keys_mode = 0
+        if keys_mode & 0o077:
+            found.append(
+                ConfigProblem(
+                    source,
+                    locate(key_lines(text), ("server", "api_keys_file")),
+                    "server.api_keys_file",
+                    f"{keys} can be read by other users (mode {keys_mode:o}); run "
+                    f"`chmod 600 {keys}`",
+                )
+            )
+    return tuple(found)
 
 
 # ---------------------------------------------------------------------------------------------

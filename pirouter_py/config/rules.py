@@ -145,6 +145,9 @@ class Then(_Table):
     profile: Profile | None = None  # hand the request to the policy with this profile
     difficulty: DifficultyName | None = None  # ... and/or with this difficulty
     escalation: Escalation | None = None
+    # A stream cut after it began is continued by the chain's next model, spliced into the same
+    # answer; false where exactness matters (the cut then ends the stream with an error event).
+    continue_on_cut: bool = True
 
 
 class Rule(_Table):

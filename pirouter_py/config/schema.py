@@ -59,14 +59,25 @@ class ServerConfig(_Section):
     # Host header values accepted besides localhost, 127.0.0.1, [::1] and the bind host (DNS
     # rebinding protection).
     allowed_hosts: list[str] = Field(default_factory=list)
-    # Origins whose web pages may call pirouter (CORS); empty: none, "*": any.
+    # Origins whose web pages may call pirouter (CORS); empty: none, "*": any. A request from a
+    # page of any other origin is refused, whatever its content type.
     cors_origins: list[str] = Field(default_factory=list)
+    # Client connections: the first request's headers must arrive within header_timeout_secs;
+    # an idle keep-alive connection closes after idle_timeout_secs; past max_connections open at
+    # once (0: the file-descriptor limit less a margin, at most 4096), new ones get a 503.
+    header_timeout_secs: float = Field(default=10.0, gt=0)
+    idle_timeout_secs: float = Field(default=75.0, gt=0)
+    max_connections: int = Field(default=0, ge=0)
 
 
 class LedgerConfig(_Section):
     path: str | None = None
     store_prompts: bool = False  # keep request messages and answer text (separate table)
     retention_days: int = Field(default=0, ge=0)  # 0 keeps every row forever
+    # Refuse to answer (503) while a request's row could not be kept on disk: the ledger
+    # cannot be written and its journal and reserve are full (a full disk). Off: answer anyway,
+    # the rows waiting in memory for the disk to have room.
+    require: bool = False
 
 
 class LearningConfig(_Section):
@@ -97,8 +108,12 @@ class ProviderConfig(_Section):
     api_key: str | None = None
     request_timeout_secs: int = Field(default=120, ge=0)
     connect_timeout_secs: float = Field(default=10.0, gt=0)
-    # Time allowed until the response headers arrive; unset = only the total timeout applies.
+    # Time allowed until the response headers arrive, and for a stream until its first event;
+    # unset = only the total timeout applies.
     first_byte_timeout_secs: float | None = Field(default=None, gt=0)
+    # The largest whole answer taken (its body, decompressed); a larger one is a malformed answer
+    # and escalates. Streams pass through and are not capped, but one event is.
+    max_answer_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
 
     @property
     def kind(self) -> ProviderType:

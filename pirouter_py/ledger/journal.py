@@ -14,6 +14,11 @@ Invariants:
   `ROTATE_BYTES`, so the journal stays small however long the daemon runs.
 - A journal that cannot be written (full or read-only disk) never fails a request: the row still
   goes to SQLite through the queue, as it did without a journal; the error is logged once.
+- For a disk that fills while the daemon runs, `<ledger>.journal.<pid>.reserve` is allocated
+  (RESERVE_BYTES, posix_fallocate) when the journal opens: rows the journal cannot write go
+  there, into space already the file's, and are imported like a journal if the daemon stops
+  before the disk has room again. A row that neither takes is `unsaved` (only in memory); if
+  it cannot be written at shutdown either, the ledger says how many were lost.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ log = get_logger("pirouter.journal")
 ROTATE_BYTES = 1 << 20  # start a new generation past 1 MiB, so committed ones can be deleted
 MARK = ".journal."
 REOPEN_EVERY = 100  # after a failed open, try again once per this many rows
+RESERVE = "reserve"
+RESERVE_BYTES = 4 << 20  # about 4,000 rows of 1 KB
 
 
 def line(row: Any) -> bytes:
@@ -53,6 +60,10 @@ class Journal:
         self.closed: list[tuple[int, int]] = []  # (generation, last seq in it), oldest first
         self.failing: str | None = None
         self.torn = False  # a write stopped mid-line
+        self.reserve_fd: int | None = None
+        self.reserve_at = 0  # bytes of rows in the reserve
+        self.reserve_last = 0  # seq of the last row put there
+        self.unsaved: set[int] = set()  # seqs of rows on no disk (journal and reserve failed)
 
     def path(self, gen: int) -> Path:
         return self.folder / f"{self.prefix}{gen}"
@@ -61,7 +72,49 @@ class Journal:
         self.fd = os.open(self.path(self.gen), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self.size = 0
         self.torn = False
+        if self.reserve_fd is None:
+            self._open_reserve()
         return self.fd
+
+    @property
+    def reserve_path(self) -> Path:
+        return self.folder / f"{self.prefix}{RESERVE}"
+
+    def _open_reserve(self) -> None:
+        try:
+            fd = os.open(self.reserve_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            log.warning("journal_reserve_unavailable", error=str(exc))
+            return
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        except OSError as exc:  # the disk is full already: no room to set aside
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                self.reserve_path.unlink()
+            log.warning("journal_reserve_unavailable", error=str(exc))
+            return
+        self.reserve_fd = fd
+
+    def _to_reserve(self, row: Any) -> bool:
+        """Put a row the journal could not take in the reserve; False when it has no room."""
+        fd = self.reserve_fd
+        data = line(row)
+        if fd is None or self.reserve_at + len(data) > RESERVE_BYTES:
+            return False
+        try:
+            os.pwrite(fd, data, self.reserve_at)
+        except OSError:
+            return False
+        self.reserve_at += len(data)
+        self.reserve_last = self.seq
+        return True
+
+    def durable(self) -> bool:
+        """Would a row appended now reach a disk (the journal, or room in the reserve)?"""
+        if self.fd is not None and self.failing is None:
+            return True
+        return self.reserve_fd is not None and self.reserve_at < RESERVE_BYTES - (64 << 10)
 
     def append(self, row: Any) -> int:
         """Write the row (anything orjson encodes); returns its seq. Never raises: a failed
@@ -69,11 +122,17 @@ class Journal:
         self.seq += 1
         fd = self.fd
         if fd is None:
-            if self.failing is None or self.seq % REOPEN_EVERY:
-                return self.seq  # not opened (by choice), or it failed and it is not time yet
+            if self.failing is None:
+                return self.seq  # not opened (by choice)
+            if self.seq % REOPEN_EVERY:  # it failed, and it is not time to try again yet
+                if not self._to_reserve(row):
+                    self.unsaved.add(self.seq)
+                return self.seq
             try:  # a failed rotation: the disk may have room again
                 fd = self.open()
             except OSError:
+                if not self._to_reserve(row):
+                    self.unsaved.add(self.seq)
                 return self.seq
         data = line(row)
         if self.torn:  # the last line was cut short: end it, so this one parses on its own
@@ -87,6 +146,8 @@ class Journal:
             if self.failing is None:
                 log.warning("journal_write_failed", path=str(self.path(self.gen)), error=str(exc))
             self.failing = str(exc)
+            if not self._to_reserve(row):
+                self.unsaved.add(self.seq)
             return self.seq
         self.torn = False
         self.failing = None
@@ -108,22 +169,35 @@ class Journal:
             self.failing = str(exc)
 
     def committed(self, seq: int) -> None:
-        """Rows up to `seq` are in the database: delete the generations they fill."""
+        """Rows up to `seq` are in the database: delete the generations they fill, and empty
+        the reserve once every row in it is."""
         while self.closed and self.closed[0][1] <= seq:
             gen, _ = self.closed.pop(0)
             with contextlib.suppress(OSError):
                 self.path(gen).unlink()
+        if self.unsaved:
+            self.unsaved = {s for s in self.unsaved if s > seq}
+        if self.reserve_at and self.reserve_last <= seq and self.reserve_fd is not None:
+            with contextlib.suppress(OSError):  # zeros into space the file holds: no new blocks
+                os.pwrite(self.reserve_fd, bytes(self.reserve_at), 0)
+                self.reserve_at = 0
 
     def close(self, *, keep: bool) -> None:
-        """Stop writing; delete every generation unless some row may be only here (`keep`)."""
+        """Stop writing; delete every generation and the reserve unless some row may be only
+        here (`keep`)."""
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+        if self.reserve_fd is not None:
+            os.close(self.reserve_fd)
+            self.reserve_fd = None
         if keep:
             return
-        for gen in [g for g, _ in self.closed] + [self.gen]:
+        for path in [*(self.path(g) for g, _ in self.closed), self.path(self.gen)]:
             with contextlib.suppress(OSError):
-                self.path(gen).unlink()
+                path.unlink()
+        with contextlib.suppress(OSError):
+            self.reserve_path.unlink()
         self.closed = []
 
 
@@ -144,13 +218,15 @@ def leftovers(ledger_path: Path) -> list[Path]:
     found: list[tuple[int, int, Path]] = []
     for path in ledger_path.parent.glob(f"{ledger_path.name}{MARK}*"):
         pid, _, gen = path.name.removeprefix(ledger_path.name + MARK).partition(".")
-        if pid.isdigit() and gen.isdigit() and not _alive(int(pid)):
-            found.append((int(pid), int(gen), path))
+        number = 1 << 62 if gen == RESERVE else int(gen) if gen.isdigit() else None
+        if pid.isdigit() and number is not None and not _alive(int(pid)):
+            found.append((int(pid), number, path))
     return [path for _, _, path in sorted(found)]
 
 
 def read(path: Path) -> Iterator[bytes]:
-    """The complete lines of one journal (a line cut short by a full disk is left out)."""
-    for line in path.read_bytes().split(b"\n"):
+    """The complete lines of one journal (a line cut short by a full disk is left out); a
+    reserve's end is its first zero byte."""
+    for line in path.read_bytes().split(b"\x00", 1)[0].split(b"\n"):
         if line.strip():
             yield line

@@ -7,6 +7,7 @@ seconds, token sums over attempts, cost priced by alias), so old queries still w
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -221,6 +222,9 @@ def migrate(db: sqlite3.Connection, upto: int | None = None) -> list[str]:
 def connect(path: Path, busy_timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
     """Open (creating parents and the file) for writing, in autocommit mode with WAL."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():  # it may hold prompts and answers: only its owner reads it (SQLite
+        # gives the -wal and -shm files the database file's mode)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
@@ -112,6 +113,11 @@ class Ledger:
         except asyncio.QueueFull:
             self._spill([rows])
 
+    def durable(self) -> bool:
+        """Would a row recorded now survive a crash: the database takes writes (the journal
+        covers the moments between), or the journal or its reserve has room."""
+        return self.db is not None and (self.last_error is None or self.journal.durable())
+
     def status(self) -> LedgerStatus:
         return LedgerStatus(
             str(self.path),
@@ -134,6 +140,14 @@ class Ledger:
 
     def _open_sync(self) -> sqlite3.Connection:
         db = connect(self.path, self.busy_timeout)
+        mode = self.path.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning(
+                "ledger_readable_by_others",
+                path=str(self.path),
+                mode=f"{mode:o}",
+                fix=f"chmod 600 {self.path}*",
+            )
         migrate(db)
         found = journal.leftovers(self.path)
         if self.spill_path.exists():
@@ -177,6 +191,10 @@ class Ledger:
             except Exception as exc:  # the disk still refuses: keep the rows beside it
                 log.warning("ledger_unwritable_at_shutdown", rows=len(leftover), error=str(exc))
                 lost = not self._spill(leftover)
+                if lost:  # rows on no disk at all (the journal and its reserve were full)
+                    gone = sum(seq in self.journal.unsaved for seq, _ in queued)
+                    kept = len(leftover) - gone
+                    log.error("ledger_rows_lost", rows=gone, kept_in_journal=kept)
         self.journal.close(keep=lost)  # rows the spill could not take are still in the journal
         if self.db is not None and usable:
             self.db.close()
@@ -184,7 +202,8 @@ class Ledger:
 
     def _spill(self, leftover: list[Rows]) -> bool:
         try:
-            with self.spill_path.open("ab") as out:
+            fd = os.open(self.spill_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "ab") as out:
                 out.writelines(journal.line(rows) for rows in leftover)
         except OSError as exc:
             log.error("ledger_rows_not_spilled", rows=len(leftover), error=str(exc))

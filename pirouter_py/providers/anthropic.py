@@ -36,7 +36,9 @@ class AnthropicProvider(HTTPProvider):
             request, model.model_id, stream=False, default_max_tokens=model.default_max_tokens
         )
         data = await self.post_json(PATH, model.model_id, body, self._headers(request))
-        return wire.decode_response(data, f"{self.name} ({model.model_id})")
+        return self.understood(
+            model.model_id, wire.decode_response, data, f"{self.name} ({model.model_id})"
+        )
 
     async def stream(
         self, request: ChatRequest, model: ModelConfig
@@ -48,7 +50,7 @@ class AnthropicProvider(HTTPProvider):
         async for _, data in self.sse(
             PATH, model.model_id, body, self._headers(request), until_done=False
         ):
-            yield decoder.decode(data)
+            yield self.understood(model.model_id, decoder.decode, data)
             if decoder.stopped:
                 return
         raise UpstreamTransportError(

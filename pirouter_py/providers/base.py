@@ -13,10 +13,10 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import orjson
 
@@ -45,6 +45,8 @@ from pirouter_py.types import (
 )
 
 USER_AGENT = f"pirouter/{__version__}"
+ERROR_BODY_MAX = 1024 * 1024  # an error answer's body is read for its message, up to this
+T = TypeVar("T")
 CONTEXT_WORDS = ("context", "too many tokens", "maximum token")  # a 400/422 about length retries
 RETRYABLE_STATUS = frozenset((408, 413, 429))
 KEY_STATUS = frozenset((401, 403, 429))  # statuses that rest the key that got them
@@ -286,6 +288,7 @@ class HTTPProvider:
                     total=None if stream else self.total,
                     gap=self.total if stream else None,
                     first_byte=self.first_byte,
+                    limit=None if stream else self.config.max_answer_bytes,
                 )
             except (TransportError, TimeoutError) as exc:
                 raise self._transport_error(model_id, exc) from None
@@ -300,6 +303,8 @@ class HTTPProvider:
         """Raise the UpstreamError for an answer that is not 2xx; return for one that is."""
         if response.status < 300:
             return
+        if response.limit is None or response.limit > ERROR_BODY_MAX:
+            response.limit = ERROR_BODY_MAX  # what has not arrived yet of an error's body
         try:
             text = await response.text(errors="replace")
         except (TransportError, TimeoutError):
@@ -343,6 +348,7 @@ class HTTPProvider:
         """POST and yield (event name, decoded data) for each server-sent event. With
         `until_done`, a stream that ends without `data: [DONE]` was cut short: an error."""
         async with self._post(path, model_id, body, headers, stream=True) as response:
+            response.events_only = True  # comments and pings do not keep a stream alive
             if response.content_type != "text/event-stream":
                 raise UpstreamTransportError(
                     f"{self.name} ({model_id}): answered a stream request with "
@@ -350,7 +356,7 @@ class HTTPProvider:
                     retryable=True,
                 )
             event, data = "", []
-            async for lines in _lines(response):
+            async for lines in _lines(response, self.config.max_answer_bytes):
                 for line in lines:
                     if line:
                         if line.startswith(b"data:"):
@@ -362,6 +368,8 @@ class HTTPProvider:
                         payload = b"\n".join(data)
                         if payload == b"[DONE]":
                             return
+                        if event != "ping":
+                            response.moved()
                         yield event, self._decode(model_id, payload)
                     event, data = "", []
             if data == [b"[DONE]"]:
@@ -378,10 +386,25 @@ class HTTPProvider:
     ) -> AsyncIterator[Any]:
         """POST and yield each decoded line of a newline-delimited JSON stream."""
         async with self._post(path, model_id, body, headers, stream=True) as response:
-            async for lines in _lines(response):
+            response.events_only = True  # a line is an event; bytes without one are not
+            async for lines in _lines(response, self.config.max_answer_bytes):
                 for line in lines:
                     if line.strip():
+                        response.moved()
                         yield self._decode(model_id, line)
+
+    def understood(self, model_id: str, decode: Callable[..., T], *args: Any) -> T:
+        """`decode(*args)` of an upstream body; a body of the right JSON but the wrong shape
+        (a number where text belongs, `"many"` tokens) is a malformed answer, which escalates
+        like malformed JSON, never a 500."""
+        try:
+            return decode(*args)
+        except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
+            raise UpstreamTransportError(
+                f"{self.name} ({model_id}): answered with a body pirouter cannot understand "
+                f"({type(exc).__name__}: {self.redact(str(exc))[:200]})",
+                retryable=True,
+            ) from None
 
     def _decode(self, model_id: str, payload: bytes) -> Any:
         try:
@@ -425,14 +448,17 @@ class _Call:
             raise self.provider._transport_error(self.model_id, exc) from None
 
 
-async def _lines(content: Response) -> AsyncIterator[list[bytes]]:
+async def _lines(content: Response, most: int) -> AsyncIterator[list[bytes]]:
     """A streamed body as lists of whole lines (no `\\n`, no trailing `\\r`), one list per read;
     a last line without its `\\n` at the end. A stream event is usually one read: split here it
-    costs one step, where a `readline` takes two calls and their buffer bookkeeping."""
+    costs one step, where a `readline` takes two calls and their buffer bookkeeping. A line
+    longer than `most` bytes is a malformed stream (the stream passes through; a line is held)."""
     pending = b""
     while piece := await content.readany():
         lines = (pending + piece).split(b"\n") if pending else piece.split(b"\n")
         pending = lines.pop()
+        if len(pending) > most:
+            raise BadResponse(f"sent a stream line over {most:,} bytes (max_answer_bytes)")
         yield [line.rstrip(b"\r") for line in lines]
     if pending:
         yield [pending.rstrip(b"\r")]

@@ -36,7 +36,9 @@ class OllamaProvider(HTTPProvider):
     async def complete(self, request: ChatRequest, model: ModelConfig) -> ChatResponse:
         body = wire.encode_request(request, model.model_id, stream=False)
         data = await self.post_json(PATH, model.model_id, body, {})
-        return wire.decode_response(data, f"{self.name} ({model.model_id})")
+        return self.understood(
+            model.model_id, wire.decode_response, data, f"{self.name} ({model.model_id})"
+        )
 
     async def stream(
         self, request: ChatRequest, model: ModelConfig
@@ -44,7 +46,7 @@ class OllamaProvider(HTTPProvider):
         body = wire.encode_request(request, model.model_id, stream=True)
         decoder = wire.StreamDecoder(f"{self.name} ({model.model_id})")
         async for data in self.ndjson(PATH, model.model_id, body, {}):
-            yield decoder.decode(data)
+            yield self.understood(model.model_id, decoder.decode, data)
             if decoder.done:
                 return
         raise UpstreamTransportError(
@@ -54,7 +56,9 @@ class OllamaProvider(HTTPProvider):
     async def text(self, request: TextRequest, model: ModelConfig) -> TextAnswer:
         body = textgen.generate_body(request, model.model_id, stream=False)
         data = await self.post_json(GENERATE, model.model_id, body, {})
-        return textgen.generate_answer(data, f"{self.name} ({model.model_id})")
+        return self.understood(
+            model.model_id, textgen.generate_answer, data, f"{self.name} ({model.model_id})"
+        )
 
     async def text_stream(
         self, request: TextRequest, model: ModelConfig
@@ -62,7 +66,7 @@ class OllamaProvider(HTTPProvider):
         body = textgen.generate_body(request, model.model_id, stream=True)
         where = f"{self.name} ({model.model_id})"
         async for data in self.ndjson(GENERATE, model.model_id, body, {}):
-            answer = textgen.generate_answer(data, where)
+            answer = self.understood(model.model_id, textgen.generate_answer, data, where)
             yield answer
             if answer.finish_reason is not None:
                 return
@@ -71,4 +75,6 @@ class OllamaProvider(HTTPProvider):
     async def embed(self, request: EmbedRequest, model: ModelConfig) -> Embeddings:
         body = textgen.embed_body(request, model.model_id)
         data = await self.post_json(EMBED, model.model_id, body, {})
-        return textgen.embed_result(data, f"{self.name} ({model.model_id})")
+        return self.understood(
+            model.model_id, textgen.embed_result, data, f"{self.name} ({model.model_id})"
+        )

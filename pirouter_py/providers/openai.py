@@ -41,19 +41,23 @@ class OpenAIProvider(HTTPProvider):
     async def complete(self, request: ChatRequest, model: ModelConfig) -> ChatResponse:
         body = wire.encode_request(request, model.model_id, stream=False)
         data = await self.post_json(PATH, model.model_id, body, self._headers())
-        return wire.decode_response(data, f"{self.name} ({model.model_id})")
+        return self.understood(
+            model.model_id, wire.decode_response, data, f"{self.name} ({model.model_id})"
+        )
 
     async def stream(
         self, request: ChatRequest, model: ModelConfig
     ) -> AsyncGenerator[StreamEvent, None]:
         body = wire.encode_request(request, model.model_id, stream=True)
         async for _, data in self.sse(PATH, model.model_id, body, self._headers(), until_done=True):
-            yield wire.decode_chunk(data)
+            yield self.understood(model.model_id, wire.decode_chunk, data)
 
     async def text(self, request: TextRequest, model: ModelConfig) -> TextAnswer:
         body = textgen.completion_body(request, model.model_id, stream=False)
         data = await self.post_json(COMPLETIONS, model.model_id, body, self._headers())
-        return textgen.completion_answer(data, f"{self.name} ({model.model_id})")
+        return self.understood(
+            model.model_id, textgen.completion_answer, data, f"{self.name} ({model.model_id})"
+        )
 
     async def text_stream(
         self, request: TextRequest, model: ModelConfig
@@ -63,9 +67,11 @@ class OpenAIProvider(HTTPProvider):
         async for _, data in self.sse(
             COMPLETIONS, model.model_id, body, self._headers(), until_done=True
         ):
-            yield textgen.completion_answer(data, where)
+            yield self.understood(model.model_id, textgen.completion_answer, data, where)
 
     async def embed(self, request: EmbedRequest, model: ModelConfig) -> Embeddings:
         body = textgen.embeddings_body(request, model.model_id)
         data = await self.post_json(EMBEDDINGS, model.model_id, body, self._headers())
-        return textgen.embeddings_result(data, f"{self.name} ({model.model_id})")
+        return self.understood(
+            model.model_id, textgen.embeddings_result, data, f"{self.name} ({model.model_id})"
+        )

@@ -151,12 +151,14 @@ class Upstreams:
         gap: float | None = None,
         first_byte: float | None = None,
         method: str = "POST",
+        limit: int | None = None,
     ) -> Response:
         """Send one POST (or `method`) and return once the answer's status and headers are in.
         The caller reads the body (or not) and must `release()` the response."""
         payload = _head(target, path, headers, len(body), method) + body
         conn = self._reuse(target.origin) or await self._connect(target, connect)
         response = Response(conn, total, gap, first_byte)
+        response.limit = limit
         conn.response = response
         assert conn.transport is not None
         conn.transport.write(payload)
@@ -300,6 +302,14 @@ class Response:
         self._first = now + first_byte if first_byte else None
         self._gap = gap
         self._last = now
+        # A stream's gap counts events, not bytes (`moved()`, called by the event reader): an
+        # upstream dripping bytes or keep-alive comments without an event is not moving.
+        self.events_only = False
+        self._evented = False
+        # The most body bytes (after decompression) this answer may bring: a whole answer is
+        # held in memory, so it is capped; a stream passes through and is not.
+        self.limit: int | None = None
+        self._received = 0
         self._timer: asyncio.TimerHandle | None = None
         due = self._due()
         if due is not None:
@@ -309,7 +319,8 @@ class Response:
 
     def _due(self) -> float | None:
         due = self._total
-        if self._first is not None and not self.head_done and (due is None or self._first < due):
+        waiting = not self.head_done or (self.events_only and not self._evented)
+        if self._first is not None and waiting and (due is None or self._first < due):
             due = self._first
         if self._gap is not None:
             gap_due = self._last + self._gap
@@ -332,8 +343,14 @@ class Response:
 
     # --- what the connection hands over ------------------------------------------------------
 
+    def moved(self) -> None:
+        """An event arrived: the gap starts again (and the first-byte bound, which holds a
+        stream until its first event, is met)."""
+        self._last = self._loop.time()
+        self._evented = True
+
     def feed(self, data: bytes) -> None:
-        if self._gap is not None:
+        if self._gap is not None and not self.events_only:
             self._last = self._loop.time()
         try:
             self.parser.feed_data(data)
@@ -400,6 +417,11 @@ class Response:
                 body = self._inflate.decompress(body)
             except zlib.error as exc:
                 raise BadResponse(f"sent a body that does not decompress ({exc})") from None
+        self._received += len(body)
+        if self.limit is not None and self._received > self.limit:
+            raise BadResponse(
+                f"sent an answer over {self.limit:,} bytes (its provider's max_answer_bytes)"
+            )
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > HIGH_WATER and not self.whole and not self.paused:

@@ -44,6 +44,7 @@ class Decision:
     escalation: CascadeConfig | None = None  # the matched rule's triggers, when it sets its own
     pin: str | None = None  # session affinity: hard, soft, soft-lost, escaped:<why>; None: off
     ids: list[int] | None = None  # the learned router's feature ids, when it read them
+    continue_on_cut: bool = True  # the matched rule's `continue_on_cut` (a stream cut mid-way)
 
     @property
     def chain(self) -> tuple[str, ...]:
@@ -95,12 +96,14 @@ def decide(
         rule = rules.first_match(config.rules, facts, trace)
     traces = tuple(trace or ())
     escalation = None
+    continuing = True
     source: Literal["rule", "requested", "policy"] = "policy"
     chain: tuple[str, ...] = ()
     name = ""
     if rule is not None:
         then = rule.then
         escalation = rule.cascade_config
+        continuing = then.continue_on_cut
         name, source = rule.name, "rule"
         if then.difficulty is not None:
             level, level_reason = then.difficulty, f"rule `{rule.name}` sets difficulty"
@@ -156,6 +159,7 @@ def decide(
             escalation,
             choice.pin,
             ids,
+            continuing,
         )
     return Decision(
         name,
@@ -170,6 +174,7 @@ def decide(
         (),
         tuple(notes),
         escalation,
+        continue_on_cut=continuing,
     )
 
 

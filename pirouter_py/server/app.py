@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import sqlite3
 import time
@@ -41,30 +42,59 @@ log = get_logger("pirouter")
 KEEPALIVE_S = 90.0  # an idle upstream connection older than this is not reused
 
 
+REOPEN_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits between tries to open a ledger that failed to
+
+
 async def _ledger(app: web.Application) -> AsyncIterator[None]:
-    """The ledger opens before the first request and closes after the last has recorded."""
+    """The ledger opens before the first request and closes after the last has recorded. One
+    that cannot be opened (a full or read-only disk) does not take the daemon down: requests are
+    served and their rows wait in the ledger's queue while it is tried again, with backoff; the
+    log, /health and `pirouter status` say so until it opens."""
     state = app[STATE]
     if state.ledger_path is None:
         yield
         return
     ledger = Ledger(state.ledger_path, state.loaded.config)
+    state.ledger = ledger
+    state.recorder = ledger  # rows wait in its queue until it opens
+    reopen = None
     try:
         await ledger.open()
+        await asyncio.to_thread(_seed, state.snapshot, state.ledger_path)
     except (OSError, sqlite3.Error) as exc:
-        # A ledger that cannot be opened (a read-only or full disk) must not take the daemon
-        # down: serve without it, and say so loudly in the log, /health and `pirouter status`.
-        state.ledger_error = (
-            f"cannot open the ledger at {state.ledger_path}: {exc}; set "
-            "[ledger] path to a writable file (requests are not recorded)"
-        )
-        log.error("ledger_unavailable", path=str(state.ledger_path), error=str(exc))
-        yield
-        return
-    state.ledger = ledger
-    state.recorder = ledger
-    await asyncio.to_thread(_seed, state.snapshot, state.ledger_path)
+        _unavailable(state, ledger, exc)
+        reopen = asyncio.create_task(_reopen(state, ledger), name="ledger-reopen")
     yield
+    if reopen is not None:
+        reopen.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reopen
     await ledger.close()
+
+
+def _unavailable(state: State, ledger: Ledger, exc: BaseException) -> None:
+    state.ledger_error = ledger.last_error = _cannot_open(state, exc)
+    log.error("ledger_unavailable", path=str(state.ledger_path), error=str(exc))
+
+
+def _cannot_open(state: State, exc: BaseException) -> str:
+    return (
+        f"cannot open the ledger at {state.ledger_path}: {exc}; free space or fix its "
+        "permissions (it is tried again), or set [ledger] path to a writable file"
+    )
+
+
+async def _reopen(state: State, ledger: Ledger) -> None:
+    for attempt in itertools.count():
+        await asyncio.sleep(REOPEN_S[min(attempt, len(REOPEN_S) - 1)])
+        try:
+            await ledger.open()
+        except (OSError, sqlite3.Error) as exc:
+            state.ledger_error = ledger.last_error = _cannot_open(state, exc)
+            continue
+        state.ledger_error = ledger.last_error = None
+        log.info("ledger_available", path=str(state.ledger_path), rows_waiting=ledger.queue.qsize())
+        return
 
 
 def _seed(snapshot: Snapshot, path: Path) -> None:
@@ -148,8 +178,8 @@ def create_app(
     app.on_cleanup.append(_last_lines)
     app.cleanup_ctx.append(_upstreams)
     app.on_shutdown.append(_drain)
-    if server.cors_origins:
-        app.on_response_prepare.append(cors_headers)
+    # always: a reload that adds cors_origins takes effect at once (each call reads them)
+    app.on_response_prepare.append(cors_headers)
     add = app.router
     add.add_get("/healthz", ops.healthz)
     add.add_get("/health", ops.health)

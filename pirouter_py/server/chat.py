@@ -24,6 +24,7 @@ from pirouter_py.errors import (
     PirouterError,
     RequestTimeout,
     RoutingError,
+    Unrecorded,
     UnsupportedMediaType,
 )
 from pirouter_py.live.sessions import session_key
@@ -41,7 +42,7 @@ from pirouter_py.server.request import (
     routing_headers,
     send_whole,
 )
-from pirouter_py.server.state import JSON, STATE
+from pirouter_py.server.state import JSON, STATE, State, drained
 from pirouter_py.types import ChatRequest
 from pirouter_py.wire.codecs import Codec
 
@@ -83,17 +84,32 @@ async def read_body(request: web.Request, *, require_json: bool) -> bytes:
         ) from None
 
 
+def unrecorded(state: State) -> None:
+    """With `[ledger] require = true`, refuse while a row could not be kept on disk."""
+    if state.ledger is None or not state.ledger.durable():
+        raise Unrecorded(
+            "the ledger cannot record this request now (its disk is full or unwritable), and "
+            "[ledger] require = true refuses to answer unrecorded; retry shortly"
+        )
+
+
 def chat_handler(codec: Codec) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         state = request.app[STATE]
         state.in_flight += 1  # from arrival: one waiting at the start gate is in flight too
+        task = asyncio.current_task()
+        if task is not None:
+            state.working.add(task)
         try:
             await state.gate.enter()
+            if state.snapshot.config.ledger.require and state.ledger_path is not None:
+                unrecorded(state)
             chat = await decode(request, codec)
             return await serve(request, codec, chat, started)
         finally:
             state.in_flight -= 1
+            state.working.discard(task)
 
     return handle
 
@@ -154,8 +170,8 @@ async def serve_whole(ctx: Ctx) -> web.StreamResponse:
     assert ctx.decision is not None
     try:
         outcome = await ctx.snapshot.cascade.run(ctx.decision, ctx.chat, ctx.tried)
-    except asyncio.CancelledError:
-        cancelled(ctx)
+    except asyncio.CancelledError as exc:
+        cancelled(ctx, shutdown=drained(exc))
         raise
     if outcome.response is None:
         return failed(ctx, outcome)

@@ -14,10 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
-from pirouter_py.errors import ForbiddenHost, PirouterError, Unauthorized
+from pirouter_py.errors import CrossSite, ForbiddenHost, PirouterError, Unauthorized
 from pirouter_py.observe.log import get_logger
 from pirouter_py.server import access, dashboard
-from pirouter_py.server.state import JSON, STATE
+from pirouter_py.server.state import DRAIN, JSON, STATE, drained
 from pirouter_py.wire import codecs
 from pirouter_py.wire.codecs import Codec
 
@@ -91,9 +91,10 @@ async def errors_middleware(
                 f"pirouter does not answer for host {request.host!r}; add it to "
                 "[server] allowed_hosts if it is yours"
             )
-        if request.method == "OPTIONS" and access.cors_origin(
-            server.cors_origins, request.headers.get("Origin")
-        ):
+        origin = request.headers.get("Origin")
+        if origin is not None or request.headers.get("Sec-Fetch-Site") == "cross-site":
+            cross_site(request, origin, server.cors_origins)
+        if request.method == "OPTIONS" and access.cors_origin(server.cors_origins, origin):
             # browsers send no keys with a preflight
             return web.Response(
                 status=204,
@@ -137,11 +138,37 @@ async def errors_middleware(
             param=getattr(exc, "param", None),
             headers=ids,
         )
-    except (asyncio.CancelledError, ConnectionResetError):
+    except (asyncio.CancelledError, ConnectionResetError) as exc:
+        if drained(exc):  # still running when the drain ran out: an error, not a bare close
+            return error_response(
+                codec, 503, DRAIN, "service_unavailable", headers=ids | {"retry-after": "1"}
+            )
         raise
     except Exception:
         log.exception("internal_error", request_id=rid, path=request.path)
         return error_response(codec, 500, INTERNAL.format(rid=rid), "server_error", headers=ids)
+
+
+def cross_site(request: web.Request, origin: str | None, allowed: list[str]) -> None:
+    """Refuse a request a web page of another origin made, whatever its content type (a
+    `text/plain` or form POST needs no preflight, so CORS alone does not stop it): allowed are
+    the daemon's own origin, `[server] cors_origins`, and a person following a link to the
+    dashboard's page (a navigation, which holds no data)."""
+    if origin is not None:
+        if origin in (f"http://{request.host}", f"https://{request.host}"):
+            return
+        if access.cors_origin(allowed, origin) is not None:
+            return
+        who = f"a page at {origin}"
+    else:
+        navigation = request.headers.get("Sec-Fetch-Mode") == "navigate"
+        if navigation and request.method == "GET" and dashboard.is_shell(request.path):
+            return
+        who = "a page of another site"
+    raise CrossSite(
+        f"cross-site request refused: {who} may not call pirouter (it could spend your "
+        "money); add its origin to [server] cors_origins if it is yours"
+    )
 
 
 async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -33,6 +33,7 @@ from pirouter_py.server.request import (
     record,
     routing_headers,
 )
+from pirouter_py.server.state import DRAIN, drained
 
 log = get_logger("pirouter")
 
@@ -94,9 +95,12 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
     keepalive = KeepAlive(ctx)
     try:
         outcome = await ctx.snapshot.cascade.stream(ctx.decision, ctx.chat, ctx.tried)
-    except asyncio.CancelledError:
-        await keepalive.stop()
-        cancelled(ctx)
+    except asyncio.CancelledError as exc:
+        begun = await keepalive.stop()
+        if drained(exc) and begun is not None:  # the drain ran out: an error event ends it
+            ctx.attempts = tuple(ctx.tried)
+            return await failed_begun(ctx, rec.STATUS_SHUTDOWN, DRAIN, begun)
+        cancelled(ctx, shutdown=drained(exc))
         raise
     except Exception as exc:  # a request error, or a bug: the keep-alives stop first
         begun = await keepalive.stop()
@@ -148,12 +152,18 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
     except UpstreamError as exc:
         status = rec.STATUS_UPSTREAM_ERROR
         tail = encoder.error(exc.message) + encoder.end()
-    except (asyncio.CancelledError, ConnectionResetError):
+    except (asyncio.CancelledError, ConnectionResetError) as exc:
         await outcome.rest.aclose()
         spent_so_far(ctx, outcome.attempt, sent)
-        gone = record(ctx, rec.STATUS_CLIENT_CANCELLED, 200, outcome.alias, overhead, None)
-        observed(ctx, gone)
-        raise
+        if not drained(exc):
+            gone = record(ctx, rec.STATUS_CLIENT_CANCELLED, 200, outcome.alias, overhead, None)
+            observed(ctx, gone)
+            raise
+        # the drain ran out mid-answer: the client's stream ends with an error event
+        outcome.attempt.outcome = rec.STREAM_ERROR
+        outcome.attempt.error = DRAIN
+        status = rec.STATUS_SHUTDOWN
+        tail = encoder.error(DRAIN, "service_unavailable") + encoder.end()
     except Exception:  # a bug, the answer begun: a 500 now would be written into the stream
         log.exception("internal_error", request_id=ctx.rid, path=ctx.request.path)
         await outcome.rest.aclose()
@@ -166,7 +176,11 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
     if ctx.chat.protocol == "responses" and status == rec.STATUS_OK:
         stored = responses.keep(ctx, getattr(encoder, "output", None))
     answer = "".join(text) if keep else None
-    made = record(ctx, status, 200, outcome.alias, overhead, answer, stored)
+    # a stream cut and continued (cascade._continued) has more attempts than at its commit, and
+    # its answer was finished by the last of them
+    ctx.attempts = tuple(ctx.tried)
+    final = next((a.alias for a in reversed(ctx.attempts) if a.returned), outcome.alias)
+    made = record(ctx, status, 200, final, overhead, answer, stored)
     try:
         with contextlib.suppress(ConnectionResetError):
             await response.write(tail)

@@ -26,10 +26,14 @@ RESTART_KEYS = (
     "api_keys_file",
     "allowed_hosts",
     "max_body_bytes",
-    "cors_origins",
     "metrics",
 )
-WATCH_EVERY_S = 2.0  # how often the config file is checked for changes
+WATCH_EVERY_S = 1.0  # how often the config file is checked for changes
+# A changed file is loaded once it has not changed for this long, so a file written in steps
+# (an editor's save, a script's two writes seconds apart) is loaded whole, never a prefix; one
+# whose last line is not finished waits up to UNFINISHED_S more.
+SETTLE_S = 3.0
+UNFINISHED_S = 30.0
 
 
 def reload_config(state: State) -> bool:
@@ -76,19 +80,54 @@ def _stamp(path: Path) -> tuple[float, int] | None:
     return info.st_mtime, info.st_size
 
 
+class _Watched:
+    """One file's last loaded stamp, and a change waiting to settle: a changed file is taken
+    once its stamp has stayed the same for SETTLE_S of our own clock (mtimes may be coarse or
+    in the future), and its last line is finished (or UNFINISHED_S have passed)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.stamp = _stamp(path) if path is not None else None
+        self.pending: tuple[tuple[float, int] | None, float] | None = None
+
+    def changed(self) -> bool:
+        if self.path is None:
+            return False
+        now = _stamp(self.path)
+        if now == self.stamp or now is None:
+            self.pending = None
+            return False
+        clock = time.monotonic()
+        if self.pending is None or self.pending[0] != now:
+            self.pending = (now, clock)
+            return False
+        quiet = clock - self.pending[1]
+        if quiet < SETTLE_S or (quiet < UNFINISHED_S and not _finished(self.path, now)):
+            return False
+        self.stamp, self.pending = now, None
+        return True
+
+
 async def watch_config(state: State) -> None:
     """Reload when the config file changes (its mtime or size), or the learned router's file
-    does (`pirouter learn` wrote a new one)."""
-    path = state.loaded.path
-    if path is None:
+    does (`pirouter learn` wrote a new one); a file written in steps is loaded whole, once it
+    has stopped changing, never a prefix of it."""
+    if state.loaded.path is None:
         return
-    stamp = _stamp(path)
-    model = state.learned_path
-    model_stamp = _stamp(model) if model is not None else None
+    config, model = _Watched(state.loaded.path), _Watched(state.learned_path)
     while True:
         await asyncio.sleep(WATCH_EVERY_S)
-        now = _stamp(path)
-        model_now = _stamp(model) if model is not None else None
-        if (now is not None and now != stamp) or model_now != model_stamp:
-            stamp, model_stamp = now or stamp, model_now
+        if config.changed() | model.changed():  # both looked at, every time
             reload_config(state)
+
+
+def _finished(path: Path, stamp: tuple[float, int]) -> bool:
+    """The file's last line is ended (TOML text) or its JSON closed (the learned model)."""
+    if stamp[1] == 0:
+        return True
+    try:
+        with path.open("rb") as f:
+            f.seek(-1, 2)
+            return f.read(1) in (b"\n", b"}")
+    except OSError:
+        return True

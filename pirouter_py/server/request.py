@@ -173,10 +173,12 @@ def failed(ctx: Ctx, outcome: Outcome) -> web.Response:
     )
 
 
-def cancelled(ctx: Ctx) -> None:
-    """The client went away before an answer was committed: record what had been tried."""
+def cancelled(ctx: Ctx, shutdown: bool = False) -> None:
+    """The client went away before an answer was committed (or, `shutdown`, the drain ran out
+    and the client gets a 503): record what had been tried."""
     ctx.attempts = tuple(ctx.tried)
-    observed(ctx, record(ctx, rec.STATUS_CLIENT_CANCELLED, 499, None, overhead_ms(ctx), None))
+    status, code = (rec.STATUS_SHUTDOWN, 503) if shutdown else (rec.STATUS_CLIENT_CANCELLED, 499)
+    observed(ctx, record(ctx, status, code, None, overhead_ms(ctx), None))
 
 
 async def send_whole(ctx: Ctx, response: web.Response, made: RequestRecord) -> web.Response:

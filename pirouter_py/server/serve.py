@@ -19,13 +19,15 @@ from pirouter_py.config import LoadedConfig
 from pirouter_py.errors import PirouterError
 from pirouter_py.observe.log import get_logger
 from pirouter_py.providers.base import HTTPProvider
+from pirouter_py.server import guard
 from pirouter_py.server import reload as config_reload
 from pirouter_py.server.app import create_app
 from pirouter_py.server.loop import settle_gc
-from pirouter_py.server.state import STATE, State
+from pirouter_py.server.state import DRAIN, STATE, State
 
 log = get_logger("pirouter")
 PROBE_S = 3.0  # how long the providers' start-up probe may take, all in parallel
+CUT_S = 1.0  # how long requests cut at the drain's end have to write their error and finish
 
 
 async def serve(
@@ -40,14 +42,19 @@ async def serve(
     """Listen until SIGINT or SIGTERM, then drain and return. With `report`, each provider is
     probed once after the daemon listens, and `report` gets one line each."""
     app = create_app(loaded, ledger_path=ledger_path, host=host)
+    server = loaded.config.server
     runner = web.AppRunner(
         app,
         handle_signals=False,
         access_log=None,
         handler_cancellation=True,
-        shutdown_timeout=loaded.config.server.shutdown_timeout_secs,
+        shutdown_timeout=CUT_S,  # `drain` below has waited shutdown_timeout_secs already
+        keepalive_timeout=server.idle_timeout_secs,
     )
     await runner.setup()
+    # every connection through the gate: header deadline, connection cap (server/guard.py)
+    cap = guard.connection_cap(server.max_connections)
+    runner._server = guard.Gate(runner._server, cap, server.header_timeout_secs)  # type: ignore[assignment]
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)
         try:
@@ -84,8 +91,27 @@ async def serve(
             in_flight=app[STATE].in_flight,
             timeout_s=loaded.config.server.shutdown_timeout_secs,
         )
+        await drain(app[STATE], server.shutdown_timeout_secs)
     finally:
         await runner.cleanup()
+
+
+async def drain(state: State, timeout: float) -> None:
+    """New requests get 503 from now; those in flight have `timeout` to finish; any still
+    running are then cancelled with DRAIN, and each ends with an error in its client's protocol
+    (within CUT_S). The whole stop takes at most `timeout` plus about 2 × CUT_S."""
+    state.draining = True
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while state.working and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    if not state.working:
+        return
+    cut = list(state.working)
+    log.warning("drain_cut_short", requests=len(cut), timeout_s=timeout)
+    for task in cut:
+        task.cancel(DRAIN)
+    await asyncio.wait(cut, timeout=CUT_S)
 
 
 async def probe(state: State, report: Callable[[str], None]) -> None:

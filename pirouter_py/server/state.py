@@ -35,6 +35,17 @@ from pirouter_py.types import frozen
 
 log = get_logger("pirouter.server")
 JSON = "application/json"
+# The message a request still running at the end of the drain is cancelled with: its client gets
+# an error in its own protocol (an error event ending a stream begun, else a 503), not a bare
+# disconnect.
+DRAIN = "pirouter is shutting down and this request ran past [server] shutdown_timeout_secs"
+
+
+def drained(exc: BaseException) -> bool:
+    """A cancellation by the drain (not a client that went away)."""
+    return isinstance(exc, asyncio.CancelledError) and exc.args == (DRAIN,)
+
+
 RECENT_RESPONSES = 200  # Responses answers kept with `store: true`, held in memory as well
 
 
@@ -131,6 +142,7 @@ class State:
     draining: bool = False
     served: int = 0
     in_flight: int = 0
+    working: set[asyncio.Task[Any]] = field(default_factory=set)  # the in-flight requests' tasks
     gate: StartGate = field(default_factory=StartGate)
     request_lines: RequestLines | None = None  # None: the level is above info
     kept: Kept = field(default_factory=Kept)

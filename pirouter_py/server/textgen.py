@@ -164,10 +164,14 @@ def counted(
     async def handle(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE]
         state.in_flight += 1
+        task = asyncio.current_task()
+        if task is not None:
+            state.working.add(task)
         try:
             return await handler(request)
         finally:
             state.in_flight -= 1
+            state.working.discard(task)
 
     return handle
 

@@ -556,11 +556,21 @@ class StreamEncoder:
 
     def encode(self, event: StreamEvent) -> bytes:
         if event.raw is not None and event.protocol == "anthropic":
-            self.passthrough = True
             data = event.raw
-            if data.get("type") == "message_start":
+            kind = data.get("type")
+            # passed through, its state followed, so events of another model can go on from it
+            # (a stream cut and continued) and `end` closes only what is open
+            if kind == "message_start":
+                self.started = True
                 data = {**data, "message": {**(data.get("message") or {}), "model": self.alias}}
-            return _event(str(data.get("type")), data)
+            elif kind == "content_block_start":
+                self.index = int(data.get("index") or 0)
+                self.block = str((data.get("content_block") or {}).get("type") or "text")
+            elif kind == "content_block_stop":
+                self.block = None
+            elif kind == "message_stop":
+                self.passthrough = True
+            return _event(str(kind), data)
         out = b"" if self.started else self._start()
         if event.usage is not None:
             self.usage = event.usage

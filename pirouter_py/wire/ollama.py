@@ -364,7 +364,9 @@ class StreamEncoder:
 
     def encode(self, event: StreamEvent) -> bytes:
         if event.raw is not None and event.protocol == "ollama":
-            self.passthrough = True
+            # passed through; its done line, when it comes, ends the stream (a stream cut before
+            # it and continued by another model ends with a done line of ours)
+            self.passthrough = bool(event.raw.get("done"))
             return self._line({**event.raw, "model": self.alias})
         for call in event.tool_calls:
             entry = self.calls.setdefault(call.index, ["", "", ""])

@@ -104,7 +104,8 @@ def _message(m: Any, i: int) -> Message:
     where = f"messages[{i}]"
     if not isinstance(m, dict):
         raise _bad(f"`{where}` must be an object with `role` and `content`", where)
-    role = ROLES.get(m.get("role"))  # type: ignore[arg-type]
+    raw_role = m.get("role")
+    role = ROLES.get(raw_role) if isinstance(raw_role, str) else None  # an object: not a key
     if role is None:
         raise _bad(
             f"`{where}.role` is {m.get('role')!r}; use system, developer, user, assistant or tool",

@@ -1,0 +1,115 @@
+"""A full disk, for real (#27.5, #27.6): a small tmpfs mounted for the test (root is available
+in CI), filled with a file, emptied again. A ledger that could not be opened at start is opened
+once there is room, with the rows answered meanwhile; rows answered while the disk is full
+survive a SIGKILL in the journal's preallocated reserve; with `[ledger] require = true`,
+nothing is answered unrecorded."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import Daemon, FakeUpstream, fill, make_room, tmpfs
+from tests.test_reload import BASE
+
+CHAT = {"model": "auto", "stream": False, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """16 MiB: room for the ledger and its journal's 4 MiB reserve."""
+    with tmpfs(tmp_path / "disk", "16m") as disk:
+        yield disk
+
+
+def health(daemon: Daemon) -> dict[str, object]:
+    with urllib.request.urlopen(daemon.url + "/health", timeout=10) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def rows(ledger: Path) -> list[str]:
+    db = sqlite3.connect(ledger)
+    try:
+        return [r[0] for r in db.execute("SELECT id FROM requests ORDER BY ts, id")]
+    finally:
+        db.close()
+
+
+def config(tmp_path: Path, fake: FakeUpstream, ledger: Path, extra: str = "") -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[ledger]\npath = "{ledger}"\n{extra}' + BASE.replace("{url}", fake.url))
+    return path
+
+
+def test_a_ledger_that_could_not_open_is_opened_once_there_is_room(
+    small_disk: Path, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    fake.reset()
+    fill(small_disk)
+    ledger = small_disk / "ledger.db"
+    daemon = Daemon(config(tmp_path, fake, ledger)).start()
+    try:
+        assert health(daemon)["ledger"]["failing"] is True  # type: ignore[index]
+        answered = [daemon.post(CHAT)[1]["x-pirouter-request-id"] for _ in range(3)]
+        make_room(small_disk)
+        deadline = time.monotonic() + 15
+        while health(daemon)["ledger"]["failing"] and time.monotonic() < deadline:  # type: ignore[index]
+            time.sleep(0.2)
+        assert health(daemon)["ledger"]["failing"] is False  # type: ignore[index]
+        assert daemon.log_lines("ledger_available")
+    finally:
+        assert daemon.stop() == 0
+    assert sorted(rows(ledger)) == sorted(answered)
+
+
+def test_rows_answered_on_a_full_disk_survive_a_kill(
+    small_disk: Path, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    fake.reset()
+    ledger = small_disk / "ledger.db"
+    path = config(tmp_path, fake, ledger)
+    daemon = Daemon(path).start()
+    try:
+        first = daemon.post(CHAT)[1]["x-pirouter-request-id"]
+        time.sleep(0.6)  # written
+        fill(small_disk)
+        answered = [daemon.post(CHAT)[1]["x-pirouter-request-id"] for _ in range(20)]
+        time.sleep(0.6)  # the writer tried, and failed
+        assert health(daemon)["ledger"]["failing"] is True  # type: ignore[index]
+    finally:
+        daemon.stop(signal.SIGKILL)
+    assert rows(ledger) == [first]
+    make_room(small_disk)
+    again = Daemon(path).start()  # imports what the killed daemon left
+    again.stop()
+    assert sorted(rows(ledger)) == sorted([first, *answered])
+    assert not list(small_disk.glob("ledger.db.journal.*"))  # imported, then deleted
+
+
+def test_require_refuses_to_answer_unrecorded(
+    small_disk: Path, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    fake.reset()
+    fill(small_disk)
+    ledger = small_disk / "ledger.db"
+    daemon = Daemon(config(tmp_path, fake, ledger, "require = true\n")).start()
+    try:
+        status, _, body = daemon.post(CHAT)
+        assert status == 503
+        assert "[ledger] require = true refuses to answer unrecorded" in body["error"]["message"]
+        assert fake.seen == []
+        make_room(small_disk)
+        deadline = time.monotonic() + 15
+        while daemon.post(CHAT)[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+    finally:
+        daemon.stop()
+    assert len(rows(ledger)) >= 1
