@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -77,10 +78,29 @@ def process(args: list[str], ready_url: str, **kw: Any) -> Iterator[subprocess.P
 
 
 def browser_available() -> bool:
-    import shutil
-
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     return found is not None and importlib.util.find_spec("playwright") is not None
+
+
+@contextmanager
+def redis_server(program: str, port: int, folder: Path) -> Iterator[None]:
+    """A Redis on a loopback port, no persistence, stopped at the end."""
+    args = [program, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 @contextmanager
@@ -371,6 +391,10 @@ def table(results: dict[str, Any]) -> str:
     if seen is not None:
         rps = seen["throughput"]["rps"]
         row("  same, a dashboard watching", tput, rps, "", 0, by_round(seen, "rounds"))
+    shared = results["targets"].get("pirouter_shared")  # only where redis-server is installed
+    if shared is not None:
+        rps = shared["throughput"]["rps"]
+        row("  same, state shared via Redis", tput, rps, "", 0, by_round(shared, "rounds"))
     cpu = floor["cpu_ms_per_request"]
     row(
         "CPU ms per request",
@@ -395,6 +419,9 @@ def table(results: dict[str, Any]) -> str:
     if watched is not None:
         used = watched["cpu_ms_per_request"]
         row("  same, a dashboard watching", cpu, used, "", 3, by_round(watched, "cpu_ms_rounds"))
+    if shared is not None:
+        used = shared["cpu_ms_per_request"]
+        row("  same, state shared via Redis", cpu, used, "", 3, by_round(shared, "cpu_ms_rounds"))
     row("added TTFT p50 ms", added(floor, "ttft", "p50"), added(on, "ttft", "p50"), "")
     row("added TTFT p99 ms", added(floor, "ttft", "p99"), added(on, "ttft", "p99"), "<= 1 ms")
     rows.append(
@@ -596,6 +623,19 @@ def main() -> None:
                 process(cmd + ([] if ledger else ["--no-ledger"]), f"http://127.0.0.1:{port}{ping}")
             )
             targets[key] = (f"http://127.0.0.1:{port}", daemon.pid)
+        redis = shutil.which("redis-server")
+        if redis is not None:  # one more daemon, its budgets, limits and pins shared via Redis
+            redis_port, port = free_port(), free_port()
+            stack.enter_context(redis_server(redis, redis_port, tmp))
+            config = pirouter_config(tmp, upstream, True)
+            shared = config.with_name("shared.toml")
+            shared.write_text(
+                config.read_text().replace('.db"', '-shared.db"')
+                + f'\n[state]\nurl = "redis://127.0.0.1:{redis_port}/0"\n'
+            )
+            cmd = [PY, "-m", "pirouter_py", "--config", str(shared), "run", "--port", str(port)]
+            daemon = stack.enter_context(process(cmd, f"http://127.0.0.1:{port}{ping}"))
+            targets["pirouter_shared"] = (f"http://127.0.0.1:{port}", daemon.pid)
         # The same daemon through the Responses API (its upstream call is the same chat call)
         targets["pirouter_responses"] = targets["pirouter"]
         measured = {key: targets[key] for key in ("direct", "floor", "pirouter")}

@@ -15,7 +15,7 @@ _pirouter() {
         --output) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         -c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         -o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        --by) COMPREPLY=($(compgen -W "model rule provider day status" -- "$cur")); return ;;
+        --by) COMPREPLY=($(compgen -W "model rule provider day status client" -- "$cur")); return ;;
         --format) COMPREPLY=($(compgen -W "csv jsonl" -- "$cur")); return ;;
         --profile) COMPREPLY=($(compgen -W "local-first balanced best-quality cloud-only" -- "$cur")); return ;;
     esac

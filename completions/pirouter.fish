@@ -64,7 +64,7 @@ complete -c pirouter -n '__fish_seen_subcommand_from feedback' -l config -s c -r
 complete -c pirouter -n '__fish_seen_subcommand_from feedback' -l help -s h -d 'Show the help and exit.'
 complete -c pirouter -n '__fish_seen_subcommand_from stats' -l hours -x -d 'The last N hours (default 24).'
 complete -c pirouter -n '__fish_seen_subcommand_from stats' -l since -x -d 'Only requests from this time on: an age (30m, 12h, 7d, 2w), today, yesterday, or an ISO 8601 date or time (local unless it names a zone), e.g. 2026-11-21T09:00.'
-complete -c pirouter -n '__fish_seen_subcommand_from stats' -l by -x -a 'model rule provider day status' -d 'Group the table by this.'
+complete -c pirouter -n '__fish_seen_subcommand_from stats' -l by -x -a 'model rule provider day status client' -d 'Group the table by this.'
 complete -c pirouter -n '__fish_seen_subcommand_from stats' -l config -s c -r -F -d 'Path to config.toml (default: $PIROUTER_CONFIG, then the platform config dir, then the built-in default).'
 complete -c pirouter -n '__fish_seen_subcommand_from stats' -l json -d 'Print JSON for scripts.'
 complete -c pirouter -n '__fish_seen_subcommand_from stats' -l help -s h -d 'Show the help and exit.'

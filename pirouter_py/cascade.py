@@ -21,6 +21,7 @@ arrives. The last try of the chain is never held back: there is nowhere left to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
@@ -471,8 +472,9 @@ class Cascade:
             if decision.continue_on_cut:
                 chain = decision.chain
                 after = chain[chain.index(attempt.alias) + 1 :] if attempt.alias in chain else ()
-                tokens = decision.features.estimated_tokens
-                cut = _Cut(request, seen, after, attempts, tokens)
+                if after:  # a model left to go on with it
+                    tokens = decision.features.estimated_tokens
+                    cut = _Cut(request, seen, after, attempts, tokens)
             relay = Relay(
                 self._relay(events, attempt, started, cut), self._settle(events, attempt, started)
             )
@@ -509,7 +511,9 @@ class Cascade:
             attempt.error = exc.message
             # never inside tool calls (they are held whole before the commit, and a call
             # half-sent cannot be finished by another model) nor for a rule that wants exactness
-            if cut is None or cut.seen.tool_calls or not cut.chain or not cut.seen.chars:
+            # nor for an answer that had finished (its finish reason came; only its end did not)
+            seen = cut.seen if cut is not None else None
+            if seen is None or seen.tool_calls or not seen.chars or seen.finish_reason:
                 raise
             broken = exc
         except (asyncio.CancelledError, GeneratorExit):
@@ -519,8 +523,9 @@ class Cascade:
             attempt.latency_ms = (self.clock() - started) * 1000
             await events.aclose()
         if broken is not None and cut is not None:
-            async for event in self._continued(cut, attempt, broken):
-                yield event
+            async with contextlib.aclosing(self._continued(cut, attempt, broken)) as going_on:
+                async for event in going_on:
+                    yield event
 
     async def _continued(
         self, cut: _Cut, broken_attempt: Attempt, error: UpstreamError
@@ -558,6 +563,9 @@ class Cascade:
             except UpstreamError as exc:
                 attempt.outcome = rec.STREAM_ERROR
                 attempt.error = exc.message
+                continue
+            except RequestError as exc:  # this model's protocol cannot take the request
+                attempt.outcome, attempt.error = rec.FATAL_ERROR, exc.message
                 continue
             except (asyncio.CancelledError, GeneratorExit):
                 attempt.outcome = rec.CLIENT_CANCELLED

@@ -129,6 +129,7 @@ class RequestRecord:
     # (response id, a hash of the client key, the conversation's items as JSON)
     stored_response: tuple[str, str, str] | None = None
     features: str | None = None  # hashed feature ids (routing/learned.py), [learning] keep_features
+    client: str | None = None  # the name of the client key it came with (server/access.py)
 
     @property
     def input_tokens(self) -> int:

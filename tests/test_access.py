@@ -5,8 +5,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,7 +36,18 @@ def test_keys_from_environment_and_file(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text("# clients\nalpha\n\n  beta  \n")
     server = ServerConfig(api_keys_env=["K1"], api_keys_file=str(keys))
-    assert access.load_keys(server, {"K1": "one"}) == (b"one", b"alpha", b"beta")
+    assert access.load_keys(server, {"K1": "one"}) == (
+        (b"one", "K1"),
+        (b"alpha", "keys:2"),
+        (b"beta", "keys:4"),
+    )
+    keys.write_text("alice: sk-alice\nbob:sk-bob\nanon-key\n")
+    assert access.load_keys(ServerConfig(api_keys_file=str(keys)), {}) == (
+        (b"sk-alice", "alice"),
+        (b"sk-bob", "bob"),
+        (b"anon-key", "keys:3"),
+    )
+    keys.write_text("# clients\nalpha\n\n  beta  \n")
     with pytest.raises(PirouterError, match="names K1, which is not set"):
         access.load_keys(server, {})
     keys.write_text("# nothing\n")
@@ -55,7 +68,11 @@ def test_keys_from_environment_and_file(tmp_path: Path) -> None:
     ],
 )
 def test_key_check(headers: dict[str, str], ok: bool) -> None:
-    assert access.key_ok((b"alpha", b"beta"), headers) is ok
+    keys = ((b"alpha", "a"), (b"beta", "b"))
+    assert access.key_ok(keys, headers) is ok
+    assert access.key_name(keys, headers) == (
+        None if not ok else "a" if "alpha" in str(headers) else "b"
+    )
 
 
 @pytest.mark.parametrize(
@@ -247,3 +264,92 @@ def cors_call(
     out = response.status, {k.lower(): v for k, v in response.getheaders()}
     conn.close()
     return out
+
+
+def keyed(fake: FakeUpstream, tmp_path: Path, keys_text: str, extra: str = "") -> Path:
+    """A config with client keys from a file (`keys_text`), a ledger, and the fake's model."""
+    fake.reset()
+    keys = tmp_path / "keys"
+    keys.write_text(keys_text)
+    keys.chmod(0o600)
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'[server]\napi_keys_file = "{keys}"\n[ledger]\npath = "{tmp_path / "ledger.db"}"\n'
+        + extra
+        + CONFIG.split("[providers.fake]", 1)[1]
+        .join(["[providers.fake]", ""])
+        .replace("{url}", fake.url)
+    )
+    return path
+
+
+def test_each_request_is_attributed_to_its_client_key(fake: FakeUpstream, tmp_path: Path) -> None:
+    """Named keys (#28): the ledger records whose key a request came with, and `stats --by
+    client` and the dashboard break requests down by it."""
+    from typer.testing import CliRunner
+
+    from pirouter_py.cli import app
+
+    path = keyed(fake, tmp_path, "alice: key-alice-0001\nbob: key-bob-0002\nkey-anon-0003\n")
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    daemon = Daemon(path).start()
+    try:
+        for key in ("key-alice-0001", "key-alice-0001", "key-bob-0002", "key-anon-0003"):
+            status, _, _ = daemon.post(body, Authorization=f"Bearer {key}")
+            assert status == 200
+        status, _, _ = daemon.post({}, "/v1/chat/completions", Authorization="Bearer nope")
+        assert status == 401
+        host, port = daemon.url.removeprefix("http://").split(":")
+        deadline = time.monotonic() + 10
+        summary: dict[str, Any] = {"stats": {"requests": 0}}
+        while summary["stats"]["requests"] < 4:  # the writer commits a quarter second later
+            assert time.monotonic() < deadline, summary
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            conn.request("GET", "/ui/api/summary", headers={"x-api-key": "key-bob-0002"})
+            summary = json.loads(conn.getresponse().read())
+            conn.close()
+            time.sleep(0.1)
+    finally:
+        daemon.stop()
+    assert {k["key"]: k["requests"] for k in summary["by_key"]} == {
+        "alice": 2,
+        "bob": 1,
+        "keys:3": 1,
+    }
+    result = CliRunner().invoke(app, ["stats", "--by", "client", "--json", "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    groups = {g["key"]: g["requests"] for g in json.loads(result.stdout)["groups"]}
+    assert groups == {"alice": 2, "bob": 1, "keys:3": 1}
+
+
+def test_a_client_whose_budget_is_spent_is_refused_and_the_others_are_not(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """`[budget.clients.<name>]` (#28): alice's daily budget is spent by her first request; her
+    next gets 429 (action = "refuse"), bob's still answer. The spend outlives a restart (seeded
+    from the ledger by client)."""
+    path = keyed(
+        fake,
+        tmp_path,
+        "alice: key-alice-0001\nbob: key-bob-0002\n",
+        '[budget]\naction = "refuse"\n[budget.clients.alice]\ndaily_usd = 0.000001\n',
+    )
+    path.write_text(path.read_text() + "input_per_m = 1.0\noutput_per_m = 2.0\n")
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    alice, bob = "Bearer key-alice-0001", "Bearer key-bob-0002"
+    daemon = Daemon(path).start()
+    try:
+        assert daemon.post(body, Authorization=alice)[0] == 200
+        status, headers, answer = daemon.post(body, Authorization=alice)
+        assert status == 429, answer
+        assert "budget.clients.alice.daily_usd" in answer["error"]["message"]
+        assert int(headers["retry-after"]) > 0
+        assert daemon.post(body, Authorization=bob)[0] == 200
+    finally:
+        daemon.stop()
+    again = Daemon(path).start()
+    try:
+        assert again.post(body, Authorization=alice)[0] == 429
+        assert again.post(body, Authorization=bob)[0] == 200
+    finally:
+        again.stop()

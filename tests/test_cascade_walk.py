@@ -115,6 +115,7 @@ class Cut:
 
     chunks: tuple[str, ...]
     error: UpstreamError
+    finish: str | None = None  # a finish reason sent before the failure
 
 
 HANG: Literal["hang"] = "hang"  # a call that never returns (until cancelled)
@@ -174,6 +175,8 @@ class Scripted:
             if isinstance(step, Cut):
                 for chunk in step.chunks:
                     yield StreamEvent(text=chunk)
+                if step.finish is not None:
+                    yield StreamEvent(finish_reason=step.finish)
                 raise step.error
             assert isinstance(step, Say)
             for event in step.events():
@@ -441,6 +444,33 @@ CASES = [
             "upstream_error", "a", "Hello there", (("a", rec.STREAM_ERROR, True),), "a answered 502"
         ),
         then=", continue_on_cut = false",
+    ),
+    Case(  # the answer had finished (only its end was lost): nothing to continue
+        "error-after-the-finish-is-not-continued",
+        "",
+        ("a", "b"),
+        {"a": (Cut(("Hello", " there"), down("a", 502), "stop"),), "b": (Say(),)},
+        Result("ok", "b", TEXT, (("a", HTTP, False), ("b", OK, True))),
+        Result(
+            "upstream_error", "a", "Hello there", (("a", rec.STREAM_ERROR, True),), "a answered 502"
+        ),
+    ),
+    Case(  # a model that cannot take the continuation is passed over
+        "a-continuation-goes-past-a-model-that-cannot-take-it",
+        "",
+        ("a", "b", "c"),
+        {
+            "a": (Cut(("Hello", " there"), down("a", 502)),),
+            "b": (RequestError("n > 1 is not supported"),),
+            "c": (Say(),),
+        },
+        Result("ok", "c", TEXT, (("a", HTTP, False), ("b", FATAL, False), ("c", OK, True))),
+        Result(
+            "ok",
+            "a",
+            "Hello there" + TEXT,
+            (("a", rec.STREAM_ERROR, True), ("b", FATAL, False), ("c", OK, True)),
+        ),
     ),
     Case(
         "error-after-commit-surfaces-when-no-model-can-continue",
@@ -945,3 +975,28 @@ def test_a_model_whose_protocol_cannot_take_the_request_is_passed_over(mode: str
     with pytest.raises(RequestError):
         asyncio.run(MODES[mode](alone, decision(config, ("a",)), attempts))
     assert summary(attempts) == (("a", FATAL, False),)
+
+
+def test_a_client_leaving_during_a_continuation_closes_it() -> None:
+    """The relay closed mid-continuation closes the continuing model's stream too, at once,
+    and its attempt ends `client_cancelled` (never `pending`)."""
+    clock = Clock()
+    provider = Scripted({"a": (Cut(("Hello", " there"), down("a", 502)),), "b": (Say(),)}, clock)
+    config = configured("")
+    cascade = Cascade(config, {"p": provider}, clock=clock)
+    attempts: list[Attempt] = []
+
+    async def leave() -> None:
+        outcome = await cascade.stream(decision(config, ("a", "b")), REQUEST, attempts)
+        assert isinstance(outcome, StreamOutcome)
+        got = 0
+        async for _ in outcome.rest:
+            got += 1
+            if got == 3:  # " there", then two of b's chunks
+                break
+        await outcome.rest.aclose()
+
+    asyncio.run(leave())
+    assert [a.alias for a in attempts] == ["a", "b"]
+    assert attempts[1].outcome == rec.CLIENT_CANCELLED
+    assert len(provider.closed) == 2  # both upstream streams closed

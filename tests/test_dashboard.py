@@ -107,6 +107,7 @@ def records(n: int, start: float, step: float, prefix: str = "gen") -> list[Requ
                 overhead_ms=0.4 + (i % 11) / 10,
                 ttft_ms=50 + i % 500 if i % 3 else None,
                 user_agent=("claude-cli/2.1.3", "codex_cli_rs/0.17", "python-httpx/0.28")[i % 3],
+                client=("alice", "bob", None, None)[i % 4],
                 attempts=attempts,
             )
         )
@@ -288,7 +289,7 @@ def test_a_long_window_reads_hourly_rollups_with_the_rows_figures(
     # before the daemon's writer rolls the rest up: both rollups and rows are read
     parts, rolled, cut = _read_window(book, now - 30 * 86_400, now)
     assert rolled and not cut
-    from_rollups, from_rows = (sum(g[5] for g in part["groups"]) for part in parts)
+    from_rollups, from_rows = (sum(g[6] for g in part["groups"]) for part in parts)
     assert from_rows > 2 * 86_400 / (20 * 86_400 / n) and from_rollups + from_rows == n + 3
     daemon = Daemon(config, env={"PIROUTER_UI_KEY": KEY}).start()
     try:
@@ -306,8 +307,9 @@ def test_a_long_window_reads_hourly_rollups_with_the_rows_figures(
         window="last 30d",
     )
     assert len(exact_rows) == n + 3
-    for key in ("by_rule", "by_client", "by_protocol", "escalations"):
+    for key in ("by_rule", "by_client", "by_key", "by_protocol", "escalations"):
         assert got[key] == want[key], key
+    assert [k["key"] for k in got["by_key"]] == ["(no key)", "alice", "bob"]
     for key in ("latency", "ttft", "overhead"):
         assert got[key]["counts"] == want[key]["counts"] and got[key]["n"] == want[key]["n"]
         for q in ("p50", "p95", "p99"):

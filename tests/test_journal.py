@@ -111,7 +111,7 @@ def test_a_journal_row_keeps_the_price_it_was_served_under(tmp_path: Path) -> No
     served = config_with(tmp_path)  # cheap: 1.0 in, 2.0 out per million
     record = make_record("served", attempts=(ok_attempt(tokens=(10, 20)),))
     width = orjson.loads(journal.line(ledger_rows.prepare(record, served.models)))
-    short = [width[0][:-2], width[1], None]  # columns missing
+    short = [width[0][:-3], width[1], None]  # columns missing (no version had this shape)
     leftover = path.with_name(f"ledger.db.journal.{dead_pid()}.0")
     leftover.write_bytes(
         journal.line(ledger_rows.prepare(record, served.models)) + orjson.dumps(short) + b"\n"
@@ -132,9 +132,11 @@ def test_a_journal_row_keeps_the_price_it_was_served_under(tmp_path: Path) -> No
     assert row["attempts"][0]["cost_usd"] == pytest.approx(50 / 1e6)  # type: ignore[index]
     with pytest.raises(ValueError, match="column is missing"):
         ledger_rows.rows_from_line(orjson.dumps(short), {})
-    # a line of the version before `features`: imported, with none
+    # lines of the versions before `client`, and before `features`: imported, with none
     older = ledger_rows.rows_from_line(orjson.dumps([width[0][:-1], width[1], None]), {})
     assert older[0][:-1] == tuple(width[0][:-1]) and older[0][-1] is None
+    oldest = ledger_rows.rows_from_line(orjson.dumps([width[0][:-2], width[1], None]), {})
+    assert oldest[0][:-2] == tuple(width[0][:-2]) and oldest[0][-2:] == (None, None)
     nested = [[*width[0][:-1], [1]], width[1], None]
     with pytest.raises(ValueError, match="holds a list"):
         ledger_rows.rows_from_line(orjson.dumps(nested), {})

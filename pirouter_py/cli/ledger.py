@@ -40,6 +40,7 @@ class Dimension(StrEnum):
     provider = "provider"
     day = "day"
     status = "status"
+    client = "client"
 
 
 class ExportFormat(StrEnum):

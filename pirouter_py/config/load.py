@@ -514,6 +514,13 @@ def _resolve(config: Config, error: Report, warn: Report) -> Config:
             f"`{baseline}` is not a declared model alias" + did_you_mean(baseline, aliases),
         )
 
+    shared = config.state.url
+    if shared is not None and not shared.startswith(("redis://", "rediss://", "unix://")):
+        error(
+            ("state", "url"),
+            f'{_show(shared)} is not a Redis URL; write e.g. url = "redis://127.0.0.1:6379/0"',
+        )
+
     judge = config.learning.shadow_judge
     if judge is not None and judge not in config.models:
         error(

@@ -64,7 +64,7 @@ class ServerConfig(_Section):
     cors_origins: list[str] = Field(default_factory=list)
     # Client connections: the first request's headers must arrive within header_timeout_secs;
     # an idle keep-alive connection closes after idle_timeout_secs; past max_connections open at
-    # once (0: the file-descriptor limit less a margin, at most 4096), new ones get a 503.
+    # once (0: half the open-file limit less 64, at most 4096), new ones get a 503.
     header_timeout_secs: float = Field(default=10.0, gt=0)
     idle_timeout_secs: float = Field(default=75.0, gt=0)
     max_connections: int = Field(default=0, ge=0)
@@ -194,10 +194,25 @@ class RoutingConfig(_Section):
     quality_bias: float = Field(default=0.9, ge=0, le=1)
 
 
+class ClientBudget(_Section):
+    daily_usd: float | None = Field(default=None, ge=0)  # this client's requests, today (local)
+    monthly_usd: float | None = Field(default=None, ge=0)  # ... this calendar month
+
+
+class StateConfig(_Section):
+    # Share budgets' spend, rpm limits and session pins with other pirouter instances through
+    # Redis, e.g. "redis://127.0.0.1:6379/0" (unset: each instance keeps its own, in memory).
+    url: str | None = None
+    prefix: str = "pirouter"  # the Redis keys' prefix (instances of one team share it)
+
+
 class BudgetConfig(_Section):
     daily_usd: float | None = Field(default=None, ge=0)  # all models together, today (local)
     monthly_usd: float | None = Field(default=None, ge=0)  # ... this calendar month
     action: Literal["downgrade", "refuse"] = "downgrade"
+    # Per client key, by its name ([server] api_keys_env / api_keys_file): a client whose budget
+    # is spent gets only unpriced models (downgrade) or 429 (refuse); the others are unaffected.
+    clients: dict[str, ClientBudget] = Field(default_factory=dict)
 
 
 class AffinityConfig(_Section):
@@ -252,6 +267,7 @@ class Config(_Section):
     cascade: CascadeConfig = Field(default_factory=CascadeConfig)
     stats: StatsConfig = Field(default_factory=StatsConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
     affinity: AffinityConfig = Field(default_factory=AffinityConfig)
     learning: LearningConfig = Field(default_factory=LearningConfig)
     _aliases: tuple[str, ...] = PrivateAttr(default=())
@@ -273,6 +289,8 @@ class Config(_Section):
                 b.monthly_usd,
                 *(m.daily_usd for m in self.models.values()),
                 *(m.monthly_usd for m in self.models.values()),
+                *(c.daily_usd for c in b.clients.values()),
+                *(c.monthly_usd for c in b.clients.values()),
             )
         )
 

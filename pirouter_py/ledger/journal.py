@@ -87,7 +87,10 @@ class Journal:
             log.warning("journal_reserve_unavailable", error=str(exc))
             return
         try:
-            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            else:  # macOS: blocks written are blocks held
+                os.pwrite(fd, bytes(RESERVE_BYTES), 0)
         except OSError as exc:  # the disk is full already: no room to set aside
             os.close(fd)
             with contextlib.suppress(OSError):

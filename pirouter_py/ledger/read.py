@@ -33,19 +33,36 @@ class Seed:
     ttft: list[tuple[str, float]]  # recent (alias, time to first token in ms), oldest first
 
 
+def _totals_since(
+    db: sqlite3.Connection, query: str, starts: tuple[float, ...]
+) -> list[dict[str, float]]:
+    """`query` (name, USD; one `?` for a unix time) summed since each of `starts`."""
+    out: list[dict[str, float]] = []
+    for start in starts:
+        out.append({name: float(usd or 0.0) for name, usd in db.execute(query, (int(start),))})
+    return out
+
+
 def spend_since(db: sqlite3.Connection, *starts: float) -> list[dict[str, float]]:
     """USD spent per model since each of `starts` (unix times), as priced when served."""
-    out: list[dict[str, float]] = [{} for _ in starts]
     if not has_table(db, "attempts"):
-        return out
+        return [{} for _ in starts]
     query = (
         "SELECT a.alias, SUM(a.cost_usd) FROM attempts a JOIN requests r "
         "ON r.id = a.request_id WHERE r.ts >= ? GROUP BY a.alias"
     )
-    for totals, start in zip(out, starts, strict=True):
-        for alias, usd in db.execute(query, (int(start),)):
-            totals[alias] = float(usd or 0.0)
-    return out
+    return _totals_since(db, query, starts)
+
+
+def client_spend_since(db: sqlite3.Connection, *starts: float) -> list[dict[str, float]]:
+    """USD spent per client key (its name) since each of `starts` (unix times)."""
+    if "client" not in columns(db, "requests"):
+        return [{} for _ in starts]
+    query = (
+        "SELECT client, SUM(cost_usd) FROM requests WHERE client IS NOT NULL AND ts >= ? "
+        "GROUP BY client"
+    )
+    return _totals_since(db, query, starts)
 
 
 def traffic_seed(db: sqlite3.Connection, day: float, month: float, sessions_since: float) -> Seed:

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS rollup (
     model           TEXT NOT NULL,
     rule            TEXT NOT NULL,
     client          TEXT NOT NULL,
+    key_name        TEXT NOT NULL,
     protocol        TEXT NOT NULL,
     status          TEXT NOT NULL,
     requests        INTEGER NOT NULL,
@@ -58,7 +59,7 @@ CREATE TABLE IF NOT EXISTS rollup (
     answer_read     INTEGER NOT NULL,
     answer_write    INTEGER NOT NULL,
     answer_output   INTEGER NOT NULL,
-    PRIMARY KEY (hour, model, rule, client, protocol, status)
+    PRIMARY KEY (hour, model, rule, client, key_name, protocol, status)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollup_times (
     hour    INTEGER NOT NULL,
@@ -94,6 +95,13 @@ def create(db: sqlite3.Connection) -> None:
     )
 
 
+def recreate(db: sqlite3.Connection) -> None:
+    """The rollup tables dropped and made anew (a new dimension), every hour marked dirty."""
+    for table in ("rollup", "rollup_times", "rollup_flow", "rollup_done", "rollup_dirty"):
+        db.execute(f"DROP TABLE IF EXISTS {table}")
+    create(db)
+
+
 def bucket(ms: float) -> int:
     """The histogram bucket of a time in ms: the first edge at or above it."""
     return bisect.bisect_left(EDGES, ms)
@@ -121,8 +129,9 @@ CLIENT = f"COALESCE(NULLIF({_NAME}, ''), '(none)')"
 
 _RECOMPUTE = f"""
 WITH r AS (  -- "r CROSS JOIN attempts": the hour's rows first, never a scan of every attempt
-    SELECT id, final_model AS model, COALESCE(route_rule, '') AS rule, {CLIENT} AS client,
-           COALESCE(protocol, '') AS protocol, status, input_tokens, output_tokens, cost_usd
+    SELECT id, final_model AS model, COALESCE(route_rule, '') AS rule, {CLIENT} AS agent,
+           COALESCE(requests.client, '') AS key_name, COALESCE(protocol, '') AS protocol, status,
+           input_tokens, output_tokens, cost_usd
     FROM requests WHERE ts >= :lo AND ts < :hi
 ),
 esc AS (
@@ -137,14 +146,14 @@ ans AS (
     WHERE r.status = 'ok' AND (a.returned = 1 OR a.outcome = 'ok')
 )
 INSERT INTO rollup
-SELECT :hour, model, rule, client, protocol, status, COUNT(*), COUNT(esc.request_id),
+SELECT :hour, model, rule, agent, key_name, protocol, status, COUNT(*), COUNT(esc.request_id),
        SUM(r.input_tokens), SUM(r.output_tokens), SUM(r.cost_usd),
        COALESCE(SUM(MAX(0, ans.input_tokens - ans.cache_read_tokens - ans.cache_write_tokens)), 0),
        COALESCE(SUM(ans.cache_read_tokens), 0), COALESCE(SUM(ans.cache_write_tokens), 0),
        COALESCE(SUM(ans.output_tokens), 0)
 FROM r LEFT JOIN esc ON esc.request_id = r.id
        LEFT JOIN ans ON ans.request_id = r.id AND ans.n = 1
-GROUP BY model, rule, client, protocol, status
+GROUP BY model, rule, agent, key_name, protocol, status
 """
 
 
@@ -238,7 +247,8 @@ def ready_hours(db: sqlite3.Connection, first: int, last: int) -> list[int]:
 
 def read(db: sqlite3.Connection, first: int, last: int) -> dict[str, Any]:
     """The rollups of the ready hours in first..last (`ready_hours`), summed for the page:
-    `groups` per (model, rule, client, protocol, status), `series` per (hour, status), `times`
+    `groups` per (model, rule, client, key name, protocol, status), `series` per (hour, status),
+    `times`
     per (model, kind) as bucket counts, `flow` per (from, to, why). The caller holds a read
     transaction, so the rows it reads for the other hours are of the same moment."""
     bounds = {"first": first, "last": last}
@@ -247,8 +257,8 @@ def read(db: sqlite3.Connection, first: int, last: int) -> dict[str, Any]:
         "SUM(answer_uncached), SUM(answer_read), SUM(answer_write), SUM(answer_output)"
     )
     groups = db.execute(
-        f"SELECT model, rule, client, protocol, status, {sums} FROM rollup WHERE {READY} "
-        "GROUP BY model, rule, client, protocol, status",
+        f"SELECT model, rule, client, key_name, protocol, status, {sums} FROM rollup "
+        f"WHERE {READY} GROUP BY model, rule, client, key_name, protocol, status",
         bounds,
     ).fetchall()
     series = db.execute(

@@ -17,7 +17,12 @@ import orjson
 from pirouter_py.config import ModelConfig
 from pirouter_py.ledger import journal, rollups
 from pirouter_py.ledger.pricing import attempt_cost
-from pirouter_py.ledger.schema import AFFINITY_COLUMNS, FEATURE_COLUMNS, REQUEST_DETAILS
+from pirouter_py.ledger.schema import (
+    AFFINITY_COLUMNS,
+    CLIENT_COLUMNS,
+    FEATURE_COLUMNS,
+    REQUEST_DETAILS,
+)
 from pirouter_py.observe.log import get_logger
 from pirouter_py.record import Attempt, RequestRecord
 
@@ -39,6 +44,7 @@ REQUEST_COLUMNS = (
     *tuple(name for name, _ in REQUEST_DETAILS),
     *tuple(name for name, _ in AFFINITY_COLUMNS),
     *tuple(name for name, _ in FEATURE_COLUMNS),
+    *tuple(name for name, _ in CLIENT_COLUMNS),
 )
 ATTEMPT_COLUMNS = (
     "request_id",
@@ -156,6 +162,7 @@ def rows_for(
         record.session,
         record.pin,
         record.features,
+        record.client,
     )
     return request, attempts
 
@@ -192,8 +199,12 @@ def rows_from_line(line: str | bytes, models: Mapping[str, ModelConfig]) -> Rows
     request, attempts, prompt, *more = data
     response = more[0] if more else None
     width = len(ATTEMPT_COLUMNS)
-    if isinstance(request, list) and len(request) == len(REQUEST_COLUMNS) - len(FEATURE_COLUMNS):
-        request = [*request, None]  # a line of an earlier version keeps no features
+    # lines of earlier versions end before the columns added since: features, then client
+    newer = len(FEATURE_COLUMNS) + len(CLIENT_COLUMNS)
+    if isinstance(request, list) and len(REQUEST_COLUMNS) - newer <= len(request) < len(
+        REQUEST_COLUMNS
+    ):
+        request = [*request, *[None] * (len(REQUEST_COLUMNS) - len(request))]
     rows: Rows = (
         tuple(request),
         # an attempt of an earlier version has no note: None

@@ -183,6 +183,20 @@ def _m012_rollups(db: sqlite3.Connection) -> None:
     rollups.create(db)
 
 
+CLIENT_COLUMNS = (("client", "TEXT"),)
+
+
+def _m013_clients(db: sqlite3.Connection) -> None:
+    """The name of the client key each request came with ([server] api_keys_*), and the
+    dashboard's rollups made anew with it as a dimension (they are derived: every hour is
+    marked to be rolled up again)."""
+    have = columns(db, "requests")
+    for name, kind in CLIENT_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
+    rollups.recreate(db)
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("001_requests", _m001_requests),
     ("002_requested_model", _m002_requested_model),
@@ -196,6 +210,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("010_features", _m010_features),
     ("011_shadow", _m011_shadow),
     ("012_rollups", _m012_rollups),
+    ("013_clients", _m013_clients),
 )
 
 

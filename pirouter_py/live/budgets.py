@@ -64,6 +64,9 @@ class Spend:
     today: dict[str, float] = field(default_factory=dict)
     this_month: dict[str, float] = field(default_factory=dict)
     day_end: float = 0.0  # when the current day ends (a month ends with a day)
+    # USD per client key (its name) today and this month, for [budget.clients.<name>]
+    clients_today: dict[str, float] = field(default_factory=dict)
+    clients_month: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.day, self.month = day_start(self.clock()), month_start(self.clock())
@@ -74,10 +77,10 @@ class Spend:
             return
         day = day_start(now)
         if day != self.day:
-            self.day, self.today = day, {}
+            self.day, self.today, self.clients_today = day, {}, {}
         month = month_start(now)
         if month != self.month:
-            self.month, self.this_month = month, {}
+            self.month, self.this_month, self.clients_month = month, {}, {}
         self.day_end = next_reset("daily", now).timestamp()
 
     def seed(self, today: Mapping[str, float], this_month: Mapping[str, float]) -> None:
@@ -89,6 +92,16 @@ class Spend:
         self.roll(self.clock())
         self.today[alias] = self.today.get(alias, 0.0) + usd
         self.this_month[alias] = self.this_month.get(alias, 0.0) + usd
+
+    def add_client(self, client: str, usd: float) -> None:
+        if usd <= 0:
+            return
+        self.roll(self.clock())
+        self.clients_today[client] = self.clients_today.get(client, 0.0) + usd
+        self.clients_month[client] = self.clients_month.get(client, 0.0) + usd
+
+    def seed_clients(self, today: Mapping[str, float], this_month: Mapping[str, float]) -> None:
+        self.clients_today, self.clients_month = dict(today), dict(this_month)
 
 
 class Budgets:
@@ -122,6 +135,24 @@ class Budgets:
             if limit is not None and spent >= limit:
                 return Spent(key, limit, spent, next_reset(period, now), now)
         return self.global_spent(now)
+
+    def client_spent(self, client: str, alias: str) -> Spent | None:
+        """The client's own budget, when it is spent and `alias` is priced; else None."""
+        limits = self.config.budget.clients.get(client)
+        model = self.config.models.get(alias)
+        if limits is None or model is None or model.cost <= 0:
+            return None
+        now = self.clock()
+        self.spend.roll(now)
+        for period, limit, totals in (
+            ("daily", limits.daily_usd, self.spend.clients_today),
+            ("monthly", limits.monthly_usd, self.spend.clients_month),
+        ):
+            spent = totals.get(client, 0.0)
+            if limit is not None and spent >= limit:
+                key = f"budget.clients.{client}.{period}_usd"
+                return Spent(key, limit, spent, next_reset(period, now), now)
+        return None
 
     def global_spent(self, now: float | None = None) -> Spent | None:
         if not self.active:

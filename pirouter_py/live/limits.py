@@ -35,11 +35,17 @@ class Limits:
         now = clock()
         self.rpm = {a: _Bucket(m.rpm, m.rpm, now) for a, m in config.models.items() if m.rpm}
         self.tpm = {a: _Bucket(m.tpm, m.tpm, now) for a, m in config.models.items() if m.tpm}
+        # With shared state (live/shared.py): requests other instances started in the last
+        # minute, per model (they take room from this instance's rpm buckets), and a callback
+        # told of every request started here.
+        self.others: dict[str, float] = {}
+        self.on_take: Callable[[str], None] | None = None
 
     def carried(self, config: Config) -> Limits:
         """Buckets for a reloaded config: those whose capacity is unchanged are shared, so
         requests under either config draw on the same level."""
         new = Limits(config, self.clock)
+        new.others, new.on_take = self.others, self.on_take
         for mine, before in ((new.rpm, self.rpm), (new.tpm, self.tpm)):
             for alias, bucket in mine.items():
                 kept = before.get(alias)
@@ -51,7 +57,7 @@ class Limits:
         """Why `alias` has no room for a request of `tokens` input tokens now, or None."""
         now = self.clock()
         rpm = self.rpm.get(alias)
-        if rpm is not None and rpm.refill(now) < 1:
+        if rpm is not None and rpm.refill(now) - self.others.get(alias, 0.0) < 1:
             return f"at its limit of {rpm.capacity:g} requests per minute"
         tpm = self.tpm.get(alias)
         if tpm is not None and tpm.refill(now) < min(tokens, tpm.capacity):
@@ -64,6 +70,8 @@ class Limits:
         if (rpm := self.rpm.get(alias)) is not None:
             rpm.refill(now)
             rpm.level -= 1
+            if self.on_take is not None:
+                self.on_take(alias)
         if (tpm := self.tpm.get(alias)) is not None:
             tpm.refill(now)
             tpm.level -= tokens

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from pirouter_py.config import Config
 from pirouter_py.ledger.pricing import attempt_cost
@@ -45,10 +46,11 @@ class Traffic:
         self.sessions = Sessions(config.affinity, wall, sessions)
         self.latency = Latency() if latency is None else latency
         self.budget_action = config.budget.action
+        self.shared: Any = None  # live.shared.Shared with [state] url: told of spend and pins
 
     def reconfigured(self, config: Config) -> Traffic:
         """The view for a reloaded config: new limits and budgets; what was learned carries on."""
-        return Traffic(
+        carried = Traffic(
             config,
             self.health,
             self.limits.clock,
@@ -58,6 +60,8 @@ class Traffic:
             sessions=self.sessions.last,
             latency=self.latency,
         )
+        carried.shared = self.shared
+        return carried
 
     def busy(self, alias: str, tokens: int) -> str | None:
         if self.health is not None and self.health.cooling(alias):
@@ -66,6 +70,13 @@ class Traffic:
 
     def spent(self, alias: str) -> Spent | None:
         return self.budgets.spent(alias)
+
+    def for_client(self, client: str | None) -> Traffic:
+        """The view one client's requests are routed with: its own budget counts too, when
+        `[budget.clients]` sets one for it."""
+        if client is None or client not in self.config.budget.clients:
+            return self
+        return _ClientView(self, client)
 
     def ttft(self, alias: str) -> float | None:
         return self.latency.ttft.get(alias)
@@ -92,7 +103,12 @@ class Traffic:
         estimated = record.estimated_tokens
         for attempt in record.attempts:
             model = self.config.models.get(attempt.alias)
-            self.budgets.spend.add(attempt.alias, attempt_cost(model, attempt))
+            usd = attempt_cost(model, attempt)
+            self.budgets.spend.add(attempt.alias, usd)
+            if record.client is not None:
+                self.budgets.spend.add_client(record.client, usd)
+            if self.shared is not None:
+                self.shared.spend(attempt.alias, record.client, usd)
             used = attempt.input_tokens + attempt.output_tokens
             if used:
                 self.limits.settle(attempt.alias, estimated, used)
@@ -100,3 +116,17 @@ class Traffic:
                 self.latency.observe(attempt.alias, attempt.ttft_ms)
         if record.session is not None and record.final is not None and record.status == "ok":
             self.sessions.served(record.session, record.final)
+            if self.shared is not None:
+                self.shared.pinned(record.session, record.final)
+
+
+class _ClientView(Traffic):
+    """Traffic as one client with a budget of its own sees it: a priced model is spent when the
+    client's budget is, besides the model's and the global ones."""
+
+    def __init__(self, traffic: Traffic, client: str) -> None:  # shares all of its state
+        self.__dict__.update(traffic.__dict__)
+        self.client = client
+
+    def spent(self, alias: str) -> Spent | None:
+        return self.budgets.spent(alias) or self.budgets.client_spent(self.client, alias)

@@ -129,6 +129,7 @@ def page(
         "until": until,
         "by_rule": _counts(rows, "route_rule", "(none)"),
         "by_client": _counts(clients, "client", "(none)"),
+        "by_key": _counts(rows, "client", "(no key)"),
         "by_protocol": _counts(rows, "protocol", "(unknown)"),
         "escalations": _flow(rows),
         "latency": _histogram([float(r["latency_ms"]) for r in rows]),
@@ -185,8 +186,9 @@ def rolled_up(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             sums += [uncached, read, write, int(answer.get("output_tokens") or 0)]
         rule, protocol = str(row.get("route_rule") or ""), str(row.get("protocol") or "")
         agent = client_name(str(row.get("user_agent") or ""))
+        named = str(row.get("client") or "")
         for table, key in (
-            (groups, (model, rule, agent, protocol, status)),
+            (groups, (model, rule, agent, named, protocol, status)),
             (series, (int(row["ts"]) // rollups.HOUR, status)),
         ):
             into = table.setdefault(key, [0] * _SUMS)
@@ -258,7 +260,7 @@ def page_rolled(
     moves: Counter[tuple[str, str, str]] = Counter()
     for part in parts:
         for g in part["groups"]:
-            _add(by_key, tuple(g[:5]), g[5:])
+            _add(by_key, tuple(g[:6]), g[6:])
         for h in part["series"]:
             _add(by_hour, tuple(h[:2]), h[2:])
         for key, counts in part["times"].items():
@@ -269,10 +271,11 @@ def page_rolled(
     errors: Counter[str] = Counter()
     rules: Counter[str] = Counter()
     agents: Counter[str] = Counter()
+    keys: Counter[str] = Counter()
     protocols: Counter[str] = Counter()
     total = [0.0] * _SUMS
     total_errors = successes = 0
-    for (model, rule, agent, protocol, status), sums in by_key.items():
+    for (model, rule, agent, named, protocol, status), sums in by_key.items():
         n = int(sums[0])
         _add(models, model, sums)
         for i, v in enumerate(sums):
@@ -282,6 +285,7 @@ def page_rolled(
         successes += n if status == "ok" else 0
         rules[rule or "(none)"] += n
         agents[agent] += n
+        keys[named or "(no key)"] += n
         protocols[protocol or "(unknown)"] += n
     latency = {m: _merged(c) for (m, kind), c in times.items() if kind == "latency"}
 
@@ -340,6 +344,7 @@ def page_rolled(
         "until": until,
         "by_rule": counted(rules),
         "by_client": counted(agents),
+        "by_key": counted(keys),
         "by_protocol": counted(protocols),
         "escalations": [
             {"from": f, "to": t, "why": w, "requests": k}

@@ -114,6 +114,8 @@ def key_function(by: str, tz: tzinfo | None) -> Callable[[Mapping[str, Any]], st
         return lambda row: row["route_rule"] or "(none)"
     if by == "status":
         return lambda row: str(row["status"])
+    if by == "client":  # the name of the client key (none without client keys)
+        return lambda row: str(row.get("client") or "(no key)")
     if by == "day":
         return lambda row: datetime.fromtimestamp(row["ts"], tz).date().isoformat()
     if by == "provider":

@@ -1,7 +1,10 @@
 """Who may use the daemon: client keys, checked in constant time, and the Host names it answers.
 
 Keys come from `[server] api_keys_env` (names of environment variables) and `api_keys_file` (one
-key a line, `#` comments), read once at start. A client sends one as `Authorization: Bearer <key>`
+key a line, `#` comments; `name: key` names it), read once at start. Every key has a name, the
+client's: its variable's name, the name its line gives, or `<file>:<line>`. The name of the key
+a request came with is recorded in the ledger (`requests.client`) and breaks stats, the dashboard
+and budgets down by client. A client sends one as `Authorization: Bearer <key>`
 or `x-api-key: <key>`. The Host check refuses requests whose Host header names another host: a web
 page cannot reach the loopback daemon through a DNS name it rebinds to 127.0.0.1.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,10 +23,15 @@ from pirouter_py.errors import PirouterError
 LOCAL_HOSTS = frozenset(("localhost", "127.0.0.1", "::1"))
 
 
-def load_keys(server: ServerConfig, environ: Mapping[str, str] | None = None) -> tuple[bytes, ...]:
-    """The client keys configured; an error names a variable or file that yields none."""
+Keys = tuple[tuple[bytes, str], ...]  # (key, the client's name)
+_NAMED = re.compile(r"^([A-Za-z0-9_.@-]{1,64})\s*:\s*(\S+)$")
+
+
+def load_keys(server: ServerConfig, environ: Mapping[str, str] | None = None) -> Keys:
+    """The client keys configured, each with its client's name; an error names a variable or
+    file that yields none."""
     env = os.environ if environ is None else environ
-    keys: list[bytes] = []
+    keys: list[tuple[bytes, str]] = []
     for name in server.api_keys_env:
         value = env.get(name, "").strip()
         if not value:
@@ -30,7 +39,7 @@ def load_keys(server: ServerConfig, environ: Mapping[str, str] | None = None) ->
                 f"[server] api_keys_env names {name}, which is not set; export "
                 "it or remove it from the list"
             )
-        keys.append(value.encode())
+        keys.append((value.encode(), name))
     if server.api_keys_file:
         path = Path(server.api_keys_file).expanduser()
         try:
@@ -39,11 +48,16 @@ def load_keys(server: ServerConfig, environ: Mapping[str, str] | None = None) ->
             raise PirouterError(
                 f"[server] api_keys_file {path} cannot be read: {exc.strerror or exc}"
             ) from None
-        found = [
-            line.strip().encode()
-            for line in lines
-            if line.strip() and not line.lstrip().startswith("#")
-        ]
+        found = []
+        for number, line in enumerate(lines, 1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            named = _NAMED.match(text)
+            if named is not None:
+                found.append((named[2].encode(), named[1]))
+            else:
+                found.append((text.encode(), f"{path.name}:{number}"))
         if not found:
             raise PirouterError(f"[server] api_keys_file {path} holds no key (one a line)")
         keys += found
@@ -57,13 +71,19 @@ def presented_key(headers: Mapping[str, str]) -> bytes:
     return headers.get("x-api-key", "").strip().encode()
 
 
-def key_ok(keys: tuple[bytes, ...], headers: Mapping[str, str]) -> bool:
-    """Constant time in the key's content: every configured key is compared."""
+def key_name(keys: Keys, headers: Mapping[str, str]) -> str | None:
+    """The name of the client whose key the request carries, or None. Constant time in the
+    key's content: every configured key is compared."""
     given = presented_key(headers)
-    ok = False
-    for key in keys:
-        ok |= hmac.compare_digest(key, given)
-    return ok and bool(given)
+    found = None
+    for key, name in keys:
+        if hmac.compare_digest(key, given):
+            found = name
+    return found if given else None
+
+
+def key_ok(keys: Keys, headers: Mapping[str, str]) -> bool:
+    return key_name(keys, headers) is not None
 
 
 def allowed_hosts(bind_host: str, extra: list[str]) -> frozenset[str]:

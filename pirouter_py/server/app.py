@@ -20,7 +20,7 @@ from aiohttp import web
 
 from pirouter_py.config import LoadedConfig, default_ledger_path, parse_bind
 from pirouter_py.config.load import is_loopback
-from pirouter_py.ledger.read import open_read_only, traffic_seed
+from pirouter_py.ledger.read import client_spend_since, open_read_only, traffic_seed
 from pirouter_py.ledger.writer import Ledger, Recorder
 from pirouter_py.live.budgets import day_start, month_start
 from pirouter_py.live.health import Health
@@ -72,6 +72,23 @@ async def _ledger(app: web.Application) -> AsyncIterator[None]:
     await ledger.close()
 
 
+async def _shared(app: web.Application) -> AsyncIterator[None]:
+    """State shared with other instances through Redis ([state] url; live/shared.py)."""
+    from pirouter_py.live.shared import Shared
+
+    state = app[STATE]
+    config = state.snapshot.config
+    assert config.state.url is not None
+    shared = Shared(config.state.url, config.state.prefix, lambda: state.snapshot.traffic)
+    traffic = state.snapshot.traffic
+    traffic.shared = shared
+    traffic.limits.on_take = shared.started
+    state.shared = shared
+    await shared.start()
+    yield
+    await shared.close()
+
+
 def _unavailable(state: State, ledger: Ledger, exc: BaseException) -> None:
     state.ledger_error = ledger.last_error = _cannot_open(state, exc)
     log.error("ledger_unavailable", path=str(state.ledger_path), error=str(exc))
@@ -94,6 +111,8 @@ async def _reopen(state: State, ledger: Ledger) -> None:
             continue
         state.ledger_error = ledger.last_error = None
         log.info("ledger_available", path=str(state.ledger_path), rows_waiting=ledger.queue.qsize())
+        if state.ledger_path is not None:  # budgets and sessions from what it holds
+            await asyncio.to_thread(_seed, state.snapshot, state.ledger_path)
         return
 
 
@@ -104,18 +123,16 @@ def _seed(snapshot: Snapshot, path: Path) -> None:
         return
     now = time.time()
     try:
-        seed = traffic_seed(
-            db,
-            day_start(now).timestamp(),
-            month_start(now).timestamp(),
-            now - snapshot.config.affinity.soft_secs,
-        )
+        day, month = day_start(now).timestamp(), month_start(now).timestamp()
+        seed = traffic_seed(db, day, month, now - snapshot.config.affinity.soft_secs)
+        clients = client_spend_since(db, day, month)
     except sqlite3.Error as exc:
         log.warning("traffic_seed_failed", error=str(exc))
         return
     finally:
         db.close()
     snapshot.traffic.seed(seed.today, seed.month, seed.sessions, seed.ttft)
+    snapshot.traffic.budgets.spend.seed_clients(*clients)
 
 
 async def _upstreams(app: web.Application) -> AsyncIterator[None]:
@@ -175,6 +192,8 @@ def create_app(
             ledger_backlog=lambda: state.ledger.status().backlog if state.ledger else 0,
         )
     app.cleanup_ctx.append(_ledger)
+    if config.state.url is not None:
+        app.cleanup_ctx.append(_shared)
     app.on_cleanup.append(_last_lines)
     app.cleanup_ctx.append(_upstreams)
     app.on_shutdown.append(_drain)

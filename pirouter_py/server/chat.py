@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -30,7 +31,7 @@ from pirouter_py.errors import (
 from pirouter_py.live.sessions import session_key
 from pirouter_py.routing.decide import decide
 from pirouter_py.server import relay, responses
-from pirouter_py.server.middleware import RID, error_response
+from pirouter_py.server.middleware import CLIENT, RID, error_response
 from pirouter_py.server.request import (
     Ctx,
     cancelled,
@@ -84,6 +85,14 @@ async def read_body(request: web.Request, *, require_json: bool) -> bytes:
         ) from None
 
 
+async def shared_pin(shared: Any, traffic: Any, session: str) -> None:
+    """Take the session's pin from the shared state when it is newer than this instance's."""
+    found = await shared.pin(session)
+    mine = traffic.sessions.last.get(session)
+    if found is not None and (mine is None or found[1] > mine[1]):
+        traffic.sessions.last[session] = found
+
+
 def unrecorded(state: State) -> None:
     """With `[ledger] require = true`, refuse while a row could not be kept on disk."""
     if state.ledger is None or not state.ledger.durable():
@@ -129,12 +138,14 @@ async def serve(
         pin = None
         if config.affinity.enabled or config.routing.turns:  # turns: tool results stay put
             ctx.session = session_key(chat, request.headers)
+            if state.shared is not None:  # the turn before may have been on another instance
+                await shared_pin(state.shared, traffic, ctx.session)
             pin = traffic.sessions.pin(ctx.session)
         ctx.decision = decide(
             config,
             chat,
             request.headers,
-            live=traffic,
+            live=traffic.for_client(request.get(CLIENT)),
             pin=pin,
             scorer=snapshot.scorer,
             unavailable=snapshot.unavailable,

@@ -11,7 +11,6 @@ a `Guarded` around aiohttp's own, which sees every call unchanged.
 from __future__ import annotations
 
 import asyncio
-import resource
 import time
 from typing import Any
 
@@ -29,14 +28,25 @@ REFUSAL = (
 
 
 def connection_cap(configured: int) -> int:
-    """`[server] max_connections`, or (0) the descriptor limit less 64 for upstreams, the
-    ledger and the rest, at most MAX_AUTO."""
+    """`[server] max_connections`, or (0) half the descriptor limit less 64 (each client
+    connection may hold an upstream one too; the ledger and the rest take the 64), at most
+    MAX_AUTO. The soft limit is raised to the hard one first."""
+    try:
+        import resource  # not on Windows
+    except ImportError:
+        return configured or 512
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
     if configured:
         return configured
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return MAX_AUTO
-    return max(16, min(MAX_AUTO, soft - 64))
+    return max(16, min(MAX_AUTO, (soft - 64) // 2))
 
 
 class Gate:

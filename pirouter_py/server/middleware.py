@@ -31,6 +31,10 @@ INTERNAL = "internal error in pirouter (request {rid}); it was logged"
 # The request id the errors middleware gave a request: a typed key where this aiohttp has them
 # (a string key warns there)
 RID: Any = web.RequestKey("rid", str) if hasattr(web, "RequestKey") else "rid"
+# set when the request's response is prepared (its status and headers sent)
+BEGUN: Any = web.RequestKey("begun", bool) if hasattr(web, "RequestKey") else "begun"
+# the name of the client key the request came with (only when keys are configured)
+CLIENT: Any = web.RequestKey("client", str) if hasattr(web, "RequestKey") else "client"
 
 _STATUS_TEXT = {
     404: "no route for {method} {path}; pirouter serves " + ROUTES_HELP,
@@ -102,16 +106,15 @@ async def errors_middleware(
                     request.headers.get("Access-Control-Request-Headers", "")
                 ),
             )
-        if (
-            state.keys
-            and request.path != "/healthz"
-            and not dashboard.is_shell(request.path)  # the page holds no data: it asks for a key
-            and not access.key_ok(state.keys, request.headers)
-        ):
-            raise Unauthorized(
-                "a client key is required: send `Authorization: Bearer <key>` "
-                "or `x-api-key: <key>` ([server] api_keys_env / api_keys_file)"
-            )
+        # the page holds no data: it asks for a key
+        if state.keys and request.path != "/healthz" and not dashboard.is_shell(request.path):
+            client = access.key_name(state.keys, request.headers)
+            if client is None:
+                raise Unauthorized(
+                    "a client key is required: send `Authorization: Bearer <key>` "
+                    "or `x-api-key: <key>` ([server] api_keys_env / api_keys_file)"
+                )
+            request[CLIENT] = client
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -139,7 +142,7 @@ async def errors_middleware(
             headers=ids,
         )
     except (asyncio.CancelledError, ConnectionResetError) as exc:
-        if drained(exc):  # still running when the drain ran out: an error, not a bare close
+        if drained(exc) and not request.get(BEGUN):  # before its response began: a 503
             return error_response(
                 codec, 503, DRAIN, "service_unavailable", headers=ids | {"retry-after": "1"}
             )
@@ -149,6 +152,11 @@ async def errors_middleware(
         return error_response(codec, 500, INTERNAL.format(rid=rid), "server_error", headers=ids)
 
 
+# What Ollama lets in by default besides localhost: origins of desktop apps and editor views,
+# which no web page can take
+APP_ORIGINS = ("app://", "file://", "tauri://", "vscode-webview://", "vscode-file://")
+
+
 def cross_site(request: web.Request, origin: str | None, allowed: list[str]) -> None:
     """Refuse a request a web page of another origin made, whatever its content type (a
     `text/plain` or form POST needs no preflight, so CORS alone does not stop it): allowed are
@@ -156,6 +164,8 @@ def cross_site(request: web.Request, origin: str | None, allowed: list[str]) -> 
     dashboard's page (a navigation, which holds no data)."""
     if origin is not None:
         if origin in (f"http://{request.host}", f"https://{request.host}"):
+            return
+        if origin.startswith(APP_ORIGINS):  # desktop apps and editors, not web pages
             return
         if access.cors_origin(allowed, origin) is not None:
             return
@@ -172,7 +182,9 @@ def cross_site(request: web.Request, origin: str | None, allowed: list[str]) -> 
 
 
 async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """CORS headers on every response to an allowed origin (streams included)."""
+    """CORS headers on every response to an allowed origin (streams included); and the mark
+    that the request's response began (the drain must not start another)."""
+    request[BEGUN] = True
     allowed = request.app[STATE].loaded.config.server.cors_origins
     origin = access.cors_origin(allowed, request.headers.get("Origin"))
     if origin is not None:

@@ -47,6 +47,14 @@ async def health(request: web.Request) -> web.Response:
     body["models"] = state.health.snapshot()
     if not state.draining and (why := _degraded(snapshot, body["models"])) is not None:
         body["status"], body["reason"] = "degraded", why
+    if state.shared is not None:
+        body["state"] = state.shared.status()
+        if not state.shared.ok and body["status"] == "ok":
+            body["status"] = "degraded"
+            body["reason"] = (
+                f"shared state unreachable ({state.shared.error}): this instance uses its own "
+                "budgets, limits and session pins"
+            )
     if limits := snapshot.traffic.limits.snapshot():
         body["limits"] = limits
     # keys resting after a 401/403/429, by variable name only

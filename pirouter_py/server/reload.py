@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tomllib
 from pathlib import Path
+
+import orjson
 
 from pirouter_py.config import load_config
 from pirouter_py.errors import ConfigError
@@ -27,11 +30,14 @@ RESTART_KEYS = (
     "allowed_hosts",
     "max_body_bytes",
     "metrics",
+    "header_timeout_secs",
+    "idle_timeout_secs",
+    "max_connections",
 )
 WATCH_EVERY_S = 1.0  # how often the config file is checked for changes
 # A changed file is loaded once it has not changed for this long, so a file written in steps
 # (an editor's save, a script's two writes seconds apart) is loaded whole, never a prefix; one
-# whose last line is not finished waits up to UNFINISHED_S more.
+# that does not parse waits up to UNFINISHED_S more.
 SETTLE_S = 3.0
 UNFINISHED_S = 30.0
 
@@ -83,7 +89,7 @@ def _stamp(path: Path) -> tuple[float, int] | None:
 class _Watched:
     """One file's last loaded stamp, and a change waiting to settle: a changed file is taken
     once its stamp has stayed the same for SETTLE_S of our own clock (mtimes may be coarse or
-    in the future), and its last line is finished (or UNFINISHED_S have passed)."""
+    in the future), and it parses (or UNFINISHED_S have passed); a file removed counts too."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -94,7 +100,7 @@ class _Watched:
         if self.path is None:
             return False
         now = _stamp(self.path)
-        if now == self.stamp or now is None:
+        if now == self.stamp:
             self.pending = None
             return False
         clock = time.monotonic()
@@ -102,7 +108,7 @@ class _Watched:
             self.pending = (now, clock)
             return False
         quiet = clock - self.pending[1]
-        if quiet < SETTLE_S or (quiet < UNFINISHED_S and not _finished(self.path, now)):
+        if quiet < SETTLE_S or (quiet < UNFINISHED_S and not _whole(self.path, now)):
             return False
         self.stamp, self.pending = now, None
         return True
@@ -121,13 +127,20 @@ async def watch_config(state: State) -> None:
             reload_config(state)
 
 
-def _finished(path: Path, stamp: tuple[float, int]) -> bool:
-    """The file's last line is ended (TOML text) or its JSON closed (the learned model)."""
-    if stamp[1] == 0:
-        return True
+def _whole(path: Path, stamp: tuple[float, int] | None) -> bool:
+    """The file parses (TOML, or the learned model's JSON), or is gone: not a prefix of one
+    still being written."""
+    if stamp is None:
+        return True  # removed: a change to act on (a learned model deleted, for one)
     try:
-        with path.open("rb") as f:
-            f.seek(-1, 2)
-            return f.read(1) in (b"\n", b"}")
+        data = path.read_bytes()
     except OSError:
         return True
+    try:
+        if path.suffix == ".json":
+            orjson.loads(data)
+        else:
+            tomllib.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return False  # still being written, or broken: the load says which after UNFINISHED_S
+    return True

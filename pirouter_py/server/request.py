@@ -21,7 +21,7 @@ from pirouter_py.record import Attempt, RequestRecord
 from pirouter_py.routing import learned
 from pirouter_py.routing.decide import Decision
 from pirouter_py.server import dashboard, shadow
-from pirouter_py.server.middleware import error_response
+from pirouter_py.server.middleware import CLIENT, error_response
 from pirouter_py.server.state import STATE, Snapshot
 from pirouter_py.types import ChatRequest
 from pirouter_py.wire.codecs import Codec
@@ -128,6 +128,7 @@ def record(
         estimated_tokens=decision.features.estimated_tokens if decision else 0,
         stored_response=stored,
         features=features,
+        client=ctx.request.get(CLIENT),
     )
     if state.recorder is not None:
         if config.ledger.store_prompts and ctx.chat.raw is not None:

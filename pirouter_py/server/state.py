@@ -135,7 +135,7 @@ class State:
     learned_path: Path | None = None  # the learned router's file (beside the ledger)
     ledger: Ledger | None = None
     ledger_error: str | None = None  # why the ledger could not be opened, if it could not
-    keys: tuple[bytes, ...] = ()  # client keys; empty: none required (loopback only)
+    keys: tuple[tuple[bytes, str], ...] = ()  # (client key, its name); empty: none required
     hosts: frozenset[str] = frozenset()  # Host names answered; empty: any (keys protect)
     started: float = field(default_factory=time.time)
     metrics: Metrics | None = None
@@ -149,6 +149,7 @@ class State:
     watchers: set[asyncio.Queue[bytes]] = field(default_factory=set)  # dashboards' live feeds
     config_loaded_at: float = field(default_factory=time.time)
     shadowing: bool = False  # a shadow check is running (one at a time)
+    shared: Any = None  # live.shared.Shared with [state] url
     shadow_tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property

@@ -153,6 +153,7 @@ async function refresh() {
     st.groups.map((g) => [g.key, g.requests, money(g.cost_usd), ms(g.p50_ms), ms(g.p95_ms), g.escalated, g.errors]), [1, 2, 3, 4, 5, 6]);
   table($("byrule"), ["rule", "reqs"], page.by_rule.map((g) => [g.key, g.requests]), [1]);
   table($("byclient"), ["client", "reqs"], page.by_client.map((g) => [g.key, g.requests]), [1]);
+  table($("bykey"), ["key", "reqs"], page.by_key.map((g) => [g.key, g.requests]), [1]);
   table($("byprotocol"), ["protocol", "reqs"], page.by_protocol.map((g) => [g.key, g.requests]), [1]);
   table($("flow"), ["from", "to", "why", "reqs"], page.escalations.map((f) => [f.from, f.to, f.why, f.requests]), [3]);
   histogram($("latency"), page.latency);
