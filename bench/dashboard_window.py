@@ -132,6 +132,7 @@ def generate(path: Path, n: int, now: float) -> None:
                 None,
                 None,
                 None,
+                None,  # no client key (a laptop's daemon)
             )
         )
         if len(requests) == 5_000:

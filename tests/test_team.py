@@ -201,3 +201,27 @@ def test_redis_killed_mid_run_degrades_to_local_state_without_a_failed_request(
     assert now["status"] == "degraded" and now["state"]["shared"] is False
     assert now["reason"].startswith("shared state unreachable")
     assert a.log_lines("shared_state_unreachable")
+
+
+def test_a_cooldown_set_on_one_instance_holds_on_the_other(
+    fake: FakeUpstream, redis: Redis, tmp_path: Path
+) -> None:
+    """cheap fails on a (503) and cools there; b, which never saw it fail, tries mid first."""
+    fake.reset()
+    rule = (
+        '[[rules]]\nname = "cheap-first"\nwhen = { always = true }\n'
+        'then = { primary = "cheap", cascade = ["mid"] }\n'
+    )
+    fake.script("m-cheap", Reply(kind="status", status=503))
+    a, b = pair(tmp_path, fake, redis, rule)
+    try:
+        assert a.post(CHAT)[1]["x-pirouter-model"] == "mid"
+        settle()
+        fake.seen.clear()
+        assert b.post(CHAT)[1]["x-pirouter-model"] == "mid"
+        assert fake.models_called() == ["m-mid"]  # cheap, cooling, was not asked first
+        cooling = health(b)["models"]["cheap"]
+        assert cooling["cooling"] and "503" in str(cooling["last_error"])
+    finally:
+        a.stop()
+        b.stop()

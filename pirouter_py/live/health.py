@@ -34,6 +34,17 @@ class Health:
         self.max = max_cooldown_secs
         self.clock = clock
         self.states: dict[str, _State] = {}
+        # told of every cooldown set here, (alias, seconds, error): shared state (live/shared.py)
+        self.on_failed: Callable[[str, float, str | None], None] | None = None
+        self.on_succeeded: Callable[[str], None] | None = None
+
+    def cool(self, alias: str, seconds: float, error: str | None) -> None:
+        """Another instance found `alias` failing: cool it here too, for what is left of its
+        cooldown (unless it cools longer here already)."""
+        state = self.states.setdefault(alias, _State())
+        until = self.clock() + seconds
+        if until > state.until:
+            state.until, state.last_error = until, error
 
     def failed(
         self, alias: str, retry_after: float | None = None, error: str | None = None
@@ -48,10 +59,13 @@ class Health:
             cooldown = max(cooldown, retry_after)
         state.until = self.clock() + cooldown
         state.last_error = error
+        if self.on_failed is not None:
+            self.on_failed(alias, cooldown, error)
         return cooldown
 
     def succeeded(self, alias: str) -> None:
-        self.states.pop(alias, None)
+        if self.states.pop(alias, None) is not None and self.on_succeeded is not None:
+            self.on_succeeded(alias)
 
     def cooling(self, alias: str) -> bool:
         state = self.states.get(alias)

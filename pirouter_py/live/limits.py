@@ -39,13 +39,14 @@ class Limits:
         # minute, per model (they take room from this instance's rpm buckets), and a callback
         # told of every request started here.
         self.others: dict[str, float] = {}
-        self.on_take: Callable[[str], None] | None = None
+        self.others_tokens: dict[str, float] = {}
+        self.on_take: Callable[[str, int], None] | None = None
 
     def carried(self, config: Config) -> Limits:
         """Buckets for a reloaded config: those whose capacity is unchanged are shared, so
         requests under either config draw on the same level."""
         new = Limits(config, self.clock)
-        new.others, new.on_take = self.others, self.on_take
+        new.others, new.others_tokens, new.on_take = self.others, self.others_tokens, self.on_take
         for mine, before in ((new.rpm, self.rpm), (new.tpm, self.tpm)):
             for alias, bucket in mine.items():
                 kept = before.get(alias)
@@ -60,7 +61,9 @@ class Limits:
         if rpm is not None and rpm.refill(now) - self.others.get(alias, 0.0) < 1:
             return f"at its limit of {rpm.capacity:g} requests per minute"
         tpm = self.tpm.get(alias)
-        if tpm is not None and tpm.refill(now) < min(tokens, tpm.capacity):
+        if tpm is not None and tpm.refill(now) - self.others_tokens.get(alias, 0.0) < min(
+            tokens, tpm.capacity
+        ):
             return f"at its limit of {tpm.capacity:g} tokens per minute"
         return None
 
@@ -70,11 +73,11 @@ class Limits:
         if (rpm := self.rpm.get(alias)) is not None:
             rpm.refill(now)
             rpm.level -= 1
-            if self.on_take is not None:
-                self.on_take(alias)
         if (tpm := self.tpm.get(alias)) is not None:
             tpm.refill(now)
             tpm.level -= tokens
+        if self.on_take is not None and (rpm is not None or tpm is not None):
+            self.on_take(alias, tokens)
 
     def settle(self, alias: str, estimated: int, used: int) -> None:
         """An attempt ended having used `used` tokens (input + output) against `estimated`."""

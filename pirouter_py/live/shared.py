@@ -52,7 +52,9 @@ class Shared:
         self.error: str | None = "not connected yet"
         self.spent: list[tuple[str, str | None, float, float]] = []  # alias, client, usd, when
         self.starts: Counter[tuple[str, int]] = Counter()  # (alias, second) -> requests
+        self.tokens: Counter[tuple[str, int]] = Counter()  # (alias, second) -> input tokens
         self.pins: dict[str, tuple[str, float]] = {}
+        self.cools: dict[str, tuple[float, str | None]] = {}  # alias -> (until, wall clock; why)
         self._task: asyncio.Task[None] | None = None
 
     # --- the request path (no waiting) -----------------------------------------------------
@@ -61,11 +63,19 @@ class Shared:
         if usd > 0 and len(self.spent) < QUEUE_MAX:
             self.spent.append((alias, client, usd, time.time()))
 
-    def started(self, alias: str) -> None:
-        self.starts[(alias, int(time.time()))] += 1
+    def started(self, alias: str, tokens: int) -> None:
+        second = int(time.time())
+        self.starts[(alias, second)] += 1
+        self.tokens[(alias, second)] += tokens
 
     def pinned(self, session: str, alias: str) -> None:
         self.pins[session] = (alias, time.time())
+
+    def cooled(self, alias: str, seconds: float, error: str | None) -> None:
+        self.cools[alias] = (time.time() + seconds, error)
+
+    def recovered(self, alias: str) -> None:
+        self.cools[alias] = (0.0, None)  # a success here ends the cooldown everywhere
 
     async def pin(self, session: str) -> tuple[str, float] | None:
         """The model that served this session last on any instance, and when; None when Redis
@@ -146,7 +156,8 @@ class Shared:
         now = time.time()
         day = datetime.fromtimestamp(now).strftime("%Y-%m-%d")
         month = day[:7]
-        spent, starts, pins = self.spent, self.starts, self.pins
+        spent, starts, pins, cools = self.spent, self.starts, self.pins, self.cools
+        tokens = self.tokens
         pipe = self.client.pipeline(transaction=False)
         for alias, client, usd, when in spent:
             stamp = datetime.fromtimestamp(when).strftime("%Y-%m-%d")
@@ -154,14 +165,24 @@ class Shared:
                 pipe.hincrbyfloat(self._key("spend", period), alias, usd)
                 if client is not None:
                     pipe.hincrbyfloat(self._key("client-spend", period), client, usd)
-        for (alias, second), n in starts.items():
-            key = self._key("rpm", alias, str(second))
-            pipe.hincrby(key, self.me, n)
-            pipe.expire(key, 70)
+        for (alias, second), n in starts.items():  # one hash per model: "<second> <instance>"
+            key = self._key("rpm", alias)
+            pipe.hincrby(key, f"{second} {self.me}", n)
+            pipe.expire(key, 120)
+        for (alias, second), n in tokens.items():
+            key = self._key("tpm", alias)
+            pipe.hincrby(key, f"{second} {self.me}", n)
+            pipe.expire(key, 120)
         for session, (alias, ts) in pins.items():
             key = self._key("pin", session)
             pipe.hset(key, mapping={"alias": alias, "ts": ts})
             pipe.expire(key, 86_400)
+        for alias, (until, why) in cools.items():
+            if until:
+                pipe.hset(self._key("cool"), alias, f"{until} {why or ''}")
+            else:
+                pipe.hdel(self._key("cool"), alias)
+        pipe.expire(self._key("cool"), 3_600)
         for period in (day, month):
             pipe.expire(self._key("spend", period), KEEP_DAYS * 86_400)
             pipe.expire(self._key("client-spend", period), KEEP_DAYS * 86_400)
@@ -169,20 +190,28 @@ class Shared:
         pipe.hgetall(self._key("spend", month))
         pipe.hgetall(self._key("client-spend", day))
         pipe.hgetall(self._key("client-spend", month))
-        second = int(now)
-        limited = list(traffic.limits.rpm)
-        for alias in limited:
-            for s in range(second - 59, second + 1):
-                pipe.hgetall(self._key("rpm", alias, str(s)))
-        self.spent, self.starts, self.pins = [], Counter(), {}
+        pipe.hgetall(self._key("cool"))
+        limited = [("rpm", a) for a in traffic.limits.rpm] + [
+            ("tpm", a) for a in traffic.limits.tpm
+        ]
+        for kind, alias in limited:
+            pipe.hgetall(self._key(kind, alias))
+        self.spent, self.starts, self.pins, self.cools = [], Counter(), {}, {}
+        self.tokens = Counter()
         try:
             results = await pipe.execute()
         except BaseException:  # not taken: keep it for the next sync
             self.spent = spent + self.spent
             self.starts.update(starts)
+            self.tokens.update(tokens)
             self.pins = {**pins, **self.pins}
+            self.cools = {**cools, **self.cools}
             raise
-        reads = results[len(results) - 4 - 60 * len(limited) :]
+        reads = results[len(results) - 5 - len(limited) :]
+        for alias, found in reads.pop(4).items():  # cooldowns set on any instance
+            until, _, why = found.decode().partition(" ")
+            if float(until) > now and traffic.health is not None:
+                traffic.health.cool(alias.decode(), float(until) - now, why or None)
         totals = [{k.decode(): float(v) for k, v in r.items()} for r in reads[:4]]
         spend = traffic.budgets.spend
         spend.roll(now)
@@ -194,14 +223,21 @@ class Shared:
             if client is not None:
                 spend.clients_today[client] = spend.clients_today.get(client, 0.0) + usd
                 spend.clients_month[client] = spend.clients_month.get(client, 0.0) + usd
-        others: dict[str, float] = {}
-        windows = reads[4:]
-        for i, alias in enumerate(limited):
+        others: dict[str, dict[str, float]] = {"rpm": {}, "tpm": {}}
+        since = int(now) - 59
+        stale: dict[str, list[bytes]] = {}
+        for (kind, alias), counts in zip(limited, reads[4:], strict=True):
             count = 0
-            for counts in windows[60 * i : 60 * (i + 1)]:
-                count += sum(int(v) for k, v in counts.items() if k.decode() != self.me)
-            others[alias] = count
-        traffic.limits.others = others
+            for field, n in counts.items():
+                second, _, who = field.decode().partition(" ")
+                if int(second) < since - 60:
+                    stale.setdefault(self._key(kind, alias), []).append(field)
+                elif int(second) >= since and who != self.me:
+                    count += int(n)
+            others[kind][alias] = count
+        traffic.limits.others, traffic.limits.others_tokens = others["rpm"], others["tpm"]
+        for key, fields in stale.items():  # seconds long past the window, of every instance
+            await self.client.hdel(key, *fields)
 
 
 def _masked(url: str) -> str:

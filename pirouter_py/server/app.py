@@ -83,6 +83,7 @@ async def _shared(app: web.Application) -> AsyncIterator[None]:
     traffic = state.snapshot.traffic
     traffic.shared = shared
     traffic.limits.on_take = shared.started
+    state.health.on_failed, state.health.on_succeeded = shared.cooled, shared.recovered
     state.shared = shared
     await shared.start()
     yield
