@@ -44,6 +44,10 @@ input_per_m = 2.0
 output_per_m = 4.0
 """
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+CHEAP_FIRST = (
+    '[[rules]]\nname = "cheap-first"\nwhen = { always = true }\n'
+    'then = { primary = "cheap", cascade = ["mid"] }\n'
+)
 
 
 def free_port() -> int:
@@ -139,11 +143,7 @@ def test_two_instances_share_one_rpm_limit(
     fake: FakeUpstream, redis: Redis, tmp_path: Path
 ) -> None:
     fake.reset()
-    rule = (
-        '[[rules]]\nname = "cheap-first"\nwhen = { always = true }\n'
-        'then = { primary = "cheap", cascade = ["mid"] }\n'
-    )
-    a, b = pair(tmp_path, fake, redis, rule, cheap="rpm = 2")
+    a, b = pair(tmp_path, fake, redis, CHEAP_FIRST, cheap="rpm = 2")
     try:
         first = a.post(CHAT)[1]["x-pirouter-model"]
         settle()
@@ -208,12 +208,8 @@ def test_a_cooldown_set_on_one_instance_holds_on_the_other(
 ) -> None:
     """cheap fails on a (503) and cools there; b, which never saw it fail, tries mid first."""
     fake.reset()
-    rule = (
-        '[[rules]]\nname = "cheap-first"\nwhen = { always = true }\n'
-        'then = { primary = "cheap", cascade = ["mid"] }\n'
-    )
     fake.script("m-cheap", Reply(kind="status", status=503))
-    a, b = pair(tmp_path, fake, redis, rule)
+    a, b = pair(tmp_path, fake, redis, CHEAP_FIRST)
     try:
         assert a.post(CHAT)[1]["x-pirouter-model"] == "mid"
         settle()
