@@ -110,30 +110,28 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         ) from None
     config, warnings = parse_config(text, source, env)
     warnings += _unsafe_modes(chosen, source, text, config)
-    if any(p.api_key for p in config.providers.values()):
-        mode = chosen.stat().st_mode
-        if mode & 0o077:
-            warnings += (
-                ConfigProblem(
-                    source,
-                    None,
-                    "",
-                    f"holds a literal api_key and is readable by others (mode "
-                    f"{mode & 0o777:o}); run `chmod 600 {source}`, or use api_key_env",
-                ),
-            )
     return LoadedConfig(config, source, chosen, default_path, warnings)
 
 
 def _unsafe_modes(path: Path, source: str, text: str, config: Config) -> tuple[ConfigProblem, ...]:
     """Files that other local users could change or read: a config they can write (they could
-    point `base_url` elsewhere and collect the keys at the next reload), a client-keys file they
-    can read."""
+    point `base_url` elsewhere and collect the keys at the next reload), one holding a literal
+    key they can read, a client-keys file they can read."""
     found = []
     try:
         mode = path.stat().st_mode & 0o777
     except OSError:
         return ()
+    if mode & 0o077 and any(p.api_key for p in config.providers.values()):
+        found.append(
+            ConfigProblem(
+                source,
+                None,
+                "",
+                f"holds a literal api_key and is readable by others (mode {mode:o}); run "
+                f"`chmod 600 {source}`, or use api_key_env",
+            )
+        )
     if mode & 0o022:
         found.append(
             ConfigProblem(

@@ -27,7 +27,7 @@ import bisect
 import math
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -107,7 +107,7 @@ def bucket(ms: float) -> int:
     return bisect.bisect_left(EDGES, ms)
 
 
-def percentile(counts: dict[int, int], q: float) -> float | None:
+def percentile(counts: Mapping[int, int], q: float) -> float | None:
     """Nearest-rank percentile from bucket counts: the upper edge of its bucket."""
     n = sum(counts.values())
     if not n:

@@ -159,33 +159,32 @@ class Shared:
         spent, starts, pins, cools = self.spent, self.starts, self.pins, self.cools
         tokens = self.tokens
         pipe = self.client.pipeline(transaction=False)
+        written: dict[str, int] = {}  # keys written, and how long they live (s)
         for alias, client, usd, when in spent:
             stamp = datetime.fromtimestamp(when).strftime("%Y-%m-%d")
             for period in (stamp, stamp[:7]):
-                pipe.hincrbyfloat(self._key("spend", period), alias, usd)
-                if client is not None:
-                    pipe.hincrbyfloat(self._key("client-spend", period), client, usd)
-        for (alias, second), n in starts.items():  # one hash per model: "<second> <instance>"
-            key = self._key("rpm", alias)
-            pipe.hincrby(key, f"{second} {self.me}", n)
-            pipe.expire(key, 120)
-        for (alias, second), n in tokens.items():
-            key = self._key("tpm", alias)
-            pipe.hincrby(key, f"{second} {self.me}", n)
-            pipe.expire(key, 120)
+                for table, name in (("spend", alias), ("client-spend", client)):
+                    if name is not None:
+                        key = self._key(table, period)
+                        pipe.hincrbyfloat(key, name, usd)
+                        written[key] = KEEP_DAYS * 86_400
+        for kind, counts in (("rpm", starts), ("tpm", tokens)):
+            for (alias, second), n in counts.items():  # a hash per model: "<second> <instance>"
+                key = self._key(kind, alias)
+                pipe.hincrby(key, f"{second} {self.me}", n)
+                written[key] = 120
         for session, (alias, ts) in pins.items():
             key = self._key("pin", session)
             pipe.hset(key, mapping={"alias": alias, "ts": ts})
-            pipe.expire(key, 86_400)
+            written[key] = 86_400
         for alias, (until, why) in cools.items():
             if until:
                 pipe.hset(self._key("cool"), alias, f"{until} {why or ''}")
+                written[self._key("cool")] = 3_600
             else:
                 pipe.hdel(self._key("cool"), alias)
-        pipe.expire(self._key("cool"), 3_600)
-        for period in (day, month):
-            pipe.expire(self._key("spend", period), KEEP_DAYS * 86_400)
-            pipe.expire(self._key("client-spend", period), KEEP_DAYS * 86_400)
+        for key, seconds in written.items():
+            pipe.expire(key, seconds)
         pipe.hgetall(self._key("spend", day))
         pipe.hgetall(self._key("spend", month))
         pipe.hgetall(self._key("client-spend", day))

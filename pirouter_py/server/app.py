@@ -33,7 +33,7 @@ from pirouter_py.server import access, catalog, dashboard, feedback, ops, textge
 from pirouter_py.server import reload as config_reload
 from pirouter_py.server.chat import chat_handler
 from pirouter_py.server.messages import count_tokens
-from pirouter_py.server.middleware import cors_headers, errors_middleware
+from pirouter_py.server.middleware import errors_middleware, on_prepare
 from pirouter_py.server.state import STATE, Snapshot, State, snapshot_for
 from pirouter_py.wire import codecs
 
@@ -199,7 +199,7 @@ def create_app(
     app.cleanup_ctx.append(_upstreams)
     app.on_shutdown.append(_drain)
     # always: a reload that adds cors_origins takes effect at once (each call reads them)
-    app.on_response_prepare.append(cors_headers)
+    app.on_response_prepare.append(on_prepare)
     add = app.router
     add.add_get("/healthz", ops.healthz)
     add.add_get("/health", ops.health)

@@ -181,7 +181,7 @@ def cross_site(request: web.Request, origin: str | None, allowed: list[str]) -> 
     )
 
 
-async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
     """CORS headers on every response to an allowed origin (streams included); and the mark
     that the request's response began (the drain must not start another)."""
     request[BEGUN] = True
