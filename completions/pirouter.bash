@@ -5,7 +5,7 @@ _pirouter() {
     for w in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
         if [ -n "$skip" ]; then skip=""; continue; fi
         case "$w" in
-            --batch|--by|--catalog|--comment|--config|--context-window|--cv|--format|--header|--host|--hours|--input-per-m|--labels|--ledger|--lines|--max-tokens|--model|--model-id|--output|--output-per-m|--plot|--port|--profile|--prompt|--provider|--quality|--since|--system|-H|-c|-n|-o|-p) skip=1 ;;
+            --batch|--by|--catalog|--comment|--config|--context-window|--cv|--format|--from|--header|--host|--hours|--input-per-m|--labels|--ledger|--lines|--max-tokens|--model|--model-id|--output|--output-per-m|--plot|--port|--profile|--prompt|--provider|--quality|--since|--system|--to|-H|-c|-n|-o|-p) skip=1 ;;
             -*) ;;
             *) path="${path:+$path }$w" ;;
         esac
@@ -41,11 +41,12 @@ _pirouter() {
         "models disable") words="--config -c --help -h" ;;
         "config") words="set --help -h" ;;
         "config set") words="--config -c --help -h" ;;
-        "ledger") words="path tail export labels --help -h" ;;
+        "ledger") words="path tail export labels migrate --help -h" ;;
         "ledger path") words="--config -c --help -h" ;;
         "ledger tail") words="-n --lines --follow -f --config -c --json --help -h" ;;
         "ledger export") words="--format --since --output -o --config -c --help -h" ;;
         "ledger labels") words="--since --output -o --config -c --help -h" ;;
+        "ledger migrate") words="--to --from --config -c --help -h" ;;
         "service") words="install uninstall status logs --help -h" ;;
         "service install") words="--config -c --dry-run --help -h" ;;
         "service uninstall") words="--config -c --dry-run --help -h" ;;

@@ -287,7 +287,7 @@ def test_a_long_window_reads_hourly_rollups_with_the_rows_figures(
     exact_rows = read.read_requests(read.open_read_only(book) or db, 0)  # type: ignore[arg-type]
     db.close()
     # before the daemon's writer rolls the rest up: both rollups and rows are read
-    parts, rolled, cut = _read_window(book, now - 30 * 86_400, now)
+    parts, rolled, cut = _read_window((book, None), now - 30 * 86_400, now)
     assert rolled and not cut
     from_rollups, from_rows = (sum(g[6] for g in part["groups"]) for part in parts)
     assert from_rows > 2 * 86_400 / (20 * 86_400 / n) and from_rollups + from_rows == n + 3

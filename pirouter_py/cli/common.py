@@ -135,6 +135,29 @@ def ledger_file(loaded: LoadedConfig) -> Path:
     return Path(path).expanduser() if path else default_ledger_path()
 
 
+def ledger_where(loaded: LoadedConfig) -> str:
+    """Where the ledger is, for a message: [ledger] url (password hidden), else its file."""
+    from pirouter_py.ledger.db import redact
+
+    url = loaded.config.ledger.url
+    return redact(url) if url else str(ledger_file(loaded))
+
+
+def open_ledger(loaded: LoadedConfig, path: Path | None = None) -> Any:
+    """A read-only connection to the configured ledger (or the SQLite file `path`), None when
+    it holds nothing yet; a ledger that cannot be opened is a message and exit code 1."""
+    import sqlite3
+
+    from pirouter_py.ledger import read
+
+    url = None if path is not None else loaded.config.ledger.url
+    try:
+        return read.open_read_only(path or ledger_file(loaded), url)
+    except sqlite3.Error as exc:
+        where = str(path) if path is not None else ledger_where(loaded)
+        fail(f"cannot read the ledger at {where}: {exc}", ExitCode.RUNTIME)
+
+
 def learned_path(loaded: LoadedConfig) -> Path:
     """Where the learned router's file is: beside the ledger, where the daemon reads it."""
     from pirouter_py.routing import learned

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,21 +17,24 @@ from pirouter_py.cli.common import (
     fail,
     guard,
     learned_path,
-    ledger_file,
     load,
+    open_ledger,
     print_json,
 )
 from pirouter_py.cli.ledger import SinceOption, parse_since
 from pirouter_py.errors import ExitCode
 
+if TYPE_CHECKING:
+    from pirouter_py.config import LoadedConfig
 
-def _ledger_examples(path: Path, since: float) -> tuple[list[Any], int]:
+
+def _ledger_examples(loaded: LoadedConfig, since: float) -> tuple[list[Any], int]:
     """Examples from the ledger's labels, and how many labelled requests had neither text nor
     features (recorded before features were kept)."""
     from pirouter_py.learning import data
-    from pirouter_py.ledger import labels, read
+    from pirouter_py.ledger import labels
 
-    db = read.open_read_only(path)
+    db = open_ledger(loaded)
     if db is None:
         return [], 0
     try:
@@ -83,7 +86,7 @@ def learn(
         if since:
             fail("--since reads the ledger; it does not apply to --labels", ExitCode.USAGE)
     else:
-        examples, bare = _ledger_examples(ledger_file(loaded), parse_since(since) if since else 0)
+        examples, bare = _ledger_examples(loaded, parse_since(since) if since else 0)
     counts = train.counts(examples)
     learnable = {a for a, (n, good) in counts.items() if train.trainable(n, good)}
     report: dict[str, Any] = {

@@ -22,7 +22,9 @@ from pirouter_py.cli.common import (
     fail,
     guard,
     ledger_file,
+    ledger_where,
     load,
+    open_ledger,
     print_json,
 )
 from pirouter_py.errors import ExitCode
@@ -108,7 +110,7 @@ def _read_rows(
 ) -> list[dict[str, Any]]:
     from pirouter_py.ledger import read
 
-    db = read.open_read_only(ledger_file(loaded))
+    db = open_ledger(loaded)
     if db is None:
         return []
     try:
@@ -139,12 +141,14 @@ def feedback_command(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="SCORE") from None
     loaded = guard(lambda: load(ctx, config, warn=False))
-    path = ledger_file(loaded)
+    where = ledger_where(loaded)
     try:
-        feedback.record(path, request_id, value, comment, "cli")
+        feedback.record(
+            ledger_file(loaded), request_id, value, comment, "cli", loaded.config.ledger.url
+        )
     except (OSError, sqlite3.Error) as exc:
-        fail(f"cannot write to the ledger {path}: {exc}", ExitCode.RUNTIME)
-    sys.stdout.write(f"feedback {value:g} on {request_id} kept in {path}\n")
+        fail(f"cannot write to the ledger {where}: {exc}", ExitCode.RUNTIME)
+    sys.stdout.write(f"feedback {value:g} on {request_id} kept in {where}\n")
 
 
 @app.command("stats")
@@ -239,7 +243,7 @@ def _budget_burn(loaded: LoadedConfig) -> list[Any]:
 
     if not loaded.config.has_budgets:
         return []
-    db = read.open_read_only(ledger_file(loaded))
+    db = open_ledger(loaded)
     today: dict[str, float] = {}
     month: dict[str, float] = {}
     if db is not None:
@@ -262,9 +266,9 @@ app.add_typer(ledger_app, name="ledger")
 
 @ledger_app.command("path")
 def ledger_path(ctx: typer.Context, config: ConfigOption = None) -> None:
-    """Print where the ledger is (it is a plain SQLite file)."""
+    """Print where the ledger is (a SQLite file, or [ledger] url with its password hidden)."""
     loaded = guard(lambda: load(ctx, config))
-    sys.stdout.write(f"{ledger_file(loaded)}\n")
+    sys.stdout.write(f"{ledger_where(loaded)}\n")
 
 
 @ledger_app.command("tail")
@@ -292,7 +296,7 @@ def ledger_tail(
     rows = guard(lambda: _read_rows(loaded, 0, lines, newest_first=True))
     if not as_json:
         if not rows:
-            sys.stdout.write(f"no requests yet in {ledger_file(loaded)}\n")
+            sys.stdout.write(f"no requests yet in {ledger_where(loaded)}\n")
         if rows or follow:
             sys.stdout.write(report.TAIL_HEADER + "\n")
     for row in reversed(rows):
@@ -362,11 +366,11 @@ def ledger_labels(
 ) -> None:
     """Labelled prompts from use, as JSON lines: each model's score per request (1 answered,
     0 escalated by a check, feedback where given) and its tokens; text only if stored."""
-    from pirouter_py.ledger import labels, read
+    from pirouter_py.ledger import labels
 
     loaded = guard(lambda: load(ctx, config))
     start = parse_since(since) if since else 0.0
-    db = read.open_read_only(ledger_file(loaded))
+    db = open_ledger(loaded)
     lines: list[dict[str, Any]] = []
     if db is not None:
         try:
@@ -377,3 +381,51 @@ def ledger_labels(
     _write(text, output)
     if output is not None:
         sys.stderr.write(f"wrote {len(lines)} labelled requests to {output}\n")
+
+
+@ledger_app.command("migrate")
+def ledger_migrate(
+    ctx: typer.Context,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="The PostgreSQL database to copy into: postgresql://user@host:5432/db.",
+            show_default=False,
+        ),
+    ],
+    source: Annotated[
+        Path | None,
+        typer.Option(
+            "--from", help="The SQLite ledger to copy (default: this config's).", show_default=False
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Copy a SQLite ledger into PostgreSQL (run again to resume: nothing is copied twice)."""
+    from pirouter_py.ledger import copy
+    from pirouter_py.ledger.db import redact
+
+    if not to.startswith(("postgresql://", "postgres://")):
+        raise typer.BadParameter(
+            f"{to!r}: use a postgresql:// URL, e.g. postgresql://user@host:5432/db",
+            param_hint="--to",
+        )
+    loaded = guard(lambda: load(ctx, config))
+    path = source or ledger_file(loaded)
+
+    def progress(table: str, done: int) -> None:
+        sys.stderr.write(f"\r{table}: {done:,} rows")
+
+    try:
+        copied = copy.copy(path, to, progress)
+    except copy.NothingToCopy as exc:
+        fail(f"{exc}: nothing to copy (--from names another file)", ExitCode.USAGE)
+    except (OSError, sqlite3.Error) as exc:
+        fail(f"cannot copy {path} to {redact(to)}: {exc}", ExitCode.RUNTIME)
+    counts = ", ".join(f"{n:,} {table}" for table, n in copied.items())
+    sys.stderr.write("\r" if copied else "")
+    sys.stdout.write(
+        f"copied {counts} from {path} to {redact(to)}\n"
+        f'use it: set [ledger] url = "{redact(to)}" (pirouter config set ledger.url URL)\n'
+    )

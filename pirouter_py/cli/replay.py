@@ -22,8 +22,8 @@ from pirouter_py.cli.common import (
     app,
     guard,
     learned_scorer,
-    ledger_file,
     load,
+    open_ledger,
     print_json,
 )
 from pirouter_py.cli.ledger import SinceOption, parse_since
@@ -102,7 +102,7 @@ def replay(
 
     loaded = guard(lambda: load(ctx, config))
     start = parse_since(since) if since else 0.0
-    db = read.open_read_only(ledger or ledger_file(loaded))
+    db = open_ledger(loaded, ledger)
     rows: list[dict[str, Any]] = []
     bodies: dict[str, str] = {}
     if db is not None:

@@ -72,12 +72,22 @@ class ServerConfig(_Section):
 
 class LedgerConfig(_Section):
     path: str | None = None
+    # The ledger in PostgreSQL, e.g. "postgresql://pirouter@db.internal/pirouter" (needs
+    # `pip install 'pirouter-py[team]'`); `path` then only places the journal and spill files.
+    url: str | None = None
     store_prompts: bool = False  # keep request messages and answer text (separate table)
     retention_days: int = Field(default=0, ge=0)  # 0 keeps every row forever
     # Refuse to answer (503) while a request's row could not be kept on disk: the ledger
     # cannot be written and its journal and reserve are full (a full disk). Off: answer anyway,
     # the rows waiting in memory for the disk to have room.
     require: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _postgres(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("use a postgresql:// URL, e.g. postgresql://user@host:5432/db")
+        return value
 
 
 class LearningConfig(_Section):

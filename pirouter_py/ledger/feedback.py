@@ -36,9 +36,11 @@ def record_shadow(
     outcome: str,
     tokens: tuple[int, int],
     latency_ms: float,
+    url: str | None = None,
 ) -> None:
-    """Write one shadow check's label (rare: sampled, one at a time) to the ledger at `path`."""
-    db = connect(path)
+    """Write one shadow check's label (rare: sampled, one at a time) to the ledger at `path`
+    (or `url`)."""
+    db = connect(path, url=url)
     try:
         migrate(db)
         db.execute(
@@ -50,9 +52,16 @@ def record_shadow(
         db.close()
 
 
-def record(path: Path, request_id: str, score: float, comment: str | None, source: str) -> None:
-    """Write one feedback row to the ledger at `path` (made and migrated when new)."""
-    db = connect(path)
+def record(
+    path: Path,
+    request_id: str,
+    score: float,
+    comment: str | None,
+    source: str,
+    url: str | None = None,
+) -> None:
+    """Write one feedback row to the ledger at `path` or `url` (made and migrated when new)."""
+    db = connect(path, url=url)
     try:
         migrate(db)
         db.execute(

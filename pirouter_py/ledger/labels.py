@@ -13,12 +13,12 @@ but cannot re-route.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import orjson
 
-from pirouter_py.ledger.read import has_table, read_requests, stored_prompts
+from pirouter_py.ledger.db import Connection, has_table
+from pirouter_py.ledger.read import read_requests, stored_prompts
 from pirouter_py.record import ANSWER_OUTCOMES, OK
 
 
@@ -38,14 +38,14 @@ def attempt_labels(attempts: list[dict[str, Any]], final: str | None) -> dict[st
     return out
 
 
-def _feedback(db: sqlite3.Connection, since: float) -> dict[str, float]:
+def _feedback(db: Connection, since: float) -> dict[str, float]:
     if not has_table(db, "feedback"):
         return {}
     query = "SELECT request_id, score FROM feedback WHERE ts >= ? ORDER BY ts, rowid"
     return dict(db.execute(query, (since,)))
 
 
-def _shadow(db: sqlite3.Connection, since: float) -> dict[str, list[tuple[str, float, int, int]]]:
+def _shadow(db: Connection, since: float) -> dict[str, list[tuple[str, float, int, int]]]:
     """Shadow checks' labels per request: (alias, score, input tokens, output tokens)."""
     if not has_table(db, "shadow"):
         return {}
@@ -59,7 +59,7 @@ def _shadow(db: sqlite3.Connection, since: float) -> dict[str, list[tuple[str, f
     return out
 
 
-def _text(db: sqlite3.Connection, ids: list[str]) -> dict[str, Any]:
+def _text(db: Connection, ids: list[str]) -> dict[str, Any]:
     texts: dict[str, Any] = {}
     for rid, body in stored_prompts(db, ids).items():
         try:
@@ -71,7 +71,7 @@ def _text(db: sqlite3.Connection, ids: list[str]) -> dict[str, Any]:
     return texts
 
 
-def read_labels(db: sqlite3.Connection, since: float) -> list[dict[str, Any]]:
+def read_labels(db: Connection, since: float) -> list[dict[str, Any]]:
     """One labelled line per request since `since` that has a label, oldest first."""
     rows = read_requests(db, since)
     feedback = _feedback(db, since)

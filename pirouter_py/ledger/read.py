@@ -1,6 +1,6 @@
 """Reading the ledger: read-only queries for the CLI's reports and the daemon's start.
 
-They work while a daemon writes (WAL). A v0.1 file (no attempts table) reads too.
+They work while a daemon writes (WAL; PostgreSQL). A v0.1 file (no attempts table) reads too.
 """
 
 from __future__ import annotations
@@ -11,11 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pirouter_py.ledger.schema import columns
+from pirouter_py.ledger.db import Connection, Postgres, columns, has_table
 
 
-def open_read_only(path: Path) -> sqlite3.Connection | None:
-    """A read-only connection, or None when there is no ledger yet."""
+def open_read_only(path: Path, url: str | None = None) -> Connection | None:
+    """A read-only connection (to the PostgreSQL database at `url` when given, else to the
+    SQLite file at `path`), or None when there is no ledger yet."""
+    if url is not None:
+        pg = Postgres(url, read_only=True)
+        if not has_table(pg, "requests"):
+            pg.close()
+            return None
+        return pg
     if not path.exists():
         return None
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
@@ -33,9 +40,7 @@ class Seed:
     ttft: list[tuple[str, float]]  # recent (alias, time to first token in ms), oldest first
 
 
-def _totals_since(
-    db: sqlite3.Connection, query: str, starts: tuple[float, ...]
-) -> list[dict[str, float]]:
+def _totals_since(db: Connection, query: str, starts: tuple[float, ...]) -> list[dict[str, float]]:
     """`query` (name, USD; one `?` for a unix time) summed since each of `starts`."""
     out: list[dict[str, float]] = []
     for start in starts:
@@ -43,7 +48,7 @@ def _totals_since(
     return out
 
 
-def spend_since(db: sqlite3.Connection, *starts: float) -> list[dict[str, float]]:
+def spend_since(db: Connection, *starts: float) -> list[dict[str, float]]:
     """USD spent per model since each of `starts` (unix times), as priced when served."""
     if not has_table(db, "attempts"):
         return [{} for _ in starts]
@@ -54,7 +59,7 @@ def spend_since(db: sqlite3.Connection, *starts: float) -> list[dict[str, float]
     return _totals_since(db, query, starts)
 
 
-def client_spend_since(db: sqlite3.Connection, *starts: float) -> list[dict[str, float]]:
+def client_spend_since(db: Connection, *starts: float) -> list[dict[str, float]]:
     """USD spent per client key (its name) since each of `starts` (unix times)."""
     if "client" not in columns(db, "requests"):
         return [{} for _ in starts]
@@ -65,16 +70,18 @@ def client_spend_since(db: sqlite3.Connection, *starts: float) -> list[dict[str,
     return _totals_since(db, query, starts)
 
 
-def traffic_seed(db: sqlite3.Connection, day: float, month: float, sessions_since: float) -> Seed:
+def traffic_seed(db: Connection, day: float, month: float, sessions_since: float) -> Seed:
     """Spend per model since `day` and since `month` (unix times), the model that last served
     each session active since `sessions_since`, and the most recent times to first token."""
     today, this_month = spend_since(db, day, month)
     sessions: dict[str, tuple[str, float]] = {}
     if "session" in columns(db, "requests"):
-        query = (
-            "SELECT session, final_model, MAX(COALESCE(ts_ms, ts * 1000)) FROM requests "
-            "WHERE session IS NOT NULL AND final_model != '' AND status = 'ok' AND ts >= ? "
-            "GROUP BY session"
+        query = (  # each session's newest answered request
+            "SELECT session, final_model, t FROM (SELECT session, final_model, "
+            "COALESCE(ts_ms, ts * 1000) AS t, ROW_NUMBER() OVER (PARTITION BY session "
+            "ORDER BY COALESCE(ts_ms, ts * 1000) DESC) AS n FROM requests "
+            "WHERE session IS NOT NULL AND final_model != '' AND status = 'ok' AND ts >= ?) "
+            "AS newest WHERE n = 1"
         )
         for session, alias, ts_ms in db.execute(query, (int(sessions_since),)):
             sessions[session] = (alias, ts_ms / 1000.0)
@@ -88,19 +95,14 @@ def traffic_seed(db: sqlite3.Connection, day: float, month: float, sessions_sinc
     return Seed(today, this_month, sessions, ttft)
 
 
-def count_since(db: sqlite3.Connection, since: float, most: int) -> int:
+def count_since(db: Connection, since: float, most: int) -> int:
     """How many requests since a unix time, counting no further than `most`."""
-    query = "SELECT COUNT(*) FROM (SELECT 1 FROM requests WHERE ts >= ? LIMIT ?)"
+    query = "SELECT COUNT(*) FROM (SELECT 1 FROM requests WHERE ts >= ? LIMIT ?) AS found"
     return int(db.execute(query, (int(since), most)).fetchone()[0])
 
 
-def has_table(db: sqlite3.Connection, table: str) -> bool:
-    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
-    return db.execute(query, (table,)).fetchone() is not None
-
-
 def read_requests(
-    db: sqlite3.Connection,
+    db: Connection,
     since: float,
     limit: int | None = None,
     newest_first: bool = False,
@@ -154,7 +156,7 @@ def _from_path(path: Any) -> list[dict[str, Any]]:
     return out
 
 
-def stored_response(db: sqlite3.Connection, response_id: str) -> tuple[str, str] | None:
+def stored_response(db: Connection, response_id: str) -> tuple[str, str] | None:
     """(owner, items as JSON) of a response kept with `store: true`, or None."""
     if not has_table(db, "responses"):
         return None
@@ -163,7 +165,7 @@ def stored_response(db: sqlite3.Connection, response_id: str) -> tuple[str, str]
     return None if row is None else (str(row[0]), str(row[1]))
 
 
-def stored_prompts(db: sqlite3.Connection, ids: list[str]) -> dict[str, str]:
+def stored_prompts(db: Connection, ids: list[str]) -> dict[str, str]:
     """The kept request bodies (JSON text, `[ledger] store_prompts`) of the requests `ids`."""
     if not ids or not has_table(db, "prompts"):
         return {}

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import bisect
 import math
-import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
+
+from pirouter_py.ledger.db import Connection, has_table
 
 HOUR = 3_600
 # the edges the page draws (1, 2, 5, 10 ... 100 s) and ~5% steps from 0.1 ms to ~3 hours
@@ -83,7 +84,7 @@ CREATE TABLE IF NOT EXISTS rollup_done (hour INTEGER PRIMARY KEY)
 """
 
 
-def create(db: sqlite3.Connection) -> None:
+def create(db: Connection) -> None:
     """The tables (migration 012), and every hour already in the ledger marked dirty."""
     for statement in filter(str.strip, TABLES.split(";")):
         db.execute(statement)
@@ -95,7 +96,7 @@ def create(db: sqlite3.Connection) -> None:
     )
 
 
-def recreate(db: sqlite3.Connection) -> None:
+def recreate(db: Connection) -> None:
     """The rollup tables dropped and made anew (a new dimension), every hour marked dirty."""
     for table in ("rollup", "rollup_times", "rollup_flow", "rollup_done", "rollup_dirty"):
         db.execute(f"DROP TABLE IF EXISTS {table}")
@@ -123,8 +124,8 @@ def percentile(counts: Mapping[int, int], q: float) -> float | None:
 
 # A user agent's product name, as reports.dashboard.client_name has it, in SQL.
 _FIRST = "COALESCE(user_agent, '')"
-_PRODUCT = f"CASE WHEN instr({_FIRST}, '/') THEN substr({_FIRST}, 1, instr({_FIRST}, '/') - 1) ELSE {_FIRST} END"  # noqa: E501
-_NAME = f"CASE WHEN instr({_PRODUCT}, ' ') THEN substr({_PRODUCT}, 1, instr({_PRODUCT}, ' ') - 1) ELSE {_PRODUCT} END"  # noqa: E501
+_PRODUCT = f"CASE WHEN instr({_FIRST}, '/') > 0 THEN substr({_FIRST}, 1, instr({_FIRST}, '/') - 1) ELSE {_FIRST} END"  # noqa: E501
+_NAME = f"CASE WHEN instr({_PRODUCT}, ' ') > 0 THEN substr({_PRODUCT}, 1, instr({_PRODUCT}, ' ') - 1) ELSE {_PRODUCT} END"  # noqa: E501
 CLIENT = f"COALESCE(NULLIF({_NAME}, ''), '(none)')"
 
 _RECOMPUTE = f"""
@@ -165,8 +166,8 @@ SELECT :hour, model, '{kind}', json_group_object(b, n) FROM (
     SELECT model, b, COUNT(*) AS n FROM (
         SELECT final_model AS model, COALESCE({found}, {OVER}) AS b FROM requests
         WHERE ts >= :lo AND ts < :hi AND {column} IS NOT NULL
-    ) GROUP BY model, b
-) GROUP BY model
+    ) AS timed GROUP BY model, b
+) AS counted GROUP BY model
 """
 
 
@@ -182,7 +183,7 @@ GROUP BY p.alias, a.alias, p.outcome
 """
 
 
-def recompute(db: sqlite3.Connection, hour: int) -> None:
+def recompute(db: Connection, hour: int) -> None:
     """One hour's rollups from its rows (the caller holds a transaction)."""
     for table in ("rollup", "rollup_times", "rollup_flow"):
         db.execute(f"DELETE FROM {table} WHERE hour = ?", (hour,))
@@ -193,13 +194,13 @@ def recompute(db: sqlite3.Connection, hour: int) -> None:
     db.execute("INSERT OR IGNORE INTO rollup_done VALUES (?)", (hour,))
 
 
-def mark(db: sqlite3.Connection, times: Iterable[float]) -> None:
+def mark(db: Connection, times: Iterable[float]) -> None:
     """Mark the hours of rows just written dirty (in the writer's transaction)."""
     hours = {int(ts) // HOUR for ts in times}
     db.executemany("INSERT OR IGNORE INTO rollup_dirty VALUES (?)", [(h,) for h in hours])
 
 
-def catch_up(db: sqlite3.Connection, now: float, budget_s: float = CATCH_UP_S) -> int:
+def catch_up(db: Connection, now: float, budget_s: float = CATCH_UP_S) -> int:
     """Recompute dirty hours that have ended, newest first, for about `budget_s`; returns how
     many are left. Each hour is its own transaction."""
     current = int(now) // HOUR
@@ -219,7 +220,7 @@ def catch_up(db: sqlite3.Connection, now: float, budget_s: float = CATCH_UP_S) -
     return 0
 
 
-def prune(db: sqlite3.Connection, cutoff: int) -> None:
+def prune(db: Connection, cutoff: int) -> None:
     """Drop the rollups of hours before `cutoff`'s and mark its hour dirty (the caller has
     deleted the rows before `cutoff` in its transaction)."""
     hour = cutoff // HOUR
@@ -228,9 +229,8 @@ def prune(db: sqlite3.Connection, cutoff: int) -> None:
     db.execute("INSERT OR IGNORE INTO rollup_dirty VALUES (?)", (hour,))
 
 
-def has(db: sqlite3.Connection) -> bool:
-    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rollup_done'"
-    return db.execute(query).fetchone() is not None
+def has(db: Connection) -> bool:
+    return has_table(db, "rollup_done")
 
 
 READY = (
@@ -239,13 +239,13 @@ READY = (
 )
 
 
-def ready_hours(db: sqlite3.Connection, first: int, last: int) -> list[int]:
+def ready_hours(db: Connection, first: int, last: int) -> list[int]:
     """Hours in first..last whose rollups are computed and not dirty, in order."""
     query = f"SELECT hour FROM rollup_done WHERE {READY} ORDER BY hour"
     return [h for (h,) in db.execute(query, {"first": first, "last": last})]
 
 
-def read(db: sqlite3.Connection, first: int, last: int) -> dict[str, Any]:
+def read(db: Connection, first: int, last: int) -> dict[str, Any]:
     """The rollups of the ready hours in first..last (`ready_hours`), summed for the page:
     `groups` per (model, rule, client, key name, protocol, status), `series` per (hour, status),
     `times`

@@ -16,6 +16,7 @@ import orjson
 
 from pirouter_py.config import ModelConfig
 from pirouter_py.ledger import journal, rollups
+from pirouter_py.ledger.db import Connection
 from pirouter_py.ledger.pricing import attempt_cost
 from pirouter_py.ledger.schema import (
     AFFINITY_COLUMNS,
@@ -87,9 +88,7 @@ INSERT_PROMPT = _inserts("prompts", ("request_id", "messages", "answer"))
 INSERT_RESPONSE = _inserts("responses", ("id", "request_id", "ts", "owner", "items"))
 
 
-def _insert(
-    db: sqlite3.Connection, statements: dict[int, str], rows: list[tuple[Any, ...]]
-) -> None:
+def _insert(db: Connection, statements: dict[int, str], rows: list[tuple[Any, ...]]) -> None:
     """All rows, in as few statements as the chunk sizes allow (largest first)."""
     done = 0
     while done < len(rows):
@@ -234,7 +233,7 @@ def read_rows(paths: Iterable[Path], models: Mapping[str, ModelConfig]) -> list[
     return found
 
 
-def write_rows(db: sqlite3.Connection, prepared: Iterable[Rows]) -> int:
+def write_rows(db: Connection, prepared: Iterable[Rows]) -> int:
     """Write prepared rows in one transaction; returns how many requests."""
     requests, attempts, prompts, responses = [], [], [], []
     for request, rows, prompt, response in prepared:
@@ -260,13 +259,13 @@ def write_rows(db: sqlite3.Connection, prepared: Iterable[Rows]) -> int:
 
 
 def write_batch(
-    db: sqlite3.Connection, records: Iterable[RequestRecord], models: Mapping[str, ModelConfig]
+    db: Connection, records: Iterable[RequestRecord], models: Mapping[str, ModelConfig]
 ) -> int:
     """Write records in one transaction; returns how many."""
     return write_rows(db, [prepare(record, models) for record in records])
 
 
-def prune(db: sqlite3.Connection, days: int, now: float) -> int:
+def prune(db: Connection, days: int, now: float) -> int:
     """Delete requests (and their attempts, prompts, kept responses and rollups) older than
     `days`; returns how many requests."""
     cutoff = int(now - days * 86_400)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pirouter_py.ledger import rollups
+from pirouter_py.ledger.db import MIGRATION_LOCK, Connection, Postgres, columns, is_postgres
 
 BUSY_TIMEOUT_S = 5.0  # how long a write waits for a lock held by another process
 
@@ -36,17 +37,13 @@ CREATE INDEX IF NOT EXISTS idx_requests_final_model ON requests(final_model);
 """
 
 
-def columns(db: sqlite3.Connection, table: str) -> set[str]:
-    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-
-
-def _m001_requests(db: sqlite3.Connection) -> None:
+def _m001_requests(db: Connection) -> None:
     # statement by statement: executescript() would commit the migration's transaction
     for statement in filter(str.strip, V01_REQUESTS.split(";")):
         db.execute(statement)
 
 
-def _m002_requested_model(db: sqlite3.Connection) -> None:
+def _m002_requested_model(db: Connection) -> None:
     if "requested_model" not in columns(db, "requests"):  # v0.1 added it the same way
         db.execute("ALTER TABLE requests ADD COLUMN requested_model TEXT NOT NULL DEFAULT ''")
 
@@ -65,14 +62,14 @@ REQUEST_DETAILS = (
 )
 
 
-def _m003_request_details(db: sqlite3.Connection) -> None:
+def _m003_request_details(db: Connection) -> None:
     have = columns(db, "requests")
     for name, kind in REQUEST_DETAILS:
         if name not in have:
             db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
 
 
-def _m004_attempts(db: sqlite3.Connection) -> None:
+def _m004_attempts(db: Connection) -> None:
     db.execute("""
         CREATE TABLE IF NOT EXISTS attempts (
             request_id          TEXT NOT NULL,
@@ -95,7 +92,7 @@ def _m004_attempts(db: sqlite3.Connection) -> None:
         )""")
 
 
-def _m005_prompts(db: sqlite3.Connection) -> None:
+def _m005_prompts(db: Connection) -> None:
     db.execute("""
         CREATE TABLE IF NOT EXISTS prompts (
             request_id  TEXT PRIMARY KEY,
@@ -107,14 +104,14 @@ def _m005_prompts(db: sqlite3.Connection) -> None:
 AFFINITY_COLUMNS = (("session", "TEXT"), ("pin", "TEXT"))
 
 
-def _m006_affinity(db: sqlite3.Connection) -> None:
+def _m006_affinity(db: Connection) -> None:
     have = columns(db, "requests")
     for name, kind in AFFINITY_COLUMNS:
         if name not in have:
             db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
 
 
-def _m007_responses(db: sqlite3.Connection) -> None:
+def _m007_responses(db: Connection) -> None:
     """Responses API answers a client asked to keep (`store: true`), for `previous_response_id`:
     the whole conversation as input items, this answer's output items included; `owner` is a
     hash of the client key that asked (only that key may continue from it)."""
@@ -128,13 +125,13 @@ def _m007_responses(db: sqlite3.Connection) -> None:
         )""")
 
 
-def _m008_attempt_notes(db: sqlite3.Connection) -> None:
+def _m008_attempt_notes(db: Connection) -> None:
     """What an attempt had to leave out of the request for its provider (thinking blocks)."""
     if "note" not in columns(db, "attempts"):
         db.execute("ALTER TABLE attempts ADD COLUMN note TEXT")
 
 
-def _m009_feedback(db: sqlite3.Connection) -> None:
+def _m009_feedback(db: Connection) -> None:
     """What people said of an answer (`POST /v1/feedback`, `pirouter feedback`): a score in
     0..1 per request, the labels learning starts from."""
     db.execute("""
@@ -151,7 +148,7 @@ def _m009_feedback(db: sqlite3.Connection) -> None:
 FEATURE_COLUMNS = (("features", "TEXT"),)
 
 
-def _m010_features(db: sqlite3.Connection) -> None:
+def _m010_features(db: Connection) -> None:
     """Each request's hashed feature ids (routing/learned.py; never its text), so `pirouter
     learn` can train on requests whose prompts were not kept."""
     have = columns(db, "requests")
@@ -160,7 +157,7 @@ def _m010_features(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
 
 
-def _m011_shadow(db: sqlite3.Connection) -> None:
+def _m011_shadow(db: Connection) -> None:
     """Shadow checks ([learning] shadow_rate): a cheaper local model asked the same request
     after it was answered, its answer judged; each a label for `pirouter learn`."""
     db.execute("""
@@ -177,7 +174,7 @@ def _m011_shadow(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS idx_shadow_request ON shadow(request_id)")
 
 
-def _m012_rollups(db: sqlite3.Connection) -> None:
+def _m012_rollups(db: Connection) -> None:
     """Hourly rollups for the dashboard's long windows (ledger/rollups.py); the hours already
     in the ledger are marked dirty, and the daemon's writer rolls them up between batches."""
     rollups.create(db)
@@ -186,7 +183,7 @@ def _m012_rollups(db: sqlite3.Connection) -> None:
 CLIENT_COLUMNS = (("client", "TEXT"),)
 
 
-def _m013_clients(db: sqlite3.Connection) -> None:
+def _m013_clients(db: Connection) -> None:
     """The name of the client key each request came with ([server] api_keys_*), and the
     dashboard's rollups made anew with it as a dimension (they are derived: every hour is
     marked to be rolled up again)."""
@@ -197,7 +194,7 @@ def _m013_clients(db: sqlite3.Connection) -> None:
     rollups.recreate(db)
 
 
-MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
+MIGRATIONS: tuple[tuple[str, Callable[[Connection], None]], ...] = (
     ("001_requests", _m001_requests),
     ("002_requested_model", _m002_requested_model),
     ("003_request_details", _m003_request_details),
@@ -214,28 +211,39 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
 )
 
 
-def migrate(db: sqlite3.Connection, upto: int | None = None) -> list[str]:
+def migrate(db: Connection, upto: int | None = None) -> list[str]:
     """Apply the migrations not yet applied (only the first `upto`, for tests); return them."""
-    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
-    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
-    applied = []
-    for name, step in MIGRATIONS[:upto]:
-        if name in done:
-            continue
-        db.execute("BEGIN")
-        try:
-            step(db)
-            db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        applied.append(name)
-    return applied
+    if is_postgres(db):  # instances starting together: one migrates, the others wait
+        db.execute("SELECT pg_advisory_lock(?)", (MIGRATION_LOCK,))
+    try:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)"
+        )
+        done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+        applied = []
+        for name, step in MIGRATIONS[:upto]:
+            if name in done:
+                continue
+            db.execute("BEGIN")
+            try:
+                step(db)
+                db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            applied.append(name)
+        return applied
+    finally:
+        if is_postgres(db):
+            db.execute("SELECT pg_advisory_unlock(?)", (MIGRATION_LOCK,))
 
 
-def connect(path: Path, busy_timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
-    """Open (creating parents and the file) for writing, in autocommit mode with WAL."""
+def connect(path: Path, busy_timeout: float = BUSY_TIMEOUT_S, url: str | None = None) -> Connection:
+    """Open for writing, in autocommit mode: the PostgreSQL database at `url` when given;
+    otherwise the SQLite file at `path` (creating parents and the file), with WAL."""
+    if url is not None:
+        return Postgres(url)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():  # it may hold prompts and answers: only its owner reads it (SQLite
         # gives the -wal and -shm files the database file's mode)

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from pirouter_py.config import Config, ModelConfig
 from pirouter_py.ledger import journal, rollups
+from pirouter_py.ledger.db import Connection, redact
 from pirouter_py.ledger.rows import Rows, prepare, prune, read_rows, write_rows
 from pirouter_py.ledger.schema import BUSY_TIMEOUT_S, connect, migrate
 from pirouter_py.observe.log import get_logger
@@ -77,14 +78,15 @@ class Ledger:
         queue_max: int = QUEUE_MAX,
         busy_timeout: float = BUSY_TIMEOUT_S,
     ) -> None:
-        self.path = path
+        self.path = path  # the SQLite file; with a URL, where the journal and spill files are
+        self.url = config.ledger.url
         self.busy_timeout = busy_timeout
         self.spill_path = path.with_name(path.name + SPILL_SUFFIX)
         self.models = config.models  # prices a record given without its catalog, and imports
         self.retention_days = config.ledger.retention_days
         self.queue: asyncio.Queue[_Queued] = asyncio.Queue(queue_max)
         self.journal = journal.Journal(path)
-        self.db: sqlite3.Connection | None = None
+        self.db: Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._busy: asyncio.Future[Any] | None = None  # the writer's call in a worker thread
         self._pending: list[_Queued] = []
@@ -123,7 +125,7 @@ class Ledger:
 
     def status(self) -> LedgerStatus:
         return LedgerStatus(
-            str(self.path),
+            str(self.path) if self.url is None else redact(self.url),
             self.queue.qsize() + len(self._pending),
             self.written,
             self.spilled,
@@ -141,9 +143,9 @@ class Ledger:
             log.warning("journal_unavailable", error=str(exc))
         self._task = asyncio.create_task(self._writer(), name="ledger-writer")
 
-    def _open_sync(self) -> sqlite3.Connection:
-        db = connect(self.path, self.busy_timeout)
-        mode = self.path.stat().st_mode & 0o777
+    def _open_sync(self) -> Connection:
+        db = connect(self.path, self.busy_timeout, self.url)
+        mode = self.path.stat().st_mode & 0o777 if self.url is None else 0
         if mode & 0o077:
             log.warning(
                 "ledger_readable_by_others",

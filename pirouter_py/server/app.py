@@ -60,7 +60,7 @@ async def _ledger(app: web.Application) -> AsyncIterator[None]:
     reopen = None
     try:
         await ledger.open()
-        await asyncio.to_thread(_seed, state.snapshot, state.ledger_path)
+        await asyncio.to_thread(_seed, state.snapshot, state.ledger_path, state.ledger_url)
     except (OSError, sqlite3.Error) as exc:
         _unavailable(state, ledger, exc)
         reopen = asyncio.create_task(_reopen(state, ledger), name="ledger-reopen")
@@ -92,10 +92,15 @@ async def _shared(app: web.Application) -> AsyncIterator[None]:
 
 def _unavailable(state: State, ledger: Ledger, exc: BaseException) -> None:
     state.ledger_error = ledger.last_error = _cannot_open(state, exc)
-    log.error("ledger_unavailable", path=str(state.ledger_path), error=str(exc))
+    log.error("ledger_unavailable", path=ledger.status().path, error=str(exc))
 
 
 def _cannot_open(state: State, exc: BaseException) -> str:
+    if state.ledger_url is not None:
+        return (
+            f"cannot open the ledger: {exc}; start the database or fix [ledger] url "
+            "(it is tried again; rows wait in the journal meanwhile)"
+        )
     return (
         f"cannot open the ledger at {state.ledger_path}: {exc}; free space or fix its "
         "permissions (it is tried again), or set [ledger] path to a writable file"
@@ -111,18 +116,22 @@ async def _reopen(state: State, ledger: Ledger) -> None:
             state.ledger_error = ledger.last_error = _cannot_open(state, exc)
             continue
         state.ledger_error = ledger.last_error = None
-        log.info("ledger_available", path=str(state.ledger_path), rows_waiting=ledger.queue.qsize())
+        log.info("ledger_available", path=ledger.status().path, rows_waiting=ledger.queue.qsize())
         if state.ledger_path is not None:  # budgets and sessions from what it holds
-            await asyncio.to_thread(_seed, state.snapshot, state.ledger_path)
+            await asyncio.to_thread(_seed, state.snapshot, state.ledger_path, state.ledger_url)
         return
 
 
-def _seed(snapshot: Snapshot, path: Path) -> None:
+def _seed(snapshot: Snapshot, path: Path, url: str | None) -> None:
     """Budgets, sessions and latency start from what the ledger already knows."""
-    db = open_read_only(path)
+    now = time.time()
+    try:
+        db = open_read_only(path, url)
+    except sqlite3.Error as exc:
+        log.warning("traffic_seed_failed", error=str(exc))
+        return
     if db is None:
         return
-    now = time.time()
     try:
         day, month = day_start(now).timestamp(), month_start(now).timestamp()
         seed = traffic_seed(db, day, month, now - snapshot.config.affinity.soft_secs)
@@ -180,6 +189,7 @@ def create_app(
     snapshot = snapshot_for(loaded, upstreams, environ, traffic, health, learned_path)
     state = app[STATE] = State(snapshot, recorder, environ, health, upstreams, ledger_path)
     state.learned_path = learned_path
+    state.ledger_url = config.ledger.url if ledger_path is not None else None
     request_log = bound_logger("pirouter")  # bound once: a proxy binds on every call
     if request_log.is_enabled_for(logging.INFO):
         state.request_lines = RequestLines(request_log)

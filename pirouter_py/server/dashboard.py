@@ -28,6 +28,7 @@ from aiohttp import web
 from pirouter_py.config import Config, ModelConfig
 from pirouter_py.errors import RequestError
 from pirouter_py.ledger import read, rollups
+from pirouter_py.ledger.db import Connection, has_table
 from pirouter_py.ledger.rows import ATTEMPT_COLUMNS, REQUEST_COLUMNS, rows_for
 from pirouter_py.live.budgets import day_start, month_start
 from pirouter_py.record import RequestRecord
@@ -98,12 +99,18 @@ def _window(request: web.Request, now: float) -> tuple[float, str]:
     return now - WINDOWS[name], f"last {name}"
 
 
+def _open(place: tuple[Path | None, str | None]) -> Connection | None:
+    """A read-only connection to the daemon's ledger (file or [ledger] url), if it keeps one."""
+    path, url = place
+    return None if path is None else read.open_read_only(path, url)
+
+
 def _read(
-    path: Path | None, since: float, limit: int, prompts: bool = False
+    place: tuple[Path | None, str | None], since: float, limit: int, prompts: bool = False
 ) -> list[dict[str, Any]]:
     """The newest `limit` requests since `since`; with `prompts`, each with its kept prompt and
     answer (None unless [ledger] store_prompts kept them), on the same connection."""
-    db = read.open_read_only(path) if path is not None else None
+    db = _open(place)
     if db is None:
         return []
     try:
@@ -111,7 +118,7 @@ def _read(
         if prompts:
             kept = read.stored_prompts(db, [r["id"] for r in rows])
             answers: dict[str, str] = {}
-            if rows and read.has_table(db, "prompts"):
+            if rows and has_table(db, "prompts"):
                 marks = ", ".join("?" * len(rows))
                 query = f"SELECT request_id, answer FROM prompts WHERE request_id IN ({marks})"
                 answers = dict(db.execute(query, [r["id"] for r in rows]))
@@ -122,11 +129,11 @@ def _read(
         db.close()
 
 
-def _budgets(path: Path | None, config: Config) -> list[dict[str, Any]]:
+def _budgets(place: tuple[Path | None, str | None], config: Config) -> list[dict[str, Any]]:
     """Each configured budget against today's and this month's spend (as `stats` shows it)."""
     if not config.has_budgets:
         return []
-    db = read.open_read_only(path) if path is not None else None
+    db = _open(place)
     today: dict[str, float] = {}
     month: dict[str, float] = {}
     if db is not None:
@@ -143,15 +150,21 @@ def _budgets(path: Path | None, config: Config) -> list[dict[str, Any]]:
     ]
 
 
+def _place(state: State) -> tuple[Path | None, str | None]:
+    return state.ledger_path, state.ledger_url
+
+
 def _json(body: Any) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type=JSON, headers=SECURITY)
 
 
-def _read_window(path: Path | None, since: float, now: float) -> tuple[list[Any], bool, bool]:
+def _read_window(
+    place: tuple[Path | None, str | None], since: float, now: float
+) -> tuple[list[Any], bool, bool]:
     """What the panels need of a window, in one read transaction: up to PAGE_ROWS requests,
     newest first (`rolled` False); or, for more, the hourly rollups of the hours they cover and
     the rows of the others (`rolled` True). `cut`: rows were left out."""
-    db = read.open_read_only(path) if path is not None else None
+    db = _open(place)
     if db is None:
         return [], False, False
     try:
@@ -184,7 +197,7 @@ async def summary(request: web.Request) -> web.Response:
     state = request.app[STATE]
     now = time.time()
     since, window = _window(request, now)
-    found, rolled, cut = await asyncio.to_thread(_read_window, state.ledger_path, since, now)
+    found, rolled, cut = await asyncio.to_thread(_read_window, _place(state), since, now)
     config = state.snapshot.config
     baseline = stats.choose_baseline(config)
     if rolled:
@@ -199,13 +212,13 @@ async def summary(request: web.Request) -> web.Response:
         body = panels.page(found, since=since, until=now, baseline=baseline, window=window)
     body["cut"] = cut
     body["rolled_up"] = rolled
-    body["budgets"] = await asyncio.to_thread(_budgets, state.ledger_path, config)
+    body["budgets"] = await asyncio.to_thread(_budgets, _place(state), config)
     return _json(body)
 
 
 async def newest(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    rows = await asyncio.to_thread(_read, state.ledger_path, 0.0, NEWEST, True)
+    rows = await asyncio.to_thread(_read, _place(state), 0.0, NEWEST, True)
     out = []
     for row in rows:
         item = panels.live_row(row)
@@ -236,7 +249,11 @@ async def overview(request: web.Request) -> web.Response:
         "ledger": (
             asdict(state.ledger.status())
             if state.ledger is not None
-            else {"path": str(state.ledger_path), "failing": True, "last_error": state.ledger_error}
+            else {
+                "path": (_place(state)[1] and "[ledger] url") or str(state.ledger_path),
+                "failing": True,
+                "last_error": state.ledger_error,
+            }
         ),
     }
     return _json(body)

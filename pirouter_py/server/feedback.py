@@ -40,6 +40,8 @@ async def post(request: web.Request) -> web.Response:
     if state.ledger_path is None:
         raise RequestError("the daemon keeps no ledger (--no-ledger): feedback cannot be kept")
     comment = comment[:MAX_COMMENT] if comment else None
-    await asyncio.to_thread(feedback.record, state.ledger_path, rid, score, comment, "http")
+    await asyncio.to_thread(
+        feedback.record, state.ledger_path, rid, score, comment, "http", state.ledger_url
+    )
     answer = {"request_id": rid, "score": score, "recorded": True}
     return web.Response(body=orjson.dumps(answer), content_type=JSON)

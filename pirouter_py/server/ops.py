@@ -38,7 +38,7 @@ async def health(request: web.Request) -> web.Response:
         body["ledger"] = asdict(state.ledger.status())
     elif state.ledger_error is not None:
         body["ledger"] = {
-            "path": str(state.ledger_path),
+            "path": str(state.ledger_path) if state.ledger_url is None else "[ledger] url",
             "failing": True,
             "last_error": state.ledger_error,
             "written": 0,

@@ -35,10 +35,10 @@ def owner(headers: Mapping[str, str]) -> str:
     return hashlib.blake2b(key.encode(), digest_size=16).hexdigest() if key else ""
 
 
-def _read(path: Path | None, response_id: str) -> tuple[str, list[Any]] | None:
+def _read(path: Path | None, url: str | None, response_id: str) -> tuple[str, list[Any]] | None:
     if path is None:
         return None
-    db = open_read_only(path)
+    db = open_read_only(path, url)
     if db is None:
         return None
     try:
@@ -59,7 +59,7 @@ async def resolve(state: State, chat: ChatRequest, headers: Mapping[str, str]) -
         raise RequestError("`previous_response_id` must be a string", "previous_response_id")
     found = state.kept.items.get(previous)
     if found is None:
-        found = await asyncio.to_thread(_read, state.ledger_path, previous)
+        found = await asyncio.to_thread(_read, state.ledger_path, state.ledger_url, previous)
     if found is None or found[0] != owner(headers):
         raise RequestError(
             f"no kept response {previous!r}: pirouter keeps a response only when it was asked "

@@ -100,6 +100,7 @@ async def _run(
                 verdict.outcome,
                 (attempt.input_tokens, attempt.output_tokens),
                 attempt.latency_ms,
+                state.ledger_url,
             )
     except Exception:  # a bug here must never touch the daemon's traffic
         log.exception("shadow_check_failed", request_id=made.request_id, model=alias)

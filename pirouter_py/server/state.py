@@ -132,6 +132,7 @@ class State:
     health: Health
     upstreams: Upstreams
     ledger_path: Path | None = None  # when set, the app opens a Ledger there as its recorder
+    ledger_url: str | None = None  # [ledger] url: the ledger is in PostgreSQL (path: journal)
     learned_path: Path | None = None  # the learned router's file (beside the ledger)
     ledger: Ledger | None = None
     ledger_error: str | None = None  # why the ledger could not be opened, if it could not
