@@ -12,6 +12,7 @@ import http.client
 import json
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,6 +138,36 @@ def test_the_same_rows_read_the_same_from_postgresql_and_sqlite(
     assert ledger_rows.prune(post, 2, now) == ledger_rows.prune(lite, 2, now) > 0
     assert read.read_requests(post, 0) == read.read_requests(lite, 0)
     for db in (lite, post):
+        db.close()
+
+
+def test_a_roll_up_on_one_instance_waits_for_rows_another_is_writing(
+    tmp_path: Path, pg: PostgresServer
+) -> None:
+    """Two instances' writers on one database: rows of an ended hour are being committed by
+    one (the hour already marked dirty) while the other rolls that hour up. The roll-up waits
+    for them and counts them; nothing is left out of the hour's rollup."""
+    url = pg.fresh()
+    writer, roller = Postgres(url), Postgres(url)
+    schema.migrate(writer)
+    models = load_config(write_config(tmp_path, "http://127.0.0.1:9", None)).config.models
+    hour_start = (int(time.time()) // rollups.HOUR - 2) * rollups.HOUR
+    made = records(4, hour_start + 60, 60)
+    ledger_rows.write_batch(writer, made[:2], models)  # the hour is marked dirty
+    prepared = [ledger_rows.prepare(r, models) for r in made[2:]]
+    writer.execute("BEGIN")
+    ledger_rows._insert(writer, ledger_rows.INSERT_REQUEST, [p[0] for p in prepared])
+    rollups.mark(writer, [hour_start])
+    rolling = threading.Thread(target=rollups.catch_up, args=(roller, time.time(), 600))
+    rolling.start()
+    rolling.join(1.0)
+    assert rolling.is_alive()  # waiting for the writer's transaction
+    writer.execute("COMMIT")
+    rolling.join(10)
+    assert not rolling.is_alive()
+    first = hour_start // rollups.HOUR
+    assert sum(g[6] for g in rollups.read(roller, first, first)["groups"]) == 4
+    for db in (writer, roller):
         db.close()
 
 

@@ -11,7 +11,8 @@ How they stay true to the rows, without a cost on the request path:
 - `write_rows` marks the hours of the rows it wrote dirty (`rollup_dirty`, in the same
   transaction, whatever the way in: the writer, a journal or a spill import);
 - the writer, between batches, recomputes dirty hours that have ended, each in one SQL pass over
-  that hour's rows (`catch_up`), in the transaction that clears the mark;
+  that hour's rows (`catch_up`), in the transaction that clears the mark (first: with several
+  instances writing one PostgreSQL ledger, a mark set meanwhile survives it);
 - a reader uses rollups only for hours that are computed and not dirty (`read`), in one read
   transaction with the rows, and reads the other hours' rows itself;
 - `prune` cuts rollups with the rows (`prune`).
@@ -184,20 +185,25 @@ GROUP BY p.alias, a.alias, p.outcome
 
 
 def recompute(db: Connection, hour: int) -> None:
-    """One hour's rollups from its rows (the caller holds a transaction)."""
+    """One hour's rollups from its rows (the caller holds a transaction, and has taken the
+    hour's dirty mark)."""
     for table in ("rollup", "rollup_times", "rollup_flow"):
         db.execute(f"DELETE FROM {table} WHERE hour = ?", (hour,))
     bounds = {"hour": hour, "lo": hour * HOUR, "hi": (hour + 1) * HOUR}
     for statement in (_RECOMPUTE, *_RECOMPUTE_TIMES, _RECOMPUTE_FLOW):
         db.execute(statement, bounds)
-    db.execute("DELETE FROM rollup_dirty WHERE hour = ?", (hour,))
     db.execute("INSERT OR IGNORE INTO rollup_done VALUES (?)", (hour,))
 
 
 def mark(db: Connection, times: Iterable[float]) -> None:
-    """Mark the hours of rows just written dirty (in the writer's transaction)."""
+    """Mark the hours of rows just written dirty (in the writer's transaction). A mark already
+    there is written again, not left: on PostgreSQL that holds it until this transaction ends,
+    so a roll-up taking it meanwhile waits, and then reads these rows."""
     hours = {int(ts) // HOUR for ts in times}
-    db.executemany("INSERT OR IGNORE INTO rollup_dirty VALUES (?)", [(h,) for h in hours])
+    db.executemany(
+        "INSERT INTO rollup_dirty VALUES (?) ON CONFLICT (hour) DO UPDATE SET hour = excluded.hour",
+        [(h,) for h in hours],
+    )
 
 
 def catch_up(db: Connection, now: float, budget_s: float = CATCH_UP_S) -> int:
@@ -212,7 +218,12 @@ def catch_up(db: Connection, now: float, budget_s: float = CATCH_UP_S) -> int:
             return len(waiting) - done
         db.execute("BEGIN")
         try:
-            recompute(db, hour)
+            # The mark is taken first: on PostgreSQL, another instance's writer marking the
+            # hour now waits for this transaction and marks it again after it (its rows may be
+            # newer than what this reads); another instance rolling the same hour up waits, and
+            # finds no mark left to take.
+            if db.execute("DELETE FROM rollup_dirty WHERE hour = ?", (hour,)).rowcount:
+                recompute(db, hour)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
