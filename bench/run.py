@@ -82,6 +82,13 @@ def browser_available() -> bool:
     return found is not None and importlib.util.find_spec("playwright") is not None
 
 
+def pg_available() -> bool:
+    """PostgreSQL's server binaries and the psycopg driver are both here."""
+    from tests.pgserver import binaries
+
+    return binaries() is not None and importlib.util.find_spec("psycopg") is not None
+
+
 @contextmanager
 def redis_server(program: str, port: int, folder: Path) -> Iterator[None]:
     """A Redis on a loopback port, no persistence, stopped at the end."""
@@ -395,6 +402,10 @@ def table(results: dict[str, Any]) -> str:
     if shared is not None:
         rps = shared["throughput"]["rps"]
         row("  same, state shared via Redis", tput, rps, "", 0, by_round(shared, "rounds"))
+    on_pg = results["targets"].get("pirouter_pg")  # only where PostgreSQL is installed
+    if on_pg is not None:
+        rps = on_pg["throughput"]["rps"]
+        row("  same, ledger in PostgreSQL", tput, rps, "", 0, by_round(on_pg, "rounds"))
     cpu = floor["cpu_ms_per_request"]
     row(
         "CPU ms per request",
@@ -422,6 +433,9 @@ def table(results: dict[str, Any]) -> str:
     if shared is not None:
         used = shared["cpu_ms_per_request"]
         row("  same, state shared via Redis", cpu, used, "", 3, by_round(shared, "cpu_ms_rounds"))
+    if on_pg is not None:
+        used = on_pg["cpu_ms_per_request"]
+        row("  same, ledger in PostgreSQL", cpu, used, "", 3, by_round(on_pg, "cpu_ms_rounds"))
     row("added TTFT p50 ms", added(floor, "ttft", "p50"), added(on, "ttft", "p50"), "")
     row("added TTFT p99 ms", added(floor, "ttft", "p99"), added(on, "ttft", "p99"), "<= 1 ms")
     rows.append(
@@ -636,6 +650,20 @@ def main() -> None:
             cmd = [PY, "-m", "pirouter_py", "--config", str(shared), "run", "--port", str(port)]
             daemon = stack.enter_context(process(cmd, f"http://127.0.0.1:{port}{ping}"))
             targets["pirouter_shared"] = (f"http://127.0.0.1:{port}", daemon.pid)
+        if pg_available():  # one more daemon, its ledger in a local PostgreSQL
+            from tests.pgserver import PostgresServer
+
+            pg = PostgresServer().start()
+            stack.callback(pg.stop)
+            port = free_port()
+            config = pirouter_config(tmp, upstream, True)
+            on_pg = config.with_name("pg.toml")
+            on_pg.write_text(
+                config.read_text().replace('.db"', '-pg.db"\nurl = "' + pg.fresh() + '"', 1)
+            )
+            cmd = [PY, "-m", "pirouter_py", "--config", str(on_pg), "run", "--port", str(port)]
+            daemon = stack.enter_context(process(cmd, f"http://127.0.0.1:{port}{ping}"))
+            targets["pirouter_pg"] = (f"http://127.0.0.1:{port}", daemon.pid)
         # The same daemon through the Responses API (its upstream call is the same chat call)
         targets["pirouter_responses"] = targets["pirouter"]
         measured = {key: targets[key] for key in ("direct", "floor", "pirouter")}

@@ -99,7 +99,13 @@ def redis(tmp_path: Path) -> Iterator[Redis]:
 
 
 def pair(
-    tmp_path: Path, fake: FakeUpstream, redis: Redis, extra: str = "", cheap: str = ""
+    tmp_path: Path,
+    fake: FakeUpstream,
+    redis: Redis,
+    extra: str = "",
+    cheap: str = "",
+    auth: str = 'api_key = "k"',
+    env: dict[str, str] | None = None,
 ) -> tuple[Daemon, Daemon]:
     made = []
     for name in ("a", "b"):
@@ -107,8 +113,9 @@ def pair(
         folder.mkdir()
         path = folder / "config.toml"
         text = BASE.format(port=redis.port, url=fake.url, cheap=cheap)
+        text = text.replace('api_key = "k"', auth)
         path.write_text(text + f'[ledger]\npath = "{folder / "ledger.db"}"\n' + extra)
-        made.append(Daemon(path).start())
+        made.append(Daemon(path, env=env).start())
     return made[0], made[1]
 
 
@@ -156,6 +163,24 @@ def test_two_instances_share_one_rpm_limit(
         a.stop()
         b.stop()
     assert (first, second, third, fourth) == ("cheap", "cheap", "mid", "mid")
+
+
+def test_two_instances_share_one_tpm_limit_with_the_tokens_really_used(
+    fake: FakeUpstream, redis: Redis, tmp_path: Path
+) -> None:
+    """cheap allows 1,000 tokens a minute. a's request was estimated at a few tokens but used
+    1,000 (the upstream's usage): b counts the true-up, not the estimate, and routes around."""
+    fake.reset()
+    fake.script("m-cheap", Reply(usage=(900, 100)))
+    a, b = pair(tmp_path, fake, redis, CHEAP_FIRST, cheap="tpm = 1000")
+    try:
+        first = a.post(CHAT)[1]["x-pirouter-model"]
+        settle()
+        second = b.post(CHAT)[1]["x-pirouter-model"]
+    finally:
+        a.stop()
+        b.stop()
+    assert (first, second) == ("cheap", "mid")
 
 
 def test_a_session_stays_on_its_model_across_instances(
@@ -219,5 +244,32 @@ def test_a_cooldown_set_on_one_instance_holds_on_the_other(
         cooling = health(b)["models"]["cheap"]
         assert cooling["cooling"] and "503" in str(cooling["last_error"])
     finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_key_resting_on_one_instance_rests_on_the_other(
+    fake: FakeUpstream, redis: Redis, tmp_path: Path
+) -> None:
+    """Key A is throttled (429) when a uses it; a rests it and answers with key B. b, which
+    never used key A, would reach it within two requests, but skips it: A rests on b too."""
+    fake.reset()
+    env = {"KEY_A": "key-aaaa", "KEY_B": "key-bbbb"}
+    auth = 'api_key_env = ["KEY_A", "KEY_B"]'
+    a, b = pair(tmp_path, fake, redis, auth=auth, env=env)
+    try:
+        fake.refused_keys["key-aaaa"] = 429
+        for _ in range(2):  # a's rotation reaches key A within two requests
+            assert a.post(CHAT)[0] == 200
+        used = [s.headers["Authorization"] for s in fake.seen]
+        assert used.count("Bearer key-aaaa") == 1  # then it rested
+        settle()
+        fake.seen.clear()
+        for _ in range(2):
+            assert b.post(CHAT)[0] == 200
+        assert [s.headers["Authorization"] for s in fake.seen] == ["Bearer key-bbbb"] * 2
+        assert health(b)["keys"]["fake"]["KEY_A"]["cooling"] is True
+    finally:
+        fake.refused_keys.clear()
         a.stop()
         b.stop()

@@ -36,17 +36,19 @@ class Limits:
         self.rpm = {a: _Bucket(m.rpm, m.rpm, now) for a, m in config.models.items() if m.rpm}
         self.tpm = {a: _Bucket(m.tpm, m.tpm, now) for a, m in config.models.items() if m.tpm}
         # With shared state (live/shared.py): requests other instances started in the last
-        # minute, per model (they take room from this instance's rpm buckets), and a callback
-        # told of every request started here.
+        # minute, per model (they take room from this instance's rpm buckets), and callbacks
+        # told of every request started here and of each true-up of its estimated tokens.
         self.others: dict[str, float] = {}
         self.others_tokens: dict[str, float] = {}
         self.on_take: Callable[[str, int], None] | None = None
+        self.on_settle: Callable[[str, int], None] | None = None
 
     def carried(self, config: Config) -> Limits:
         """Buckets for a reloaded config: those whose capacity is unchanged are shared, so
         requests under either config draw on the same level."""
         new = Limits(config, self.clock)
         new.others, new.others_tokens, new.on_take = self.others, self.others_tokens, self.on_take
+        new.on_settle = self.on_settle
         for mine, before in ((new.rpm, self.rpm), (new.tpm, self.tpm)):
             for alias, bucket in mine.items():
                 kept = before.get(alias)
@@ -84,6 +86,8 @@ class Limits:
         if (tpm := self.tpm.get(alias)) is not None:
             tpm.refill(self.clock())
             tpm.level -= used - estimated
+            if self.on_settle is not None and used != estimated:
+                self.on_settle(alias, used - estimated)
 
     def snapshot(self) -> dict[str, dict[str, float]]:
         now = self.clock()

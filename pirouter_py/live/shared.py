@@ -1,6 +1,7 @@
 """State shared by several pirouter instances through Redis (`[state] url`): budgets' spend,
-`rpm` limits and session pins, so a team's gateways spend one budget, keep one rate limit and
-keep a conversation on one model whichever instance a turn lands on.
+`rpm` and `tpm` limits, session pins, cooldowns and resting provider keys, so a team's gateways
+spend one budget, keep one rate limit, keep a conversation on one model whichever instance a turn
+lands on, and stop sending to a failing model or a throttled key together.
 
 The request path never waits on Redis but for a session's pin (a bounded lookup, PIN_S), and
 nothing it needs is lost when Redis is away:
@@ -24,7 +25,7 @@ import contextlib
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -42,10 +43,17 @@ QUEUE_MAX = 100_000  # changes kept while Redis is away
 class Shared:
     """One instance's link to the shared state."""
 
-    def __init__(self, url: str, prefix: str, traffic: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        traffic: Callable[[], Any],
+        providers: Callable[[], Mapping[str, Any]] = dict,
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self.traffic = traffic  # the current Traffic (a reload swaps it; spend is shared)
+        self.providers = providers  # the current providers (a reload makes new ones)
         self.me = f"{os.uname().nodename}:{os.getpid()}"
         self.client: Any = None
         self.ok = False
@@ -55,6 +63,7 @@ class Shared:
         self.tokens: Counter[tuple[str, int]] = Counter()  # (alias, second) -> input tokens
         self.pins: dict[str, tuple[str, float]] = {}
         self.cools: dict[str, tuple[float, str | None]] = {}  # alias -> (until, wall clock; why)
+        self.rests: dict[str, tuple[float, str | None]] = {}  # "<provider> <key variable>" -> same
         self._task: asyncio.Task[None] | None = None
 
     # --- the request path (no waiting) -----------------------------------------------------
@@ -68,6 +77,10 @@ class Shared:
         self.starts[(alias, second)] += 1
         self.tokens[(alias, second)] += tokens
 
+    def settled(self, alias: str, tokens: int) -> None:
+        """An attempt used `tokens` more (or fewer) than its estimate: counted this second."""
+        self.tokens[(alias, int(time.time()))] += tokens
+
     def pinned(self, session: str, alias: str) -> None:
         self.pins[session] = (alias, time.time())
 
@@ -76,6 +89,23 @@ class Shared:
 
     def recovered(self, alias: str) -> None:
         self.cools[alias] = (0.0, None)  # a success here ends the cooldown everywhere
+
+    def watch_keys(self) -> None:
+        """Hear of keys resting here (a 429 or a refusal, providers/base.py) and of keys that
+        answered again, for every provider of the current config: a reload's new providers are
+        watched from the next sync on."""
+        for name, provider in self.providers().items():
+            rested = getattr(provider, "rested", None)
+            if rested is None or rested.on_failed is not None:
+                continue
+
+            def failed(env: str, seconds: float, why: str | None, name: str = name) -> None:
+                self.rests[f"{name} {env}"] = (time.time() + seconds, why)
+
+            def succeeded(env: str, name: str = name) -> None:
+                self.rests[f"{name} {env}"] = (0.0, None)
+
+            rested.on_failed, rested.on_succeeded = failed, succeeded
 
     async def pin(self, session: str) -> tuple[str, float] | None:
         """The model that served this session last on any instance, and when; None when Redis
@@ -156,7 +186,9 @@ class Shared:
         now = time.time()
         day = datetime.fromtimestamp(now).strftime("%Y-%m-%d")
         month = day[:7]
+        self.watch_keys()
         spent, starts, pins, cools = self.spent, self.starts, self.pins, self.cools
+        rests = self.rests
         tokens = self.tokens
         pipe = self.client.pipeline(transaction=False)
         written: dict[str, int] = {}  # keys written, and how long they live (s)
@@ -177,12 +209,13 @@ class Shared:
             key = self._key("pin", session)
             pipe.hset(key, mapping={"alias": alias, "ts": ts})
             written[key] = 86_400
-        for alias, (until, why) in cools.items():
-            if until:
-                pipe.hset(self._key("cool"), alias, f"{until} {why or ''}")
-                written[self._key("cool")] = 3_600
-            else:
-                pipe.hdel(self._key("cool"), alias)
+        for table, changes in (("cool", cools), ("rest", rests)):
+            for name, (until, why) in changes.items():
+                if until:
+                    pipe.hset(self._key(table), name, f"{until} {why or ''}")
+                    written[self._key(table)] = 3_600
+                else:
+                    pipe.hdel(self._key(table), name)
         for key, seconds in written.items():
             pipe.expire(key, seconds)
         pipe.hgetall(self._key("spend", day))
@@ -190,13 +223,14 @@ class Shared:
         pipe.hgetall(self._key("client-spend", day))
         pipe.hgetall(self._key("client-spend", month))
         pipe.hgetall(self._key("cool"))
+        pipe.hgetall(self._key("rest"))
         limited = [("rpm", a) for a in traffic.limits.rpm] + [
             ("tpm", a) for a in traffic.limits.tpm
         ]
         for kind, alias in limited:
             pipe.hgetall(self._key(kind, alias))
         self.spent, self.starts, self.pins, self.cools = [], Counter(), {}, {}
-        self.tokens = Counter()
+        self.tokens, self.rests = Counter(), {}
         try:
             results = await pipe.execute()
         except BaseException:  # not taken: keep it for the next sync
@@ -205,8 +239,16 @@ class Shared:
             self.tokens.update(tokens)
             self.pins = {**pins, **self.pins}
             self.cools = {**cools, **self.cools}
+            self.rests = {**rests, **self.rests}
             raise
-        reads = results[len(results) - 5 - len(limited) :]
+        reads = results[len(results) - 6 - len(limited) :]
+        providers = self.providers()
+        for field, found in reads.pop(5).items():  # keys resting on any instance
+            until, _, why = found.decode().partition(" ")
+            name, _, env = field.decode().partition(" ")
+            rested = getattr(providers.get(name), "rested", None)
+            if float(until) > now and rested is not None:
+                rested.cool(env, float(until) - now, why or None)
         for alias, found in reads.pop(4).items():  # cooldowns set on any instance
             until, _, why = found.decode().partition(" ")
             if float(until) > now and traffic.health is not None:

@@ -79,10 +79,15 @@ async def _shared(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     config = state.snapshot.config
     assert config.state.url is not None
-    shared = Shared(config.state.url, config.state.prefix, lambda: state.snapshot.traffic)
+    shared = Shared(
+        config.state.url,
+        config.state.prefix,
+        lambda: state.snapshot.traffic,
+        lambda: state.snapshot.cascade.providers,
+    )
     traffic = state.snapshot.traffic
     traffic.shared = shared
-    traffic.limits.on_take = shared.started
+    traffic.limits.on_take, traffic.limits.on_settle = shared.started, shared.settled
     state.health.on_failed, state.health.on_succeeded = shared.cooled, shared.recovered
     state.shared = shared
     await shared.start()
