@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -357,3 +360,57 @@ def test_a_bad_url_is_a_clear_error(fake: FakeUpstream, tmp_path: Path) -> None:
         app, ["ledger", "migrate", "--to", "sqlite:///x", "-c", str(config)]
     )
     assert result.exit_code == 2 and "use a postgresql:// URL" in result.output
+
+
+def test_without_urls_neither_driver_is_imported(tmp_path: Path) -> None:
+    """A single-machine daemon (no [ledger] url, no [state] url) records a request in its
+    SQLite file, reads it back, and has imported neither psycopg nor redis."""
+    config = write_config(tmp_path, "http://127.0.0.1:9", None)
+    code = f"""
+import asyncio, sys
+from pathlib import Path
+from pirouter_py.config import load_config
+from pirouter_py.ledger import read
+from pirouter_py.ledger.writer import Ledger
+from pirouter_py.server import app
+from tests.test_ledger import make_record
+
+async def main():
+    config = load_config(Path({str(config)!r})).config
+    ledger = Ledger(Path({str(tmp_path / "ledger.db")!r}), config)
+    await ledger.open()
+    ledger.record(make_record())
+    await ledger.close()
+
+asyncio.run(main())
+db = read.open_read_only(Path({str(tmp_path / "ledger.db")!r}))
+assert len(read.read_requests(db, 0)) == 1
+print(sorted(m for m in ("psycopg", "redis") if m in sys.modules))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_missing_driver_is_named_with_the_fix(fake: FakeUpstream, tmp_path: Path) -> None:
+    """Without psycopg installed (a stand-in that fails to import), `run` refuses to start and
+    `stats` says what to install; neither shows a traceback."""
+    stand_in = tmp_path / "site" / "psycopg"
+    stand_in.mkdir(parents=True)
+    (stand_in / "__init__.py").write_text("raise ImportError('No module named psycopg')\n")
+    config = write_config(tmp_path, fake.url, "postgresql://x@127.0.0.1:1/db")
+    env = {**os.environ, **ENV, "PYTHONPATH": str(tmp_path / "site")}
+    for command in (["run", "--port", "0"], ["stats"]):
+        out = subprocess.run(
+            [sys.executable, "-m", "pirouter_py", "-c", str(config), *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+        assert out.returncode in (1, 3), out
+        assert "pip install 'pirouter-py[team]'" in out.stderr
+        assert "Traceback" not in out.stderr + out.stdout

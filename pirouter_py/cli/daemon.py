@@ -17,6 +17,7 @@ from pirouter_py.cli.common import (
     fail,
     guard,
     ledger_file,
+    ledger_where,
     load,
     print_json,
 )
@@ -24,6 +25,17 @@ from pirouter_py.errors import ExitCode
 
 # ---------------------------------------------------------------------------------------------
 # run
+
+
+def has_module(name: str) -> bool:
+    """`name` imports (it will be imported anyway: checked here to fail before serving)."""
+    import importlib
+
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
 
 
 @app.command("run")
@@ -74,13 +86,19 @@ def run(
     log.setup(cfg.server.log_level)
 
     ledger_path = None if no_ledger else ledger_file(loaded)
+    if ledger_path is not None and cfg.ledger.url is not None and not has_module("psycopg"):
+        fail(
+            "[ledger] url needs the PostgreSQL driver: pip install 'pirouter-py[team]' "
+            "(or remove [ledger] url to keep the ledger in a SQLite file)",
+            ExitCode.CONFIG,
+        )
 
     def announce(url: str) -> None:
         sys.stdout.write(
             f"pirouter {__version__} listening on {url}\n"
             f"  OpenAI base URL: {url}/v1 (Anthropic and Ollama clients: {url})\n"
             f"  config: {loaded.source}\n"
-            f"  ledger: {ledger_path or 'off (--no-ledger)'}\n"
+            f"  ledger: {ledger_where(loaded) if ledger_path else 'off (--no-ledger)'}\n"
         )
         sys.stdout.flush()
 

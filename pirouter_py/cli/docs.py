@@ -300,7 +300,9 @@ Where the config and the ledger live on Linux.
 The config file (Linux).
 .TP
 .I ~/.local/share/pirouter/ledger.db
-The SQLite ledger: one row per request and per attempt (\fBpirouter ledger path\fR prints it).
+The SQLite ledger: one row per request and per attempt (\fBpirouter ledger path\fR prints it);
+with \fB[ledger] url\fR, the ledger is in PostgreSQL and this folder keeps only the journal and
+spill files.
 .TP
 .I ~/.local/share/pirouter/ledger.db.spill.jsonl
 Rows that could not be written yet; imported on the next start.

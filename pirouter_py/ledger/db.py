@@ -122,8 +122,13 @@ class Postgres:
         self._connect()
 
     def _connect(self) -> None:
-        import psycopg
-        from psycopg.adapt import Loader
+        try:
+            import psycopg
+            from psycopg.adapt import Loader
+        except ImportError:
+            raise DatabaseError(
+                "[ledger] url needs the PostgreSQL driver: pip install 'pirouter-py[team]'"
+            ) from None
 
         class Number(Loader):  # numeric (what SUM of a bigint is) as int or float, not Decimal
             def load(self, data: Any) -> int | float:
@@ -152,7 +157,7 @@ class Postgres:
         if self._pg is None or self._pg.closed or self._pg.broken:
             self._connect()
         try:
-            return self._pg.execute(translate(sql), parameters or None, prepare=False)
+            return self._pg.execute(translate(sql), parameters or None)
         except psycopg.Error as exc:
             raise DatabaseError(_first_line(exc)) from exc
 
