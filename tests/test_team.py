@@ -124,6 +124,11 @@ def health(daemon: Daemon) -> dict[str, Any]:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
+def metrics(daemon: Daemon) -> str:
+    with urllib.request.urlopen(daemon.url + "/metrics", timeout=10) as response:
+        return response.read().decode()  # type: ignore[no-any-return]
+
+
 def settle() -> None:
     time.sleep(0.5)  # a few syncs (every 0.1 s)
 
@@ -214,11 +219,13 @@ def test_redis_killed_mid_run_degrades_to_local_state_without_a_failed_request(
     a, b = pair(tmp_path, fake, redis)
     try:
         statuses = [d.post(CHAT)[0] for d in (a, b, a, b)]
+        assert "pirouter_shared_state_reachable 1.0" in metrics(a)
         redis.stop()
         statuses += [d.post(CHAT)[0] for d in (a, b, a, b) for _ in range(3)]
         settle()
         statuses += [d.post(CHAT)[0] for d in (a, b)]
         now = health(a)
+        assert "pirouter_shared_state_reachable 0.0" in metrics(a)
     finally:
         a.stop()
         b.stop()

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from pirouter_py.ledger import rollups
 from pirouter_py.ledger.db import Connection, Postgres, columns, has_table
 from pirouter_py.ledger.read import open_read_only
@@ -73,8 +75,11 @@ def _table(
     if identity is not None:
         seen = {tuple(r) for r in dst.execute(f"SELECT {', '.join(identity)} FROM {table}")}
     where = [names.index(c) for c in identity or ()]
-    marks = ", ".join("?" * len(names))
-    insert = f"INSERT OR IGNORE INTO {table} ({', '.join(names)}) VALUES ({marks})"
+    listed = ", ".join(names)
+    insert = (  # one JSON parameter a chunk: the driver adapts no value one by one
+        f"INSERT OR IGNORE INTO {table} ({listed}) SELECT {listed} "
+        f"FROM json_populate_recordset(NULL::{table}, ?::json)"
+    )
     cursor = src.execute(f"SELECT {', '.join(names)} FROM {table} ORDER BY rowid")
     done = 0
     while True:
@@ -84,9 +89,10 @@ def _table(
         rows = [tuple(r) for r in chunk]
         if identity is not None:
             rows = [r for r in rows if tuple(r[i] for i in where) not in seen]
+        objects = orjson.dumps([dict(zip(names, r, strict=True)) for r in rows]).decode()
         dst.execute("BEGIN")
         try:
-            done += dst.executemany(insert, rows)  # the rows not there already
+            done += dst.execute(insert, (objects,)).rowcount  # the rows not there already
             dst.execute("COMMIT")
         except BaseException:
             dst.execute("ROLLBACK")

@@ -161,17 +161,15 @@ class Postgres:
         except psycopg.Error as exc:
             raise DatabaseError(_first_line(exc)) from exc
 
-    def executemany(self, sql: str, parameters: Iterable[Any], /) -> int:
-        """Run `sql` for each of `parameters`; returns how many rows it changed."""
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> None:
         import psycopg
 
         rows = list(parameters)
         if not rows:
-            return 0
+            return
         try:
             with self._pg.cursor() as cursor:
                 cursor.executemany(translate(sql), rows)
-                return int(cursor.rowcount)
         except psycopg.Error as exc:
             raise DatabaseError(_first_line(exc)) from exc
 

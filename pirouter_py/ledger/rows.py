@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import orjson
 
 from pirouter_py.config import ModelConfig
 from pirouter_py.ledger import journal, rollups
-from pirouter_py.ledger.db import Connection
+from pirouter_py.ledger.db import Connection, is_postgres
 from pirouter_py.ledger.pricing import attempt_cost
 from pirouter_py.ledger.schema import (
     AFFINITY_COLUMNS,
@@ -74,12 +75,29 @@ ATTEMPT_COLUMNS = (
 CHUNK_ROWS = 32
 
 
-def _inserts(table: str, columns: tuple[str, ...]) -> dict[int, str]:
-    """`INSERT OR IGNORE` statements of 1, 2, 4 ... CHUNK_ROWS rows, keyed by row count."""
+@dataclass(frozen=True, slots=True)
+class Insert:
+    """How rows go into one table: `chunks`, SQLite's `INSERT OR IGNORE` statements of 1, 2,
+    4 ... CHUNK_ROWS rows (keyed by row count); `from_json`, PostgreSQL's one statement for
+    every row, given as one JSON parameter. Adapting each value through the driver cost the
+    daemon 278 µs of CPU per row on PostgreSQL; orjson and the server's JSON reader, 15."""
+
+    columns: tuple[str, ...]
+    chunks: dict[int, str]
+    from_json: str
+
+
+def _inserts(table: str, columns: tuple[str, ...]) -> Insert:
     row = f"({', '.join('?' * len(columns))})"
-    head = f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES "
+    names = ", ".join(columns)
+    head = f"INSERT OR IGNORE INTO {table} ({names}) VALUES "
     sizes = [1 << i for i in range(CHUNK_ROWS.bit_length())]
-    return {n: head + ", ".join([row] * n) for n in sizes}
+    chunks = {n: head + ", ".join([row] * n) for n in sizes}
+    from_json = (
+        f"INSERT OR IGNORE INTO {table} ({names}) SELECT {names} "
+        f"FROM json_populate_recordset(NULL::{table}, ?::json)"
+    )
+    return Insert(columns, chunks, from_json)
 
 
 INSERT_REQUEST = _inserts("requests", REQUEST_COLUMNS)
@@ -88,12 +106,19 @@ INSERT_PROMPT = _inserts("prompts", ("request_id", "messages", "answer"))
 INSERT_RESPONSE = _inserts("responses", ("id", "request_id", "ts", "owner", "items"))
 
 
-def _insert(db: Connection, statements: dict[int, str], rows: list[tuple[Any, ...]]) -> None:
-    """All rows, in as few statements as the chunk sizes allow (largest first)."""
+def _insert(db: Connection, insert: Insert, rows: list[tuple[Any, ...]]) -> None:
+    """All rows: on SQLite in as few statements as the chunk sizes allow (largest first); on
+    PostgreSQL in one."""
+    if not rows:
+        return
+    if is_postgres(db):
+        objects = [dict(zip(insert.columns, row, strict=True)) for row in rows]
+        db.execute(insert.from_json, (orjson.dumps(objects).decode(),))
+        return
     done = 0
     while done < len(rows):
         n = min(CHUNK_ROWS, 1 << ((len(rows) - done).bit_length() - 1))
-        db.execute(statements[n], [value for row in rows[done : done + n] for value in row])
+        db.execute(insert.chunks[n], [value for row in rows[done : done + n] for value in row])
         done += n
 
 

@@ -57,9 +57,11 @@ class Metrics:
         *,
         in_flight: Callable[[], float],
         ledger_backlog: Callable[[], float],
+        shared_state: Callable[[], float | None] = lambda: None,
     ) -> None:
         self.in_flight = in_flight
         self.ledger_backlog = ledger_backlog
+        self.shared_state = shared_state  # 1 or 0 with [state] url, None without
         self.requests: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
         self.attempts: defaultdict[tuple[str, str, str], int] = defaultdict(int)
         self.tokens: defaultdict[tuple[str, str], int] = defaultdict(int)
@@ -158,6 +160,12 @@ class Metrics:
             "Ledger rows waiting to be written.",
             value=self.ledger_backlog(),
         )
+        if (reachable := self.shared_state()) is not None:
+            yield GaugeMetricFamily(
+                "pirouter_shared_state_reachable",
+                "1 while Redis ([state] url) answers; 0 while this instance uses its own state.",
+                value=reachable,
+            )
 
     def render(self) -> tuple[bytes, str]:
         """The exposition and its content type."""

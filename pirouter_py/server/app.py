@@ -206,6 +206,7 @@ def create_app(
         state.metrics = Metrics(
             in_flight=lambda: state.in_flight,
             ledger_backlog=lambda: state.ledger.status().backlog if state.ledger else 0,
+            shared_state=lambda: None if state.shared is None else float(state.shared.ok),
         )
     app.cleanup_ctx.append(_ledger)
     if config.state.url is not None:
