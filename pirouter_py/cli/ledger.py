@@ -403,14 +403,14 @@ def ledger_migrate(
     config: ConfigOption = None,
 ) -> None:
     """Copy a SQLite ledger into PostgreSQL (run again to resume: nothing is copied twice)."""
+    from pirouter_py.config.schema import postgres_url
     from pirouter_py.ledger import copy
     from pirouter_py.ledger.db import redact
 
-    if not to.startswith(("postgresql://", "postgres://")):
-        raise typer.BadParameter(
-            f"{to!r}: use a postgresql:// URL, e.g. postgresql://user@host:5432/db",
-            param_hint="--to",
-        )
+    try:
+        postgres_url(to)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{to!r}: {exc}", param_hint="--to") from None
     loaded = guard(lambda: load(ctx, config))
     path = source or ledger_file(loaded)
 

@@ -70,6 +70,13 @@ class ServerConfig(_Section):
     max_connections: int = Field(default=0, ge=0)
 
 
+def postgres_url(url: str) -> str:
+    """`url` if it names a PostgreSQL database; ValueError with the fix otherwise."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError("use a postgresql:// URL, e.g. postgresql://user@host:5432/db")
+    return url
+
+
 class LedgerConfig(_Section):
     path: str | None = None
     # The ledger in PostgreSQL, e.g. "postgresql://pirouter@db.internal/pirouter" (needs
@@ -85,9 +92,7 @@ class LedgerConfig(_Section):
     @field_validator("url")
     @classmethod
     def _postgres(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("postgresql://", "postgres://")):
-            raise ValueError("use a postgresql:// URL, e.g. postgresql://user@host:5432/db")
-        return value
+        return None if value is None else postgres_url(value)
 
 
 class LearningConfig(_Section):

@@ -15,11 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from pirouter_py.ledger import rollups
 from pirouter_py.ledger.db import Connection, Postgres, columns, has_table
 from pirouter_py.ledger.read import open_read_only
+from pirouter_py.ledger.rows import inserts
 from pirouter_py.ledger.schema import migrate
 
 CHUNK = 5_000
@@ -70,16 +69,12 @@ def _table(
     report: Callable[[str, int], None] | None,
 ) -> int:
     theirs = columns(dst, table)
-    names = [c for c in _ordered_columns(src, table) if c in theirs]
+    names = tuple(c for c in columns(src, table) if c in theirs)
     seen: set[tuple[Any, ...]] = set()
     if identity is not None:
         seen = {tuple(r) for r in dst.execute(f"SELECT {', '.join(identity)} FROM {table}")}
     where = [names.index(c) for c in identity or ()]
-    listed = ", ".join(names)
-    insert = (  # one JSON parameter a chunk: the driver adapts no value one by one
-        f"INSERT OR IGNORE INTO {table} ({listed}) SELECT {listed} "
-        f"FROM json_populate_recordset(NULL::{table}, ?::json)"
-    )
+    insert = inserts(table, names)  # its `from_json`: one JSON parameter a chunk
     cursor = src.execute(f"SELECT {', '.join(names)} FROM {table} ORDER BY rowid")
     done = 0
     while True:
@@ -89,17 +84,12 @@ def _table(
         rows = [tuple(r) for r in chunk]
         if identity is not None:
             rows = [r for r in rows if tuple(r[i] for i in where) not in seen]
-        objects = orjson.dumps([dict(zip(names, r, strict=True)) for r in rows]).decode()
         dst.execute("BEGIN")
-        try:
-            done += dst.execute(insert, (objects,)).rowcount  # the rows not there already
+        try:  # rowcount: the rows not there already
+            done += dst.execute(insert.from_json, (insert.json(rows),)).rowcount
             dst.execute("COMMIT")
         except BaseException:
             dst.execute("ROLLBACK")
             raise
         if report is not None:
             report(table, done)
-
-
-def _ordered_columns(db: Connection, table: str) -> list[str]:
-    return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]

@@ -182,14 +182,15 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def columns(db: Connection, table: str) -> set[str]:
+def columns(db: Connection, table: str) -> tuple[str, ...]:
+    """A table's columns, in their order."""
     if is_postgres(db):
         query = (
             "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = current_schema() AND table_name = ?"
+            "WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position"
         )
-        return {row[0] for row in db.execute(query, (table,))}
-    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        return tuple(row[0] for row in db.execute(query, (table,)))
+    return tuple(row[1] for row in db.execute(f"PRAGMA table_info({table})"))
 
 
 def has_table(db: Connection, table: str) -> bool:

@@ -86,8 +86,12 @@ class Insert:
     chunks: dict[int, str]
     from_json: str
 
+    def json(self, rows: list[tuple[Any, ...]]) -> str:
+        """`rows` as `from_json` takes them: one JSON array of objects by column name."""
+        return orjson.dumps([dict(zip(self.columns, row, strict=True)) for row in rows]).decode()
 
-def _inserts(table: str, columns: tuple[str, ...]) -> Insert:
+
+def inserts(table: str, columns: tuple[str, ...]) -> Insert:
     row = f"({', '.join('?' * len(columns))})"
     names = ", ".join(columns)
     head = f"INSERT OR IGNORE INTO {table} ({names}) VALUES "
@@ -100,10 +104,10 @@ def _inserts(table: str, columns: tuple[str, ...]) -> Insert:
     return Insert(columns, chunks, from_json)
 
 
-INSERT_REQUEST = _inserts("requests", REQUEST_COLUMNS)
-INSERT_ATTEMPT = _inserts("attempts", ATTEMPT_COLUMNS)
-INSERT_PROMPT = _inserts("prompts", ("request_id", "messages", "answer"))
-INSERT_RESPONSE = _inserts("responses", ("id", "request_id", "ts", "owner", "items"))
+INSERT_REQUEST = inserts("requests", REQUEST_COLUMNS)
+INSERT_ATTEMPT = inserts("attempts", ATTEMPT_COLUMNS)
+INSERT_PROMPT = inserts("prompts", ("request_id", "messages", "answer"))
+INSERT_RESPONSE = inserts("responses", ("id", "request_id", "ts", "owner", "items"))
 
 
 def _insert(db: Connection, insert: Insert, rows: list[tuple[Any, ...]]) -> None:
@@ -112,8 +116,7 @@ def _insert(db: Connection, insert: Insert, rows: list[tuple[Any, ...]]) -> None
     if not rows:
         return
     if is_postgres(db):
-        objects = [dict(zip(insert.columns, row, strict=True)) for row in rows]
-        db.execute(insert.from_json, (orjson.dumps(objects).decode(),))
+        db.execute(insert.from_json, (insert.json(rows),))
         return
     done = 0
     while done < len(rows):
