@@ -146,19 +146,139 @@ def test_anthropic_sampling_params_and_images() -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    ("request_kw", "param"),
-    [
-        ({"params": {"n": 2}}, "n"),
-        ({"params": {"response_format": {"type": "json_object"}}}, "response_format"),
-    ],
-)
-def test_anthropic_refuses_what_it_cannot_take(request_kw: dict[str, object], param: str) -> None:
+def test_anthropic_refuses_what_it_cannot_take() -> None:
     with pytest.raises(RequestError) as caught:
         anthropic.encode_request(
-            neutral(Message("user", (TextPart("x"),)), **request_kw), "c", stream=False
+            neutral(Message("user", (TextPart("x"),)), params={"n": 2}), "c", stream=False
         )
-    assert caught.value.param == param and caught.value.http_status == 400
+    assert caught.value.param == "n" and caught.value.http_status == 400
+
+
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+
+
+def test_structured_output_reaches_anthropic_natively_or_as_a_forced_tool() -> None:
+    """A JSON schema goes as `output_config.format`; a free-form JSON object (which Anthropic
+    has no mode for) as a forced call of the answer tool, whose input comes back as text."""
+    ask = Message("user", (TextPart("x"),))
+    spec = {"type": "json_schema", "json_schema": {"name": "n", "schema": SCHEMA}}
+    body = anthropic.encode_request(
+        neutral(ask, params={"response_format": spec}), "c", stream=False
+    )
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": SCHEMA}}
+    assert "tools" not in body
+    loose = {"response_format": {"type": "json_object"}}
+    body = anthropic.encode_request(neutral(ask, params=loose), "c", stream=False)
+    assert body["tool_choice"] == {"type": "tool", "name": anthropic.ANSWER_TOOL}
+    assert [t["name"] for t in body["tools"]] == [anthropic.ANSWER_TOOL]
+    call = {"type": "tool_use", "id": "toolu_1", "name": anthropic.ANSWER_TOOL, "input": {"a": 1}}
+    answer = anthropic.decode_response(
+        {"content": [call], "stop_reason": "tool_use", "usage": {}}, "p"
+    )
+    assert (json.loads(answer.text), answer.tool_calls, answer.finish_reason) == (
+        {"a": 1},
+        (),
+        "stop",
+    )
+    decoder = anthropic.StreamDecoder("p")
+    events = [
+        {"type": "content_block_start", "index": 0, "content_block": call | {"input": {}}},
+        *(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": p},
+            }
+            for p in ('{"a"', ": 1}")
+        ),
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use"},
+            "usage": {"output_tokens": 3},
+        },
+    ]
+    decoded = [decoder.decode(e) for e in events]
+    assert "".join(e.text for e in decoded) == '{"a": 1}'
+    assert not any(e.tool_calls for e in decoded) and decoded[-1].finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [
+        ("json", {"type": "json_object"}),
+        (SCHEMA, {"type": "json_schema", "json_schema": {"name": "output", "schema": SCHEMA}}),
+    ],
+)
+def test_ollama_format_and_anthropic_output_config_are_structured_output(
+    fmt: object, expected: dict[str, object]
+) -> None:
+    body = {"model": "auto", "messages": [{"role": "user", "content": "x"}], "format": fmt}
+    assert ollama.decode_request(json.dumps(body).encode()).params["response_format"] == expected
+    body = {
+        "model": "auto",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "x"}],
+        "output_config": {"format": {"type": "json_schema", "schema": SCHEMA}},
+    }
+    got = anthropic.decode_request(json.dumps(body).encode()).params["response_format"]
+    assert got["json_schema"]["schema"] == SCHEMA
+    # and toward the other upstreams in their own form
+    request = anthropic.decode_request(json.dumps(body).encode())
+    assert ollama.encode_request(request, "l", stream=False)["format"] == SCHEMA
+    assert openai_wire.encode_request(request, "o", stream=False)["response_format"] == got
+
+
+def test_ollama_tool_calls_get_ids_no_turn_repeats() -> None:
+    """Ollama gives calls no id; the same answer twice (two turns) gets two different ids."""
+    line = {
+        "model": "l",
+        "message": {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"index": 0, "name": "read", "arguments": {"p": "a"}}}],
+        },
+        "done": True,
+        "done_reason": "stop",
+    }
+    first = ollama.decode_response(line, "p").tool_calls[0]
+    second = ollama.decode_response(line, "p").tool_calls[0]
+    streamed = ollama.StreamDecoder("p").decode(line).tool_calls[0]
+    assert len({first.id, second.id, streamed.id}) == 3
+    assert all(i and i.startswith("call_") for i in (first.id, second.id, streamed.id))
+    assert ollama.decode_response(line, "p").finish_reason == "tool_calls"
+
+
+def test_ollama_tool_results_map_to_their_calls_by_name_and_order() -> None:
+    """Two calls of one tool and one of another; results come back by `tool_name` only."""
+    calls = [
+        {"function": {"name": "read", "arguments": {"p": "a"}}},
+        {"function": {"name": "ls", "arguments": {}}},
+        {"function": {"name": "read", "arguments": {"p": "b"}}},
+    ]
+    body = {
+        "model": "auto",
+        "messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": "", "tool_calls": calls},
+            {"role": "tool", "tool_name": "read", "content": "A"},
+            {"role": "tool", "tool_name": "read", "content": "B"},
+            {"role": "tool", "tool_name": "ls", "content": "L"},
+            {"role": "assistant", "content": "", "tool_calls": calls[:1]},
+            {"role": "tool", "content": "A again"},
+        ],
+    }
+    request = ollama.decode_request(json.dumps(body).encode())
+    ids = [c.id for c in request.messages[1].tool_calls]
+    assert len(set(ids)) == 3
+    results = {m.text: m.tool_call_id for m in request.messages if m.role == "tool"}
+    assert results["A"] == ids[0] and results["B"] == ids[2] and results["L"] == ids[1]
+    later = request.messages[5].tool_calls[0].id
+    assert later not in ids and results["A again"] == later
+    # an Anthropic upstream gets every result beside the call it answers
+    sent = anthropic.encode_request(request, "c", stream=False)["messages"]
+    uses = [b["id"] for m in sent for b in m["content"] if b["type"] == "tool_use"]
+    answered = [b["tool_use_id"] for m in sent for b in m["content"] if b["type"] == "tool_result"]
+    assert sorted(uses) == sorted(answered) and len(set(uses)) == 4
 
 
 def test_audio_parts_are_a_clear_400_for_anthropic_and_ollama() -> None:
@@ -249,9 +369,11 @@ def test_ollama_options_format_keep_alive_and_tool_names() -> None:
         {
             "role": "assistant",
             "content": "",
-            "tool_calls": [{"function": {"name": "lookup", "arguments": {"q": "a"}}}],
+            "tool_calls": [
+                {"id": "c9", "function": {"index": 0, "name": "lookup", "arguments": {"q": "a"}}}
+            ],
         },
-        {"role": "tool", "content": "found", "tool_name": "lookup"},
+        {"role": "tool", "content": "found", "tool_call_id": "c9", "tool_name": "lookup"},
     ]
 
 
@@ -292,7 +414,8 @@ def test_ollama_tool_calls_get_ids_and_json_arguments() -> None:
         },
         "p",
     )
-    assert response.tool_calls == (ToolCall("call_0", "f", '{"a":[1]}'),)
+    (call,) = response.tool_calls
+    assert (call.name, call.arguments) == ("f", '{"a":[1]}') and call.id.startswith("call_")
     assert (response.finish_reason, response.usage) == ("tool_calls", Usage(4, 2))
 
 

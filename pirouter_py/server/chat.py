@@ -45,6 +45,7 @@ from pirouter_py.server.request import (
 )
 from pirouter_py.server.state import JSON, STATE, State, drained
 from pirouter_py.types import ChatRequest
+from pirouter_py.wire import filled
 from pirouter_py.wire.codecs import Codec
 
 # Headers of an Anthropic client's request that Anthropic upstreams receive unchanged.
@@ -187,8 +188,12 @@ async def serve_whole(ctx: Ctx) -> web.StreamResponse:
     if outcome.response is None:
         return failed(ctx, outcome)
     ctx.attempts = outcome.attempts
+    answer = outcome.response
+    usage = filled(answer.usage, ctx.decision.features.estimated_tokens, len(answer.text))
+    if usage != answer.usage:  # the upstream did not count: the client is told an estimate
+        answer = replace(answer, usage=usage)
     body = ctx.codec.encode_response(
-        outcome.response,
+        answer,
         alias=outcome.alias or "",
         request_id=ctx.rid,
         created=int(ctx.arrived),

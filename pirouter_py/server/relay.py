@@ -129,6 +129,7 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
         created=int(ctx.arrived),
         include_usage=ctx.chat.include_usage,
         request=ctx.chat,
+        input_estimate=ctx.decision.features.estimated_tokens,
     )
     status = rec.STATUS_OK
     config = ctx.snapshot.config

@@ -85,6 +85,18 @@ def overhead_ms(ctx: Ctx) -> float:
     return (time.perf_counter() - ctx.started) * 1000 - upstream_ms(ctx.attempts)
 
 
+UNREPORTED = "input tokens estimated: the upstream reported none"
+
+
+def _estimate_unreported(attempts: tuple[Attempt, ...], estimate: int) -> None:
+    """An answer whose upstream reported no input tokens (some OpenAI-compatible servers do
+    not count) is recorded with the router's estimate, and a note saying so."""
+    for a in attempts:
+        if a.outcome in rec.ANSWER_OUTCOMES and not a.input_tokens and estimate:
+            a.input_tokens = estimate
+            a.note = f"{a.note}; {UNREPORTED}" if a.note else UNREPORTED
+
+
 def record(
     ctx: Ctx,
     status: str,
@@ -98,6 +110,8 @@ def record(
     the answer's last bytes are sent; `observed` follows."""
     ctx.recorded = True
     ctx.answer = answer
+    if ctx.decision is not None:
+        _estimate_unreported(ctx.attempts, ctx.decision.features.estimated_tokens)
     state = ctx.request.app[STATE]
     state.served += 1
     decision = ctx.decision

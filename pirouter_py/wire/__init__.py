@@ -5,12 +5,13 @@ The helpers here are what every inbound decoder checks first.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import orjson
 
 from pirouter_py.errors import RequestError
-from pirouter_py.types import ContentPart, Message, anthropic_only, is_billing_line
+from pirouter_py.types import ContentPart, Message, Usage, anthropic_only, is_billing_line
 
 
 def obj(value: Any) -> dict[str, Any]:
@@ -51,6 +52,29 @@ def request_object(body: bytes) -> tuple[dict[str, Any], str]:
             '`model` is required: a model alias, or "auto" to let pirouter choose', param="model"
         )
     return data, model
+
+
+def new_call_id() -> str:
+    """An id for a tool call its upstream gave none (Ollama's /api/chat never does; some
+    OpenAI-compatible servers send none or ""). Random, 64 bits: no other call of the conversation,
+    earlier or later, has it (a position-made id such as `call_0` repeats on the next turn, and an
+    agent then takes the second call for the first, interrupted)."""
+    return f"call_{random.getrandbits(64):016x}"
+
+
+def filled(usage: Usage | None, input_estimate: int, output_chars: int) -> Usage:
+    """Usage as the upstream reported it, with what it left out estimated: the input as the
+    router estimated it, the output a token per 3 bytes of text (as the router counts). Every
+    protocol's client is told both counts (Claude Code compacts by them)."""
+    usage = usage or Usage()
+    if usage.input_tokens and (usage.output_tokens or not output_chars):
+        return usage
+    return Usage(
+        usage.input_tokens or input_estimate,
+        usage.output_tokens or (output_chars // 3 + 1 if output_chars else 0),
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+    )
 
 
 def foreign(part: ContentPart) -> bool:

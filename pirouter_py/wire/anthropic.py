@@ -7,7 +7,12 @@ messages <-> `tool_result` blocks (ids kept); images (data and http URLs) <-> im
 `finish_reason` <-> `stop_reason`; cache tokens counted; `cache_control` kept on text. When both
 ends speak Anthropic, the body passes through with only `model` changed. Usage: neutral
 `input_tokens` counts all input (as OpenAI's `prompt_tokens` does); Anthropic's `input_tokens`
-excludes the cached part, so the two are converted at the boundary.
+excludes the cached part, so the two are converted at the boundary; a stream toward an Anthropic
+client carries the input count in `message_start` and again, with the output, in the last
+`message_delta` (estimated when the upstream reports none). Structured output:
+`output_config.format` <-> neutral `response_format` (OpenAI's form); toward an Anthropic
+upstream a JSON schema goes as `output_config.format`, a free-form JSON object as a forced
+tool (`ANSWER_TOOL`) whose input comes back as the answer's text.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from pirouter_py.types import (
     ToolSpec,
     Usage,
 )
-from pirouter_py.wire import flag, positive, request_object
+from pirouter_py.wire import filled, flag, new_call_id, obj, positive, request_object
 
 STOP_TO_FINISH = {
     "end_turn": "stop",
@@ -63,6 +68,10 @@ ERROR_TYPES = {
     503: "overloaded_error",
 }
 DEFAULT_MAX_TOKENS = 1024  # v0.1's default when the request sets none
+# The tool a free-form JSON answer is asked for through (Anthropic has no `json_object` mode): its
+# call's input is the answer, returned as text; no client tool is expected to bear this name.
+ANSWER_TOOL = "pirouter_json_answer"
+OUTPUT_NAME = "output"  # the name OpenAI's json_schema format needs, for a schema that has none
 
 
 def _bad(message: str, param: str | None = None) -> RequestError:
@@ -105,6 +114,17 @@ def decode_request(body: bytes) -> ChatRequest:
         params["top_p"] = data["top_p"]
     if isinstance(data.get("stop_sequences"), list):
         params["stop"] = data["stop_sequences"]
+    # structured output: `output_config.format`, or the beta's top-level `output_format`
+    fmt = obj(data.get("output_config")).get("format") or data.get("output_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = fmt.get("schema")
+        if not isinstance(schema, dict):
+            where = "output_config.format.schema"
+            raise _bad(f"`{where}` must be a JSON schema object", where)
+        params["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": OUTPUT_NAME, "schema": schema, "strict": True},
+        }
     temperature = data.get("temperature")
     return ChatRequest(
         model=model,
@@ -286,16 +306,32 @@ def encode_request(
         body["metadata"] = {"user_id": params["user"]}
     if isinstance(params.get("n"), int) and params["n"] > 1:
         raise _bad("anthropic models give one answer per request; n > 1 is not supported", "n")
-    fmt = params.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-        raise _bad(
-            "anthropic models do not take response_format; route this request to an "
-            "OpenAI-type model or ask for JSON in the prompt",
-            "response_format",
-        )
+    _structured(body, params.get("response_format"))
     if stream:
         body["stream"] = True
     return body
+
+
+def _structured(body: dict[str, Any], fmt: Any) -> None:
+    """OpenAI's `response_format` in Anthropic's terms: a JSON schema as `output_config.format`;
+    a free-form JSON object as a forced call of `ANSWER_TOOL` (or, beside the client's own
+    tools, a call of one of them or of it)."""
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "json_schema":
+        spec = obj(fmt.get("json_schema"))
+        schema = spec.get("schema")
+        if not isinstance(schema, dict):
+            raise _bad("`response_format.json_schema.schema` must be a JSON schema object")
+        body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+    elif kind == "json_object":
+        tool = {
+            "name": ANSWER_TOOL,
+            "description": "Give your whole answer as this JSON object.",
+            "input_schema": {"type": "object"},
+        }
+        tools = body.setdefault("tools", [])
+        body["tool_choice"] = {"type": "any"} if tools else {"type": "tool", "name": ANSWER_TOOL}
+        tools.append(tool)
 
 
 def _choice_from_openai(choice: Any, params: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -376,24 +412,36 @@ def decode_response(data: Any, provider: str) -> ChatResponse:
     content = data.get("content") if isinstance(data, dict) else None
     if not isinstance(content, list):
         raise UpstreamTransportError(f"{provider} returned no content", retryable=True)
-    text = "".join(
-        b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"
-    )
-    calls = tuple(
-        ToolCall(str(b["id"]), str(b["name"]), _dumps(b.get("input") or {}))
-        for b in content
-        if isinstance(b, dict) and b.get("type") == "tool_use" and b.get("id") and b.get("name")
-    )
-    stop = data.get("stop_reason")
+    text = ""
+    calls: list[ToolCall] = []
+    answered = False  # the forced ANSWER_TOOL was called: its stop is the answer's end
+    for b in content:
+        kind = b.get("type") if isinstance(b, dict) else None
+        if kind == "text":
+            text += str(b.get("text", ""))
+        elif kind == "tool_use" and b.get("name") == ANSWER_TOOL:  # the JSON answer asked for
+            text += _dumps(b.get("input") or {})
+            answered = True
+        elif kind == "tool_use" and b.get("id") and b.get("name"):
+            calls.append(ToolCall(str(b["id"]), str(b["name"]), _dumps(b.get("input") or {})))
+    stop = STOP_TO_FINISH.get(str(data.get("stop_reason")), "stop")
     return ChatResponse(
         model=str(data.get("model") or ""),
         text=text,
-        tool_calls=calls,
-        finish_reason=STOP_TO_FINISH.get(str(stop), "stop"),
+        tool_calls=tuple(calls),
+        finish_reason="stop" if stop == "tool_calls" and answered and not calls else stop,
         usage=usage_from(data.get("usage")),
         raw=data,
         protocol="anthropic",
     )
+
+
+def stop_reason(finish: str | None, tool_calls: bool) -> str:
+    """A neutral finish reason as Anthropic's `stop_reason`; an answer with tool calls that
+    stopped normally stopped for them (Claude Code runs the calls only then)."""
+    if tool_calls and finish in (None, "stop", "tool_calls"):
+        return "tool_use"
+    return FINISH_TO_STOP.get(finish or "stop", "end_turn")
 
 
 def _usage_json(u: Usage) -> dict[str, int]:
@@ -429,7 +477,7 @@ def encode_response(
             "type": "message",
             "role": "assistant",
             "content": content,
-            "stop_reason": FINISH_TO_STOP.get(response.finish_reason, "end_turn"),
+            "stop_reason": stop_reason(response.finish_reason, bool(response.tool_calls)),
             "stop_sequence": None,
             "usage": _usage_json(response.usage),
         }
@@ -449,6 +497,7 @@ class StreamDecoder:
         self.provider = provider
         self.usage: Usage | None = None
         self.tool_index: dict[int, int] = {}  # content block index -> tool call index
+        self.answer_blocks: set[int] = set()  # blocks of the forced ANSWER_TOOL: text
         self.stopped = False
 
     def decode(self, data: Any) -> StreamEvent:
@@ -458,6 +507,9 @@ class StreamDecoder:
             return StreamEvent(usage=self.usage, raw=data, protocol="anthropic")
         if kind == "content_block_start":
             block = data.get("content_block") or {}
+            if block.get("type") == "tool_use" and block.get("name") == ANSWER_TOOL:
+                self.answer_blocks.add(data.get("index", 0))
+                return StreamEvent(raw=data, protocol="anthropic")
             if block.get("type") == "tool_use":
                 index = self.tool_index[data.get("index", 0)] = len(self.tool_index)
                 call = ToolCallDelta(index, block.get("id"), block.get("name"), "")
@@ -467,6 +519,11 @@ class StreamDecoder:
             delta = data.get("delta") or {}
             if delta.get("type") == "text_delta":
                 return StreamEvent(text=delta.get("text") or "", raw=data, protocol="anthropic")
+            answer = data.get("index", 0) in self.answer_blocks
+            if delta.get("type") == "input_json_delta" and answer:
+                return StreamEvent(
+                    text=delta.get("partial_json") or "", raw=data, protocol="anthropic"
+                )
             if delta.get("type") == "input_json_delta":
                 index = self.tool_index.get(data.get("index", 0), 0)
                 call = ToolCallDelta(index, None, None, delta.get("partial_json") or "")
@@ -475,8 +532,11 @@ class StreamDecoder:
         if kind == "message_delta":
             self.usage = usage_from(data.get("usage"), self.usage)
             stop = (data.get("delta") or {}).get("stop_reason")
+            finish = STOP_TO_FINISH.get(str(stop), "stop") if stop else None
+            if finish == "tool_calls" and self.answer_blocks and not self.tool_index:
+                finish = "stop"
             return StreamEvent(
-                finish_reason=STOP_TO_FINISH.get(str(stop), "stop") if stop else None,
+                finish_reason=finish,
                 usage=self.usage,
                 raw=data,
                 protocol="anthropic",
@@ -509,8 +569,11 @@ class StreamEncoder:
         created: int,
         include_usage: bool = True,
         request: ChatRequest | None = None,
+        input_estimate: int = 0,
     ) -> None:
         self.alias = alias
+        self.input_estimate = input_estimate
+        self.chars = 0  # text sent, for an output estimate when the upstream reports none
         self.id = f"msg_{request_id}"
         self.started = False
         self.passthrough = False
@@ -534,7 +597,7 @@ class StreamEncoder:
                     "content": [],
                     "stop_reason": None,
                     "stop_sequence": None,
-                    "usage": _usage_json(self.usage),
+                    "usage": _usage_json(filled(self.usage, self.input_estimate, 0)),
                 },
             },
         )
@@ -575,6 +638,7 @@ class StreamEncoder:
         if event.usage is not None:
             self.usage = event.usage
         if event.text:
+            self.chars += len(event.text)
             if self.block != "text":
                 out += self._open("text", {"type": "text", "text": ""})
             out += _event(
@@ -589,7 +653,12 @@ class StreamEncoder:
             if call.id is not None or call.index not in self.tool_blocks:
                 out += self._open(
                     "tool_use",
-                    {"type": "tool_use", "id": call.id or "", "name": call.name or "", "input": {}},
+                    {
+                        "type": "tool_use",
+                        "id": call.id or new_call_id(),
+                        "name": call.name or "",
+                        "input": {},
+                    },
                 )
                 self.tool_blocks[call.index] = self.index
             if call.arguments:
@@ -610,15 +679,16 @@ class StreamEncoder:
             return b""
         out = b"" if self.started else self._start()
         out += self._close()
+        usage = filled(self.usage, self.input_estimate, self.chars)
         out += _event(
             "message_delta",
             {
                 "type": "message_delta",
                 "delta": {
-                    "stop_reason": FINISH_TO_STOP.get(self.finish or "stop", "end_turn"),
+                    "stop_reason": stop_reason(self.finish, bool(self.tool_blocks)),
                     "stop_sequence": None,
                 },
-                "usage": {"output_tokens": self.usage.output_tokens},
+                "usage": _usage_json(usage),  # input too: the last word on every count
             },
         )
         return out + _event("message_stop", {"type": "message_stop"})

@@ -34,7 +34,7 @@ class Codec:
     decode_request: Callable[[bytes], ChatRequest]
     # (response, *, alias, request_id, created, meta, request)
     encode_response: Callable[..., bytes]
-    # (*, alias, request_id, created, include_usage, request)
+    # (*, alias, request_id, created, include_usage, request, input_estimate)
     stream_encoder: Callable[..., StreamEncoder]
     stream_content_type: str
     error_body: Callable[[int, str, str, str | None], bytes]  # (status, message, kind, param)

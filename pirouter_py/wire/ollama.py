@@ -1,12 +1,16 @@
 """The Ollama `/api/chat` wire format, both ways: requests, responses, NDJSON streams, errors.
 
 Neutral <-> Ollama: `options` (temperature, top_p, num_predict, stop, seed, num_ctx) <-> sampling
-fields; tool-call arguments are objects in Ollama and JSON text in OpenAI, and Ollama gives calls
-no id, so ids are made up (`call_<n>`) and tool results are matched back to calls by name;
-images travel as bare base64 (an http image URL cannot reach Ollama: a clear 400);
-`done_reason` <-> `finish_reason`; `prompt_eval_count`/`eval_count` <-> usage; `keep_alive`,
-`format` and `think` pass through. Ollama-speaking clients stream unless they say
-`"stream": false`.
+fields; tool-call arguments are objects in Ollama and JSON text in OpenAI. Ollama's server gives
+tool calls no id (api/types.go: `ToolCall.ID` is `omitempty`, and its parsers leave it empty), so
+an answer's calls get fresh random ids (`wire.new_call_id`), never one an earlier turn used; and
+its clients send tool results back by `tool_name` (the Python SDK knows no ids), so a client's
+history gets ids by position (`call_<message>_<n>`) and each tool result is matched to the first
+call of the turn still unanswered with its name (its `tool_call_id` when the client sends one).
+Images travel as bare base64 (an http image URL cannot reach Ollama: a clear 400);
+`done_reason` <-> `finish_reason`; `prompt_eval_count`/`eval_count` <-> usage; `format` (a JSON
+schema or "json") <-> structured output (`response_format` in neutral form); `keep_alive` and
+`think` pass through. Ollama-speaking clients stream unless they say `"stream": false`.
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ from pirouter_py.types import (
     ToolSpec,
     Usage,
 )
-from pirouter_py.wire import obj, request_object, without_foreign
+from pirouter_py.wire import filled, new_call_id, obj, request_object, without_foreign
 
 # base64 prefixes of the image formats Ollama's models take
 MAGIC = {"iVBOR": "image/png", "/9j/": "image/jpeg", "R0lGOD": "image/gif", "UklGR": "image/webp"}
 PASSTHROUGH = ("keep_alive", "format", "think")  # Ollama-only fields carried to Ollama upstreams
+OUTPUT_NAME = "output"  # the name OpenAI's json_schema format needs, for a schema that has none
 
 
 def _bad(message: str, param: str | None = None) -> RequestError:
@@ -61,11 +66,16 @@ def decode_request(body: bytes) -> ChatRequest:
     if not isinstance(raw_messages, list) or not raw_messages:
         raise _bad("`messages` must be a non-empty array", "messages")
     messages: list[Message] = []
-    ids_by_name: dict[str, str] = {}
+    pending: list[ToolCall] = []  # the latest assistant turn's calls not yet answered
     for i, m in enumerate(raw_messages):
-        messages.append(_message(m, i, ids_by_name))
+        messages.append(_message(m, i, pending))
     options = obj(data.get("options"))
-    params = {k: options[k] for k in ("top_p", "stop", "seed") if options.get(k) is not None}
+    params: dict[str, Any] = {
+        k: options[k] for k in ("top_p", "stop", "seed") if options.get(k) is not None
+    }
+    structured = response_format(data.get("format"))
+    if structured is not None:
+        params["response_format"] = structured
     stream = data.get("stream", True)
     if not isinstance(stream, bool):
         raise _bad("`stream` must be true or false", "stream")
@@ -101,7 +111,30 @@ def _array(value: Any, where: str) -> list[Any]:
     return value
 
 
-def _message(m: Any, i: int, ids_by_name: dict[str, str]) -> Message:
+def response_format(fmt: Any) -> dict[str, Any] | None:
+    """Ollama's `format` ("json" or a JSON schema) as OpenAI's `response_format`."""
+    if fmt == "json":
+        return {"type": "json_object"}
+    if isinstance(fmt, dict) and fmt:
+        return {"type": "json_schema", "json_schema": {"name": OUTPUT_NAME, "schema": fmt}}
+    return None
+
+
+def _answered(pending: list[ToolCall], call_id: Any, name: Any) -> str | None:
+    """The id of the call a tool result answers: the one it names by id, else the first
+    unanswered call with its tool's name, else the first unanswered call."""
+    found = next((c for c in pending if c.id == call_id), None) if call_id else None
+    if found is None and isinstance(name, str):
+        found = next((c for c in pending if c.name == name), None)
+    if found is None and pending and not call_id:
+        found = pending[0]
+    if found is None:
+        return call_id if isinstance(call_id, str) else (f"call_{name}" if name else None)
+    pending.remove(found)
+    return found.id
+
+
+def _message(m: Any, i: int, pending: list[ToolCall]) -> Message:
     where = f"messages[{i}]"
     if not isinstance(m, dict) or m.get("role") not in ROLES:
         raise _bad(f"`{where}.role` must be system, user, assistant or tool", f"{where}.role")
@@ -120,8 +153,7 @@ def _message(m: Any, i: int, ids_by_name: dict[str, str]) -> Message:
             raise _bad(f"`{where}.tool_calls[{j}].function.name` is required", where)
         call_id = call.get("id")
         if not isinstance(call_id, str) or not call_id:
-            call_id = f"call_{i}_{j}"
-        ids_by_name[fn["name"]] = call_id
+            call_id = f"call_{i}_{j}"  # unique in the conversation, and the same on every turn
         args = fn.get("arguments")
         calls.append(
             ToolCall(
@@ -130,12 +162,14 @@ def _message(m: Any, i: int, ids_by_name: dict[str, str]) -> Message:
                 args if isinstance(args, str) else orjson.dumps(args or {}).decode(),
             )
         )
+    if calls:
+        pending[:] = calls
     tool_call_id = None
     if m["role"] == "tool":
         name = m.get("tool_name") or m.get("name")
         if name is not None and not isinstance(name, str):
             raise _bad(f"`{where}.tool_name` must be a string", f"{where}.tool_name")
-        tool_call_id = ids_by_name.get(name, f"call_{name}") if name else None
+        tool_call_id = _answered(pending, m.get("tool_call_id"), name)
     return Message(m["role"], tuple(parts), tool_calls=tuple(calls), tool_call_id=tool_call_id)
 
 
@@ -204,11 +238,12 @@ def _encode_message(m: Message, names: Mapping[str, str]) -> dict[str, Any]:
     if images:
         out["images"] = images
     if m.tool_calls:
-        out["tool_calls"] = [
-            {"function": {"name": c.name, "arguments": _args(c.arguments)}} for c in m.tool_calls
-        ]
-    if m.role == "tool" and m.tool_call_id is not None and m.tool_call_id in names:
-        out["tool_name"] = names[m.tool_call_id]
+        out["tool_calls"] = _calls_json(m.tool_calls)
+    if m.role == "tool" and m.tool_call_id is not None:
+        # both: newer servers read the id (api/types.go `Message.ToolCallID`), older the name
+        out["tool_call_id"] = m.tool_call_id
+        if m.tool_call_id in names:
+            out["tool_name"] = names[m.tool_call_id]
     return out
 
 
@@ -229,15 +264,15 @@ def _finish(done_reason: Any, tool_calls: bool) -> str:
     return "tool_calls" if tool_calls else "stop"
 
 
-def _calls(message: Mapping[str, Any], first: int = 0) -> tuple[ToolCall, ...]:
+def _calls(message: Mapping[str, Any]) -> tuple[ToolCall, ...]:
     out = []
-    for n, call in enumerate(message.get("tool_calls") or [], first):
+    for call in message.get("tool_calls") or []:
         fn = call.get("function") if isinstance(call, dict) else None
         if isinstance(fn, dict) and isinstance(fn.get("name"), str):
             args = fn.get("arguments")
             out.append(
                 ToolCall(
-                    call.get("id") or f"call_{n}",
+                    call.get("id") or new_call_id(),
                     fn["name"],
                     args if isinstance(args, str) else orjson.dumps(args or {}).decode(),
                 )
@@ -278,7 +313,11 @@ def _final(alias: str, created_at: str, finish: str, usage: Usage, **extra: Any)
 
 
 def _calls_json(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
-    return [{"function": {"name": c.name, "arguments": _args(c.arguments)}} for c in calls]
+    """Calls as Ollama's server writes them (api/types.go): `id`, and `function.index`."""
+    return [
+        {"id": c.id, "function": {"index": n, "name": c.name, "arguments": _args(c.arguments)}}
+        for n, c in enumerate(calls)
+    ]
 
 
 def encode_response(
@@ -319,7 +358,7 @@ class StreamDecoder:
                 f"{self.provider}: stream error: {data['error']}", retryable=True
             )
         message = obj(data.get("message"))
-        calls = _calls(message, self.calls)
+        calls = _calls(message)
         self.calls += len(calls)
         deltas = tuple(
             ToolCallDelta(n, c.id, c.name, c.arguments)
@@ -351,8 +390,11 @@ class StreamEncoder:
         created: int,
         include_usage: bool = True,
         request: ChatRequest | None = None,
+        input_estimate: int = 0,
     ) -> None:
         self.alias = alias
+        self.input_estimate = input_estimate
+        self.chars = 0  # text sent, for an output estimate when the upstream reports none
         self.created_at = _now()
         self.passthrough = False
         self.calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
@@ -379,6 +421,7 @@ class StreamEncoder:
             self.usage = event.usage
         if not event.text:
             return b""
+        self.chars += len(event.text)
         return self._line(
             {
                 "model": self.alias,
@@ -411,7 +454,7 @@ class StreamEncoder:
                 self.alias,
                 self.created_at,
                 self.finish,
-                self.usage,
+                filled(self.usage, self.input_estimate, self.chars),
                 message={"role": "assistant", "content": ""},
             )
         )

@@ -30,7 +30,7 @@ from pirouter_py.types import (
     ToolSpec,
     Usage,
 )
-from pirouter_py.wire import obj, request_object, without_foreign
+from pirouter_py.wire import filled, new_call_id, obj, request_object, without_foreign
 
 # Inbound roles; "developer" is OpenAI's newer name for system, "function" its legacy tool role.
 ROLES: dict[str, Role] = {
@@ -297,6 +297,14 @@ def _usage(data: Any) -> Usage | None:
     )
 
 
+def finish_reason(reason: Any, tool_calls: bool) -> str:
+    """An upstream's finish reason in neutral form: the legacy `function_call` and a `stop` that
+    came with tool calls (vLLM's and llama.cpp's servers say so) both mean `tool_calls`."""
+    if reason in (None, "stop", "function_call", "tool_calls"):
+        return "tool_calls" if tool_calls else "stop"
+    return str(reason)
+
+
 def decode_response(data: Any, provider: str) -> ChatResponse:
     """An upstream OpenAI body -> ChatResponse; a body of the wrong shape is a transport error."""
     choices = data.get("choices") if isinstance(data, dict) else None
@@ -313,11 +321,13 @@ def decode_response(data: Any, provider: str) -> ChatResponse:
         raise UpstreamTransportError(
             f"{provider} returned a malformed tool call: {exc.message}", retryable=True
         ) from None
+    if any(not c.id for c in calls):  # some OpenAI-compatible servers give no id
+        calls = tuple(c if c.id else ToolCall(new_call_id(), c.name, c.arguments) for c in calls)
     return ChatResponse(
         model=str(data.get("model") or ""),
         text=content if isinstance(content, str) else "",
         tool_calls=calls,
-        finish_reason=str(choice.get("finish_reason") or "stop"),
+        finish_reason=finish_reason(choice.get("finish_reason"), bool(calls)),
         usage=_usage(data.get("usage")) or Usage(),
         raw=data,
         protocol="openai",
@@ -389,7 +399,8 @@ def decode_chunk(data: Any) -> StreamEvent:
         calls = tuple(
             ToolCallDelta(
                 int(tc.get("index", 0)),
-                tc.get("id"),
+                # a call's first piece names it; a server that gives it no id gets one made
+                tc.get("id") or (new_call_id() if obj(tc.get("function")).get("name") else None),
                 obj(tc.get("function")).get("name"),
                 obj(tc.get("function")).get("arguments") or "",
             )
@@ -397,10 +408,12 @@ def decode_chunk(data: Any) -> StreamEvent:
             if isinstance(tc, dict)
         )
     content = delta.get("content")
+    reason = choice.get("finish_reason")
     return StreamEvent(
         text=content if isinstance(content, str) else "",
         tool_calls=calls,
-        finish_reason=choice.get("finish_reason"),
+        # a `stop` after tool calls is told apart by the stream encoders, which saw the calls
+        finish_reason="tool_calls" if reason == "function_call" else reason,
         usage=usage,
         raw=data,
         protocol="openai",
@@ -418,13 +431,18 @@ class StreamEncoder:
         created: int,
         include_usage: bool,
         request: ChatRequest | None = None,
+        input_estimate: int = 0,
     ) -> None:
         self.alias = alias
         self.id = f"chatcmpl-{request_id}"
         self.created = created
         self.include_usage = include_usage
+        self.input_estimate = input_estimate
         self._started = False
         self._usage: Usage | None = None  # neutral streams: sent once, at the end
+        self._relayed_usage = False  # a passed-through usage chunk went out
+        self._calls = False  # tool calls went out: a `stop` then means `tool_calls`
+        self._chars = 0  # text sent, for an output estimate when the upstream gives none
 
     def _chunk(self, choices: list[Any], usage: Usage | None = None) -> bytes:
         data: dict[str, Any] = {
@@ -452,7 +470,10 @@ class StreamEncoder:
             data["model"] = self.alias
             if not self.include_usage:
                 data.pop("usage", None)
+            elif data.get("usage") is not None:
+                self._relayed_usage = True
             self._started = True
+            self._chars += len(event.text)
             return b"data: " + orjson.dumps(data) + b"\n\n"
         if event.usage is not None:
             self._usage = event.usage
@@ -464,14 +485,21 @@ class StreamEncoder:
             self._started = True
         if event.text:
             delta["content"] = event.text
+            self._chars += len(event.text)
         if event.tool_calls:
             delta["tool_calls"] = [_delta_json(tc) for tc in event.tool_calls]
-        return self._chunk([{"index": 0, "delta": delta, "finish_reason": event.finish_reason}])
+            self._calls = True
+        finish = event.finish_reason
+        if finish == "stop" and self._calls:
+            finish = "tool_calls"
+        return self._chunk([{"index": 0, "delta": delta, "finish_reason": finish}])
 
     def end(self) -> bytes:
-        """The usage chunk (when asked for and not already relayed), then [DONE]."""
-        if self.include_usage and self._usage is not None:
-            return self._chunk([], self._usage) + DONE
+        """The usage chunk (when asked for and not already relayed; what the upstream did not
+        report, estimated), then [DONE]."""
+        if self.include_usage and not self._relayed_usage:
+            usage = filled(self._usage, self.input_estimate, self._chars)
+            return self._chunk([], usage) + DONE
         return DONE
 
     @staticmethod

@@ -39,7 +39,7 @@ from pirouter_py.types import (
     ToolSpec,
     Usage,
 )
-from pirouter_py.wire import flag, obj, positive, request_object
+from pirouter_py.wire import filled, flag, new_call_id, obj, positive, request_object
 
 CUSTOM_INPUT = "input"  # the one argument a custom tool takes when offered as a function
 CUSTOM_SCHEMA = {
@@ -72,6 +72,8 @@ COMPACT_PROMPT = (
 SUMMARY_MARK = "pirouter-summary:"
 SUMMARY_INTRO = "A summary of the conversation so far, which it replaces:"
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+# neutral finish reasons that leave a Response `incomplete`, and the reason it gives
+INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 TEXT_PARTS = frozenset(("input_text", "output_text", "text", "summary_text", "refusal"))
 
 
@@ -372,9 +374,10 @@ def _response(
         "error": None,
         "incomplete_details": None,
     }
-    if status == "completed" and finish_reason == "length":
+    reason = INCOMPLETE.get(finish_reason or "")
+    if status == "completed" and reason is not None:
         body["status"] = "incomplete"
-        body["incomplete_details"] = {"reason": "max_output_tokens"}
+        body["incomplete_details"] = {"reason": reason}
     return body
 
 
@@ -420,8 +423,11 @@ class StreamEncoder:
         created: int,
         include_usage: bool,
         request: ChatRequest | None = None,
+        input_estimate: int = 0,
     ) -> None:
         self.alias = alias
+        self.input_estimate = input_estimate
+        self.chars = 0  # text sent, for an output estimate when the upstream reports none
         self.rid = request_id
         self.created = created
         self.custom = _custom(request)
@@ -473,6 +479,7 @@ class StreamEncoder:
             self.usage = event.usage
         if event.finish_reason:
             self.finish_reason = event.finish_reason
+        self.chars += len(event.text)
         if event.text and self.summary is not None:  # a compaction: one item, at the end
             self.summary.append(event.text)
         elif event.text:
@@ -502,7 +509,7 @@ class StreamEncoder:
             call = self.calls.get(delta.index)
             if call is None:
                 out += self._close_text()
-                call = self.calls[delta.index] = [delta.id or f"call_{delta.index}", "", ""]
+                call = self.calls[delta.index] = [delta.id or new_call_id(), "", ""]
             if delta.name:
                 call[1] += delta.name
             call[2] += delta.arguments
@@ -551,7 +558,7 @@ class StreamEncoder:
             self.created,
             self.output,
             "completed",
-            self.usage,
+            filled(self.usage, self.input_estimate, self.chars),
             self.finish_reason,
             self.store,
         )
