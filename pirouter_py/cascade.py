@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from pirouter_py import record as rec
-from pirouter_py.checks import judge
+from pirouter_py.checks import judge, structured
 from pirouter_py.config import CascadeConfig, Config, ModelConfig
 from pirouter_py.errors import RequestError, UpstreamError
 from pirouter_py.live.health import Health
@@ -406,9 +406,12 @@ class Cascade:
         return await self._walk(*self._route(decision), attempts, once, done)
 
     @staticmethod
-    def _decided(cfg: CascadeConfig, seen: _Seen) -> bool:
-        """Has a stream delivered enough to judge it before its end?"""
+    def _decided(cfg: CascadeConfig, seen: _Seen, json_asked: bool = False) -> bool:
+        """Has a stream delivered enough to judge it before its end? (A JSON answer is judged
+        whole: it parses only once it is.)"""
         if not seen.chars and not seen.tool_calls:
+            return False
+        if json_asked and not seen.tool_calls:
             return False
         if seen.tool_calls and cfg.tool_calls_valid:
             return False  # held until complete: an invalid call escalates unseen
@@ -432,6 +435,7 @@ class Cascade:
             seen = _Seen()
             held: list[StreamEvent] = []
             ended = False
+            json_asked = cfg.json_check or structured(request.params.get("response_format"))
             events = turn.provider.stream(request, turn.model)
             try:
                 async for event in events:
@@ -441,7 +445,9 @@ class Cascade:
                     held.append(event)
                     # The last model commits at its first content; others once the checks can
                     # decide. Before that, an error still falls back to a kept answer.
-                    if (final and (seen.chars or seen.tool_calls)) or self._decided(cfg, seen):
+                    if (final and (seen.chars or seen.tool_calls)) or self._decided(
+                        cfg, seen, json_asked
+                    ):
                         break
                 else:
                     ended = True

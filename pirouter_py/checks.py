@@ -4,7 +4,8 @@ The triggers of v0.1 (a marker, an empty answer, a truncated one, a short one) a
 added here, each off unless `[cascade]` or a rule's `escalation` turns it on:
 - `require_match` / `forbid_match`: a regex the answer must / must not match (search, any line);
 - `json`: the answer parses as JSON (a fenced code block counts), and matches the request's
-  `response_format` JSON schema when it gave one;
+  `response_format` JSON schema when it gave one; on by itself for a request that asks for
+  structured output (in any protocol's words: they all arrive as `response_format`);
 - `tool_calls_valid`: every tool call names an offered tool, and its arguments parse as a JSON
   object that validates against that tool's schema (jsonschema);
 - `refusal`: the answer opens by declining ("I'm sorry, but I can't...");
@@ -64,7 +65,8 @@ def judge(
         return rec.ESCALATED_TRUNCATED
     if cfg.tool_calls_valid and tool_calls and not calls_valid(calls, tools):
         return rec.ESCALATED_TOOL_CALL
-    if cfg.json_check and not tool_calls and not json_valid(text, response_format):
+    json_asked = cfg.json_check or structured(response_format)
+    if json_asked and not tool_calls and not json_valid(text, response_format):
         return rec.ESCALATED_JSON
     if cfg.forbid_match is not None and re.search(cfg.forbid_match, text, re.MULTILINE):
         return rec.ESCALATED_FORBIDDEN
@@ -102,6 +104,14 @@ def _schema_errors(instance: Any, schema: Mapping[str, Any]) -> bool:
         return not cls(schema).is_valid(instance)
     except jsonschema.SchemaError:
         return False  # the client's schema is broken: nothing to hold the answer to
+
+
+def structured(response_format: Any) -> bool:
+    """Does the request ask for a JSON answer (`json_schema` or `json_object`)?"""
+    return isinstance(response_format, dict) and response_format.get("type") in (
+        "json_schema",
+        "json_object",
+    )
 
 
 def json_valid(text: str, response_format: Any = None) -> bool:

@@ -53,6 +53,10 @@ CASES: list[tuple[str, dict[str, Any], str, tuple[ToolCall, ...], Any, str | Non
     ("json-fails", {"json_check": True}, "ok: yes", (), None, rec.ESCALATED_JSON),
     ("json-schema-passes", {"json_check": True}, '{"ok": false}', (), SCHEMA, None),
     ("json-schema-fails", {"json_check": True}, '{"ok": "no"}', (), SCHEMA, rec.ESCALATED_JSON),
+    # a request for structured output asks for the check itself
+    ("json-asked-by-the-request", {}, "ok: yes", (), SCHEMA, rec.ESCALATED_JSON),
+    ("json-object-asked", {}, "ok", (), {"type": "json_object"}, rec.ESCALATED_JSON),
+    ("json-asked-and-given", {}, '{"ok": true}', (), SCHEMA, None),
     (
         "tool-valid",
         {"tool_calls_valid": True},
@@ -202,3 +206,30 @@ def test_an_invalid_tool_call_escalates_unseen_by_a_stream_client(
     assert {chunk.model for chunk in chunks} == {"strong"}
     line = daemon.wait_log(raw.headers["x-pirouter-request-id"])  # written after the answer
     assert line["chain"] == ["cheap:escalated_tool_call", "strong:ok"]
+
+
+def test_a_streamed_answer_that_is_not_the_json_asked_for_escalates(
+    fake: FakeUpstream, daemon: Daemon
+) -> None:
+    """An Ollama client's `format` schema: the cheap model's prose is held back whole and the
+    strong model's JSON is what the client reads (no `json` check configured)."""
+    import ollama
+
+    schema = SCHEMA["json_schema"]["schema"]
+    fake.script("m-cheap", Reply(text="It looks fine to me."))
+    fake.script("m-strong", Reply(text='{"ok": true}'))
+    client = ollama.Client(host=daemon.url, timeout=20)
+    try:
+        parts = list(
+            client.chat(
+                model="auto",
+                messages=[{"role": "user", "content": "ok?"}],
+                format=schema,
+                stream=True,
+            )
+        )
+    finally:
+        client._client.close()
+    assert json.loads("".join(p.message.content or "" for p in parts)) == {"ok": True}
+    assert [s.body["response_format"]["json_schema"]["schema"] for s in fake.seen] == [schema] * 2
+    assert parts[-1].done and parts[-1].done_reason == "stop"
