@@ -21,6 +21,7 @@ from pirouter_py.types import (
     ToolSpec,
     Usage,
 )
+from pirouter_py.wire import Envelope
 from pirouter_py.wire import openai as wire
 
 
@@ -271,9 +272,7 @@ def test_neutral_response_encodes_with_alias_and_meta() -> None:
         protocol="anthropic",
     )
     out = json.loads(
-        wire.encode_response(
-            response, alias="sonnet", request_id="r1", created=7, meta={"rule": "x"}
-        )
+        wire.encode_response(response, Envelope("sonnet", "r1", 7, meta={"rule": "x"}))
     )
     assert out == {
         "id": "chatcmpl-r1",
@@ -307,7 +306,7 @@ def chunks(data: bytes) -> list[Any]:
 
 
 def test_neutral_stream_encoding() -> None:
-    encoder = wire.StreamEncoder(alias="a", request_id="r", created=1, include_usage=False)
+    encoder = wire.StreamEncoder(Envelope("a", "r", 1, include_usage=False))
     out = chunks(
         encoder.encode(StreamEvent(text="He"))
         + encoder.encode(StreamEvent(text="llo"))
@@ -335,7 +334,7 @@ def test_neutral_stream_encoding() -> None:
     assert out[-1]["choices"][0]["finish_reason"] == "tool_calls"
     assert all("usage" not in c for c in out) and {c["model"] for c in out} == {"a"}
     assert encoder.end() == b"data: [DONE]\n\n"
-    with_usage = wire.StreamEncoder(alias="a", request_id="r", created=1, include_usage=True)
+    with_usage = wire.StreamEncoder(Envelope("a", "r", 1, include_usage=True))
     # usage seen twice (as Anthropic streams send it) is sent once, at the end
     body = with_usage.encode(StreamEvent(usage=Usage(1, 0))) + with_usage.encode(
         StreamEvent(finish_reason="stop", usage=Usage(1, 2))

@@ -45,7 +45,7 @@ from pirouter_py.server.request import (
 )
 from pirouter_py.server.state import JSON, STATE, State, drained
 from pirouter_py.types import ChatRequest
-from pirouter_py.wire import filled
+from pirouter_py.wire import Envelope, filled
 from pirouter_py.wire.codecs import Codec
 
 # Headers of an Anthropic client's request that Anthropic upstreams receive unchanged.
@@ -193,12 +193,7 @@ async def serve_whole(ctx: Ctx) -> web.StreamResponse:
     if usage != answer.usage:  # the upstream did not count: the client is told an estimate
         answer = replace(answer, usage=usage)
     body = ctx.codec.encode_response(
-        answer,
-        alias=outcome.alias or "",
-        request_id=ctx.rid,
-        created=int(ctx.arrived),
-        meta=meta(ctx),
-        request=ctx.chat,
+        answer, Envelope(outcome.alias or "", ctx.rid, int(ctx.arrived), ctx.chat, meta(ctx))
     )
     overhead = overhead_ms(ctx)
     stored = None

@@ -34,6 +34,7 @@ from pirouter_py.server.request import (
     routing_headers,
 )
 from pirouter_py.server.state import DRAIN, drained
+from pirouter_py.wire import Envelope
 
 log = get_logger("pirouter")
 
@@ -124,12 +125,14 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
         headers=stream_headers(ctx, routing_headers(ctx, outcome.alias, overhead))
     )
     encoder = ctx.codec.stream_encoder(
-        alias=outcome.alias,
-        request_id=ctx.rid,
-        created=int(ctx.arrived),
-        include_usage=ctx.chat.include_usage,
-        request=ctx.chat,
-        input_estimate=ctx.decision.features.estimated_tokens,
+        Envelope(
+            outcome.alias,
+            ctx.rid,
+            int(ctx.arrived),
+            ctx.chat,
+            include_usage=ctx.chat.include_usage,
+            input_estimate=ctx.decision.features.estimated_tokens,
+        )
     )
     status = rec.STATUS_OK
     config = ctx.snapshot.config
@@ -195,9 +198,7 @@ async def failed_begun(
 ) -> web.StreamResponse:
     """No answer after keep-alives began the response (its status, 200, is sent): an error event
     in the client's protocol ends the stream, and the request is recorded as failed."""
-    encoder = ctx.codec.stream_encoder(
-        alias="", request_id=ctx.rid, created=int(ctx.arrived), include_usage=False
-    )
+    encoder = ctx.codec.stream_encoder(Envelope("", ctx.rid, int(ctx.arrived), include_usage=False))
     made = record(ctx, status, 200, None, overhead_ms(ctx), None)
     try:
         with contextlib.suppress(ConnectionResetError):

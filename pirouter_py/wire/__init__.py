@@ -1,17 +1,44 @@
 """Wire formats: one module per protocol, each decoding and encoding both directions.
 
-The helpers here are what every inbound decoder checks first.
+The helpers here are the shapes the protocols share, written once: the request object every
+inbound decoder checks first, a message's content (a string or typed parts), tool-call
+arguments, ids for calls that came without one, and usage with what an upstream left out
+estimated. Where protocols differ, only the difference is written in their modules.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Mapping
+from dataclasses import field
 from typing import Any
 
 import orjson
 
 from pirouter_py.errors import RequestError
-from pirouter_py.types import ContentPart, Message, Usage, anthropic_only, is_billing_line
+from pirouter_py.types import (
+    ChatRequest,
+    ContentPart,
+    Message,
+    TextPart,
+    Usage,
+    anthropic_only,
+    frozen,
+    is_billing_line,
+)
+
+
+@frozen
+class Envelope:
+    """What every protocol's encoder writes around an answer, whole or streamed."""
+
+    alias: str  # the model alias that answered (the body's `model`)
+    request_id: str  # pirouter's id of the request (the answer's id derives from it)
+    created: int  # when the request arrived (unix seconds)
+    request: ChatRequest | None = None  # Responses reads its tools, compaction and `store`
+    meta: Mapping[str, Any] = field(default_factory=dict)  # a whole body's `pirouter` object
+    include_usage: bool = True  # a streaming OpenAI client asked for the usage chunk
+    input_estimate: int = 0  # the router's input estimate, for usage an upstream did not report
 
 
 def obj(value: Any) -> dict[str, Any]:
@@ -52,6 +79,46 @@ def request_object(body: bytes) -> tuple[dict[str, Any], str]:
             '`model` is required: a model alias, or "auto" to let pirouter choose', param="model"
         )
     return data, model
+
+
+# reads one typed content part: (the part, its `type`, where it is in the body) -> neutral part
+PartReader = Callable[[dict[str, Any], str, str], ContentPart]
+
+
+def content_parts(
+    content: Any, where: str, read: PartReader, noun: str = "content parts"
+) -> tuple[ContentPart, ...]:
+    """A message's content in any protocol: a string (one text part) or an array of objects
+    with a `type`, each read by the protocol's `read`; anything else is a 400 naming the field."""
+    if isinstance(content, str):
+        return (TextPart(content),)
+    if not isinstance(content, list):
+        raise RequestError(f"`{where}` must be a string or an array of {noun}", param=where)
+    parts: list[ContentPart] = []
+    for j, part in enumerate(content):
+        here = f"{where}[{j}]"
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise RequestError(f"`{here}` must be an object with a `type`", param=here)
+        parts.append(read(part, part["type"], here))
+    return tuple(parts)
+
+
+def text_part(part: dict[str, Any], where: str) -> TextPart:
+    """`{"type": "text", "text": ...}` (OpenAI's and Anthropic's shape); its other keys, such as
+    Anthropic's `cache_control`, are kept."""
+    text = part.get("text")
+    if not isinstance(text, str):
+        raise RequestError(f"`{where}.text` must be a string", param=f"{where}.text")
+    extra = {k: v for k, v in part.items() if k not in ("type", "text")}
+    return TextPart(text, extra or None)
+
+
+def arguments_json(arguments: Any) -> str:
+    """A tool call's arguments as JSON text: OpenAI sends text; Ollama's `arguments` and
+    Anthropic's `input` are objects."""
+    if isinstance(arguments, str):
+        return arguments
+    return orjson.dumps(arguments or {}).decode()
 
 
 def new_call_id() -> str:

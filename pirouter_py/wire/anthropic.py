@@ -37,7 +37,18 @@ from pirouter_py.types import (
     ToolSpec,
     Usage,
 )
-from pirouter_py.wire import filled, flag, new_call_id, obj, positive, request_object
+from pirouter_py.wire import (
+    Envelope,
+    arguments_json,
+    content_parts,
+    filled,
+    flag,
+    new_call_id,
+    obj,
+    positive,
+    request_object,
+    text_part,
+)
 
 STOP_TO_FINISH = {
     "end_turn": "stop",
@@ -142,28 +153,18 @@ def decode_request(body: bytes) -> ChatRequest:
 
 
 def _blocks(content: Any, where: str) -> tuple[ContentPart, ...]:
-    if isinstance(content, str):
-        return (TextPart(content),)
-    if not isinstance(content, list):
-        raise _bad(f"`{where}` must be a string or an array of content blocks", where)
-    parts: list[ContentPart] = []
-    for j, block in enumerate(content):
-        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-            raise _bad(f"`{where}[{j}]` must be an object with a `type`", f"{where}[{j}]")
-        kind = block["type"]
-        if kind == "text":
-            if not isinstance(block.get("text"), str):
-                raise _bad(f"`{where}[{j}].text` must be a string", f"{where}[{j}].text")
-            extra = {k: v for k, v in block.items() if k not in ("type", "text")}
-            parts.append(TextPart(block["text"], extra or None))
-        elif kind == "image":
-            parts.append(ImagePart(_image_url(block.get("source"), f"{where}[{j}].source")))
-        elif kind == "tool_reference" and isinstance(block.get("tool_name"), str):
-            # what a tool search found: for Anthropic as it was, for others the tool's name
-            parts.append(TextPart(f"Tool: {block['tool_name']}", {"tool_reference": block}))
-        else:
-            parts.append(OtherPart(kind, block))
-    return tuple(parts)
+    return content_parts(content, where, _block, "content blocks")
+
+
+def _block(block: dict[str, Any], kind: str, where: str) -> ContentPart:
+    if kind == "text":
+        return text_part(block, where)
+    if kind == "image":
+        return ImagePart(_image_url(block.get("source"), f"{where}.source"))
+    if kind == "tool_reference" and isinstance(block.get("tool_name"), str):
+        # what a tool search found: for Anthropic as it was, for others the tool's name
+        return TextPart(f"Tool: {block['tool_name']}", {"tool_reference": block})
+    return OtherPart(kind, block)
 
 
 def _image_url(source: Any, where: str) -> str:
@@ -205,7 +206,7 @@ def _message(m: Any, i: int) -> list[Message]:
                 raise _bad(
                     f"`{where}.content[{j}]` tool_use needs id and name", f"{where}.content[{j}]"
                 )
-            calls.append(ToolCall(block["id"], block["name"], _dumps(block.get("input") or {})))
+            calls.append(ToolCall(block["id"], block["name"], arguments_json(block.get("input"))))
         else:
             plain.append(block)
     parts = _blocks(plain, f"{where}.content") if plain else ()
@@ -264,6 +265,7 @@ def encode_request(
     *,
     stream: bool,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    json_by_tool: bool = False,
 ) -> dict[str, Any]:
     if request.raw is not None and request.protocol == "anthropic":
         body = dict(request.raw)
@@ -306,32 +308,37 @@ def encode_request(
         body["metadata"] = {"user_id": params["user"]}
     if isinstance(params.get("n"), int) and params["n"] > 1:
         raise _bad("anthropic models give one answer per request; n > 1 is not supported", "n")
-    _structured(body, params.get("response_format"))
+    _structured(body, params.get("response_format"), json_by_tool)
     if stream:
         body["stream"] = True
     return body
 
 
-def _structured(body: dict[str, Any], fmt: Any) -> None:
-    """OpenAI's `response_format` in Anthropic's terms: a JSON schema as `output_config.format`;
-    a free-form JSON object as a forced call of `ANSWER_TOOL` (or, beside the client's own
-    tools, a call of one of them or of it)."""
+def _structured(body: dict[str, Any], fmt: Any, by_tool: bool) -> None:
+    """OpenAI's `response_format` in Anthropic's terms: a JSON schema as `output_config.format`
+    (unless the model takes none: `by_tool`); a free-form JSON object, or a schema the model
+    cannot take natively, as a forced call of `ANSWER_TOOL` with it as input schema (beside the
+    client's own tools: a call of one of them or of it)."""
     kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind not in ("json_schema", "json_object"):
+        return
+    schema: dict[str, Any] = {"type": "object"}
     if kind == "json_schema":
-        spec = obj(fmt.get("json_schema"))
-        schema = spec.get("schema")
-        if not isinstance(schema, dict):
+        given = obj(fmt.get("json_schema")).get("schema")
+        if not isinstance(given, dict):
             raise _bad("`response_format.json_schema.schema` must be a JSON schema object")
-        body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
-    elif kind == "json_object":
-        tool = {
-            "name": ANSWER_TOOL,
-            "description": "Give your whole answer as this JSON object.",
-            "input_schema": {"type": "object"},
-        }
-        tools = body.setdefault("tools", [])
-        body["tool_choice"] = {"type": "any"} if tools else {"type": "tool", "name": ANSWER_TOOL}
-        tools.append(tool)
+        if not by_tool:
+            body["output_config"] = {"format": {"type": "json_schema", "schema": given}}
+            return
+        schema = given
+    tool = {
+        "name": ANSWER_TOOL,
+        "description": "Give your whole answer as this JSON object.",
+        "input_schema": schema,
+    }
+    tools = body.setdefault("tools", [])
+    body["tool_choice"] = {"type": "any"} if tools else {"type": "tool", "name": ANSWER_TOOL}
+    tools.append(tool)
 
 
 def _choice_from_openai(choice: Any, params: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -418,12 +425,12 @@ def decode_response(data: Any, provider: str) -> ChatResponse:
     for b in content:
         kind = b.get("type") if isinstance(b, dict) else None
         if kind == "text":
-            text += str(b.get("text", ""))
+            text += b.get("text", "")  # a text that is not a string: a malformed answer
         elif kind == "tool_use" and b.get("name") == ANSWER_TOOL:  # the JSON answer asked for
-            text += _dumps(b.get("input") or {})
+            text += arguments_json(b.get("input"))
             answered = True
         elif kind == "tool_use" and b.get("id") and b.get("name"):
-            calls.append(ToolCall(str(b["id"]), str(b["name"]), _dumps(b.get("input") or {})))
+            calls.append(ToolCall(str(b["id"]), str(b["name"]), arguments_json(b.get("input"))))
     stop = STOP_TO_FINISH.get(str(data.get("stop_reason")), "stop")
     return ChatResponse(
         model=str(data.get("model") or ""),
@@ -453,15 +460,7 @@ def _usage_json(u: Usage) -> dict[str, int]:
     }
 
 
-def encode_response(
-    response: ChatResponse,
-    *,
-    alias: str,
-    request_id: str,
-    created: int,
-    meta: Mapping[str, Any],
-    request: ChatRequest | None = None,
-) -> bytes:
+def encode_response(response: ChatResponse, env: Envelope) -> bytes:
     if response.raw is not None and response.protocol == "anthropic":
         body = dict(response.raw)
     else:
@@ -473,7 +472,7 @@ def encode_response(
             for c in response.tool_calls
         ]
         body = {
-            "id": f"msg_{request_id}",
+            "id": f"msg_{env.request_id}",
             "type": "message",
             "role": "assistant",
             "content": content,
@@ -481,8 +480,8 @@ def encode_response(
             "stop_sequence": None,
             "usage": _usage_json(response.usage),
         }
-    body["model"] = alias
-    body["pirouter"] = meta
+    body["model"] = env.alias
+    body["pirouter"] = env.meta
     return orjson.dumps(body)
 
 
@@ -561,20 +560,11 @@ def _event(name: str, data: Mapping[str, Any]) -> bytes:
 class StreamEncoder:
     """StreamEvents -> the event stream an Anthropic client reads."""
 
-    def __init__(
-        self,
-        *,
-        alias: str,
-        request_id: str,
-        created: int,
-        include_usage: bool = True,
-        request: ChatRequest | None = None,
-        input_estimate: int = 0,
-    ) -> None:
-        self.alias = alias
-        self.input_estimate = input_estimate
+    def __init__(self, env: Envelope) -> None:
+        self.alias = env.alias
+        self.input_estimate = env.input_estimate
         self.chars = 0  # text sent, for an output estimate when the upstream reports none
-        self.id = f"msg_{request_id}"
+        self.id = f"msg_{env.request_id}"
         self.started = False
         self.passthrough = False
         self.block: str | None = None  # the open content block: "text" or "tool_use"
@@ -625,7 +615,9 @@ class StreamEncoder:
             # (a stream cut and continued) and `end` closes only what is open
             if kind == "message_start":
                 self.started = True
-                data = {**data, "message": {**(data.get("message") or {}), "model": self.alias}}
+                message = data.get("message") or {}
+                self.usage = usage_from(message.get("usage"))
+                data = {**data, "message": {**message, "model": self.alias}}
             elif kind == "content_block_start":
                 self.index = int(data.get("index") or 0)
                 self.block = str((data.get("content_block") or {}).get("type") or "text")
@@ -633,6 +625,10 @@ class StreamEncoder:
                 self.block = None
             elif kind == "message_stop":
                 self.passthrough = True
+            elif kind == "message_delta" and "input_tokens" not in obj(data.get("usage")):
+                # the input count again with the last word on usage, as for other upstreams
+                counted = _usage_json(usage_from(data.get("usage"), self.usage))
+                data = {**data, "usage": {**counted, **obj(data.get("usage"))}}
             return _event(str(kind), data)
         out = b"" if self.started else self._start()
         if event.usage is not None:

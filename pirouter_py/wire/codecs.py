@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from pirouter_py.types import ChatRequest, StreamEvent
+from pirouter_py.types import ChatRequest, ChatResponse, StreamEvent
 from pirouter_py.types import Protocol as WireProtocol
-from pirouter_py.wire import anthropic, ollama, openai, responses
+from pirouter_py.wire import Envelope, anthropic, ollama, openai, responses
 
 
 class StreamEncoder(Protocol):
@@ -32,10 +32,8 @@ class StreamEncoder(Protocol):
 class Codec:
     protocol: WireProtocol
     decode_request: Callable[[bytes], ChatRequest]
-    # (response, *, alias, request_id, created, meta, request)
-    encode_response: Callable[..., bytes]
-    # (*, alias, request_id, created, include_usage, request, input_estimate)
-    stream_encoder: Callable[..., StreamEncoder]
+    encode_response: Callable[[ChatResponse, Envelope], bytes]
+    stream_encoder: Callable[[Envelope], StreamEncoder]
     stream_content_type: str
     error_body: Callable[[int, str, str, str | None], bytes]  # (status, message, kind, param)
     keepalive: bytes  # what a held-back stream sends while it waits; b"": nothing safe to send

@@ -36,7 +36,15 @@ from pirouter_py.types import (
     ToolSpec,
     Usage,
 )
-from pirouter_py.wire import filled, new_call_id, obj, request_object, without_foreign
+from pirouter_py.wire import (
+    Envelope,
+    arguments_json,
+    filled,
+    new_call_id,
+    obj,
+    request_object,
+    without_foreign,
+)
 
 # base64 prefixes of the image formats Ollama's models take
 MAGIC = {"iVBOR": "image/png", "/9j/": "image/jpeg", "R0lGOD": "image/gif", "UklGR": "image/webp"}
@@ -154,14 +162,7 @@ def _message(m: Any, i: int, pending: list[ToolCall]) -> Message:
         call_id = call.get("id")
         if not isinstance(call_id, str) or not call_id:
             call_id = f"call_{i}_{j}"  # unique in the conversation, and the same on every turn
-        args = fn.get("arguments")
-        calls.append(
-            ToolCall(
-                call_id,
-                fn["name"],
-                args if isinstance(args, str) else orjson.dumps(args or {}).decode(),
-            )
-        )
+        calls.append(ToolCall(call_id, fn["name"], arguments_json(fn.get("arguments"))))
     if calls:
         pending[:] = calls
     tool_call_id = None
@@ -269,14 +270,8 @@ def _calls(message: Mapping[str, Any]) -> tuple[ToolCall, ...]:
     for call in message.get("tool_calls") or []:
         fn = call.get("function") if isinstance(call, dict) else None
         if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-            args = fn.get("arguments")
-            out.append(
-                ToolCall(
-                    call.get("id") or new_call_id(),
-                    fn["name"],
-                    args if isinstance(args, str) else orjson.dumps(args or {}).decode(),
-                )
-            )
+            call_id = call.get("id") or new_call_id()
+            out.append(ToolCall(call_id, fn["name"], arguments_json(fn.get("arguments"))))
     return tuple(out)
 
 
@@ -320,23 +315,15 @@ def _calls_json(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
     ]
 
 
-def encode_response(
-    response: ChatResponse,
-    *,
-    alias: str,
-    request_id: str,
-    created: int,
-    meta: Mapping[str, Any],
-    request: ChatRequest | None = None,
-) -> bytes:
+def encode_response(response: ChatResponse, env: Envelope) -> bytes:
     if response.raw is not None and response.protocol == "ollama":
-        body = {**response.raw, "model": alias}
+        body = {**response.raw, "model": env.alias}
     else:
         message: dict[str, Any] = {"role": "assistant", "content": response.text}
         if response.tool_calls:
             message["tool_calls"] = _calls_json(response.tool_calls)
-        body = _final(alias, _now(), response.finish_reason, response.usage, message=message)
-    body["pirouter"] = meta
+        body = _final(env.alias, _now(), response.finish_reason, response.usage, message=message)
+    body["pirouter"] = env.meta
     return orjson.dumps(body)
 
 
@@ -382,18 +369,9 @@ class StreamDecoder:
 class StreamEncoder:
     """StreamEvents -> the NDJSON lines an Ollama client reads."""
 
-    def __init__(
-        self,
-        *,
-        alias: str,
-        request_id: str,
-        created: int,
-        include_usage: bool = True,
-        request: ChatRequest | None = None,
-        input_estimate: int = 0,
-    ) -> None:
-        self.alias = alias
-        self.input_estimate = input_estimate
+    def __init__(self, env: Envelope) -> None:
+        self.alias = env.alias
+        self.input_estimate = env.input_estimate
         self.chars = 0  # text sent, for an output estimate when the upstream reports none
         self.created_at = _now()
         self.passthrough = False

@@ -9,7 +9,6 @@ decoded and encoded once per hop. Malformed input raises `RequestError` naming t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -30,7 +29,17 @@ from pirouter_py.types import (
     ToolSpec,
     Usage,
 )
-from pirouter_py.wire import filled, new_call_id, obj, request_object, without_foreign
+from pirouter_py.wire import (
+    Envelope,
+    arguments_json,
+    content_parts,
+    filled,
+    new_call_id,
+    obj,
+    request_object,
+    text_part,
+    without_foreign,
+)
 
 # Inbound roles; "developer" is OpenAI's newer name for system, "function" its legacy tool role.
 ROLES: dict[str, Role] = {
@@ -124,36 +133,19 @@ def _message(m: Any, i: int) -> Message:
 
 
 def _content(content: Any, where: str) -> tuple[ContentPart, ...]:
-    if content is None:
-        return ()
-    if isinstance(content, str):
-        return (TextPart(content),)
-    if not isinstance(content, list):
-        raise _bad(f"`{where}` must be a string or an array of content parts", where)
-    parts: list[ContentPart] = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise _bad(f"`{where}[{j}]` must be an object with a `type`", f"{where}[{j}]")
-        kind = part["type"]
-        if kind == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise _bad(f"`{where}[{j}].text` must be a string", f"{where}[{j}].text")
-            extra = {k: v for k, v in part.items() if k not in ("type", "text")}
-            parts.append(TextPart(text, extra or None))
-        elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str) or not url:
-                raise _bad(
-                    f"`{where}[{j}].image_url.url` must be a URL or data URL",
-                    f"{where}[{j}].image_url",
-                )
-            detail = image.get("detail") if isinstance(image, dict) else None
-            parts.append(ImagePart(url, detail))
-        else:
-            parts.append(OtherPart(kind, part))
-    return tuple(parts)
+    return () if content is None else content_parts(content, where, _part)
+
+
+def _part(part: dict[str, Any], kind: str, where: str) -> ContentPart:
+    if kind == "text":
+        return text_part(part, where)
+    if kind == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        if not isinstance(url, str) or not url:
+            raise _bad(f"`{where}.image_url.url` must be a URL or data URL", f"{where}.image_url")
+        return ImagePart(url, image.get("detail") if isinstance(image, dict) else None)
+    return OtherPart(kind, part)
 
 
 def _tool_calls(calls: Any, where: str) -> tuple[ToolCall, ...]:
@@ -166,13 +158,8 @@ def _tool_calls(calls: Any, where: str) -> tuple[ToolCall, ...]:
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise _bad(f"`{where}[{j}]` must have `function.name`", f"{where}[{j}]")
-        args = fn.get("arguments", "")
         out.append(
-            ToolCall(
-                str(call.get("id") or ""),
-                fn["name"],
-                args if isinstance(args, str) else orjson.dumps(args).decode(),
-            )
+            ToolCall(str(call.get("id") or ""), fn["name"], arguments_json(fn.get("arguments", "")))
         )
     return tuple(out)
 
@@ -334,15 +321,7 @@ def decode_response(data: Any, provider: str) -> ChatResponse:
     )
 
 
-def encode_response(
-    response: ChatResponse,
-    *,
-    alias: str,
-    request_id: str,
-    created: int,
-    meta: Mapping[str, Any],
-    request: ChatRequest | None = None,
-) -> bytes:
+def encode_response(response: ChatResponse, env: Envelope) -> bytes:
     """The body an OpenAI client gets: `model` is the alias that answered, plus `pirouter`."""
     if response.raw is not None and response.protocol == "openai":
         body = dict(response.raw)
@@ -362,9 +341,9 @@ def encode_response(
             ]
         u = response.usage
         body = {
-            "id": f"chatcmpl-{request_id}",
+            "id": f"chatcmpl-{env.request_id}",
             "object": "chat.completion",
-            "created": created,
+            "created": env.created,
             "choices": [{"index": 0, "message": message, "finish_reason": response.finish_reason}],
             "usage": {
                 "prompt_tokens": u.input_tokens,
@@ -372,8 +351,8 @@ def encode_response(
                 "total_tokens": u.input_tokens + u.output_tokens,
             },
         }
-    body["model"] = alias
-    body["pirouter"] = meta
+    body["model"] = env.alias
+    body["pirouter"] = env.meta
     return orjson.dumps(body)
 
 
@@ -423,21 +402,12 @@ def decode_chunk(data: Any) -> StreamEvent:
 class StreamEncoder:
     """Turns StreamEvents into the SSE bytes an OpenAI client reads."""
 
-    def __init__(
-        self,
-        *,
-        alias: str,
-        request_id: str,
-        created: int,
-        include_usage: bool,
-        request: ChatRequest | None = None,
-        input_estimate: int = 0,
-    ) -> None:
-        self.alias = alias
-        self.id = f"chatcmpl-{request_id}"
-        self.created = created
-        self.include_usage = include_usage
-        self.input_estimate = input_estimate
+    def __init__(self, env: Envelope) -> None:
+        self.alias = env.alias
+        self.id = f"chatcmpl-{env.request_id}"
+        self.created = env.created
+        self.include_usage = env.include_usage
+        self.input_estimate = env.input_estimate
         self._started = False
         self._usage: Usage | None = None  # neutral streams: sent once, at the end
         self._relayed_usage = False  # a passed-through usage chunk went out

@@ -20,7 +20,6 @@ module sees the request (server/responses.py).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -39,7 +38,16 @@ from pirouter_py.types import (
     ToolSpec,
     Usage,
 )
-from pirouter_py.wire import filled, flag, new_call_id, obj, positive, request_object
+from pirouter_py.wire import (
+    Envelope,
+    content_parts,
+    filled,
+    flag,
+    new_call_id,
+    obj,
+    positive,
+    request_object,
+)
 
 CUSTOM_INPUT = "input"  # the one argument a custom tool takes when offered as a function
 CUSTOM_SCHEMA = {
@@ -146,22 +154,15 @@ def decode_request(body: bytes) -> ChatRequest:
 
 
 def _parts(content: Any, where: str) -> tuple[ContentPart, ...]:
-    if isinstance(content, str):
-        return (TextPart(content),)
-    if not isinstance(content, list):
-        raise _bad(f"`{where}` must be a string or an array of content parts", where)
-    parts: list[ContentPart] = []
-    for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind in TEXT_PARTS and isinstance(part.get("text"), str):
-            parts.append(TextPart(part["text"]))
-        elif kind == "input_image" and isinstance(part.get("image_url"), str):
-            parts.append(ImagePart(part["image_url"], part.get("detail")))
-        elif isinstance(kind, str):
-            parts.append(OtherPart(kind, part))
-        else:
-            raise _bad(f"`{where}[{j}]` must be an object with a `type`", f"{where}[{j}]")
-    return tuple(parts)
+    return content_parts(content, where, _part)
+
+
+def _part(part: dict[str, Any], kind: str, where: str) -> ContentPart:
+    if kind in TEXT_PARTS and isinstance(part.get("text"), str):
+        return TextPart(part["text"])  # without `annotations`: no chat target takes them
+    if kind == "input_image" and isinstance(part.get("image_url"), str):
+        return ImagePart(part["image_url"], part.get("detail"))
+    return OtherPart(kind, part)
 
 
 def _items(items: list[Any]) -> list[Message]:
@@ -342,7 +343,10 @@ def _usage(usage: Usage | None) -> dict[str, Any] | None:
         return None
     return {
         "input_tokens": usage.input_tokens,
-        "input_tokens_details": {"cached_tokens": usage.cache_read_tokens},
+        "input_tokens_details": {
+            "cached_tokens": usage.cache_read_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+        },
         "output_tokens": usage.output_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": usage.input_tokens + usage.output_tokens,
@@ -381,58 +385,41 @@ def _response(
     return body
 
 
-def encode_response(
-    response: ChatResponse,
-    *,
-    alias: str,
-    request_id: str,
-    created: int,
-    meta: Mapping[str, Any],
-    request: ChatRequest | None = None,
-) -> bytes:
+def encode_response(response: ChatResponse, env: Envelope) -> bytes:
     """The Response object a Responses client gets, with pirouter's `pirouter` field."""
-    custom = _custom(request)
+    custom = _custom(env.request)
     output: list[dict[str, Any]] = []
-    if _compacting(request):
-        output.append(_compaction_item(f"cmp_{request_id}", response.text))
+    if _compacting(env.request):
+        output.append(_compaction_item(f"cmp_{env.request_id}", response.text))
     elif response.text or not response.tool_calls:
-        output.append(_message_item(f"msg_{request_id}", response.text))
+        output.append(_message_item(f"msg_{env.request_id}", response.text))
     output += [_call_item(c, custom) for c in response.tool_calls]
     body = _response(
-        request_id,
-        alias,
-        created,
+        env.request_id,
+        env.alias,
+        env.created,
         output,
         "completed",
         response.usage,
         response.finish_reason,
-        _stored(request),
+        _stored(env.request),
     )
-    body["pirouter"] = meta
+    body["pirouter"] = env.meta
     return orjson.dumps(body)
 
 
 class StreamEncoder:
     """Turns StreamEvents into the typed server-sent events a Responses client reads."""
 
-    def __init__(
-        self,
-        *,
-        alias: str,
-        request_id: str,
-        created: int,
-        include_usage: bool,
-        request: ChatRequest | None = None,
-        input_estimate: int = 0,
-    ) -> None:
-        self.alias = alias
-        self.input_estimate = input_estimate
+    def __init__(self, env: Envelope) -> None:
+        self.alias = env.alias
+        self.input_estimate = env.input_estimate
         self.chars = 0  # text sent, for an output estimate when the upstream reports none
-        self.rid = request_id
-        self.created = created
-        self.custom = _custom(request)
-        self.store = _stored(request)
-        self.summary: list[str] | None = [] if _compacting(request) else None
+        self.rid = env.request_id
+        self.created = env.created
+        self.custom = _custom(env.request)
+        self.store = _stored(env.request)
+        self.summary: list[str] | None = [] if _compacting(env.request) else None
         self.seq = 0
         self.started = False
         self.output: list[dict[str, Any]] = []  # finished items
@@ -468,7 +455,7 @@ class StreamEncoder:
         self.output.append(item)
         ids = {"item_id": item["id"], "output_index": index, "content_index": 0}
         return (
-            self._event("response.output_text.done", text=text, **ids)
+            self._event("response.output_text.done", text=text, logprobs=[], **ids)
             + self._event("response.content_part.done", part=part, **ids)
             + self._event("response.output_item.done", output_index=index, item=item)
         )
@@ -504,6 +491,7 @@ class StreamEncoder:
                 output_index=index,
                 content_index=0,
                 delta=event.text,
+                logprobs=[],
             )
         for delta in event.tool_calls:
             call = self.calls.get(delta.index)
@@ -586,24 +574,16 @@ def decode_compact(body: bytes) -> ChatRequest:
     return decode_request(orjson.dumps(data))
 
 
-def encode_compact(
-    response: ChatResponse,
-    *,
-    alias: str,
-    request_id: str,
-    created: int,
-    meta: Mapping[str, Any],
-    request: ChatRequest | None = None,
-) -> bytes:
+def encode_compact(response: ChatResponse, env: Envelope) -> bytes:
     """The compacted conversation: one `compaction` item that stands for it."""
     return orjson.dumps(
         {
-            "id": f"resp_{request_id}",
+            "id": f"resp_{env.request_id}",
             "object": "response.compaction",
-            "created_at": created,
-            "model": alias,
-            "output": [_compaction_item(f"cmp_{request_id}", response.text)],
+            "created_at": env.created,
+            "model": env.alias,
+            "output": [_compaction_item(f"cmp_{env.request_id}", response.text)],
             "usage": _usage(response.usage),
-            "pirouter": meta,
+            "pirouter": env.meta,
         }
     )
