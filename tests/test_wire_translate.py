@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from pirouter_py.config import ModelConfig
 from pirouter_py.errors import RequestError
 from pirouter_py.types import (
     ChatRequest,
@@ -17,7 +18,7 @@ from pirouter_py.types import (
     ToolCall,
     Usage,
 )
-from pirouter_py.wire import anthropic, ollama
+from pirouter_py.wire import Envelope, anthropic, ollama
 from pirouter_py.wire import openai as openai_wire
 
 
@@ -202,6 +203,41 @@ def test_structured_output_reaches_anthropic_natively_or_as_a_forced_tool() -> N
     assert not any(e.tool_calls for e in decoded) and decoded[-1].finish_reason == "stop"
 
 
+def test_a_model_without_structured_outputs_gets_the_schema_as_a_forced_tool() -> None:
+    spec = {"type": "json_schema", "json_schema": {"name": "n", "schema": SCHEMA}}
+    ask = neutral(Message("user", (TextPart("x"),)), params={"response_format": spec})
+    body = anthropic.encode_request(ask, "c", stream=True, json_by_tool=True)
+    assert "output_config" not in body
+    assert body["tools"] == [
+        {
+            "name": anthropic.ANSWER_TOOL,
+            "description": "Give your whole answer as this JSON object.",
+            "input_schema": SCHEMA,
+        }
+    ]
+    assert body["tool_choice"] == {"type": "tool", "name": anthropic.ANSWER_TOOL}
+
+
+@pytest.mark.parametrize(
+    ("model_id", "setting", "by_tool"),
+    [
+        ("claude-3-5-haiku-20241022", None, True),
+        ("claude-sonnet-4-20250514", None, True),
+        ("claude-opus-4-0", None, True),
+        ("claude-sonnet-4-5", None, False),
+        ("claude-opus-4-1-20250805", None, False),
+        ("claude-haiku-4-5-20251001", None, False),
+        ("claude-haiku-4-5-20251001", "tool", True),
+        ("claude-3-haiku-20240307", "native", False),
+    ],
+)
+def test_which_models_are_asked_for_json_by_tool(
+    model_id: str, setting: str | None, by_tool: bool
+) -> None:
+    model = ModelConfig(provider="anthropic", model_id=model_id, structured_output=setting)
+    assert model.json_by_tool is by_tool
+
+
 @pytest.mark.parametrize(
     ("fmt", "expected"),
     [
@@ -324,10 +360,7 @@ def test_anthropic_response_from_neutral_converts_usage_back() -> None:
             ChatResponse(
                 "gpt", "", (ToolCall("c1", "f", '{"a": 1}'),), "tool_calls", Usage(130, 3, 100, 20)
             ),
-            alias="s",
-            request_id="r",
-            created=1,
-            meta={},
+            Envelope("s", "r", 1),
         )
     )
     assert body["stop_reason"] == "tool_use" and body["model"] == "s"

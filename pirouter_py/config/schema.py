@@ -156,6 +156,11 @@ class ProviderConfig(_Section):
         return f"{names} {'are' if len(envs) > 1 else 'is'} not set"
 
 
+# Claude models without structured outputs (`output_config.format`): 3.x, and Sonnet 4 and
+# Opus 4 as first released (claude-sonnet-4-20250514, claude-opus-4-20250514 or -4-0)
+OLD_CLAUDE = re.compile(r"^claude-(?:3|(?:sonnet|opus)-4-(?:0|2025))")
+
+
 class ModelConfig(_Section):
     provider: str
     model_id: str
@@ -177,6 +182,10 @@ class ModelConfig(_Section):
     supports_fim: bool = False
     # max_tokens sent to Anthropic-type upstreams (which require one) when the request sets none.
     default_max_tokens: int = Field(default=1024, ge=1)
+    # How an Anthropic-type model is asked for a JSON answer: "native" (`output_config.format`)
+    # or "tool" (a forced tool call carrying the schema). Unset: "tool" for the Claude models
+    # that came before structured outputs (OLD_CLAUDE), "native" for every other.
+    structured_output: Literal["native", "tool"] | None = None
     rpm: int | None = Field(default=None, ge=1)  # requests per minute this model may take
     tpm: int | None = Field(default=None, ge=1)  # input+output tokens per minute
     daily_usd: float | None = Field(default=None, ge=0)  # this model's budgets
@@ -185,6 +194,13 @@ class ModelConfig(_Section):
     @property
     def rank(self) -> int:
         return QUALITY_RANK[self.quality]
+
+    @property
+    def json_by_tool(self) -> bool:
+        """Is a JSON answer asked of this model through a forced tool call?"""
+        if self.structured_output is not None:
+            return self.structured_output == "tool"
+        return OLD_CLAUDE.match(self.model_id) is not None
 
     @property
     def cost(self) -> float:

@@ -33,7 +33,11 @@ class AnthropicProvider(HTTPProvider):
 
     async def complete(self, request: ChatRequest, model: ModelConfig) -> ChatResponse:
         body = wire.encode_request(
-            request, model.model_id, stream=False, default_max_tokens=model.default_max_tokens
+            request,
+            model.model_id,
+            stream=False,
+            default_max_tokens=model.default_max_tokens,
+            json_by_tool=model.json_by_tool,
         )
         data = await self.post_json(PATH, model.model_id, body, self._headers(request))
         return self.understood(
@@ -44,7 +48,11 @@ class AnthropicProvider(HTTPProvider):
         self, request: ChatRequest, model: ModelConfig
     ) -> AsyncGenerator[StreamEvent, None]:
         body = wire.encode_request(
-            request, model.model_id, stream=True, default_max_tokens=model.default_max_tokens
+            request,
+            model.model_id,
+            stream=True,
+            default_max_tokens=model.default_max_tokens,
+            json_by_tool=model.json_by_tool,
         )
         decoder = wire.StreamDecoder(f"{self.name} ({model.model_id})")
         async for _, data in self.sse(
