@@ -24,7 +24,7 @@ import time
 import urllib.request
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ class Reply:
     chunk_delay: float = 0.0  # between stream chunks
     chunks: int | None = None  # for "cut"/"stall": content chunks before the reset or the stall
     raw: list[bytes] = field(default_factory=list)
+    # Anthropic only: when the request forces a tool (`tool_choice` {"type": "tool"}, as a
+    # translator does for structured output), answer `text` (JSON) as that tool's `input`
+    json_via_tool: bool = False
 
 
 async def interrupted(request: web.Request, reply: Reply, n: int) -> bool:
@@ -262,7 +265,11 @@ class FakeUpstream:
             return web.json_response(self._completion(body, reply))
 
         def error(reply: Reply) -> Any:
-            return {"error": {"message": reply.error, "type": "fake_error", "code": None}}
+            # quirk: `param` and `code` present, null when they do not apply (source: OpenAI
+            # API reference, "Error codes"; openai-python's ErrorObject)
+            return {
+                "error": {"message": reply.error, "type": "fake_error", "param": None, "code": None}
+            }
 
         return await self._serve(request, error, answer)
 
@@ -373,7 +380,13 @@ class FakeUpstream:
     async def _anthropic(self, request: web.Request) -> web.StreamResponse:
         def error(reply: Reply) -> Any:
             kind = "overloaded_error" if reply.status == 529 else "invalid_request_error"
-            return {"type": "error", "error": {"type": kind, "message": reply.error}}
+            # quirk: the request id rides in the error body too (source: Anthropic docs,
+            # "Errors", error shapes)
+            return {
+                "type": "error",
+                "error": {"type": kind, "message": reply.error},
+                "request_id": "req_fake",
+            }
 
         return await self._serve(request, error, self._anthropic_answer)
 
@@ -393,6 +406,22 @@ class FakeUpstream:
             }
             for c in reply.tool_calls or []
         ]
+        forced = body.get("tool_choice") or {}
+        if reply.json_via_tool and forced.get("type") == "tool":
+            # quirk: a forced tool is the whole answer: no text block before the tool_use, and
+            # stop_reason "tool_use" (source: Anthropic docs, "Tool use", forcing tool use:
+            # "the model will not emit a natural language response ... before tool_use")
+            tool_input = json.loads(reply.text)
+            reply = replace(reply, text="")
+            calls = [
+                {
+                    "type": "tool_use",
+                    "id": "toolu_forced",
+                    "name": forced.get("name", ""),
+                    "input": tool_input,
+                }
+            ]
+            stop = "tool_use"
         if not body.get("stream"):
             content = ([{"type": "text", "text": reply.text}] if reply.text else []) + calls
             return web.json_response(
@@ -420,6 +449,8 @@ class FakeUpstream:
             if reply.chunk_delay:
                 await asyncio.sleep(reply.chunk_delay)
 
+        # quirk: the input tokens are counted only here, in message_start; output_tokens here
+        # is a placeholder (source: Anthropic docs, "Streaming Messages", event flow)
         await send(
             {
                 "type": "message_start",
@@ -434,6 +465,8 @@ class FakeUpstream:
                 },
             }
         )
+        # quirk: `ping` events anywhere in the stream (source: Anthropic docs, "Streaming
+        # Messages", ping events)
         await send({"type": "ping"})
         index = 0
         if reply.text:
@@ -470,7 +503,9 @@ class FakeUpstream:
                 }
             )
             args = json.dumps(call["input"])
-            for part in (args[: len(args) // 2], args[len(args) // 2 :]):
+            # quirk: a tool's input starts with an empty partial_json (source: Anthropic docs,
+            # "Streaming Messages", streaming request with tool use example)
+            for part in ("", args[: len(args) // 2], args[len(args) // 2 :]):
                 await send(
                     {
                         "type": "content_block_delta",
@@ -480,6 +515,8 @@ class FakeUpstream:
                 )
             await send({"type": "content_block_stop", "index": n})
         await send({"type": "ping"})
+        # quirk: the final usage has the output tokens only, no input_tokens (source: Anthropic
+        # docs, "Streaming Messages", basic streaming request example)
         await send(
             {
                 "type": "message_delta",
@@ -502,29 +539,40 @@ class FakeUpstream:
         self, request: web.Request, body: dict[str, Any], reply: Reply, seen: Seen
     ) -> web.StreamResponse:
         usage = self._usage(body, reply)
+        # quirk: tool calls have no id (the id came with Ollama 0.12.10; older servers, and the
+        # examples, have none), arguments are an object, not a JSON string, and the function
+        # has its `index` (source: ollama docs/api.md "Chat request (No streaming, with
+        # tools)"; api/types.go ToolCallFunction: `json:"index"`, no omitempty)
         calls = [
             {
                 "function": {
+                    "index": i,
                     "name": c["function"]["name"],
                     "arguments": json.loads(c["function"]["arguments"]),
                 }
             }
-            for c in reply.tool_calls or []
+            for i, c in enumerate(reply.tool_calls or [])
         ]
+        # quirk: Go timestamps with nanoseconds and a zone offset; durations in nanoseconds
+        # (source: ollama docs/api.md "Chat request (Streaming)")
+        created = "2026-11-22T08:52:19.385406455-07:00"
         final = {
             "model": body["model"],
-            "created_at": "2026-11-22T00:00:00Z",
+            "created_at": created,
             "done": True,
             "done_reason": "length" if reply.finish_reason == "length" else "stop",
-            "total_duration": 1000,
+            "total_duration": 4883583458,
+            "load_duration": 1334875,
             "prompt_eval_count": usage["prompt_tokens"],
+            "prompt_eval_duration": 342546000,
             "eval_count": usage["completion_tokens"],
+            "eval_duration": 4535599000,
         }
         if not body.get("stream", True):
-            message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+            whole: dict[str, Any] = {"role": "assistant", "content": reply.text}
             if calls:
-                message["tool_calls"] = calls
-            return web.json_response({**final, "message": message})
+                whole["tool_calls"] = calls
+            return web.json_response({**final, "message": whole})
         response = web.StreamResponse(headers={"content-type": "application/x-ndjson"})
         await response.prepare(request)
 
@@ -533,11 +581,16 @@ class FakeUpstream:
             if reply.chunk_delay:
                 await asyncio.sleep(reply.chunk_delay)
 
-        line = {"model": body["model"], "created_at": "2026-11-22T00:00:00Z", "done": False}
+        line = {"model": body["model"], "created_at": created, "done": False}
         for n, piece in enumerate(words(reply.text) if reply.text else []):
             if await interrupted(request, reply, n):
                 return response
-            await send({**line, "message": {"role": "assistant", "content": piece}})
+            # quirk: streamed pieces carry `"images": null` (source: ollama docs/api.md "Chat
+            # request (Streaming)")
+            message = {"role": "assistant", "content": piece, "images": None}
+            await send({**line, "message": message})
+        # quirk: the tool calls come whole, in a line of their own with done false, before the
+        # final line (source: ollama docs/api.md "Chat request (Streaming with tools)")
         if calls:
             await send(
                 {**line, "message": {"role": "assistant", "content": "", "tool_calls": calls}}
@@ -546,19 +599,35 @@ class FakeUpstream:
         return response
 
     @staticmethod
-    def _usage(body: dict[str, Any], reply: Reply) -> dict[str, int]:
+    def _usage(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         prompt, completion = reply.usage or (
             len(json.dumps(body["messages"])) // 4,
             len(words(reply.text)) if reply.text else 0,
         )
+        # quirk: the token details objects ride along with the three counts (source: OpenAI API
+        # reference, "The chat completion object", usage)
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
         }
 
     def _completion(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
+        # quirk: `refusal` null and `annotations` [] on every message, `service_tier` on the
+        # body (source: OpenAI API reference, "The chat completion object")
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": reply.text or None,
+            "refusal": None,
+            "annotations": [],
+        }
         if reply.tool_calls:
             message["tool_calls"] = reply.tool_calls
         return {
@@ -566,6 +635,7 @@ class FakeUpstream:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body["model"] + "-2026",
+            "service_tier": "default",
             "system_fingerprint": "fp_fake",
             "choices": [
                 {
@@ -592,15 +662,29 @@ class FakeUpstream:
         }
 
         async def send(choices: list[Any], **extra: Any) -> None:
+            # quirk: every choice of a chunk carries `logprobs: null` (source: OpenAI API
+            # reference, "The chat completion chunk object")
+            choices = [{**c, "logprobs": None} for c in choices]
             data = {**base, "choices": choices, **extra}
+            # quirk: with include_usage every chunk carries `usage: null` but the last, which
+            # has the counts and empty `choices` (source: OpenAI API reference,
+            # stream_options.include_usage)
             if include_usage and "usage" not in extra:
                 data["usage"] = None
             await response.write(b"data: " + json.dumps(data).encode() + b"\n\n")
             if reply.chunk_delay:
                 await asyncio.sleep(reply.chunk_delay)
 
+        # quirk: the first chunk is the role alone, with empty content and a null refusal
+        # (source: OpenAI API reference, "The chat completion chunk object" example)
         await send(
-            [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+            [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": "", "refusal": None},
+                    "finish_reason": None,
+                }
+            ]
         )
         pieces = words(reply.text) if reply.text else []
         for n, piece in enumerate(pieces):
@@ -642,7 +726,18 @@ class FakeUpstream:
                 )
         await send([{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}])
         if include_usage:
-            await send([], usage=self._usage(body, reply))
+            # quirk: llama.cpp's server adds its `timings` beside the usage of the last chunk
+            # (source: llama.cpp tools/server/tests/unit/test_chat_completion.py,
+            # test_chat_completion_with_timings_per_token)
+            timings = {
+                "prompt_n": 1,
+                "prompt_ms": 1.0,
+                "prompt_per_second": 1000.0,
+                "predicted_n": 1,
+                "predicted_ms": 1.0,
+                "predicted_per_second": 1000.0,
+            }
+            await send([], usage=self._usage(body, reply), timings=timings)
         await response.write(b"data: [DONE]\n\n")
         return response
 

@@ -131,7 +131,8 @@ def test_anthropic_errors_are_anthropic_shaped(daemon: Daemon, fake: FakeUpstrea
         "error": {
             "type": "api_error",
             "message": 'up-anthropic (m-a): 403 Forbidden: {"type": "error", '
-            '"error": {"type": "invalid_request_error", "message": "forbidden"}}',
+            '"error": {"type": "invalid_request_error", "message": "forbidden"}, '
+            '"request_id": "req_fake"}',
         },
     }
     with pytest.raises(anthropic.BadRequestError) as bad:
