@@ -28,7 +28,7 @@ _pirouter() {
         "run") words="--host --port --no-ledger --config -c --help -h" ;;
         "status") words="--config -c --json --help -h" ;;
         "dashboard") words="--no-open --config -c --help -h" ;;
-        "agents") words="claude-code codex continue opencode aider --catalog --config -c --json --help -h" ;;
+        "agents") words="claude-code codex continue opencode aider --catalog --whole --config -c --json --help -h" ;;
         "completions") words="bash zsh fish --help -h" ;;
         "feedback") words="--comment --config -c --help -h" ;;
         "stats") words="--hours --since --by --config -c --json --help -h" ;;

@@ -54,6 +54,7 @@ complete -c pirouter -n '__fish_seen_subcommand_from dashboard' -l config -s c -
 complete -c pirouter -n '__fish_seen_subcommand_from dashboard' -l help -s h -d 'Show the help and exit.'
 complete -c pirouter -n '__fish_seen_subcommand_from agents' -a 'claude-code codex continue opencode aider'
 complete -c pirouter -n '__fish_seen_subcommand_from agents' -l catalog -x -d 'codex: also write a model_catalog_json there, made from the installed Codex\'s own catalog.'
+complete -c pirouter -n '__fish_seen_subcommand_from agents' -l whole -d 'Print whole files to write as they are, not parts to merge into yours.'
 complete -c pirouter -n '__fish_seen_subcommand_from agents' -l config -s c -r -F -d 'Path to config.toml (default: $PIROUTER_CONFIG, then the platform config dir, then the built-in default).'
 complete -c pirouter -n '__fish_seen_subcommand_from agents' -l json -d 'Print JSON for scripts.'
 complete -c pirouter -n '__fish_seen_subcommand_from agents' -l help -s h -d 'Show the help and exit.'

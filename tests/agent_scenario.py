@@ -1,16 +1,23 @@
-"""One coding-agent session, run inside a private network namespace by `test_agent_clis.py`.
+"""One coding-agent session, run inside a private network namespace by `test_agent_clis.py` (and by
+`bench/agents_latest.py`, against the newest releases).
 
 `python -m tests.agent_scenario SPEC_JSON` brings loopback up, starts a fake upstream of the given
 type and the real daemon (`pirouter run`) in front of it, runs the agent CLI as users run it
-(`claude -p`, `codex exec`) against the daemon, and prints one JSON line: the CLI's exit code and
-output, and what the upstream received. Outside a namespace of its own it refuses to run: the
-CLIs would reach the internet.
+(`claude -p`, `codex exec`, `cn -p`) against the daemon, and prints one JSON line: the CLI's exit
+code and output, and what the upstream received. Outside a namespace of its own it refuses to run:
+the CLIs would reach the internet.
+
+The spec: `agent` (claude, codex, continue), `upstream` (anthropic, openai, ollama), `prompt`,
+`tool` (none; shell; patch: Codex's apply_patch; write-read: Claude Code writes a file, then reads
+it back), and `bin`, the directory holding the agents' executables (default: the pinned ones in
+`tests/agents`). Codex and Continue read the config files `pirouter agents` prints, as users do.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,9 +27,13 @@ from typing import Any
 
 from tests.fakes import Daemon, FakeUpstream, Reply
 
-AGENTS = Path(__file__).resolve().parent / "agents" / "node_modules" / ".bin"
+PACKAGES = Path(__file__).resolve().parent / "agents"  # package.json pins the CLIs' versions
+AGENTS = PACKAGES / "node_modules" / ".bin"
+# what `install` checks for: the executables, and Continue's schema package (no executable)
+INSTALLED = ("claude", "codex", "cn", "opencode", "../@continuedev/config-yaml/package.json")
 UPSTREAM_MODEL = "m-up"
 CLI_TIMEOUT_S = 150
+NPM_TIMEOUT_S = 600
 CONFIG = """
 [ledger]
 path = "{ledger}"
@@ -36,6 +47,23 @@ model_id = "{model}"
 supports_tools = true
 context_window = 200000
 """
+PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hello from patch\n*** End Patch\n"
+NOTE = "pirouter-note-7f3a: written, then read back"  # what Claude Code writes and reads back
+
+
+def install() -> Path:
+    """The pinned CLIs of `tests/agents/package.json`, installed with npm when not yet there."""
+    if not all((AGENTS / name).exists() for name in INSTALLED):
+        npm = shutil.which("npm")
+        assert npm, "npm is needed to install the agent CLIs (tests/agents/package.json)"
+        subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--no-package-lock"],
+            cwd=PACKAGES,
+            check=True,
+            timeout=NPM_TIMEOUT_S,
+            capture_output=True,
+        )
+    return AGENTS
 
 
 def only_loopback() -> bool:
@@ -43,26 +71,60 @@ def only_loopback() -> bool:
     return [name for _, name in socket.if_nameindex()] == ["lo"]
 
 
-PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hello from patch\n*** End Patch\n"
-
-
-def tool_call(agent: str, tool: str) -> dict[str, Any]:
-    """A shell tool call in the agent's own tool (Claude Code's Bash, Codex's exec_command), or
-    Codex's free-form apply_patch as a chat model calls it (a function of one string)."""
-    if tool == "patch":
-        name, arguments = "apply_patch", {"input": PATCH}
-    elif agent == "claude":
-        name, arguments = "Bash", {"command": "echo hi-from-tool", "description": "echo"}
-    else:
-        name, arguments = "exec_command", {"cmd": "echo hi-from-tool"}
+def call(n: int, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """A tool call as the fake upstream takes it (its Ollama answers drop the id, like Ollama)."""
     return {
-        "id": "call_1",
+        "id": f"call_{n}",
         "type": "function",
         "function": {"name": name, "arguments": json.dumps(arguments)},
     }
 
 
-def claude(url: str, home: Path, work: Path, prompt: str, config: Path) -> list[str]:
+def replies(agent: str, tool: str, work: Path) -> list[Reply]:
+    """The model's side of the session: its tool calls, one round each, then its answer.
+
+    shell: the agent's own shell tool (Claude Code's Bash, Codex's exec_command); patch: Codex's
+    free-form apply_patch as a chat model calls it (a function of one string); write-read: Claude
+    Code's Write, then its Read of the same file, then an answer quoting it.
+    """
+    if tool == "write-read":
+        note = str(work / "note.txt")
+        calls = [
+            call(1, "Write", {"file_path": note, "content": NOTE + "\n"}),
+            call(2, "Read", {"file_path": note}),
+        ]
+        answer = f"The note says: {NOTE}"
+    elif tool == "patch":
+        calls, answer = [call(1, "apply_patch", {"input": PATCH})], "DONE after tool"
+    elif agent == "claude":
+        shell = {"command": "echo hi-from-tool", "description": "echo"}
+        calls, answer = [call(1, "Bash", shell)], "DONE after tool"
+    else:
+        calls, answer = [call(1, "exec_command", {"cmd": "echo hi-from-tool"})], "DONE after tool"
+    rounds = [Reply(text="", tool_calls=[c], finish_reason="tool_calls") for c in calls]
+    return [*rounds, Reply(text=answer)]
+
+
+def agents_file(config: Path, url: str, agent: str, path: str, *options: str) -> str:
+    """One file as `pirouter agents AGENT --whole` prints it for this config, bound where the
+    daemon listens (it runs on a free port, not on the config's)."""
+    bound = config.with_name("bound.toml")
+    bind = url.removeprefix("http://")
+    bound.write_text(f'[server]\nbind = "{bind}"\n' + config.read_text())
+    command = [sys.executable, "-m", "pirouter_py", "--config", str(bound), "agents", agent]
+    done = subprocess.run(
+        [*command, "--whole", "--json", *options],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=60,
+    )
+    text: str = json.loads(done.stdout)["files"][path]
+    return text
+
+
+def claude(url: str, home: Path, bin: Path, prompt: str, config: Path) -> list[str]:
     env = {
         "HOME": str(home),
         "CLAUDE_CONFIG_DIR": str(home / ".claude"),
@@ -78,7 +140,7 @@ def claude(url: str, home: Path, work: Path, prompt: str, config: Path) -> list[
     }
     os.environ.update(env)
     return [
-        str(AGENTS / "claude"),
+        str(bin / "claude"),
         "-p",
         prompt,
         "--output-format",
@@ -87,55 +149,36 @@ def claude(url: str, home: Path, work: Path, prompt: str, config: Path) -> list[
     ]
 
 
-def codex(url: str, home: Path, work: Path, prompt: str, config: Path) -> list[str]:
+def codex(url: str, home: Path, bin: Path, prompt: str, config: Path) -> list[str]:
     codex_home = home / ".codex"
     codex_home.mkdir(parents=True)
     catalog = codex_home / "pirouter-models.json"
-    # the catalog `pirouter agents codex` writes from the installed Codex's own
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pirouter_py",
-            "--config",
-            str(config),
-            "agents",
-            "codex",
-            "--catalog",
-            str(catalog),
-        ],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "PATH": f"{AGENTS}:{os.environ['PATH']}"},
-        timeout=60,
-    )
-    (codex_home / "config.toml").write_text(
-        f"""check_for_update_on_startup = false
-model_catalog_json = "{catalog}"
-model = "auto"
-model_provider = "pirouter"
-approval_policy = "never"
-sandbox_mode = "danger-full-access"
-
-[model_providers.pirouter]
-name = "pirouter"
-base_url = "{url}/v1"
-env_key = "PIROUTER_API_KEY"
-wire_api = "responses"
-supports_websockets = false
-stream_max_retries = 0
-request_max_retries = 0
-
-[analytics]
-enabled = false
-
-[features]
-plugins = false
-apps = false
-"""
-    )
+    os.environ["PATH"] = f"{bin}:{os.environ['PATH']}"  # --catalog asks the Codex on PATH
+    whole = agents_file(config, url, "codex", "~/.codex/config.toml", "--catalog", str(catalog))
+    (codex_home / "config.toml").write_text(whole)
     os.environ.update({"HOME": str(home), "CODEX_HOME": str(codex_home), "PIROUTER_API_KEY": "k"})
-    return [str(AGENTS / "codex"), "exec", "--skip-git-repo-check", prompt]
+    # what a test needs beyond the printed file: no prompts, no retries, nothing fetched
+    overrides = {
+        "check_for_update_on_startup": "false",
+        "approval_policy": '"never"',
+        "sandbox_mode": '"danger-full-access"',
+        "model_providers.pirouter.stream_max_retries": "0",
+        "model_providers.pirouter.request_max_retries": "0",
+        "analytics.enabled": "false",
+        "features.plugins": "false",
+        "features.apps": "false",
+    }
+    settings = [x for k, v in overrides.items() for x in ("-c", f"{k}={v}")]
+    return [str(bin / "codex"), "exec", *settings, "--skip-git-repo-check", prompt]
+
+
+def continue_(url: str, home: Path, bin: Path, prompt: str, config: Path) -> list[str]:
+    """Continue's CLI on the ~/.continue/config.yaml `pirouter agents continue` prints."""
+    (home / ".continue").mkdir(parents=True)
+    whole = agents_file(config, url, "continue", "~/.continue/config.yaml")
+    (home / ".continue" / "config.yaml").write_text(whole)
+    os.environ.update({"HOME": str(home), "CONTINUE_GLOBAL_DIR": str(home / ".continue")})
+    return [str(bin / "cn"), "-p", prompt, "--config", str(home / ".continue" / "config.yaml")]
 
 
 def main(spec: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +186,7 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         raise SystemExit("refusing to run outside a network namespace of its own (unshare -n)")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     agent, kind = spec["agent"], spec["upstream"]
+    bin = Path(spec.get("bin") or AGENTS)
     fake = FakeUpstream()
     fake.start()
     with tempfile.TemporaryDirectory(prefix="pirouter-agent-") as tmp:
@@ -151,12 +195,7 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         home.mkdir()
         work.mkdir()
         if spec.get("tool"):
-            call = tool_call(agent, spec["tool"])
-            fake.script(
-                UPSTREAM_MODEL,
-                Reply(text="", tool_calls=[call], finish_reason="tool_calls"),
-                Reply(text="DONE after tool"),
-            )
+            fake.script(UPSTREAM_MODEL, *replies(agent, spec["tool"], work))
         else:
             fake.script(UPSTREAM_MODEL, Reply(text="PONG"))
         key = "" if kind == "ollama" else 'api_key = "k-up"'
@@ -168,8 +207,8 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         )
         daemon = Daemon(config).start()
         try:
-            make = claude if agent == "claude" else codex
-            command = make(daemon.url, home, work, spec["prompt"], config)
+            make = {"claude": claude, "codex": codex, "continue": continue_}[agent]
+            command = make(daemon.url, home, bin, spec["prompt"], config)
             done = subprocess.run(
                 command,
                 cwd=work,
@@ -183,9 +222,10 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
             daemon.stop()
             fake.stop()
         requests = daemon.log_lines("request")
-        made = work / "hello.txt"
+        made = {p.name: p.read_text() for p in work.iterdir() if p.is_file()}
         return {
-            "patched": made.read_text() if made.exists() else None,
+            "files": made,
+            "patched": made.get("hello.txt"),
             "rc": done.returncode,
             "stdout": done.stdout,
             "stderr": done.stderr[-4000:],

@@ -6,6 +6,12 @@ to know about the models behind `auto` (Claude Code compacts its conversation be
 smallest context window the route can reach; Continue's autocomplete and indexing models are
 the config's fill-in-the-middle and embedding aliases). For Codex, `--catalog FILE` also writes a
 `model_catalog_json` made from the installed Codex's own catalog with pirouter's aliases.
+
+Every file printed is in the client's own format and accepted by it (the tests load each one with
+the client itself: `cn`, `codex doctor`, `opencode debug config`). A file that users usually
+already have is printed as a part to merge into theirs, marked so in its heading and, where the
+format has comments, in its first line; `--whole` prints it as a whole file instead. Continue's
+config.yaml is always whole: `cn` rejects one without `name` and `version`.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ if TYPE_CHECKING:
 
 KEY_VARIABLE = "PIROUTER_API_KEY"  # what the snippets name for the client key
 CATALOG_HINT = "# model_catalog_json = ...  (pirouter agents codex --catalog FILE writes one)\n"
+OPENCODE_SCHEMA = "https://opencode.ai/config.json"  # what opencode's own files declare
+OUTPUT_LIMIT = 32_000  # the most output tokens opencode is told a model gives in one answer
 
 
 class Agent(StrEnum):
@@ -45,6 +53,7 @@ class Settings:
 
     env: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    parts: list[str] = field(default_factory=list)  # paths in `files` to merge, not to write
     command: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -72,7 +81,17 @@ def _key(config: Config) -> tuple[str, bool]:
     return (f"${KEY_VARIABLE}" if keyed else "unused"), keyed
 
 
-def settings(agent: Agent, config: Config, url: str) -> Settings:
+def _yaml(value: str) -> str:
+    """A YAML scalar: a JSON string is a YAML double-quoted one, whatever the alias or URL holds."""
+    return json.dumps(value)
+
+
+def _part(whole: bool, how: str) -> str:
+    """The first line of a part to merge, in the format's comments: what to do with it."""
+    return "" if whole else f"# pirouter's part of your file: {how}\n"
+
+
+def settings(agent: Agent, config: Config, url: str, whole: bool = False) -> Settings:
     key, keyed = _key(config)
     out = Settings()
     if keyed:
@@ -96,9 +115,11 @@ def settings(agent: Agent, config: Config, url: str) -> Settings:
                 "and will not compact in time for a smaller local model"
             )
     elif agent is Agent.codex:
+        path = "~/.codex/config.toml"
         out.env = {KEY_VARIABLE: key if keyed else "unused"}
-        out.files["~/.codex/config.toml"] = (
-            'model = "auto"\n'
+        # TOML: top-level keys after a [table] would land inside it, hence where to put them
+        out.files[path] = (
+            _part(whole, "its top-level keys go above your first [table]") + 'model = "auto"\n'
             'model_provider = "pirouter"\n' + CATALOG_HINT + "\n[model_providers.pirouter]\n"
             'name = "pirouter"\n'
             f'base_url = "{url}/v1"\n'
@@ -106,15 +127,29 @@ def settings(agent: Agent, config: Config, url: str) -> Settings:
             'wire_api = "responses"\n'
             "supports_websockets = false\n"
         )
+        if not whole:
+            out.parts.append(path)
     elif agent is Agent.continue_:
+        # Continue reads `${{ secrets.NAME }}` from the environment or ~/.continue/.env
+        secret = "${{ secrets." + KEY_VARIABLE + " }}"
+        api_key = _yaml(secret if keyed else key)
+        base = f"    apiBase: {_yaml(url + '/v1')}\n    apiKey: {api_key}\n"
+        # `auto` names no model Continue knows, so it would not offer it tools, nor know its window
+        chat = "    roles: [chat, edit, apply, summarize]\n"
+        if _chat(config, tools=True):
+            chat += "    capabilities: [tool_use]\n"
+        if window is not None:
+            # under the completion options: config-yaml 1.42 drops a model-level contextLength
+            chat += f"    defaultCompletionOptions:\n      contextLength: {window}\n"
         models = [
+            # name, version and schema are required: `cn` refuses a config.yaml without them
+            "name: pirouter\n"
+            "version: 1.0.0\n"
+            "schema: v1\n"
             "models:\n"
             "  - name: pirouter\n"
             "    provider: openai\n"
-            "    model: auto\n"
-            f"    apiBase: {url}/v1\n"
-            f"    apiKey: {key}\n"
-            "    roles: [chat, edit, apply]\n"
+            "    model: auto\n" + base + chat
         ]
         for alias, role in (
             (fim[0] if fim else None, "autocomplete"),
@@ -125,12 +160,9 @@ def settings(agent: Agent, config: Config, url: str) -> Settings:
                 out.notes.append(f"no model declares {what}: Continue's {role} is not set up")
                 continue
             models.append(
-                f"  - name: pirouter {role}\n"
+                f"  - name: {_yaml('pirouter ' + role)}\n"
                 "    provider: openai\n"
-                f"    model: {alias}\n"
-                f"    apiBase: {url}/v1\n"
-                f"    apiKey: {key}\n"
-                f"    roles: [{role}]\n"
+                f"    model: {_yaml(alias)}\n" + base + f"    roles: [{role}]\n"
             )
         out.files["~/.continue/config.yaml"] = "".join(models)
     elif agent is Agent.opencode:
@@ -138,11 +170,12 @@ def settings(agent: Agent, config: Config, url: str) -> Settings:
         for alias in _chat(config, tools=False):
             entry: dict[str, Any] = {"name": alias}
             if (w := config.models[alias].context_window) is not None:
-                entry["limit"] = {"context": w, "output": min(w, 32_000)}
+                entry["limit"] = {"context": w, "output": min(w, OUTPUT_LIMIT)}
             listed[alias] = entry
         if window is not None:
-            listed["auto"]["limit"] = {"context": window, "output": min(window, 32_000)}
-        body = {
+            listed["auto"]["limit"] = {"context": window, "output": min(window, OUTPUT_LIMIT)}
+        body: dict[str, Any] = {"$schema": OPENCODE_SCHEMA} if whole else {}
+        body |= {
             "provider": {
                 "pirouter": {
                     "npm": "@ai-sdk/openai-compatible",
@@ -154,18 +187,22 @@ def settings(agent: Agent, config: Config, url: str) -> Settings:
             "model": "pirouter/auto",
         }
         out.files["opencode.json"] = json.dumps(body, indent=2) + "\n"
+        if not whole:
+            out.parts.append("opencode.json")
     else:  # aider
-        out.command = shlex.join(
-            [
-                "aider",
-                "--openai-api-base",
-                f"{url}/v1",
-                "--openai-api-key",
-                key,
-                "--model",
-                "openai/auto",
-            ]
+        # aider reads every option from AIDER_<OPTION> too: the key stays out of files and argv
+        if keyed:
+            out.env = {"AIDER_OPENAI_API_KEY": key}
+        given = {"openai-api-base": f"{url}/v1", "openai-api-key": key, "model": "openai/auto"}
+        if keyed:
+            del given["openai-api-key"]
+        out.command = shlex.join(["aider", *(x for k, v in given.items() for x in (f"--{k}", v))])
+        path = "~/.aider.conf.yml"
+        out.files[path] = _part(whole, "merge these keys into yours") + "".join(
+            f"{k}: {_yaml(v)}\n" for k, v in given.items()
         )
+        if not whole:
+            out.parts.append(path)
         if window is not None:
             meta = {
                 "openai/auto": {
@@ -175,6 +212,8 @@ def settings(agent: Agent, config: Config, url: str) -> Settings:
                 }
             }
             out.files[".aider.model.metadata.json"] = json.dumps(meta, indent=2) + "\n"
+            if not whole:
+                out.parts.append(".aider.model.metadata.json")
     return out
 
 
@@ -226,7 +265,9 @@ def render(out: Settings) -> str:
     if out.command:
         lines.append(out.command)
     for path, text in out.files.items():
-        lines += ["", f"# {path}", text.rstrip()]
+        # the heading says what to do with the file even where its format has no comments (JSON)
+        what = "part to merge into yours; --whole prints it whole" if path in out.parts else "whole"
+        lines += ["", f"# {path} ({what})", text.rstrip()]
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
@@ -246,12 +287,19 @@ def agents(
             show_default=False,
         ),
     ] = None,
+    whole: Annotated[
+        bool,
+        typer.Option(
+            "--whole",
+            help="Print whole files to write as they are, not parts to merge into yours.",
+        ),
+    ] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Print the settings that point a coding agent at this daemon, for the running config."""
     loaded = guard(lambda: load(ctx, config, warn=False))
-    made = settings(agent, loaded.config, daemon_url(loaded.config))
+    made = settings(agent, loaded.config, daemon_url(loaded.config), whole)
     if catalog is not None:
         if agent is not Agent.codex:
             fail("--catalog is for codex", ExitCode.USAGE)
@@ -287,6 +335,7 @@ def agents(
                     "env": made.env,
                     "command": made.command,
                     "files": made.files,
+                    "parts": made.parts,
                     "notes": made.notes,
                 },
                 indent=2,
