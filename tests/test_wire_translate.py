@@ -459,3 +459,62 @@ def test_ollama_fields_that_must_be_arrays(field: str) -> None:
     with pytest.raises(RequestError) as caught:
         ollama.decode_request(json.dumps(body).encode())
     assert caught.value.param == f"messages[0].{field}"
+
+
+FINISHES = {
+    # neutral finish -> (chat finish_reason, Anthropic stop_reason, Responses status and
+    # incomplete reason, Ollama done_reason)
+    "stop": ("stop", "end_turn", ("completed", None), "stop"),
+    "length": ("length", "max_tokens", ("incomplete", "max_output_tokens"), "length"),
+    "content_filter": ("content_filter", "refusal", ("incomplete", "content_filter"), "stop"),
+    "tool_calls": ("tool_calls", "tool_use", ("completed", None), "stop"),
+}
+
+
+@pytest.mark.parametrize("finish", list(FINISHES))
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_stop_reasons_in_every_protocol(finish: str, stream: bool) -> None:
+    """One neutral finish reason, as each client's protocol says it, whole and streamed."""
+    from pirouter_py.types import StreamEvent, ToolCallDelta
+    from pirouter_py.wire import responses
+
+    calls = (ToolCall("c1", "f", "{}"),) if finish == "tool_calls" else ()
+    chat, stop, (status, reason), done = FINISHES[finish]
+    env = Envelope("m", "r", 1, include_usage=True)
+    if not stream:
+        answer = ChatResponse("m", "" if calls else "x", calls, finish, Usage(3, 1))
+        got = [
+            json.loads(openai_wire.encode_response(answer, env))["choices"][0]["finish_reason"],
+            json.loads(anthropic.encode_response(answer, env))["stop_reason"],
+            json.loads(responses.encode_response(answer, env)),
+            json.loads(ollama.encode_response(answer, env))["done_reason"],
+        ]
+    else:
+        events = (
+            [StreamEvent(tool_calls=(ToolCallDelta(0, "c1", "f", "{}"),))]
+            if calls
+            else [StreamEvent(text="x")]
+        )
+        # a stream's finish that came as "stop" after tool calls (as vLLM's server says it)
+        events.append(StreamEvent(finish_reason="stop" if calls else finish, usage=Usage(3, 1)))
+        sent = []
+        for module in (openai_wire, anthropic, responses, ollama):
+            encoder = module.StreamEncoder(env)
+            sent.append(b"".join(encoder.encode(e) for e in events) + encoder.end())
+
+        def datas(raw: bytes) -> list[dict[str, object]]:
+            lines = raw.decode().splitlines()
+            return [json.loads(x[6:]) for x in lines if x.startswith("data: {")]
+
+        last_choice = [c for d in datas(sent[0]) for c in d["choices"]][-1]  # type: ignore[attr-defined]
+        delta = [d for d in datas(sent[1]) if d["type"] == "message_delta"][-1]
+        final = [d for d in datas(sent[2]) if d["type"].startswith("response.")][-1]  # type: ignore[attr-defined]
+        got = [
+            last_choice["finish_reason"],
+            delta["delta"]["stop_reason"],  # type: ignore[index]
+            final["response"],
+            json.loads(sent[3].splitlines()[-1])["done_reason"],
+        ]
+    assert got[0] == chat and got[1] == stop and got[3] == done
+    incomplete = got[2]["incomplete_details"]
+    assert (got[2]["status"], incomplete and incomplete["reason"]) == (status, reason)
