@@ -258,7 +258,10 @@ class Cascade:
         """Record an error; True when the cascade may go on to the next model."""
         attempt.error = exc.message
         attempt.status = getattr(exc, "status", None)
-        if exc.retryable and self.health is not None:
+        # a refusal of this request (too long for the model's context, an input it cannot
+        # read) says nothing of the model's health: the next model is tried, this one not cooled
+        refused = getattr(exc, "about_request", False)
+        if exc.retryable and self.health is not None and not refused:
             self.health.failed(attempt.alias, getattr(exc, "retry_after", None), exc.message)
         if exc.retryable and cfg.on_http_error:
             attempt.outcome = rec.ESCALATED_HTTP_ERROR

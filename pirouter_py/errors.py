@@ -168,11 +168,20 @@ class UpstreamHTTPError(UpstreamError):
     """The provider answered with a non-2xx status."""
 
     def __init__(
-        self, message: str, *, status: int, retryable: bool, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status: int,
+        retryable: bool,
+        retry_after: float | None = None,
+        about_request: bool = False,
     ) -> None:
         super().__init__(message, retryable=retryable)
         self.status = status
         self.retry_after = retry_after
+        # the provider refused this request (too long, an input it cannot read), which says
+        # nothing of its health: the next model may take it, and this one does not cool
+        self.about_request = about_request
 
 
 class UpstreamTransportError(UpstreamError):

@@ -375,7 +375,9 @@ class Chat:
             view.error = body.error.message
             return view
         if not is_stream(headers):
-            done = check.conform(ChatCompletion, json.loads(raw), "body", ROOT_EXTRA)
+            same = "<-openai" in check.ctx  # passed through from an OpenAI-type upstream
+            extra = ROOT_EXTRA | PASSED_THROUGH if same else ROOT_EXTRA
+            done = check.conform(ChatCompletion, json.loads(raw), "body", extra)
             (choice,) = done.choices
             view.text = choice.message.content or ""
             view.calls = [

@@ -48,6 +48,9 @@ USER_AGENT = f"pirouter/{__version__}"
 ERROR_BODY_MAX = 1024 * 1024  # an error answer's body is read for its message, up to this
 T = TypeVar("T")
 CONTEXT_WORDS = ("context", "too many tokens", "maximum token")  # a 400/422 about length retries
+# words of an error about the request's input, whatever its status: llama.cpp answers an image
+# it has no projector for with a 500 "image input is not supported" (its server.cpp)
+UNSUPPORTED_WORDS = ("not supported", "unsupported")
 RETRYABLE_STATUS = frozenset((408, 413, 429))
 KEY_STATUS = frozenset((401, 403, 429))  # statuses that rest the key that got them
 BAD_KEY_REST_S = 300.0  # a key refused with 401/403 rests this long
@@ -218,11 +221,9 @@ class HTTPProvider:
         self, model_id: str, status: int, body: str, headers: Mapping[str, str]
     ) -> UpstreamHTTPError:
         lowered = body.lower()
-        retryable = (
-            status in RETRYABLE_STATUS
-            or status >= 500
-            or (status in (400, 422) and any(w in lowered for w in CONTEXT_WORDS))
-        )
+        too_long = status in (400, 413, 422) and any(w in lowered for w in CONTEXT_WORDS)
+        unsupported = status >= 400 and any(w in lowered for w in UNSUPPORTED_WORDS)
+        retryable = status in RETRYABLE_STATUS or status >= 500 or too_long or unsupported
         try:
             phrase = HTTPStatus(status).phrase
         except ValueError:
@@ -233,6 +234,7 @@ class HTTPProvider:
             status=status,
             retryable=retryable,
             retry_after=retry_after(headers.get("retry-after")),
+            about_request=too_long or unsupported or status == 413,
         )
 
     def _transport_error(self, model_id: str, exc: BaseException) -> UpstreamTransportError:
