@@ -29,6 +29,7 @@ from pirouter_py.errors import (
     UpstreamTransportError,
 )
 from pirouter_py.live.health import Health
+from pirouter_py.providers.base import classify
 from pirouter_py.record import Attempt
 from pirouter_py.routing.decide import Decision, decide
 from pirouter_py.types import (
@@ -183,6 +184,17 @@ class Scripted:
                 yield event
         finally:
             self.closed.append(model.model_id)
+
+
+def refused(alias: str, status: int, body: str) -> UpstreamHTTPError:
+    """A refusal of the request, classified as the provider adapters classify one."""
+    retryable, about_request = classify(status, body)
+    return UpstreamHTTPError(
+        f"{alias} answered {status}: {body}",
+        status=status,
+        retryable=retryable,
+        about_request=about_request,
+    )
 
 
 def down(alias: str, status: int = 503, retry_after: float | None = None) -> UpstreamHTTPError:
@@ -751,6 +763,20 @@ def cooling(alias: str, left: float, error: str, failures: int = 1) -> dict[str,
             {"a": (Say(("Hi",), out=1),), "b": (Say(),)},
             {},
             id="a-short-answer-is-still-an-answer",
+        ),
+        pytest.param(
+            "",
+            (),
+            {"a": (refused("a", 400, "prompt exceeds the available context size"),), "b": (Say(),)},
+            {},  # the request was too long for a, which is not unwell: b answers, a does not cool
+            id="a-refused-request-does-not-cool",
+        ),
+        pytest.param(
+            "",
+            (),
+            {"a": (refused("a", 500, "image input is not supported"),), "b": (Say(),)},
+            {},  # llama.cpp's refusal of an image it cannot read is a 500
+            id="an-unsupported-input-does-not-cool",
         ),
         pytest.param(
             "",

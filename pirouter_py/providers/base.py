@@ -79,6 +79,16 @@ class Provider(Protocol):
     async def embed(self, request: EmbedRequest, model: ModelConfig) -> Embeddings: ...
 
 
+def classify(status: int, body: str) -> tuple[bool, bool]:
+    """An upstream's error status and body: (may another model be tried, is it about this
+    request rather than the model's health: too long for its context, an input it cannot read)."""
+    lowered = body.lower()
+    too_long = status in (400, 413, 422) and any(w in lowered for w in CONTEXT_WORDS)
+    unsupported = status >= 400 and any(w in lowered for w in UNSUPPORTED_WORDS)
+    about_request = too_long or unsupported or status == 413
+    return status in RETRYABLE_STATUS or status >= 500 or about_request, about_request
+
+
 def retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (a number or an HTTP date), or None."""
     if not value:
@@ -220,10 +230,7 @@ class HTTPProvider:
     def _http_error(
         self, model_id: str, status: int, body: str, headers: Mapping[str, str]
     ) -> UpstreamHTTPError:
-        lowered = body.lower()
-        too_long = status in (400, 413, 422) and any(w in lowered for w in CONTEXT_WORDS)
-        unsupported = status >= 400 and any(w in lowered for w in UNSUPPORTED_WORDS)
-        retryable = status in RETRYABLE_STATUS or status >= 500 or too_long or unsupported
+        retryable, about_request = classify(status, body)
         try:
             phrase = HTTPStatus(status).phrase
         except ValueError:
@@ -234,7 +241,7 @@ class HTTPProvider:
             status=status,
             retryable=retryable,
             retry_after=retry_after(headers.get("retry-after")),
-            about_request=too_long or unsupported or status == 413,
+            about_request=about_request,
         )
 
     def _transport_error(self, model_id: str, exc: BaseException) -> UpstreamTransportError:
