@@ -8,6 +8,7 @@
     │   ├── Unauthorized          HTTP 401 authentication_error: a client key is missing or wrong
     │   ├── ForbiddenHost         HTTP 403 permission_error: a Host header naming another host
     │   ├── UnknownModel          HTTP 404 not_found_error: neither `auto` nor an alias
+    │   ├── NoSuchRequest         HTTP 404 not_found_error: no request of the caller's by that id
     │   ├── RequestTimeout        HTTP 408: the body did not arrive in time
     │   └── UnsupportedMediaType  HTTP 415: the body is not declared as JSON
     └── UpstreamError             HTTP 502 upstream_error: a provider call failed
@@ -136,6 +137,13 @@ class CrossSite(RequestError):
 
 class UnknownModel(RequestError):
     """A model name that is neither `auto` nor an alias, where one is required."""
+
+    http_status = 404
+    openai_type = "not_found_error"
+
+
+class NoSuchRequest(RequestError):
+    """A request id that names none of the caller's requests (feedback on another's, say)."""
 
     http_status = 404
     openai_type = "not_found_error"

@@ -26,7 +26,7 @@ from tests.fakes import Daemon, FakeUpstream
 KEY = "dashboard-test-key"
 CONFIG = """
 [server]
-api_keys_env = ["PIROUTER_UI_KEY"]
+admin_keys_env = ["PIROUTER_UI_KEY"]
 [budget]
 daily_usd = 5.0
 [ledger]

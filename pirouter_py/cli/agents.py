@@ -77,7 +77,7 @@ def smallest_window(config: Config, tools: bool = True) -> int | None:
 
 def _key(config: Config) -> tuple[str, bool]:
     """What the client sends as its key, and whether pirouter checks it."""
-    keyed = bool(config.server.api_keys_env or config.server.api_keys_file)
+    keyed = config.server.keyed
     return (f"${KEY_VARIABLE}" if keyed else "unused"), keyed
 
 

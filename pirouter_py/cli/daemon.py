@@ -76,7 +76,7 @@ def run(
     assert bound is not None  # validated at load
     host = host if host is not None else bound[0]
     port = port if port is not None else bound[1]
-    if not is_loopback(host) and not (cfg.server.api_keys_env or cfg.server.api_keys_file):
+    if not is_loopback(host) and not cfg.server.keyed:
         fail(
             f"refusing to listen on {host}: beyond loopback pirouter would serve anyone who can "
             "reach this machine; set client keys ([server] api_keys_env or api_keys_file) or "

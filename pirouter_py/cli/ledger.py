@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -119,6 +120,9 @@ def _read_rows(
         db.close()
 
 
+FRESH_ROW_WAIT_S = 2.0  # how long feedback waits for the row of an answer just given
+
+
 @app.command("feedback")
 def feedback_command(
     ctx: typer.Context,
@@ -142,10 +146,22 @@ def feedback_command(
         raise typer.BadParameter(str(exc), param_hint="SCORE") from None
     loaded = guard(lambda: load(ctx, config, warn=False))
     where = ledger_where(loaded)
+    url = loaded.config.ledger.url
     try:
-        feedback.record(
-            ledger_file(loaded), request_id, value, comment, "cli", loaded.config.ledger.url
-        )
+        known, _ = feedback.owner(ledger_file(loaded), request_id, url)
+        waited = 0.0
+        while not known and waited < FRESH_ROW_WAIT_S:  # the writer commits within 0.25 s
+            time.sleep(0.25)
+            waited += 0.25
+            known, _ = feedback.owner(ledger_file(loaded), request_id, url)
+        if not known:
+            fail(
+                f"no request {request_id} in the ledger {where}; its id is the answer's "
+                "x-pirouter-request-id (an answer of a moment ago may not be written yet: "
+                "try again in a second)",
+                ExitCode.RUNTIME,
+            )
+        feedback.record(ledger_file(loaded), request_id, value, comment, "cli", url)
     except (OSError, sqlite3.Error) as exc:
         fail(f"cannot write to the ledger {where}: {exc}", ExitCode.RUNTIME)
     sys.stdout.write(f"feedback {value:g} on {request_id} kept in {where}\n")

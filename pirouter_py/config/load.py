@@ -421,9 +421,7 @@ def _resolve(config: Config, error: Report, warn: Report) -> Config:
             ("server", "bind"),
             f'{_show(config.server.bind)} is not host:port; write e.g. bind = "{DEFAULT_BIND}"',
         )
-    elif not is_loopback(bound[0]) and not (
-        config.server.api_keys_env or config.server.api_keys_file
-    ):
+    elif not is_loopback(bound[0]) and not config.server.keyed:
         error(
             ("server", "bind"),
             f"{_show(config.server.bind)} is beyond loopback, and without client keys pirouter "

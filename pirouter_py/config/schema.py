@@ -56,6 +56,10 @@ class ServerConfig(_Section):
     # With keys, every endpoint but /healthz wants one; without, only loopback binds are allowed.
     api_keys_env: list[str] = Field(default_factory=list)
     api_keys_file: str | None = None
+    # Operator keys: names of environment variables holding them. A request with one sees every
+    # client's requests, prompts, feedback and live events (as loopback does with no keys set);
+    # a client key sees only its own. An operator key is a client key too, named by its variable.
+    admin_keys_env: list[str] = Field(default_factory=list)
     # Host header values accepted besides localhost, 127.0.0.1, [::1] and the bind host (DNS
     # rebinding protection).
     allowed_hosts: list[str] = Field(default_factory=list)
@@ -68,6 +72,11 @@ class ServerConfig(_Section):
     header_timeout_secs: float = Field(default=10.0, gt=0)
     idle_timeout_secs: float = Field(default=75.0, gt=0)
     max_connections: int = Field(default=0, ge=0)
+
+    @property
+    def keyed(self) -> bool:
+        """Are client (or operator) keys configured: every endpoint but /healthz wants one?"""
+        return bool(self.api_keys_env or self.api_keys_file or self.admin_keys_env)
 
 
 def postgres_url(url: str) -> str:

@@ -52,6 +52,18 @@ def record_shadow(
         db.close()
 
 
+def owner(path: Path, request_id: str, url: str | None = None) -> tuple[bool, str | None]:
+    """Is there a request with this id in the ledger, and the name of the client key it came
+    with (None: no key)."""
+    db = connect(path, url=url)
+    try:
+        migrate(db)
+        row = db.execute("SELECT client FROM requests WHERE id = ?", (request_id,)).fetchone()
+    finally:
+        db.close()
+    return (False, None) if row is None else (True, row[0])
+
+
 def record(
     path: Path,
     request_id: str,

@@ -107,15 +107,20 @@ def read_requests(
     limit: int | None = None,
     newest_first: bool = False,
     until: float | None = None,
+    client: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Request rows since a unix time (and before `until`), with their attempts; v0.1 files
-    (no attempts) work too."""
+    """Request rows since a unix time (and before `until`; of one client key's only, by its
+    name, with `client`), with their attempts; v0.1 files (no attempts) work too."""
     order = "DESC" if newest_first else "ASC"
     before = "" if until is None else f" AND ts < {int(until)}"
-    query = f"SELECT * FROM requests WHERE ts >= ?{before} ORDER BY ts {order}, rowid {order}"
+    whose = "" if client is None else " AND client = ?"
+    query = (
+        f"SELECT * FROM requests WHERE ts >= ?{before}{whose} ORDER BY ts {order}, rowid {order}"
+    )
     if limit is not None:
         query += f" LIMIT {int(limit)}"
-    rows = [dict(r) for r in db.execute(query, (int(since),))]
+    given: tuple[Any, ...] = (int(since),) if client is None else (int(since), client)
+    rows = [dict(r) for r in db.execute(query, given)]
     attempts: dict[str, list[dict[str, Any]]] = {}
     if rows and has_table(db, "attempts"):
         ids = [r["id"] for r in rows]

@@ -29,7 +29,7 @@ from pirouter_py.observe.log import RequestLines, bound_logger, get_logger
 from pirouter_py.observe.metrics import Metrics
 from pirouter_py.providers.transport import Upstreams
 from pirouter_py.routing import learned
-from pirouter_py.server import access, catalog, dashboard, feedback, ops, textgen
+from pirouter_py.server import access, catalog, dashboard, feedback, ops, scope, textgen
 from pirouter_py.server import reload as config_reload
 from pirouter_py.server.chat import chat_handler
 from pirouter_py.server.messages import count_tokens
@@ -198,7 +198,7 @@ def create_app(
     request_log = bound_logger("pirouter")  # bound once: a proxy binds on every call
     if request_log.is_enabled_for(logging.INFO):
         state.request_lines = RequestLines(request_log)
-    state.keys = access.load_keys(server, environ)
+    state.keys, state.operators = scope.load(server, environ)
     listen = host if host is not None else (parse_bind(server.bind) or ("127.0.0.1", 0))[0]
     if is_loopback(listen):  # beyond loopback, client keys are the protection
         state.hosts = access.allowed_hosts(listen, server.allowed_hosts)

@@ -3,7 +3,8 @@
 The page is static (ui/: HTML, one script, one style sheet, uPlot vendored with its licence); it
 holds no data, so it loads without a client key and asks for the key, which it keeps in the
 browser's session storage and sends as `Authorization: Bearer` on every call. Its endpoints under
-`/ui/api/` need the key like every other endpoint. Everything is served with a
+`/ui/api/` need the key like every other endpoint, and show a client key its own requests only
+(server/scope.py); the operator sees everyone's. Everything is served with a
 Content-Security-Policy that allows nothing from elsewhere and no inline script.
 
 Reads run in a thread on a read-only connection of their own, never on the ledger's writer; the
@@ -34,6 +35,8 @@ from pirouter_py.live.budgets import day_start, month_start
 from pirouter_py.record import RequestRecord
 from pirouter_py.reports import dashboard as panels
 from pirouter_py.reports import stats
+from pirouter_py.server import scope
+from pirouter_py.server.scope import Scope
 from pirouter_py.server.state import JSON, STATE, State
 
 UI = Path(__file__).parent / "ui"
@@ -106,15 +109,20 @@ def _open(place: tuple[Path | None, str | None]) -> Connection | None:
 
 
 def _read(
-    place: tuple[Path | None, str | None], since: float, limit: int, prompts: bool = False
+    place: tuple[Path | None, str | None],
+    since: float,
+    limit: int,
+    prompts: bool = False,
+    whose: Scope = None,
 ) -> list[dict[str, Any]]:
-    """The newest `limit` requests since `since`; with `prompts`, each with its kept prompt and
-    answer (None unless [ledger] store_prompts kept them), on the same connection."""
+    """The newest `limit` requests since `since` (of `whose` client only, unless None); with
+    `prompts`, each with its kept prompt and answer (None unless [ledger] store_prompts kept
+    them), on the same connection."""
     db = _open(place)
     if db is None:
         return []
     try:
-        rows = read.read_requests(db, since, limit, newest_first=True)
+        rows = read.read_requests(db, since, limit, newest_first=True, client=whose)
         if prompts:
             kept = read.stored_prompts(db, [r["id"] for r in rows])
             answers: dict[str, str] = {}
@@ -159,15 +167,19 @@ def _json(body: Any) -> web.Response:
 
 
 def _read_window(
-    place: tuple[Path | None, str | None], since: float, now: float
+    place: tuple[Path | None, str | None], since: float, now: float, whose: Scope = None
 ) -> tuple[list[Any], bool, bool]:
     """What the panels need of a window, in one read transaction: up to PAGE_ROWS requests,
     newest first (`rolled` False); or, for more, the hourly rollups of the hours they cover and
-    the rows of the others (`rolled` True). `cut`: rows were left out."""
+    the rows of the others (`rolled` True). `cut`: rows were left out. A client's own window
+    (`whose`) is read from its rows alone: the rollups' timings and flows mix every client's."""
     db = _open(place)
     if db is None:
         return [], False, False
     try:
+        if whose is not None:
+            mine = read.read_requests(db, since, PAGE_ROWS + 1, True, client=whose)
+            return mine, False, len(mine) > PAGE_ROWS
         db.execute("BEGIN")
         if read.count_since(db, since, PAGE_ROWS + 1) <= PAGE_ROWS or not rollups.has(db):
             newest = read.read_requests(db, since, PAGE_ROWS + 1, newest_first=True)
@@ -197,7 +209,8 @@ async def summary(request: web.Request) -> web.Response:
     state = request.app[STATE]
     now = time.time()
     since, window = _window(request, now)
-    found, rolled, cut = await asyncio.to_thread(_read_window, _place(state), since, now)
+    whose = scope.of(request)
+    found, rolled, cut = await asyncio.to_thread(_read_window, _place(state), since, now, whose)
     config = state.snapshot.config
     baseline = stats.choose_baseline(config)
     if rolled:
@@ -212,13 +225,16 @@ async def summary(request: web.Request) -> web.Response:
         body = panels.page(found, since=since, until=now, baseline=baseline, window=window)
     body["cut"] = cut
     body["rolled_up"] = rolled
-    body["budgets"] = await asyncio.to_thread(_budgets, _place(state), config)
+    # budgets sum every client's spend: the operator's
+    body["budgets"] = (
+        [] if whose is not None else await asyncio.to_thread(_budgets, _place(state), config)
+    )
     return _json(body)
 
 
 async def newest(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    rows = await asyncio.to_thread(_read, _place(state), 0.0, NEWEST, True)
+    rows = await asyncio.to_thread(_read, _place(state), 0.0, NEWEST, True, scope.of(request))
     out = []
     for row in rows:
         item = panels.live_row(row)
@@ -234,7 +250,20 @@ async def overview(request: web.Request) -> web.Response:
     providers = snapshot.cascade.providers.items()
     rested = {n: p.rested.snapshot() for n, p in providers if hasattr(p, "rested")}
     config = snapshot.config
+    whose = scope.of(request)
+    if whose is not None:  # a client sees the models it may be routed to, nothing of others'
+        return _json(
+            {
+                "scope": whose,
+                "config_loaded_at": state.config_loaded_at,
+                "started": state.started,
+                "models": state.health.snapshot(),
+                "catalog": sorted(a for a, m in config.models.items() if m.enabled),
+                "store_prompts": config.ledger.store_prompts,
+            }
+        )
     body: dict[str, Any] = {
+        "scope": None,
         "config": snapshot.loaded.source,
         "config_loaded_at": state.config_loaded_at,
         "started": state.started,
@@ -267,7 +296,7 @@ async def live(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE)
-    state.watchers.add(queue)
+    state.watchers[queue] = scope.of(request)
     try:
         await response.write(b": connected\n\n")
         while not state.draining:
@@ -283,7 +312,7 @@ async def live(request: web.Request) -> web.StreamResponse:
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
-        state.watchers.discard(queue)
+        state.watchers.pop(queue, None)
     return response
 
 
@@ -303,7 +332,9 @@ def publish(
     item = panels.live_row(row)
     item["prompt"], item["answer"] = prompt, answer
     line = b"data: " + orjson.dumps(item) + b"\n\n"
-    for queue in state.watchers:
+    for queue, whose in state.watchers.items():
+        if not scope.sees(whose, made.client):  # a client's feed carries its requests alone
+            continue
         with contextlib.suppress(asyncio.QueueFull):  # a page that fell behind misses rows
             queue.put_nowait(line)
 

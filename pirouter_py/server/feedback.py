@@ -1,5 +1,9 @@
 """`POST /v1/feedback`: a client says how good an answer was, by its request id (every response
-carries one in `x-pirouter-request-id`). Written to the ledger's `feedback` table at once."""
+carries one in `x-pirouter-request-id`). Written to the ledger's `feedback` table at once.
+
+Only the client key that made a request may score it (the operator any): feedback trains the
+learned router, so another client's score would poison it. An id that is not one of the
+caller's requests is a 404, whether it exists or not, and nothing is recorded."""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ import asyncio
 import orjson
 from aiohttp import web
 
-from pirouter_py.errors import RequestError
+from pirouter_py.errors import NoSuchRequest, RequestError
 from pirouter_py.ledger import feedback
+from pirouter_py.server import scope
 from pirouter_py.server.chat import read_body
 from pirouter_py.server.state import JSON, STATE
 
@@ -40,6 +45,14 @@ async def post(request: web.Request) -> web.Response:
     if state.ledger_path is None:
         raise RequestError("the daemon keeps no ledger (--no-ledger): feedback cannot be kept")
     comment = comment[:MAX_COMMENT] if comment else None
+    if rid in state.owners:  # finished lately: its row may still be on its way to the ledger
+        known, client = True, state.owners[rid]
+    else:
+        known, client = await asyncio.to_thread(
+            feedback.owner, state.ledger_path, rid, state.ledger_url
+        )
+    if not known or not scope.sees(scope.of(request), client):
+        raise NoSuchRequest(f"no request {rid!r} of yours to give feedback on")
     await asyncio.to_thread(
         feedback.record, state.ledger_path, rid, score, comment, "http", state.ledger_url
     )

@@ -27,6 +27,7 @@ RESTART_KEYS = (
     "bind",
     "api_keys_env",
     "api_keys_file",
+    "admin_keys_env",
     "allowed_hosts",
     "max_body_bytes",
     "metrics",

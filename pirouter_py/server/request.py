@@ -153,11 +153,20 @@ def record(
     return made
 
 
+# requests whose client key is kept in memory for feedback: their rows are in the ledger long
+# before this many newer requests have finished
+OWNERS_KEPT = 10_000
+
+
 def observed(ctx: Ctx, made: RequestRecord) -> None:
     """What the daemon learns from a finished request (log line, metrics, live traffic); for an
     answer, after it is sent: the client need not wait (the log line alone is ~20-40 µs)."""
     state = ctx.request.app[STATE]
     config = ctx.snapshot.config
+    owners = state.owners  # whose request this was, for its feedback (server/feedback.py)
+    owners[made.request_id] = made.client
+    if len(owners) > OWNERS_KEPT:
+        del owners[next(iter(owners))]
     if state.request_lines is not None:
         state.request_lines.finished(made, config.server.log_requests_per_sec)
     if state.metrics is not None:

@@ -137,6 +137,9 @@ class State:
     ledger: Ledger | None = None
     ledger_error: str | None = None  # why the ledger could not be opened, if it could not
     keys: tuple[tuple[bytes, str], ...] = ()  # (client key, its name); empty: none required
+    operators: frozenset[str] = frozenset()  # the names of the keys that see every client's
+    # the newest requests' client keys by request id, for feedback before the writer commits
+    owners: dict[str, str | None] = field(default_factory=dict)
     hosts: frozenset[str] = frozenset()  # Host names answered; empty: any (keys protect)
     started: float = field(default_factory=time.time)
     metrics: Metrics | None = None
@@ -147,7 +150,8 @@ class State:
     gate: StartGate = field(default_factory=StartGate)
     request_lines: RequestLines | None = None  # None: the level is above info
     kept: Kept = field(default_factory=Kept)
-    watchers: set[asyncio.Queue[bytes]] = field(default_factory=set)  # dashboards' live feeds
+    # dashboards' live feeds, each with whose requests it may see (None: every client's)
+    watchers: dict[asyncio.Queue[bytes], str | None] = field(default_factory=dict)
     config_loaded_at: float = field(default_factory=time.time)
     shadowing: bool = False  # a shadow check is running (one at a time)
     shared: Any = None  # live.shared.Shared with [state] url

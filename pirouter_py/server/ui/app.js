@@ -176,10 +176,17 @@ async function showState() {
   const el = $("state");
   el.replaceChildren();
   const cooling = Object.entries(s.models || {}).filter(([, m]) => m.cooling_s || m.state === "cooling");
-  const lines = [
-    ["config", `${s.config} (loaded ${new Date(s.config_loaded_at * 1000).toLocaleString()})`],
+  const shared = [
     ["models", s.catalog.join(", ")],
     ["cooling", cooling.length ? cooling.map(([a]) => a).join(", ") : "none"],
+  ];
+  // a client key sees its own requests only, and nothing of the daemon's other clients
+  const lines = s.scope !== null && s.scope !== undefined ? [
+    ["seen as", `client key ${s.scope}: your own requests only`],
+    ...shared,
+  ] : [
+    ["config", `${s.config} (loaded ${new Date(s.config_loaded_at * 1000).toLocaleString()})`],
+    ...shared,
     ["keys resting", Object.keys(s.keys).length ? JSON.stringify(s.keys) : "none"],
     ["sessions pinned", s.sessions],
     ["ledger", s.ledger.failing ? `failing: ${s.ledger.last_error || ""}` : `${s.ledger.path}, ${s.ledger.written} rows written, backlog ${s.ledger.backlog}`],
