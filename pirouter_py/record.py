@@ -138,3 +138,42 @@ class RequestRecord:
     @property
     def output_tokens(self) -> int:
         return sum(a.output_tokens for a in self.attempts)
+
+
+def left_out(count: int) -> str:
+    """The marker at the end of a kept text that was cut: how much of it was not kept."""
+    return f"\n[pirouter: {count:,} more characters not kept ([ledger] max_stored_chars)]"
+
+
+def capped(text: str, most: int) -> str:
+    """`text`, or its first `most` characters and the marker."""
+    return text if len(text) <= most else text[:most] + left_out(len(text) - most)
+
+
+class Kept:
+    """A streamed answer's text as it is kept for the ledger (store_prompts) or a shadow check's
+    judge: at most `most` characters held; the rest only counted, so a huge stream does not grow
+    the daemon."""
+
+    __slots__ = ("left", "most", "parts", "size")
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.parts: list[str] = []
+        self.size = 0
+        self.left = 0  # characters past `most`, not kept
+
+    def add(self, text: str) -> None:
+        room = self.most - self.size
+        if len(text) <= room:
+            self.parts.append(text)
+            self.size += len(text)
+            return
+        if room > 0:
+            self.parts.append(text[:room])
+            self.size = self.most
+        self.left += len(text) - max(room, 0)
+
+    def text(self) -> str:
+        kept = "".join(self.parts)
+        return kept + left_out(self.left) if self.left else kept

@@ -92,6 +92,9 @@ class LedgerConfig(_Section):
     # `pip install 'pirouter-py[team]'`); `path` then only places the journal and spill files.
     url: str | None = None
     store_prompts: bool = False  # keep request messages and answer text (separate table)
+    # The most of one prompt (its body's JSON) or one answer kept with store_prompts, in
+    # characters; past it, the rest is left out and a marker says how much.
+    max_stored_chars: int = Field(default=1_048_576, ge=1_024)
     retention_days: int = Field(default=0, ge=0)  # 0 keeps every row forever
     # Refuse to answer (503) while a request's row could not be kept on disk: the ledger
     # cannot be written and its journal and reserve are full (a full disk). Off: answer anyway,

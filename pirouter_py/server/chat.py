@@ -199,6 +199,7 @@ async def serve_whole(ctx: Ctx) -> web.StreamResponse:
     stored = None
     if ctx.chat.protocol == "responses":
         stored = responses.keep(ctx, orjson.loads(body).get("output"))
-    made = record(ctx, outcome.status, 200, outcome.alias, overhead, outcome.response.text, stored)
+    kept = rec.capped(outcome.response.text, ctx.snapshot.config.ledger.max_stored_chars)
+    made = record(ctx, outcome.status, 200, outcome.alias, overhead, kept, stored)
     headers = routing_headers(ctx, outcome.alias, overhead)
     return await send_whole(ctx, web.Response(body=body, content_type=JSON, headers=headers), made)

@@ -139,7 +139,10 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
     learning = config.learning
     # the text is kept for the ledger (store_prompts) or a shadow check's judge
     keep = config.ledger.store_prompts or (learning.shadow_rate > 0 and bool(learning.shadow_judge))
-    text: list[str] = [e.text for e in outcome.held] if keep else []
+    text = rec.Kept(config.ledger.max_stored_chars)  # at most that much held, however long
+    if keep:
+        for e in outcome.held:
+            text.add(e.text)
     sent = sum(len(e.text) for e in outcome.held)  # characters relayed, for a cancel's tokens
     try:
         if begun is None:
@@ -148,7 +151,7 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
         async for event in outcome.rest:
             sent += len(event.text)
             if keep:
-                text.append(event.text)
+                text.add(event.text)
             chunk = encoder.encode(event)
             if chunk:
                 await response.write(chunk)
@@ -179,7 +182,7 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
     stored = None
     if ctx.chat.protocol == "responses" and status == rec.STATUS_OK:
         stored = responses.keep(ctx, getattr(encoder, "output", None))
-    answer = "".join(text) if keep else None
+    answer = text.text() if keep else None
     # a stream cut and continued (cascade._continued) has more attempts than at its commit, and
     # its answer was finished by the last of them
     ctx.attempts = tuple(ctx.tried)

@@ -109,7 +109,8 @@ def record(
     """The record of a finished request, given to the recorder (the ledger journals it) before
     the answer's last bytes are sent; `observed` follows."""
     ctx.recorded = True
-    ctx.answer = answer
+    ctx.answer = answer  # as kept: at most [ledger] max_stored_chars (chat.py, relay.py)
+    most = ctx.snapshot.config.ledger.max_stored_chars
     if ctx.decision is not None:
         _estimate_unreported(ctx.attempts, ctx.decision.features.estimated_tokens)
     state = ctx.request.app[STATE]
@@ -146,7 +147,7 @@ def record(
     )
     if state.recorder is not None:
         if config.ledger.store_prompts and ctx.chat.raw is not None:
-            prompt = orjson.dumps(ctx.chat.raw).decode()
+            prompt = rec.capped(orjson.dumps(ctx.chat.raw).decode(), most)
             state.recorder.record(replace(made, prompt=prompt, answer=answer), config.models)
         else:
             state.recorder.record(made, config.models)
@@ -174,7 +175,7 @@ def observed(ctx: Ctx, made: RequestRecord) -> None:
     if state.watchers:  # a dashboard is watching the live feed
         prompt = None
         if config.ledger.store_prompts and ctx.chat.raw is not None:
-            prompt = orjson.dumps(ctx.chat.raw).decode()
+            prompt = rec.capped(orjson.dumps(ctx.chat.raw).decode(), config.ledger.max_stored_chars)
         answer = ctx.answer if config.ledger.store_prompts else None
         dashboard.publish(state, made, config.models, prompt, answer)
     if config.learning.shadow_rate > 0:
