@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -76,18 +77,41 @@ def test_key_check(headers: dict[str, str], ok: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("header", "name"),
+    ("header", "authority"),
     [
-        ("127.0.0.1:11435", "127.0.0.1"),
-        ("localhost", "localhost"),
-        ("[::1]:8080", "::1"),
-        ("LocalHost:1", "localhost"),
-        ("evil.example:11435", "evil.example"),
-        ("::1", "::1"),
+        ("127.0.0.1:11435", ("127.0.0.1", 11435)),
+        ("localhost", ("localhost", 80)),  # no port: http's
+        ("[::1]:8080", ("::1", 8080)),
+        ("LocalHost:1", ("localhost", 1)),
+        ("evil.example:11435", ("evil.example", 11435)),
+        ("127.0.0.1:11435@evil.example", None),  # userinfo: not a Host header
+        ("user@127.0.0.1:11435", None),
+        ("127.0.0.1:11435/x", None),
+        ("::1", None),  # an IPv6 address needs its brackets
+        ("[::1", None),
+        ("[evil.example]:1", None),
+        ("localhost:", None),
+        ("localhost:0", None),
+        ("localhost:65536", None),
+        ("local host:1", None),
+        ("", None),
     ],
 )
-def test_host_names(header: str, name: str) -> None:
-    assert access.host_name(header) == name
+def test_host_authorities(header: str, authority: tuple[str, int] | None) -> None:
+    assert access.authority(header) == authority
+    assert access.host_name(header) == ("" if authority is None else authority[0])
+
+
+def test_allowed_authorities_hold_the_port_the_daemon_listens_on() -> None:
+    allowed = access.allowed_authorities("127.0.0.1", ["Pirouter.Internal", "proxy.lan:80"], 11435)
+    assert allowed == {
+        ("localhost", 11435),
+        ("127.0.0.1", 11435),
+        ("::1", 11435),
+        ("pirouter.internal", 11435),
+        ("proxy.lan", 80),  # a port given with the name: that one
+    }
+    assert "proxy.lan" in access.allowed_hosts("127.0.0.1", ["proxy.lan:80"])
 
 
 def test_literal_key_in_a_readable_file_is_a_warning(write_config: Callable[[str], Path]) -> None:
@@ -157,18 +181,66 @@ def test_a_right_key_in_either_header_passes(guarded: Daemon) -> None:
 @pytest.mark.parametrize(
     ("host", "status"),
     [
+        ("127.0.0.1:{port}", 200),
+        ("localhost:{port}", 200),
+        ("LOCALHOST:{port}", 200),
+        ("[::1]:{port}", 200),
+        ("pirouter.internal:{port}", 200),
         ("evil.example", 403),
+        ("evil.example:{port}", 403),
         ("127.0.0.1.nip.io:8080", 403),
-        ("localhost:1", 200),
-        ("pirouter.internal", 200),
-        ("[::1]:9", 200),
+        ("127.0.0.1:{port}@evil.example", 403),
+        ("127.0.0.1:{port}/x", 403),
+        ("localhost:1", 403),  # another port: another daemon's, or a rebound page's
+        ("[::1]:9", 403),
+        ("localhost", 403),  # no port means 80, where the daemon does not listen
+        ("pirouter.internal", 403),
+        ("", 403),
     ],
 )
 def test_foreign_host_headers_are_refused(guarded: Daemon, host: str, status: int) -> None:
-    code, body = call(guarded, "GET", "/v1/models", {"host": host, "x-api-key": KEY})
-    assert code == status
+    port = guarded.url.rsplit(":", 1)[1]
+    code, body = call(
+        guarded, "GET", "/v1/models", {"host": host.format(port=port), "x-api-key": KEY}
+    )
+    assert code == status, body
     if status == 403:
         assert json.loads(body)["error"]["type"] == "permission_error"
+
+
+def test_a_refused_host_is_told_in_the_client_protocol(guarded: Daemon) -> None:
+    bad = {"host": "localhost:1", "x-api-key": KEY}
+    code, body = call(guarded, "POST", "/v1/messages", bad, {**CHAT, "max_tokens": 5})
+    assert code == 403
+    assert json.loads(body)["type"] == "error"  # Anthropic's shape
+    assert json.loads(body)["error"]["type"] == "permission_error"
+    code, body = call(guarded, "GET", "/healthz", {"host": "localhost:1"})
+    assert code == 403
+
+
+def raw_status(daemon: Daemon, head: bytes) -> bytes:
+    """The status line the daemon answers a request head sent as is."""
+    host, port = daemon.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(head)
+        return conn.recv(200).split(b"\r\n", 1)[0]
+
+
+def test_host_headers_over_a_raw_socket(guarded: Daemon) -> None:
+    """Heads no HTTP library would send: an empty Host, none at all (HTTP/1.0: the daemon
+    cannot tell which name the client used), two of them."""
+    port = guarded.url.rsplit(":", 1)[1].encode()
+    key = b"x-api-key: " + KEY.encode() + b"\r\n"
+    ok = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1:" + port + b"\r\n" + key + b"\r\n"
+    assert raw_status(guarded, ok) == b"HTTP/1.1 200 OK"
+    for head in (
+        b"GET /v1/models HTTP/1.1\r\nHost:\r\n" + key + b"\r\n",
+        b"GET /v1/models HTTP/1.1\r\nHost: \r\n" + key + b"\r\n",
+        b"GET /v1/models HTTP/1.0\r\n" + key + b"\r\n",
+    ):
+        assert raw_status(guarded, head).split(b" ")[1] == b"403", head
+    two = b"GET /v1/models HTTP/1.1\r\nHost: a\r\nHost: 127.0.0.1:" + port + b"\r\n\r\n"
+    assert raw_status(guarded, two).split(b" ")[1] == b"400"
 
 
 def test_missing_client_key_stops_the_start(fake: FakeUpstream, tmp_path: Path) -> None:
@@ -291,8 +363,10 @@ def test_each_request_is_attributed_to_its_client_key(fake: FakeUpstream, tmp_pa
     from pirouter_py.cli import app
 
     path = keyed(fake, tmp_path, "alice: key-alice-0001\nbob: key-bob-0002\nkey-anon-0003\n")
+    # the operator's key reads everyone's breakdown (a client key sees its own: tests/test_scope)
+    path.write_text(path.read_text().replace("[server]\n", '[server]\nadmin_keys_env = ["OPS"]\n'))
     body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
-    daemon = Daemon(path).start()
+    daemon = Daemon(path, env={"OPS": "key-operator-0004"}).start()
     try:
         for key in ("key-alice-0001", "key-alice-0001", "key-bob-0002", "key-anon-0003"):
             status, _, _ = daemon.post(body, Authorization=f"Bearer {key}")
@@ -305,7 +379,7 @@ def test_each_request_is_attributed_to_its_client_key(fake: FakeUpstream, tmp_pa
         while summary["stats"]["requests"] < 4:  # the writer commits a quarter second later
             assert time.monotonic() < deadline, summary
             conn = http.client.HTTPConnection(host, int(port), timeout=10)
-            conn.request("GET", "/ui/api/summary", headers={"x-api-key": "key-bob-0002"})
+            conn.request("GET", "/ui/api/summary", headers={"x-api-key": "key-operator-0004"})
             summary = json.loads(conn.getresponse().read())
             conn.close()
             time.sleep(0.1)

@@ -6,6 +6,7 @@ nothing is answered unrecorded."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import sqlite3
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import Daemon, FakeUpstream, fill, make_room, tmpfs
+from tests.fakes import Daemon, FakeUpstream, Reply, fill, make_room, tmpfs
 from tests.test_reload import BASE
 
 CHAT = {"model": "auto", "stream": False, "messages": [{"role": "user", "content": "hi"}]}
@@ -113,3 +114,104 @@ def test_require_refuses_to_answer_unrecorded(
     finally:
         daemon.stop()
     assert len(rows(ledger)) >= 1
+
+
+# Rows of about 12 KB (a stored 6,000-character prompt and answer): the 4 MiB reserve holds ~350.
+BIG = "x" * 6000
+WAVE = 150  # requests in flight at once
+STORED = '[ledger]\npath = "{ledger}"\nstore_prompts = true\n{extra}'
+
+
+async def wave(url: str, count: int) -> list[tuple[int, str, str]]:
+    """`count` concurrent big requests; (status, request id, body)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=60), connector=aiohttp.TCPConnector(limit=0)
+    ) as session:
+
+        async def one() -> tuple[int, str, str]:
+            body = {"model": "auto", "messages": [{"role": "user", "content": BIG}]}
+            try:
+                async with session.post(url + "/v1/chat/completions", json=body) as response:
+                    text = await response.text()
+                    return response.status, response.headers.get("x-pirouter-request-id", ""), text
+            except aiohttp.ClientError:
+                return 0, "", ""
+
+        return await asyncio.gather(*(one() for _ in range(count)))
+
+
+def loaded_daemon(tmp_path: Path, fake: FakeUpstream, ledger: Path, extra: str) -> Path:
+    fake.reset()
+    fake.default("m-cheap", Reply(text=BIG, delay=0.05))
+    path = tmp_path / "config.toml"
+    head = STORED.replace("{ledger}", str(ledger)).replace("{extra}", extra)
+    path.write_text(head + BASE.replace("{url}", fake.url))
+    return path
+
+
+def test_require_keeps_every_answered_row_at_the_edge_of_a_full_disk(
+    small_disk: Path, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """Waves of concurrent requests on a full disk until the reserve is spent: every one
+    answered survives a SIGKILL; the rest are refused with 503, saying why, and /health says
+    the ledger is refusing."""
+    ledger = small_disk / "ledger.db"
+    path = loaded_daemon(tmp_path, fake, ledger, "require = true\n")
+    daemon = Daemon(path).start()
+    answered: list[str] = []
+    refused: list[str] = []
+    try:
+        assert asyncio.run(wave(daemon.url, 1))[0][0] == 200  # the ledger is open
+        time.sleep(0.6)
+        fill(small_disk)
+        for _ in range(12):
+            answers = asyncio.run(wave(daemon.url, WAVE))
+            answered += [rid for status, rid, _ in answers if status == 200]
+            refused += [body for status, _, body in answers if status == 503]
+            if len(refused) > WAVE:
+                break
+        assert refused, "the reserve was never spent"
+        assert "[ledger] require = true" in json.loads(refused[0])["error"]["message"]
+        assert health(daemon)["ledger"]["refused"] == len(refused)  # type: ignore[index]
+    finally:
+        daemon.stop(signal.SIGKILL)
+    make_room(small_disk)
+    Daemon(path).start().stop()
+    lost = set(answered) - set(rows(ledger))
+    print(f"\nrequire, kill on a full disk: {len(answered)} answered, lost {len(lost)}")
+    assert not lost
+
+
+def test_without_require_rows_that_could_not_be_kept_are_counted_and_named(
+    small_disk: Path, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """Past the reserve, with require off, answers go on and their rows wait in memory; stopped
+    while the disk is still full, those cannot be kept: /health counts them while it runs, and
+    the stop says how many and which."""
+    ledger = small_disk / "ledger.db"
+    path = loaded_daemon(tmp_path, fake, ledger, "")
+    daemon = Daemon(path).start()
+    answered: list[str] = []
+    try:
+        assert asyncio.run(wave(daemon.url, 1))[0][0] == 200
+        time.sleep(0.6)
+        fill(small_disk)
+        for _ in range(6):
+            answers = asyncio.run(wave(daemon.url, WAVE))
+            assert {status for status, _, _ in answers} == {200}
+            answered += [rid for _, rid, _ in answers]
+        unsaved = health(daemon)["ledger"]["unsaved"]  # type: ignore[index]
+        with urllib.request.urlopen(daemon.url + "/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        assert f"pirouter_ledger_unsaved_rows {float(unsaved)}" in metrics
+    finally:
+        assert daemon.stop() == 0
+    make_room(small_disk)
+    Daemon(path).start().stop()
+    lost = set(answered) - set(rows(ledger))
+    print(f"\nno require, stop on a full disk: {len(answered)} answered, lost {len(lost)}")
+    [line] = daemon.log_lines("ledger_rows_lost")
+    assert line["rows"] == len(lost) == unsaved
+    assert set(line["request_ids"]) == lost

@@ -178,18 +178,19 @@ def _closed_within(sock: socket.socket, seconds: float) -> bytes | None:
 
 
 def test_slow_headers_idle_connections_and_too_many_are_closed(tight: Daemon) -> None:
+    head = b"GET /healthz HTTP/1.1\r\nHost: " + tight.url.removeprefix("http://").encode()
     drip = _connect(tight)
-    drip.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+    drip.sendall(head + b"\r\n")  # never finished
     started = time.monotonic()
     assert _closed_within(drip, 5) == b""
     assert time.monotonic() - started < 3
     idle = _connect(tight)
-    idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    idle.sendall(head + b"\r\n\r\n")
     answer = _closed_within(idle, 5)  # answered, then closed after 1 s of keep-alive
     assert answer is not None and answer.startswith(b"HTTP/1.1 200")
     held = [_connect(tight) for _ in range(4)]
     for sock in held:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        sock.sendall(head + b"\r\n")
     time.sleep(0.2)
     extra = _connect(tight)
     refused = _closed_within(extra, 5)

@@ -18,13 +18,21 @@ Invariants:
   (RESERVE_BYTES, posix_fallocate) when the journal opens: rows the journal cannot write go
   there, into space already the file's, and are imported like a journal if the daemon stops
   before the disk has room again. A row that neither takes is `unsaved` (only in memory); if
-  it cannot be written at shutdown either, the ledger says how many were lost.
+  it cannot be written at shutdown either, the ledger says how many were lost, and which.
+- The reserve grows while the disk has room, with the load: to hold the rows of every request
+  in flight twice over, and RESERVE_S of the busiest second's rows, within MAX_RESERVE_BYTES and
+  a quarter of the free space. `room(coming)` says whether the rows of `coming` requests would
+  fit in it if the disk filled now: `[ledger] require = true` admits a request only then, so
+  every answered row has a place on disk.
+- The folder is made when missing (0700, as the files are 0600: rows hold prompts), also when
+  the ledger itself is in PostgreSQL and the folder holds only the journal and the spill.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,7 +47,22 @@ ROTATE_BYTES = 1 << 20  # start a new generation past 1 MiB, so committed ones c
 MARK = ".journal."
 REOPEN_EVERY = 100  # after a failed open, try again once per this many rows
 RESERVE = "reserve"
-RESERVE_BYTES = 4 << 20  # about 4,000 rows of 1 KB
+RESERVE_BYTES = 4 << 20  # at least: about 4,000 rows of 1 KB
+MAX_RESERVE_BYTES = 256 << 20  # at most (and never past a quarter of the free space)
+RESERVE_S = 10  # seconds of the busiest second's rows the reserve grows to hold
+ROW_GUESS = 4096  # a row's size before any is seen (rows holding prompts are larger)
+SLACK = 64 << 10  # kept free in the reserve: a row larger than any seen yet
+GROW_EVERY_S = 1.0  # how often the reserve's size is reconsidered (and a missing one retried)
+
+
+def make_folder(ledger_path: Path) -> None:
+    """The folder of the journal and spill files, made (0700) if missing and shown writable by a
+    file made and deleted there; OSError if it cannot be."""
+    folder = ledger_path.parent
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    probe = folder / f".{ledger_path.name}.probe.{os.getpid()}"
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    probe.unlink()
 
 
 def line(row: Any) -> bytes:
@@ -61,7 +84,12 @@ class Journal:
         self.failing: str | None = None
         self.torn = False  # a write stopped mid-line
         self.reserve_fd: int | None = None
+        self.reserve_size = 0  # bytes allocated to the reserve
         self.reserve_at = 0  # bytes of rows in the reserve
+        self.row_max = ROW_GUESS  # the largest row seen
+        self.second = (0, 0)  # (this second, rows in it)
+        self.peak = 0  # the most rows seen in one second
+        self._grown_at = 0.0
         self.reserve_last = 0  # seq of the last row put there
         self.unsaved: set[int] = set()  # seqs of rows on no disk (journal and reserve failed)
 
@@ -87,10 +115,7 @@ class Journal:
             log.warning("journal_reserve_unavailable", error=str(exc))
             return
         try:
-            if hasattr(os, "posix_fallocate"):
-                os.posix_fallocate(fd, 0, RESERVE_BYTES)
-            else:  # macOS: blocks written are blocks held
-                os.pwrite(fd, bytes(RESERVE_BYTES), 0)
+            _allocate(fd, 0, RESERVE_BYTES)
         except OSError as exc:  # the disk is full already: no room to set aside
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -98,12 +123,60 @@ class Journal:
             log.warning("journal_reserve_unavailable", error=str(exc))
             return
         self.reserve_fd = fd
+        self.reserve_size = RESERVE_BYTES
+
+    def grow(self, coming: int) -> None:
+        """Size the reserve for the load (`coming`: requests in flight), at most once every
+        GROW_EVERY_S, while the disk has room; open it if it could not be before."""
+        now = time.monotonic()
+        if now - self._grown_at < GROW_EVERY_S or self.fd is None or self.failing is not None:
+            return
+        self._grown_at = now
+        if self.reserve_fd is None:
+            self._open_reserve()
+            if self.reserve_fd is None:
+                return
+        size = self.reserve_size
+        want = max(2 * self.need(coming), self.peak * RESERVE_S * self.row_max, RESERVE_BYTES)
+        if want <= size:
+            return
+        try:
+            stat = os.statvfs(self.folder)
+            free = stat.f_bavail * stat.f_frsize
+        except (OSError, AttributeError):  # no statvfs (Windows): grow within the cap only
+            free = MAX_RESERVE_BYTES * 4
+        target = min(want, MAX_RESERVE_BYTES, size + free // 4)
+        if target <= size:
+            return
+        try:
+            _allocate(self.reserve_fd, size, target - size)
+        except OSError as exc:
+            log.warning("journal_reserve_not_grown", size=size, wanted=target, error=str(exc))
+            return
+        self.reserve_size = target
+
+    def need(self, coming: int) -> int:
+        """Reserve bytes the rows of `coming` requests may take, and the slack."""
+        return coming * self.row_max + SLACK
+
+    def room(self, coming: int) -> bool:
+        """Would the rows of `coming` requests (those in flight) all fit in the reserve if the
+        disk filled now? A reserve that could not be made is tried again (GROW_EVERY_S)."""
+        if self.reserve_fd is None:
+            now = time.monotonic()
+            if now - self._grown_at >= GROW_EVERY_S and self.fd is not None:
+                self._grown_at = now
+                self._open_reserve()
+            if self.reserve_fd is None:
+                return False
+        return self.reserve_at + self.need(coming) <= self.reserve_size
 
     def _to_reserve(self, row: Any) -> bool:
         """Put a row the journal could not take in the reserve; False when it has no room."""
         fd = self.reserve_fd
         data = line(row)
-        if fd is None or self.reserve_at + len(data) > RESERVE_BYTES:
+        self.row_max = max(self.row_max, len(data))
+        if fd is None or self.reserve_at + len(data) > self.reserve_size:
             return False
         try:
             os.pwrite(fd, data, self.reserve_at)
@@ -113,16 +186,14 @@ class Journal:
         self.reserve_last = self.seq
         return True
 
-    def durable(self) -> bool:
-        """Would a row appended now reach a disk (the journal, or room in the reserve)?"""
-        if self.fd is not None and self.failing is None:
-            return True
-        return self.reserve_fd is not None and self.reserve_at < RESERVE_BYTES - (64 << 10)
-
     def append(self, row: Any) -> int:
         """Write the row (anything orjson encodes); returns its seq. Never raises: a failed
         write is logged and skipped."""
         self.seq += 1
+        second = int(time.monotonic())
+        count = self.second[1] + 1 if self.second[0] == second else 1
+        self.second = (second, count)
+        self.peak = max(self.peak, count)
         fd = self.fd
         if fd is None:
             if self.failing is None:
@@ -138,6 +209,7 @@ class Journal:
                     self.unsaved.add(self.seq)
                 return self.seq
         data = line(row)
+        self.row_max = max(self.row_max, len(data))
         if self.torn:  # the last line was cut short: end it, so this one parses on its own
             data = b"\n" + data
         done = 0
@@ -202,6 +274,14 @@ class Journal:
         with contextlib.suppress(OSError):
             self.reserve_path.unlink()
         self.closed = []
+
+
+def _allocate(fd: int, offset: int, length: int) -> None:
+    """Blocks for `length` bytes at `offset`, held by the file (raises OSError on a full disk)."""
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(fd, offset, length)
+    else:  # macOS: blocks written are blocks held
+        os.pwrite(fd, bytes(length), offset)
 
 
 def _alive(pid: int) -> bool:

@@ -57,10 +57,12 @@ class Metrics:
         *,
         in_flight: Callable[[], float],
         ledger_backlog: Callable[[], float],
+        ledger_unsaved: Callable[[], float] = lambda: 0,
         shared_state: Callable[[], float | None] = lambda: None,
     ) -> None:
         self.in_flight = in_flight
         self.ledger_backlog = ledger_backlog
+        self.ledger_unsaved = ledger_unsaved
         self.shared_state = shared_state  # 1 or 0 with [state] url, None without
         self.requests: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
         self.attempts: defaultdict[tuple[str, str, str], int] = defaultdict(int)
@@ -159,6 +161,12 @@ class Metrics:
             "pirouter_ledger_backlog",
             "Ledger rows waiting to be written.",
             value=self.ledger_backlog(),
+        )
+        yield GaugeMetricFamily(
+            "pirouter_ledger_unsaved_rows",
+            "Answered rows on no disk (the journal and its reserve were full): a stop now would "
+            "lose them.",
+            value=self.ledger_unsaved(),
         )
         if (reachable := self.shared_state()) is not None:
             yield GaugeMetricFamily(

@@ -54,7 +54,7 @@ async def _ledger(app: web.Application) -> AsyncIterator[None]:
     if state.ledger_path is None:
         yield
         return
-    ledger = Ledger(state.ledger_path, state.loaded.config)
+    ledger = Ledger(state.ledger_path, state.loaded.config, in_flight=lambda: state.in_flight)
     state.ledger = ledger
     state.recorder = ledger  # rows wait in its queue until it opens
     reopen = None
@@ -206,6 +206,7 @@ def create_app(
         state.metrics = Metrics(
             in_flight=lambda: state.in_flight,
             ledger_backlog=lambda: state.ledger.status().backlog if state.ledger else 0,
+            ledger_unsaved=lambda: len(state.ledger.journal.unsaved) if state.ledger else 0,
             shared_state=lambda: None if state.shared is None else float(state.shared.ok),
         )
     app.cleanup_ctx.append(_ledger)

@@ -36,6 +36,8 @@ async def health(request: web.Request) -> web.Response:
     }
     if state.ledger is not None:
         body["ledger"] = asdict(state.ledger.status())
+        if snapshot.config.ledger.require:
+            body["ledger"]["refusing"] = not state.ledger.room(more=1)
     elif state.ledger_error is not None:
         body["ledger"] = {
             "path": str(state.ledger_path) if state.ledger_url is None else "[ledger] url",
@@ -46,6 +48,8 @@ async def health(request: web.Request) -> web.Response:
         }
     body["models"] = state.health.snapshot()
     if not state.draining and (why := _degraded(snapshot, body["models"])) is not None:
+        body["status"], body["reason"] = "degraded", why
+    if body["status"] == "ok" and (why := _ledger_short(body.get("ledger"))) is not None:
         body["status"], body["reason"] = "degraded", why
     if state.shared is not None:
         body["state"] = state.shared.status()
@@ -62,6 +66,23 @@ async def health(request: web.Request) -> web.Response:
     rested = {n: p.rested.snapshot() for n, p in providers if hasattr(p, "rested")}
     body["keys"] = {n: r for n, r in rested.items() if r}
     return web.Response(body=orjson.dumps(body), content_type=JSON)
+
+
+def _ledger_short(ledger: dict[str, Any] | None) -> str | None:
+    """Why answered rows are at risk now (the ledger's disk is full), or None."""
+    if ledger is None:
+        return None
+    if ledger.get("refusing"):
+        return (
+            "the ledger cannot keep more rows on disk (it is full or unwritable): [ledger] "
+            "require = true refuses new requests with 503 until it can"
+        )
+    if ledger.get("unsaved"):
+        return (
+            f"{ledger['unsaved']} answered rows are on no disk (it is full): they are written "
+            "once it has room, and a stop before then loses them"
+        )
+    return None
 
 
 def _degraded(snapshot: Any, models: dict[str, dict[str, Any]]) -> str | None:

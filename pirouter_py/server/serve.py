@@ -2,6 +2,9 @@
 
 On shutdown new requests get 503 while those in flight finish, bounded by `[server]
 shutdown_timeout_secs`; a repeated signal does not cut the drain short.
+
+The Host check needs the port the daemon listens on, known here once the listener has bound
+(`--port 0`): serving installs it (`access.host_check`), refusing every request until then.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from aiohttp import web
 
 from pirouter_py.config import LoadedConfig
 from pirouter_py.errors import PirouterError
+from pirouter_py.ledger import journal
 from pirouter_py.observe.log import get_logger
 from pirouter_py.providers.base import HTTPProvider
-from pirouter_py.server import guard
+from pirouter_py.server import access, guard
 from pirouter_py.server import reload as config_reload
 from pirouter_py.server.app import create_app
 from pirouter_py.server.loop import settle_gc
@@ -41,8 +45,13 @@ async def serve(
 ) -> None:
     """Listen until SIGINT or SIGTERM, then drain and return. With `report`, each provider is
     probed once after the daemon listens, and `report` gets one line each."""
+    if ledger_path is not None and loaded.config.ledger.url is not None:
+        journal_folder(ledger_path)
     app = create_app(loaded, ledger_path=ledger_path, host=host)
     server = loaded.config.server
+    # loopback only (create_app's Host names): beyond it, client keys are the protection
+    listener = access.Listener(frozenset() if app[STATE].hosts else None)
+    app.middlewares.append(access.host_check(listener))
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -68,6 +77,8 @@ async def serve(
                 f"cannot listen on {host}:{port}: {why}; change [server] bind or pass --port"
             ) from None
         bound = runner.addresses[0]
+        if listener.allowed is not None:
+            listener.allowed = access.allowed_authorities(host, server.allowed_hosts, bound[1])
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -94,6 +105,23 @@ async def serve(
         await drain(app[STATE], server.shutdown_timeout_secs)
     finally:
         await runner.cleanup()
+
+
+def journal_folder(ledger_path: Path) -> None:
+    """With the ledger in PostgreSQL, the local folder holds only the journal and the spill,
+    which keep answered rows through a crash: one that cannot be made or written stops the
+    start. A full disk does not (the ledger's reserve and retries are for that)."""
+    try:
+        journal.make_folder(ledger_path)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            log.warning("journal_folder_full", path=str(ledger_path.parent), error=str(exc))
+            return
+        raise PirouterError(
+            f"cannot write the ledger's journal in {ledger_path.parent}: "
+            f"{exc.strerror or exc}; it keeps answered rows through a crash. Make that folder "
+            "writable, or set [ledger] path to a file in one that is"
+        ) from None
 
 
 async def drain(state: State, timeout: float) -> None:
