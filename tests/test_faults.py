@@ -221,60 +221,259 @@ def test_a_connect_timeout_escalates(fake: FakeUpstream, tmp_path: Path) -> None
     assert line["chain"] == ["first-silent:escalated_http_error", "next:ok"]
 
 
-# Right JSON, wrong types (#27.3): tokens as words, a text that is a number, a tool call whose
-# index is a string; each protocol, whole and streamed. Never a 500: the next model answers.
-WRONG_TYPES: dict[tuple[str, bool], list[bytes]] = {
-    ("openai", False): [
-        b'{"id": "x", "object": "chat.completion", "model": "m", "choices": [{"index": 0, '
-        b'"message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}], '
-        b'"usage": {"prompt_tokens": "many", "completion_tokens": 1}}'
-    ],
-    ("openai", True): [
-        b'data: {"id": "x", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": "zero",'
-        b' "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}]}'
-        b"\n\n",
-        b'data: {"id": "x", "choices": [{"index": 0, "delta": {}, "finish_reason": '
-        b'"tool_calls"}]}\n\ndata: [DONE]\n\n',
-    ],
-    ("anthropic", False): [
-        b'{"id": "x", "type": "message", "role": "assistant", "model": "m", "content": '
-        b'[{"type": "text", "text": 12}], "stop_reason": "end_turn", "usage": '
-        b'{"input_tokens": 1, "output_tokens": 1}}'
-    ],
-    ("anthropic", True): [
-        b'event: message_start\ndata: {"type": "message_start", "message": {"id": "x", '
-        b'"type": "message", "role": "assistant", "model": "m", "content": [], "usage": '
-        b'{"input_tokens": "many", "output_tokens": 1}}}\n\n',
-        b'event: content_block_start\ndata: {"type": "content_block_start", "index": 0, '
-        b'"content_block": {"type": "text", "text": 5}}\n\n',
-        b'event: message_stop\ndata: {"type": "message_stop"}\n\n',
-    ],
-    ("ollama", False): [
-        b'{"model": "m", "message": {"role": "assistant", "content": 7}, "done": true, '
-        b'"prompt_eval_count": "many", "eval_count": 1}'
-    ],
-    ("ollama", True): [
-        b'{"model": "m", "message": {"role": "assistant", "content": 7}, "done": false}\n',
-        b'{"model": "m", "message": {"role": "assistant", "content": ""}, "done": true, '
-        b'"prompt_eval_count": "many", "eval_count": 1}\n',
-    ],
+# Right JSON, wrong types (#27.3): tokens as words, a text that is a number, a tool call named by
+# a number or whose arguments are no JSON object; each protocol, whole and streamed, asked in
+# OpenAI's protocol (translated) and in the upstream's own (passed through). Never relayed, never
+# a 500: the next model answers. The builders below frame one answer of each shape; with
+# well-typed values (WELL_TYPED) the first model's answer is taken.
+FOUR = "one two three four"
+CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+def openai_whole(message: dict[str, Any], usage: Any = None, finish: Any = "stop") -> list[bytes]:
+    body = {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish}
+        ],
+        "usage": usage or {"prompt_tokens": 1, "completion_tokens": 4},
+    }
+    return [_json(body)]
+
+
+def openai_stream(*deltas: dict[str, Any], finish: Any = "stop") -> list[bytes]:
+    chunks = [{"id": "x", "choices": [{"index": 0, "delta": d}]} for d in deltas]
+    chunks.append({"id": "x", "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    return [b"data: " + _json(c) + b"\n\n" for c in chunks] + [b"data: [DONE]\n\n"]
+
+
+def anthropic_whole(*content: dict[str, Any], usage: Any = None) -> list[bytes]:
+    body = {
+        "id": "x",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "content": list(content),
+        "stop_reason": "end_turn",
+        "usage": usage or {"input_tokens": 1, "output_tokens": 4},
+    }
+    return [_json(body)]
+
+
+def anthropic_stream(*events: dict[str, Any], usage: Any = None) -> list[bytes]:
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "x",
+            "type": "message",
+            "role": "assistant",
+            "model": "m",
+            "content": [],
+            "usage": usage or {"input_tokens": 1, "output_tokens": 1},
+        },
+    }
+    end = [
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 4},
+        },
+        {"type": "message_stop"},
+    ]
+    return [
+        b"event: " + e["type"].encode() + b"\ndata: " + _json(e) + b"\n\n"
+        for e in [start, *events, *end]
+    ]
+
+
+def anthropic_block(block: dict[str, Any], *deltas: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"type": "content_block_start", "index": 0, "content_block": block},
+        *({"type": "content_block_delta", "index": 0, "delta": d} for d in deltas),
+        {"type": "content_block_stop", "index": 0},
+    ]
+
+
+def ollama_whole(message: dict[str, Any], **counts: Any) -> list[bytes]:
+    body = {
+        "model": "m",
+        "message": {"role": "assistant", **message},
+        "done": True,
+        "done_reason": "stop",
+        "prompt_eval_count": 1,
+        "eval_count": 4,
+        **counts,
+    }
+    return [_json(body)]
+
+
+def ollama_stream(*messages: dict[str, Any], **counts: Any) -> list[bytes]:
+    lines: list[Any] = [
+        {"model": "m", "message": {"role": "assistant", **m}, "done": False} for m in messages
+    ]
+    last = {"model": "m", "message": {"role": "assistant", "content": ""}, "done": True}
+    lines.append({**last, "prompt_eval_count": 1, "eval_count": 4, **counts})
+    return [_json(line) + b"\n" for line in lines]
+
+
+def tool_use(name: Any = "f", arguments: Any = None) -> dict[str, Any]:
+    return {"type": "tool_use", "id": "t1", "name": name, "input": arguments or {"a": 1}}
+
+
+def ollama_call(name: Any = "f", arguments: Any = None) -> dict[str, Any]:
+    return {"function": {"name": name, "arguments": arguments or {"a": 1}}}
+
+
+def openai_call(name: Any = "f", arguments: Any = '{"a": 1}', **extra: Any) -> dict[str, Any]:
+    return {"index": 0, "id": "c1", "function": {"name": name, "arguments": arguments}, **extra}
+
+
+WRONG_TYPES: dict[tuple[str, bool, str], list[bytes]] = {
+    ("openai", False, "tokens-as-words"): openai_whole(
+        {"content": FOUR}, usage={"prompt_tokens": "many", "completion_tokens": 1}
+    ),
+    ("openai", False, "content-number"): openai_whole({"content": 5}),
+    ("openai", False, "part-text-number"): openai_whole({"content": [{"type": "text", "text": 5}]}),
+    ("openai", False, "finish-number"): openai_whole({"content": FOUR}, finish=3),
+    ("openai", False, "tool-name-number"): openai_whole(
+        {"content": None, "tool_calls": [{**CALL, "function": {"name": 5, "arguments": "{}"}}]}
+    ),
+    ("openai", False, "arguments-not-json"): openai_whole(
+        {"tool_calls": [{**CALL, "function": {"name": "f", "arguments": "not json"}}]}
+    ),
+    ("openai", False, "arguments-not-object"): openai_whole(
+        {"tool_calls": [{**CALL, "function": {"name": "f", "arguments": "[1, 2]"}}]}
+    ),
+    ("openai", False, "arguments-not-text"): openai_whole(
+        {"tool_calls": [{**CALL, "function": {"name": "f", "arguments": {"a": 1}}}]}
+    ),
+    ("openai", True, "index-as-word"): openai_stream(
+        {"tool_calls": [openai_call(index="zero")]}, finish="tool_calls"
+    ),
+    ("openai", True, "content-number"): openai_stream({"content": 5}, {"content": FOUR}),
+    ("openai", True, "tool-name-number"): openai_stream(
+        {"tool_calls": [openai_call(name=5)]}, finish="tool_calls"
+    ),
+    ("openai", True, "arguments-not-object"): openai_stream(
+        {"tool_calls": [openai_call(arguments="[1,")]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": " 2]"}}]},
+        finish="tool_calls",
+    ),
+    ("openai", True, "arguments-number"): openai_stream(
+        {"tool_calls": [openai_call(arguments=5)]}, finish="tool_calls"
+    ),
+    ("anthropic", False, "tokens-as-words"): anthropic_whole(
+        {"type": "text", "text": FOUR}, usage={"input_tokens": 1, "output_tokens": "many"}
+    ),
+    ("anthropic", False, "text-number"): anthropic_whole({"type": "text", "text": 12}),
+    ("anthropic", False, "tool-name-number"): anthropic_whole(tool_use(name=5)),
+    ("anthropic", False, "input-not-object"): anthropic_whole(tool_use(arguments="x")),
+    ("anthropic", True, "tokens-as-words"): anthropic_stream(
+        *anthropic_block({"type": "text", "text": ""}, {"type": "text_delta", "text": FOUR}),
+        usage={"input_tokens": "many", "output_tokens": 1},
+    ),
+    ("anthropic", True, "block-text-number"): anthropic_stream(
+        *anthropic_block({"type": "text", "text": 5}, {"type": "text_delta", "text": FOUR})
+    ),
+    ("anthropic", True, "text-delta-number"): anthropic_stream(
+        *anthropic_block({"type": "text", "text": ""}, {"type": "text_delta", "text": 5})
+    ),
+    ("anthropic", True, "tool-name-number"): anthropic_stream(
+        *anthropic_block({**tool_use(name=5), "input": {}})
+    ),
+    ("anthropic", True, "input-not-object"): anthropic_stream(
+        *anthropic_block(
+            {**tool_use(), "input": {}}, {"type": "input_json_delta", "partial_json": "[1]"}
+        )
+    ),
+    ("anthropic", True, "partial-json-number"): anthropic_stream(
+        *anthropic_block(
+            {**tool_use(), "input": {}}, {"type": "input_json_delta", "partial_json": 5}
+        )
+    ),
+    ("ollama", False, "tokens-as-words"): ollama_whole({"content": FOUR}, prompt_eval_count="many"),
+    ("ollama", False, "content-number"): ollama_whole({"content": 7}),
+    ("ollama", False, "tool-name-number"): ollama_whole(
+        {"content": "", "tool_calls": [ollama_call(name=5)]}
+    ),
+    ("ollama", False, "arguments-not-object"): ollama_whole(
+        {"content": "", "tool_calls": [ollama_call(arguments="x")]}
+    ),
+    ("ollama", True, "tokens-as-words"): ollama_stream({"content": FOUR}, eval_count="many"),
+    ("ollama", True, "content-number"): ollama_stream({"content": 7}, {"content": FOUR}),
+    ("ollama", True, "arguments-not-object"): ollama_stream(
+        {"content": "", "tool_calls": [ollama_call(arguments=[1])]}
+    ),
 }
+# The same builders with well-typed values: the first model's answer stands
+WELL_TYPED: dict[tuple[str, bool], list[bytes]] = {
+    ("openai", False): openai_whole({"content": FOUR, "tool_calls": [CALL]}),
+    ("openai", True): openai_stream(
+        {"content": FOUR},
+        {"tool_calls": [openai_call(arguments='{"a":')]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": " 1}"}}]},
+    ),
+    ("anthropic", False): anthropic_whole({"type": "text", "text": FOUR}, tool_use()),
+    ("anthropic", True): anthropic_stream(
+        *anthropic_block({"type": "text", "text": ""}, {"type": "text_delta", "text": FOUR}),
+        *(
+            {**e, "index": 1}
+            for e in anthropic_block(
+                {**tool_use(), "input": {}},
+                {"type": "input_json_delta", "partial_json": '{"a"'},
+                {"type": "input_json_delta", "partial_json": ": 1}"},
+            )
+        ),
+    ),
+    ("ollama", False): ollama_whole({"content": FOUR, "tool_calls": [ollama_call()]}),
+    ("ollama", True): ollama_stream(
+        {"content": FOUR}, {"content": "", "tool_calls": [ollama_call()]}
+    ),
+}
+OWN_PATH = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages", "ollama": "/api/chat"}
+
+
+def answer_text(body: bytes, stream: bool) -> str:
+    """The text of a whole answer, or of an OpenAI or Anthropic event stream or Ollama lines."""
+    if not stream:
+        return body.decode()
+    if body.startswith(b"{"):  # Ollama's lines
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        return "".join(line.get("message", {}).get("content", "") for line in lines)
+    return streamed_text(body)
+
+
+def ask(daemon: Any, kind: str, stream: bool, asked: str) -> tuple[Any, bytes, str]:
+    """The answer to a chat asked in `asked` (openai, or `kind`'s own protocol) that starts at
+    the model on `kind`'s upstream: (the response, its body, its request id)."""
+    path = "/v1/chat/completions" if asked == "openai" else OWN_PATH[kind]
+    conn, response = send(daemon, f"first-{kind}", stream=stream, path=path)
+    body = response.read()
+    conn.close()
+    return response, body, response.getheader("x-pirouter-request-id") or ""
 
 
 @pytest.mark.usefixtures("clean_fake")
-@pytest.mark.parametrize(("kind", "stream"), list(WRONG_TYPES), ids=str)
+@pytest.mark.parametrize("asked", ["openai", "own"])
+@pytest.mark.parametrize(
+    ("kind", "stream", "case"),
+    list(WRONG_TYPES),
+    ids=[f"{k}-{'stream' if s else 'whole'}-{c}" for k, s, c in WRONG_TYPES],
+)
 def test_wrong_typed_json_escalates(
-    daemon: Any, fake: FakeUpstream, kind: str, stream: bool
+    daemon: Any, fake: FakeUpstream, kind: str, stream: bool, case: str, asked: str
 ) -> None:
-    fake.script(f"f-{kind}", Reply(kind="raw", raw=WRONG_TYPES[(kind, stream)]))
-    conn, response = send(daemon, f"first-{kind}", stream=stream)
-    body = response.read()
-    rid = response.getheader("x-pirouter-request-id") or ""
-    conn.close()
+    fake.script(f"f-{kind}", Reply(kind="raw", raw=WRONG_TYPES[(kind, stream, case)]))
+    response, body, rid = ask(daemon, kind, stream, asked)
     assert response.status == 200, body
     assert response.getheader("x-pirouter-model") == "next"
-    text = streamed_text(body) if stream else body.decode()
-    assert "Hello from the fake upstream." in text
+    assert "Hello from the fake upstream." in answer_text(body, stream)
     line = daemon.wait_log(rid)
     assert line["chain"] == [f"first-{kind}:escalated_http_error", "next:ok"]
     deadline = time.monotonic() + 10
@@ -287,6 +486,20 @@ def test_wrong_typed_json_escalates(
         time.sleep(0.05)
     assert [o for o, _ in outcomes] == ["escalated_http_error", "ok"]  # never `pending`
     assert "cannot understand" in outcomes[0][1]
+
+
+@pytest.mark.usefixtures("clean_fake")
+@pytest.mark.parametrize("asked", ["openai", "own"])
+@pytest.mark.parametrize(("kind", "stream"), list(WELL_TYPED), ids=str)
+def test_well_typed_json_is_answered(
+    daemon: Any, fake: FakeUpstream, kind: str, stream: bool, asked: str
+) -> None:
+    fake.script(f"f-{kind}", Reply(kind="raw", raw=WELL_TYPED[(kind, stream)]))
+    response, body, rid = ask(daemon, kind, stream, asked)
+    assert response.status == 200, body
+    assert response.getheader("x-pirouter-model") == f"first-{kind}", body
+    assert FOUR in answer_text(body, stream)
+    assert daemon.wait_log(rid)["chain"] == [f"first-{kind}:ok"]
 
 
 # Streams that survive a cut (#27): cut after the commit, the next model goes on from the text

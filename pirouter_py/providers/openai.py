@@ -49,8 +49,10 @@ class OpenAIProvider(HTTPProvider):
         self, request: ChatRequest, model: ModelConfig
     ) -> AsyncGenerator[StreamEvent, None]:
         body = wire.encode_request(request, model.model_id, stream=True)
+        decoder = wire.StreamDecoder(f"{self.name} ({model.model_id})")
         async for _, data in self.sse(PATH, model.model_id, body, self._headers(), until_done=True):
-            yield self.understood(model.model_id, wire.decode_chunk, data)
+            yield self.understood(model.model_id, decoder.decode, data)
+        decoder.finish()  # a stream that ended without a finish reason: its calls checked now
 
     async def text(self, request: TextRequest, model: ModelConfig) -> TextAnswer:
         body = textgen.completion_body(request, model.model_id, stream=False)

@@ -4,10 +4,17 @@ The helpers here are the shapes the protocols share, written once: the request o
 inbound decoder checks first, a message's content (a string or typed parts), tool-call
 arguments, ids for calls that came without one, and usage with what an upstream left out
 estimated. Where protocols differ, only the difference is written in their modules.
+
+What an upstream answers is read through the `got_*` helpers: every field pirouter reads is
+checked, and a field of the wrong type (a number where text belongs, tokens as words, a tool
+call whose arguments are no JSON object) makes the whole answer malformed (`malformed`): it
+escalates to the next model like malformed JSON and is never relayed, even when the answer
+would pass through in the client's own protocol.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import field
@@ -15,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from pirouter_py.errors import RequestError
+from pirouter_py.errors import RequestError, UpstreamTransportError
 from pirouter_py.types import (
     ChatRequest,
     ContentPart,
@@ -97,9 +104,12 @@ def content_parts(
     parts: list[ContentPart] = []
     for j, part in enumerate(content):
         here = f"{where}[{j}]"
-        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind is None:
             raise RequestError(f"`{here}` must be an object with a `type`", param=here)
-        parts.append(read(part, part["type"], here))
+        if not isinstance(kind, str):
+            raise RequestError(f"`{here}.type` must be a string", param=f"{here}.type")
+        parts.append(read(part, kind, here))
     return tuple(parts)
 
 
@@ -163,3 +173,90 @@ def without_foreign(messages: tuple[Message, ...]) -> list[Message]:
         if kept or m.tool_calls or m.role == "tool":
             out.append(Message(m.role, kept, m.name, m.tool_calls, m.tool_call_id))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# What an upstream answers
+
+
+def malformed(where: str, what: str) -> UpstreamTransportError:
+    """An answer of the right JSON but the wrong shape, from the upstream `where` names: the
+    next model is asked (never relayed, never a 500)."""
+    return UpstreamTransportError(
+        f"{where}: answered with a body pirouter cannot understand: {what}", retryable=True
+    )
+
+
+def _a(value: Any) -> str:
+    """A JSON value's kind, for messages: "a number", "an object"..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    return "an object" if isinstance(value, dict) else "an array"
+
+
+def got_object(value: Any, field: str, where: str) -> dict[str, Any]:
+    """A field that must be a JSON object when present: {} when absent or null."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise malformed(where, f"`{field}` is {_a(value)}, not an object")
+    return value
+
+
+def got_list(value: Any, field: str, where: str) -> list[Any]:
+    """A field that must be an array when present: [] when absent or null."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise malformed(where, f"`{field}` is {_a(value)}, not an array")
+    return value
+
+
+def got_text(value: Any, field: str, where: str) -> str:
+    """A field that must be text when present: "" when absent or null."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise malformed(where, f"`{field}` is {_a(value)}, not text")
+    return value
+
+
+def got_name(value: Any, field: str, where: str) -> str:
+    """A name that must be there: non-empty text (a tool call's name, a block's type)."""
+    if not isinstance(value, str) or not value:
+        raise malformed(where, f"`{field}` is {_a(value) if value != '' else 'empty'}, not a name")
+    return value
+
+
+def got_count(value: Any, field: str, where: str) -> int:
+    """A token count or an index: a whole number, not negative; 0 when absent or null."""
+    if value is None:
+        return 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value < 0
+        or not math.isfinite(value)
+        or value != int(value)
+    ):
+        raise malformed(where, f"`{field}` is {value!r}, not a count")
+    return int(value)
+
+
+def got_arguments(text: str, field: str, where: str) -> str:
+    """A tool call's arguments as JSON text, which must hold an object ("" stands for none)."""
+    if not text:
+        return text
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise malformed(where, f"`{field}` is not JSON: {text[:80]!r}") from None
+    if not isinstance(parsed, dict):
+        raise malformed(where, f"`{field}` is {_a(parsed)}, not a JSON object")
+    return text

@@ -43,6 +43,12 @@ from pirouter_py.wire import (
     content_parts,
     filled,
     flag,
+    got_arguments,
+    got_count,
+    got_name,
+    got_object,
+    got_text,
+    malformed,
     new_call_id,
     obj,
     positive,
@@ -403,16 +409,22 @@ def _encode_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
 # Responses
 
 
-def usage_from(data: Any, previous: Usage | None = None) -> Usage:
-    """Anthropic usage -> neutral (input counts cached tokens too)."""
-    data = data if isinstance(data, dict) else {}
+def usage_from(data: Any, previous: Usage | None = None, where: str = "the upstream") -> Usage:
+    """Anthropic usage -> neutral (input counts cached tokens too); what it leaves out, as
+    `previous` had it."""
+    data = got_object(data, "usage", where)
     prev = previous or Usage()
-    read = int(data.get("cache_read_input_tokens") or 0) or prev.cache_read_tokens
-    write = int(data.get("cache_creation_input_tokens") or 0) or prev.cache_write_tokens
-    fresh = data.get("input_tokens")
-    total_in = (int(fresh) + read + write) if fresh is not None else prev.input_tokens
-    output = data.get("output_tokens")
-    return Usage(total_in, int(output) if output is not None else prev.output_tokens, read, write)
+
+    def count(key: str) -> int | None:
+        value = data.get(key)
+        return None if value is None else got_count(value, f"usage.{key}", where)
+
+    read = count("cache_read_input_tokens") or prev.cache_read_tokens
+    write = count("cache_creation_input_tokens") or prev.cache_write_tokens
+    fresh = count("input_tokens")
+    total_in = (fresh + read + write) if fresh is not None else prev.input_tokens
+    output = count("output_tokens")
+    return Usage(total_in, output if output is not None else prev.output_tokens, read, write)
 
 
 def decode_response(data: Any, provider: str) -> ChatResponse:
@@ -422,25 +434,38 @@ def decode_response(data: Any, provider: str) -> ChatResponse:
     text = ""
     calls: list[ToolCall] = []
     answered = False  # the forced ANSWER_TOOL was called: its stop is the answer's end
-    for b in content:
-        kind = b.get("type") if isinstance(b, dict) else None
+    for j, given in enumerate(content):
+        field = f"content[{j}]"
+        block = got_object(given, field, provider)
+        kind = got_name(block.get("type"), f"{field}.type", provider)
         if kind == "text":
-            text += b.get("text", "")  # a text that is not a string: a malformed answer
-        elif kind == "tool_use" and b.get("name") == ANSWER_TOOL:  # the JSON answer asked for
-            text += arguments_json(b.get("input"))
-            answered = True
-        elif kind == "tool_use" and b.get("id") and b.get("name"):
-            calls.append(ToolCall(str(b["id"]), str(b["name"]), arguments_json(b.get("input"))))
-    stop = STOP_TO_FINISH.get(str(data.get("stop_reason")), "stop")
+            text += got_text(block.get("text"), f"{field}.text", provider)
+        elif kind == "tool_use":
+            name = got_name(block.get("name"), f"{field}.name", provider)
+            arguments = _input(block.get("input"), f"{field}.input", provider)
+            if name == ANSWER_TOOL:  # the JSON answer asked for
+                text += arguments
+                answered = True
+            else:
+                call_id = got_name(block.get("id"), f"{field}.id", provider)
+                calls.append(ToolCall(call_id, name, arguments))
+    stop = STOP_TO_FINISH.get(got_text(data.get("stop_reason"), "stop_reason", provider), "stop")
     return ChatResponse(
-        model=str(data.get("model") or ""),
+        model=got_text(data.get("model"), "model", provider),
         text=text,
         tool_calls=tuple(calls),
         finish_reason="stop" if stop == "tool_calls" and answered and not calls else stop,
-        usage=usage_from(data.get("usage")),
+        usage=usage_from(data.get("usage"), where=provider),
         raw=data,
         protocol="anthropic",
     )
+
+
+def _input(value: Any, field: str, where: str) -> str:
+    """A tool call's `input`, which must be an object, as JSON text."""
+    if not isinstance(value, dict):
+        raise malformed(where, f"`{field}` is {'absent' if value is None else 'not an object'}")
+    return _dumps(value)
 
 
 def stop_reason(finish: str | None, tool_calls: bool) -> str:
@@ -490,50 +515,71 @@ def encode_response(response: ChatResponse, env: Envelope) -> bytes:
 
 
 class StreamDecoder:
-    """Anthropic stream events -> StreamEvents; tracks tool blocks and usage across events."""
+    """Anthropic stream events -> StreamEvents; tracks tool blocks and usage across events, and
+    checks each tool call whole (its input JSON an object) once the answer says it finished."""
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
         self.usage: Usage | None = None
         self.tool_index: dict[int, int] = {}  # content block index -> tool call index
+        self.inputs: dict[int, list[str]] = {}  # content block index -> its input JSON pieces
         self.answer_blocks: set[int] = set()  # blocks of the forced ANSWER_TOOL: text
+        self.checked = False
         self.stopped = False
 
+    def _index(self, data: dict[str, Any]) -> int:
+        return got_count(data.get("index"), "index", self.provider)
+
     def decode(self, data: Any) -> StreamEvent:
-        kind = data.get("type") if isinstance(data, dict) else None
+        where = self.provider
+        data = got_object(data, "event", where)
+        kind = got_name(data.get("type"), "type", where)
         if kind == "message_start":
-            self.usage = usage_from((data.get("message") or {}).get("usage"))
+            message = got_object(data.get("message"), "message", where)
+            self.usage = usage_from(message.get("usage"), where=where)
             return StreamEvent(usage=self.usage, raw=data, protocol="anthropic")
         if kind == "content_block_start":
-            block = data.get("content_block") or {}
-            if block.get("type") == "tool_use" and block.get("name") == ANSWER_TOOL:
-                self.answer_blocks.add(data.get("index", 0))
-                return StreamEvent(raw=data, protocol="anthropic")
-            if block.get("type") == "tool_use":
-                index = self.tool_index[data.get("index", 0)] = len(self.tool_index)
-                call = ToolCallDelta(index, block.get("id"), block.get("name"), "")
+            index = self._index(data)
+            block = got_object(data.get("content_block"), "content_block", where)
+            block_kind = got_name(block.get("type"), "content_block.type", where)
+            if block_kind == "tool_use":
+                name = got_name(block.get("name"), "content_block.name", where)
+                got_object(block.get("input"), "content_block.input", where)
+                if name == ANSWER_TOOL:
+                    self.answer_blocks.add(index)
+                    return StreamEvent(raw=data, protocol="anthropic")
+                call_id = got_name(block.get("id"), "content_block.id", where)
+                self.inputs[index] = []
+                self.tool_index[index] = len(self.tool_index)
+                call = ToolCallDelta(self.tool_index[index], call_id, name, "")
                 return StreamEvent(tool_calls=(call,), raw=data, protocol="anthropic")
-            return StreamEvent(text=block.get("text") or "", raw=data, protocol="anthropic")
+            text = block.get("text") if block_kind == "text" else None
+            text = got_text(text, "content_block.text", where)
+            return StreamEvent(text=text, raw=data, protocol="anthropic")
         if kind == "content_block_delta":
-            delta = data.get("delta") or {}
-            if delta.get("type") == "text_delta":
-                return StreamEvent(text=delta.get("text") or "", raw=data, protocol="anthropic")
-            answer = data.get("index", 0) in self.answer_blocks
-            if delta.get("type") == "input_json_delta" and answer:
-                return StreamEvent(
-                    text=delta.get("partial_json") or "", raw=data, protocol="anthropic"
-                )
-            if delta.get("type") == "input_json_delta":
-                index = self.tool_index.get(data.get("index", 0), 0)
-                call = ToolCallDelta(index, None, None, delta.get("partial_json") or "")
+            index = self._index(data)
+            delta = got_object(data.get("delta"), "delta", where)
+            delta_kind = got_text(delta.get("type"), "delta.type", where)
+            if delta_kind == "text_delta":
+                text = got_text(delta.get("text"), "delta.text", where)
+                return StreamEvent(text=text, raw=data, protocol="anthropic")
+            if delta_kind == "input_json_delta":
+                piece = got_text(delta.get("partial_json"), "delta.partial_json", where)
+                if index in self.answer_blocks:
+                    return StreamEvent(text=piece, raw=data, protocol="anthropic")
+                self.inputs.setdefault(index, []).append(piece)
+                call = ToolCallDelta(self.tool_index.get(index, 0), None, None, piece)
                 return StreamEvent(tool_calls=(call,), raw=data, protocol="anthropic")
             return StreamEvent(raw=data, protocol="anthropic")
         if kind == "message_delta":
-            self.usage = usage_from(data.get("usage"), self.usage)
-            stop = (data.get("delta") or {}).get("stop_reason")
-            finish = STOP_TO_FINISH.get(str(stop), "stop") if stop else None
+            self.usage = usage_from(data.get("usage"), self.usage, where)
+            delta = got_object(data.get("delta"), "delta", where)
+            stop = got_text(delta.get("stop_reason"), "delta.stop_reason", where)
+            finish = STOP_TO_FINISH.get(stop, "stop") if stop else None
             if finish == "tool_calls" and self.answer_blocks and not self.tool_index:
                 finish = "stop"
+            if stop:
+                self._check(truncated=finish == "length")
             return StreamEvent(
                 finish_reason=finish,
                 usage=self.usage,
@@ -541,16 +587,28 @@ class StreamDecoder:
                 protocol="anthropic",
             )
         if kind == "message_stop":
+            self._check()
             self.stopped = True
             return StreamEvent(raw=data, protocol="anthropic")
         if kind == "error":
-            error = data.get("error") or {}
+            error = obj(data.get("error"))
             raise UpstreamTransportError(
                 f"{self.provider}: stream error {error.get('type', '')}: "
                 f"{error.get('message', '')}",
                 retryable=True,
             )
         return StreamEvent(raw=data, protocol="anthropic")  # ping, content_block_stop, ...
+
+    def _check(self, *, truncated: bool = False) -> None:
+        """Each tool call's input, whole, is a JSON object (once; not for an answer cut at its
+        length limit, which the truncation check judges)."""
+        if self.checked:
+            return
+        self.checked = True
+        if truncated:
+            return
+        for index, pieces in self.inputs.items():
+            got_arguments("".join(pieces), f"content block {index}'s input", self.provider)
 
 
 def _event(name: str, data: Mapping[str, Any]) -> bytes:

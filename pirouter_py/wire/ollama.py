@@ -40,6 +40,12 @@ from pirouter_py.wire import (
     Envelope,
     arguments_json,
     filled,
+    got_count,
+    got_list,
+    got_name,
+    got_object,
+    got_text,
+    malformed,
     new_call_id,
     obj,
     request_object,
@@ -265,27 +271,48 @@ def _finish(done_reason: Any, tool_calls: bool) -> str:
     return "tool_calls" if tool_calls else "stop"
 
 
-def _calls(message: Mapping[str, Any]) -> tuple[ToolCall, ...]:
+def _calls(message: Mapping[str, Any], where: str) -> tuple[ToolCall, ...]:
+    """An answer's tool calls: each named, its arguments an object; no id from Ollama's server,
+    so each gets a fresh one."""
     out = []
-    for call in message.get("tool_calls") or []:
-        fn = call.get("function") if isinstance(call, dict) else None
-        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-            call_id = call.get("id") or new_call_id()
-            out.append(ToolCall(call_id, fn["name"], arguments_json(fn.get("arguments"))))
+    for j, given in enumerate(got_list(message.get("tool_calls"), "message.tool_calls", where)):
+        field = f"message.tool_calls[{j}]"
+        fn = got_object(got_object(given, field, where).get("function"), f"{field}.function", where)
+        name = got_name(fn.get("name"), f"{field}.function.name", where)
+        arguments = fn.get("arguments")
+        if arguments is not None and not isinstance(arguments, dict):
+            raise malformed(where, f"`{field}.function.arguments` is not an object")
+        call_id = got_text(given.get("id"), f"{field}.id", where) or new_call_id()
+        out.append(ToolCall(call_id, name, arguments_json(arguments)))
     return tuple(out)
 
 
+def _answer_message(data: Any, where: str) -> dict[str, Any]:
+    """The `message` of an answer or a stream line; its content checked to be text."""
+    message = got_object(data.get("message"), "message", where)
+    got_text(message.get("content"), "message.content", where)
+    return message
+
+
+def _usage(data: dict[str, Any], where: str) -> Usage:
+    return Usage(
+        got_count(data.get("prompt_eval_count"), "prompt_eval_count", where),
+        got_count(data.get("eval_count"), "eval_count", where),
+    )
+
+
 def decode_response(data: Any, provider: str) -> ChatResponse:
-    message = obj(data).get("message")
-    if not isinstance(message, dict):
+    if not isinstance(obj(data).get("message"), dict):
         raise UpstreamTransportError(f"{provider} returned no message", retryable=True)
-    calls = _calls(message)
+    message = _answer_message(data, provider)
+    calls = _calls(message, provider)
+    reason = got_text(data.get("done_reason"), "done_reason", provider)
     return ChatResponse(
-        model=str(data.get("model") or ""),
-        text=str(message.get("content") or ""),
+        model=got_text(data.get("model"), "model", provider),
+        text=message.get("content") or "",
         tool_calls=calls,
-        finish_reason=_finish(data.get("done_reason"), bool(calls)),
-        usage=Usage(int(data.get("prompt_eval_count") or 0), int(data.get("eval_count") or 0)),
+        finish_reason=_finish(reason, bool(calls)),
+        usage=_usage(data, provider),
         raw=data,
         protocol="ollama",
     )
@@ -344,20 +371,25 @@ class StreamDecoder:
             raise UpstreamTransportError(
                 f"{self.provider}: stream error: {data['error']}", retryable=True
             )
-        message = obj(data.get("message"))
-        calls = _calls(message)
+        where = self.provider
+        message = _answer_message(data, where)
+        calls = _calls(message, where)
         self.calls += len(calls)
         deltas = tuple(
             ToolCallDelta(n, c.id, c.name, c.arguments)
             for n, c in enumerate(calls, self.calls - len(calls))
         )
         usage = finish = None
-        if data.get("done"):
+        done = data.get("done")
+        if done is not None and not isinstance(done, bool):
+            raise malformed(where, "`done` is not true or false")
+        if done:
             self.done = True
-            usage = Usage(int(data.get("prompt_eval_count") or 0), int(data.get("eval_count") or 0))
-            finish = _finish(data.get("done_reason"), self.calls > 0)
+            usage = _usage(data, where)
+            reason = got_text(data.get("done_reason"), "done_reason", where)
+            finish = _finish(reason, self.calls > 0)
         return StreamEvent(
-            text=str(message.get("content") or ""),
+            text=message.get("content") or "",
             tool_calls=deltas,
             finish_reason=finish,
             usage=usage,

@@ -34,6 +34,13 @@ from pirouter_py.wire import (
     arguments_json,
     content_parts,
     filled,
+    got_arguments,
+    got_count,
+    got_list,
+    got_name,
+    got_object,
+    got_text,
+    malformed,
     new_call_id,
     obj,
     request_object,
@@ -272,15 +279,15 @@ def _encode_part(p: ContentPart) -> dict[str, Any]:
 # Responses
 
 
-def _usage(data: Any) -> Usage | None:
-    if not isinstance(data, dict):
+def _usage(data: Any, where: str) -> Usage | None:
+    if data is None:
         return None
-    details = data.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    data = got_object(data, "usage", where)
+    details = got_object(data.get("prompt_tokens_details"), "usage.prompt_tokens_details", where)
     return Usage(
-        int(data.get("prompt_tokens") or 0),
-        int(data.get("completion_tokens") or 0),
-        int(cached or 0),
+        got_count(data.get("prompt_tokens"), "usage.prompt_tokens", where),
+        got_count(data.get("completion_tokens"), "usage.completion_tokens", where),
+        got_count(details.get("cached_tokens"), "usage.prompt_tokens_details.cached_tokens", where),
     )
 
 
@@ -298,26 +305,55 @@ def decode_response(data: Any, provider: str) -> ChatResponse:
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise UpstreamTransportError(f"{provider} returned no choices", retryable=True)
     choice = choices[0]
-    message: dict[str, Any] = obj(choice.get("message"))
+    field = "choices[0].message"
+    message = got_object(choice.get("message"), field, provider)
     content = message.get("content")
-    if isinstance(content, list):
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    try:
-        calls = _tool_calls(message.get("tool_calls"), "tool_calls")
-    except RequestError as exc:
-        raise UpstreamTransportError(
-            f"{provider} returned a malformed tool call: {exc.message}", retryable=True
-        ) from None
-    if any(not c.id for c in calls):  # some OpenAI-compatible servers give no id
-        calls = tuple(c if c.id else ToolCall(new_call_id(), c.name, c.arguments) for c in calls)
+    if isinstance(content, list):  # content parts, as some compatible servers answer
+        text = "".join(
+            got_text(
+                got_object(p, f"{field}.content[{j}]", provider).get("text"),
+                f"{field}.content[{j}].text",
+                provider,
+            )
+            for j, p in enumerate(content)
+        )
+    else:
+        text = got_text(content, f"{field}.content", provider)
+    reason = _reason(choice.get("finish_reason"), "choices[0].finish_reason", provider)
+    calls = tuple(
+        _answer_call(call, f"{field}.tool_calls[{j}]", provider, whole=reason != "length")
+        for j, call in enumerate(
+            got_list(message.get("tool_calls"), f"{field}.tool_calls", provider)
+        )
+    )
     return ChatResponse(
-        model=str(data.get("model") or ""),
-        text=content if isinstance(content, str) else "",
+        model=got_text(data.get("model"), "model", provider),
+        text=text,
         tool_calls=calls,
-        finish_reason=finish_reason(choice.get("finish_reason"), bool(calls)),
-        usage=_usage(data.get("usage")) or Usage(),
+        finish_reason=finish_reason(reason, bool(calls)),
+        usage=_usage(data.get("usage"), provider) or Usage(),
         raw=data,
         protocol="openai",
+    )
+
+
+def _reason(value: Any, field: str, where: str) -> str | None:
+    """A finish reason: text, or none yet."""
+    return got_text(value, field, where) or None
+
+
+def _answer_call(call: Any, field: str, where: str, *, whole: bool) -> ToolCall:
+    """One tool call of a whole answer: named, its arguments JSON text holding an object (unless
+    the answer was cut at its length limit: a truncated call, which the truncation check
+    judges). A server that gives the call no id gets one made."""
+    call = got_object(call, field, where)
+    fn = got_object(call.get("function"), f"{field}.function", where)
+    name = got_name(fn.get("name"), f"{field}.function.name", where)
+    arguments = got_text(fn.get("arguments"), f"{field}.function.arguments", where)
+    if whole:
+        got_arguments(arguments, f"{field}.function.arguments", where)
+    return ToolCall(
+        got_text(call.get("id"), f"{field}.id", where) or new_call_id(), name, arguments
     )
 
 
@@ -360,36 +396,32 @@ def encode_response(response: ChatResponse, env: Envelope) -> bytes:
 # Streams
 
 
-def decode_chunk(data: Any) -> StreamEvent:
-    """One upstream `chat.completion.chunk` -> StreamEvent."""
+def decode_chunk(data: Any, provider: str = "the upstream") -> StreamEvent:
+    """One upstream `chat.completion.chunk` -> StreamEvent (each field checked; a tool call's
+    arguments, sent in pieces, are checked whole by `StreamDecoder`)."""
     if not isinstance(data, dict):
         raise UpstreamTransportError("stream chunk is not a JSON object", retryable=True)
-    if isinstance(data.get("error"), dict):
-        message = data["error"].get("message") or "error event in the stream"
-        raise UpstreamTransportError(f"stream error: {message}", retryable=True)
-    usage = _usage(data.get("usage"))
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return StreamEvent(usage=usage, raw=data, protocol="openai")
-    choice = choices[0]
-    delta = obj(choice.get("delta"))
-    calls: tuple[ToolCallDelta, ...] = ()
-    if isinstance(delta.get("tool_calls"), list):
-        calls = tuple(
-            ToolCallDelta(
-                int(tc.get("index", 0)),
-                # a call's first piece names it; a server that gives it no id gets one made
-                tc.get("id") or (new_call_id() if obj(tc.get("function")).get("name") else None),
-                obj(tc.get("function")).get("name"),
-                obj(tc.get("function")).get("arguments") or "",
-            )
-            for tc in delta["tool_calls"]
-            if isinstance(tc, dict)
+    error = data.get("error")
+    if error is not None:
+        message = obj(error).get("message") or (error if isinstance(error, str) else None)
+        raise UpstreamTransportError(
+            f"stream error: {message or 'error event in the stream'}", retryable=True
         )
-    content = delta.get("content")
-    reason = choice.get("finish_reason")
+    usage = _usage(data.get("usage"), provider)
+    choices = got_list(data.get("choices"), "choices", provider)
+    if not choices:
+        return StreamEvent(usage=usage, raw=data, protocol="openai")
+    choice = got_object(choices[0], "choices[0]", provider)
+    delta = got_object(choice.get("delta"), "choices[0].delta", provider)
+    calls = tuple(
+        _delta_call(tc, f"choices[0].delta.tool_calls[{j}]", provider)
+        for j, tc in enumerate(
+            got_list(delta.get("tool_calls"), "choices[0].delta.tool_calls", provider)
+        )
+    )
+    reason = _reason(choice.get("finish_reason"), "choices[0].finish_reason", provider)
     return StreamEvent(
-        text=content if isinstance(content, str) else "",
+        text=got_text(delta.get("content"), "choices[0].delta.content", provider),
         tool_calls=calls,
         # a `stop` after tool calls is told apart by the stream encoders, which saw the calls
         finish_reason="tool_calls" if reason == "function_call" else reason,
@@ -397,6 +429,55 @@ def decode_chunk(data: Any) -> StreamEvent:
         raw=data,
         protocol="openai",
     )
+
+
+def _delta_call(tc: Any, field: str, where: str) -> ToolCallDelta:
+    """A piece of a streamed tool call; its first piece names it."""
+    tc = got_object(tc, field, where)
+    fn = got_object(tc.get("function"), f"{field}.function", where)
+    name = fn.get("name")
+    if name is not None:
+        name = got_name(name, f"{field}.function.name", where)
+    return ToolCallDelta(
+        got_count(tc.get("index"), f"{field}.index", where),
+        # a server that gives a call no id gets one made
+        got_text(tc.get("id"), f"{field}.id", where) or (new_call_id() if name else None),
+        name,
+        got_text(fn.get("arguments"), f"{field}.function.arguments", where),
+    )
+
+
+class StreamDecoder:
+    """Upstream chunks -> StreamEvents, with each tool call checked whole once the answer says
+    it finished (or its stream ended): named, its arguments a JSON object."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.arguments: dict[int, list[str]] = {}  # call index: its arguments' pieces
+        self.named: set[int] = set()  # the calls whose name came
+        self.checked = False
+
+    def decode(self, data: Any) -> StreamEvent:
+        event = decode_chunk(data, self.provider)
+        for piece in event.tool_calls:
+            self.arguments.setdefault(piece.index, []).append(piece.arguments)
+            if piece.name is not None:
+                self.named.add(piece.index)
+        if event.finish_reason:
+            self.finish(event.finish_reason)
+        return event
+
+    def finish(self, reason: str | None = None) -> None:
+        """Check the calls streamed (once); a call cut at the length limit is judged by the
+        truncation check, not here."""
+        if self.checked:
+            return
+        self.checked = True
+        for index, pieces in self.arguments.items():
+            if index not in self.named:
+                raise malformed(self.provider, f"tool call {index} was never named")
+            if reason != "length":
+                got_arguments("".join(pieces), f"tool call {index}'s arguments", self.provider)
 
 
 class StreamEncoder:

@@ -115,17 +115,19 @@ def decode_request(body: bytes) -> ChatRequest:
     compacting = isinstance(raw_input, list) and any(
         isinstance(i, dict) and i.get("type") == "compaction_trigger" for i in raw_input
     )
-    tools = (
-        ()
-        if compacting
-        else _tools(data.get("tools"))
-        + tuple(
-            spec
-            for item in (raw_input if isinstance(raw_input, list) else ())
-            if isinstance(item, dict) and item.get("type") == "additional_tools"
-            for spec in _tools(item.get("tools") or [])
+    added = [
+        (f"input[{i}].tools", item.get("tools"))
+        for i, item in enumerate(raw_input if isinstance(raw_input, list) else ())
+        if isinstance(item, dict) and item.get("type") == "additional_tools"
+    ]
+    if compacting:  # no tools are offered, but the body must still be well formed
+        for where, given in [("tools", data.get("tools")), *added]:
+            _tool_kinds(given, where)
+        tools: tuple[ToolSpec, ...] = ()
+    else:
+        tools = _tools(data.get("tools")) + tuple(
+            spec for where, given in added for spec in _tools(given or [], where)
         )
-    )
     params: dict[str, Any] = {}
     if isinstance(data.get("top_p"), int | float):
         params["top_p"] = data["top_p"]
@@ -165,6 +167,15 @@ def _part(part: dict[str, Any], kind: str, where: str) -> ContentPart:
     return OtherPart(kind, part)
 
 
+def _kind(value: dict[str, Any], where: str, default: str | None = None) -> str | None:
+    """An item's or a tool's `type`: a string, or `default` when absent; anything else (an object
+    or an array, which no table of kinds can look up) is a 400 naming it."""
+    kind = value.get("type", default)
+    if kind is not None and not isinstance(kind, str):
+        raise _bad(f"`{where}.type` must be a string", f"{where}.type")
+    return kind
+
+
 def _items(items: list[Any]) -> list[Message]:
     """Input items -> messages; consecutive calls join one assistant message, as chat has it."""
     out: list[Message] = []
@@ -172,12 +183,15 @@ def _items(items: list[Any]) -> list[Message]:
         where = f"input[{i}]"
         if not isinstance(item, dict):
             raise _bad(f"`{where}` must be an object", where)
-        kind = item.get("type", "message")
+        kind = _kind(item, where, "message")
         if kind == "message":
-            role = ROLES.get(item.get("role"))  # type: ignore[arg-type]
-            if role is None:
-                raise _bad(f"`{where}.role` must be user, assistant, system or developer", where)
-            out.append(Message(role, _parts(item.get("content"), f"{where}.content")))  # type: ignore[arg-type]
+            role = item.get("role")
+            if not isinstance(role, str) or role not in ROLES:
+                raise _bad(
+                    f"`{where}.role` must be user, assistant, system or developer",
+                    f"{where}.role",
+                )
+            out.append(Message(ROLES[role], _parts(item.get("content"), f"{where}.content")))  # type: ignore[arg-type]
         elif kind in ("function_call", "custom_tool_call"):
             call_id, name = item.get("call_id"), item.get("name")
             if not isinstance(call_id, str) or not isinstance(name, str):
@@ -219,24 +233,23 @@ def _items(items: list[Any]) -> list[Message]:
     return out
 
 
-def _tools(tools: Any) -> tuple[ToolSpec, ...]:
+def _tools(tools: Any, where: str = "tools") -> tuple[ToolSpec, ...]:
     """The tools a chat target can call (custom ones as functions of one string)."""
     if tools is None:
         return ()
     if not isinstance(tools, list):
-        raise _bad("`tools` must be an array", "tools")
+        raise _bad(f"`{where}` must be an array", where)
     out: list[ToolSpec] = []
     for j, tool in enumerate(tools):
-        kind = tool.get("type") if isinstance(tool, dict) else None
+        here = f"{where}[{j}]"
+        kind = _kind(tool, here) if isinstance(tool, dict) else None
         if kind in HOSTED_TOOLS:
             continue
         if kind == "namespace":  # a group of tools: each is offered by its own name
-            out += _tools(tool.get("tools") or [])
+            out += _tools(tool.get("tools") or [], f"{here}.tools")
             continue
         if kind not in ("function", "custom") or not isinstance(tool.get("name"), str):
-            raise _bad(
-                f"`tools[{j}]` must be a function or custom tool with a `name`", f"tools[{j}]"
-            )
+            raise _bad(f"`{here}` must be a function or custom tool with a `name`", here)
         description = tool.get("description")
         if kind == "function":
             params = tool.get("parameters")
@@ -251,6 +264,13 @@ def _tools(tools: Any) -> tuple[ToolSpec, ...]:
             description = f"{description}\n\n{grammar}" if description else grammar
         out.append(ToolSpec(tool["name"], description, CUSTOM_SCHEMA))
     return tuple(out)
+
+
+def _tool_kinds(tools: Any, where: str) -> None:
+    """Every tool's `type` (in namespaces too) is a string, when the tools are not read."""
+    for j, tool in enumerate(tools if isinstance(tools, list) else ()):
+        if isinstance(tool, dict) and _kind(tool, f"{where}[{j}]") == "namespace":
+            _tool_kinds(tool.get("tools"), f"{where}[{j}].tools")
 
 
 def _choice(choice: Any) -> Any:

@@ -19,7 +19,15 @@ import orjson
 
 from pirouter_py.errors import RequestError, UpstreamTransportError
 from pirouter_py.types import Embeddings, EmbedRequest, TextAnswer, TextRequest, Usage
-from pirouter_py.wire import obj, positive, request_object
+from pirouter_py.wire import (
+    got_count,
+    got_object,
+    got_text,
+    malformed,
+    obj,
+    positive,
+    request_object,
+)
 
 OLLAMA_DONE = {"stop": "stop", "length": "length"}
 
@@ -157,31 +165,39 @@ def generate_body(request: TextRequest, model_id: str, *, stream: bool) -> dict[
 
 
 def completion_answer(data: Any, provider: str) -> TextAnswer:
-    """An OpenAI completion body or stream chunk."""
+    """An OpenAI completion body or stream chunk (each field it reads checked)."""
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list):
         raise UpstreamTransportError(f"{provider} returned no choices", retryable=True)
-    first = obj(choices[0]) if choices else {}
-    text, finish = first.get("text"), first.get("finish_reason")
+    first = got_object(choices[0], "choices[0]", provider) if choices else {}
+    text = got_text(first.get("text"), "choices[0].text", provider)
+    finish = got_text(first.get("finish_reason"), "choices[0].finish_reason", provider)
     usage = data.get("usage")
     counted = None
-    if isinstance(usage, dict):
-        tokens_in, tokens_out = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        counted = Usage(int(tokens_in or 0), int(tokens_out or 0))
-    return TextAnswer(
-        text if isinstance(text, str) else "", finish if isinstance(finish, str) else None, counted
-    )
+    if usage is not None:
+        usage = got_object(usage, "usage", provider)
+        counted = Usage(
+            got_count(usage.get("prompt_tokens"), "usage.prompt_tokens", provider),
+            got_count(usage.get("completion_tokens"), "usage.completion_tokens", provider),
+        )
+    return TextAnswer(text, finish or None, counted)
 
 
 def generate_answer(data: Any, provider: str) -> TextAnswer:
-    """An Ollama generate body or stream line."""
+    """An Ollama generate body or stream line (each field it reads checked)."""
     if not isinstance(data, dict) or not isinstance(data.get("response", ""), str):
         raise UpstreamTransportError(f"{provider} returned no response", retryable=True)
-    if not data.get("done"):
+    done = data.get("done")
+    if done is not None and not isinstance(done, bool):
+        raise malformed(provider, "`done` is not true or false")
+    if not done:
         return TextAnswer(data.get("response", ""))
-    usage = Usage(int(data.get("prompt_eval_count") or 0), int(data.get("eval_count") or 0))
-    reason = OLLAMA_DONE.get(str(data.get("done_reason")), "stop")
-    return TextAnswer(data.get("response", ""), reason, usage)
+    usage = Usage(
+        got_count(data.get("prompt_eval_count"), "prompt_eval_count", provider),
+        got_count(data.get("eval_count"), "eval_count", provider),
+    )
+    reason = got_text(data.get("done_reason"), "done_reason", provider)
+    return TextAnswer(data.get("response", ""), OLLAMA_DONE.get(reason, "stop"), usage)
 
 
 def embeddings_body(request: EmbedRequest, model_id: str) -> dict[str, Any]:
@@ -211,9 +227,23 @@ def embeddings_result(data: Any, provider: str) -> Embeddings:
     items = data.get("data") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise UpstreamTransportError(f"{provider} returned no embeddings", retryable=True)
-    ordered = sorted(items, key=lambda i: i.get("index", 0) if isinstance(i, dict) else 0)
-    vectors = tuple(_vector(obj(i).get("embedding"), provider) for i in ordered)
-    return Embeddings(vectors, int(obj(data.get("usage")).get("prompt_tokens") or 0))
+    indexed = [
+        (
+            got_count(
+                got_object(item, f"data[{j}]", provider).get("index"), f"data[{j}].index", provider
+            ),
+            item,
+        )
+        for j, item in enumerate(items)
+    ]
+    vectors = tuple(
+        _vector(item.get("embedding"), provider)
+        for _, item in sorted(indexed, key=lambda pair: pair[0])
+    )
+    usage = got_object(data.get("usage"), "usage", provider)
+    return Embeddings(
+        vectors, got_count(usage.get("prompt_tokens"), "usage.prompt_tokens", provider)
+    )
 
 
 def embed_result(data: Any, provider: str) -> Embeddings:
@@ -221,9 +251,8 @@ def embed_result(data: Any, provider: str) -> Embeddings:
     vectors = data.get("embeddings") if isinstance(data, dict) else None
     if not isinstance(vectors, list):
         raise UpstreamTransportError(f"{provider} returned no embeddings", retryable=True)
-    return Embeddings(
-        tuple(_vector(v, provider) for v in vectors), int(data.get("prompt_eval_count") or 0)
-    )
+    tokens = got_count(data.get("prompt_eval_count"), "prompt_eval_count", provider)
+    return Embeddings(tuple(_vector(v, provider) for v in vectors), tokens)
 
 
 # ---------------------------------------------------------------------------------------------
