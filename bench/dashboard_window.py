@@ -29,7 +29,7 @@ from pirouter_py.ledger.rows import INSERT_ATTEMPT, INSERT_REQUEST, _insert
 DAY = 86_400
 CONFIG = """
 [server]
-api_keys_env = ["BENCH_UI_KEY"]
+admin_keys_env = ["BENCH_UI_KEY"]  # the operator: the page reads every client's rows
 [ledger]
 path = "{ledger}"
 [providers.fake]
