@@ -83,6 +83,10 @@ def test_feature_ids_are_stable_bounded_and_textless() -> None:
     assert json.loads(out) == a
     long = " ".join(f"w{i}" for i in range(5000))
     assert len(learned.text_ids(long)) <= learned.MAX_IDS
+    # a long text keeps its first words (and the constant and meta features), whatever their ids
+    kept = set(learned.text_ids(long, ("~turn:user",)))
+    head = set(learned.text_ids(" ".join(f"w{i}" for i in range(60)), ("~turn:user",)))
+    assert head <= kept and len(kept) == learned.MAX_IDS  # head holds the fixed ids too
     encoded = learned.encode_ids(a)
     assert "river" not in encoded and learned.decode_ids(encoded) == a
     assert learned.decode_ids("not base64!") is None and learned.decode_ids("AAAA" + "AA==") is None
@@ -389,6 +393,24 @@ def test_feedback_over_http_changes_what_learn_produces(fake: FakeUpstream, tmp_
             "small",
             "policy:balanced:learned",
         )
+        # route --prompt and route --batch decide as the daemon did: with the learned model
+        texts = ("tell me about the poem number 99", "tell me about the weather number 99")
+        batch = tmp_path / "batch.jsonl"
+        batch.write_text(
+            "".join(
+                json.dumps({"model": "auto", "messages": [{"role": "user", "content": t}]}) + "\n"
+                for t in texts
+            )
+        )
+        routed = runner.invoke(app, ["route", "--batch", str(batch), "-c", str(cfg)])
+        assert routed.exit_code == 0, routed.output
+        decided = [json.loads(line) for line in routed.stdout.splitlines()]
+        for text, line, model in zip(texts, decided, ("big", "small"), strict=True):
+            one = runner.invoke(app, ["route", "--prompt", text, "--json", "-c", str(cfg)])
+            assert one.exit_code == 0, one.output
+            alone = json.loads(one.stdout)
+            assert (line["rule"], line["primary"]) == (alone["rule"], alone["primary"])
+            assert (line["rule"], line["primary"]) == ("policy:balanced:learned", model)
     finally:
         daemon.stop()
     assert any("learned_model_missing" in line for line in daemon.stderr)

@@ -197,10 +197,14 @@ def route(
 
     if (prompt is None) == (batch is None):
         raise typer.BadParameter("give --prompt or --batch, one of them", param_hint="--prompt")
-    if batch is not None:
-        cfg = guard(lambda: load(ctx, config)).config
+    if batch is not None:  # decided as --prompt decides: the learned model, the profile
+        batch_loaded = guard(lambda: load(ctx, config))
         lines = sys.stdin if str(batch) == "-" else _open(batch)
-        sys.stdout.writelines(route_lines(cfg, lines))
+        picked = profile.value if profile is not None else None
+        decisions = route_lines(
+            batch_loaded.config, lines, scorer=learned_scorer(batch_loaded), profile=picked
+        )
+        sys.stdout.writelines(decisions)
         return
     assert prompt is not None
     headers = dict(_parse_header(h) for h in header or [])
@@ -244,8 +248,11 @@ def _open(path: Path) -> Iterator[str]:
         fail(f"cannot read {path}: {exc.strerror or exc}", ExitCode.USAGE)
 
 
-def route_lines(cfg: Any, lines: Iterable[str]) -> Iterator[str]:
-    """One JSON decision (or error) per request line, without I/O but the lines themselves."""
+def route_lines(
+    cfg: Any, lines: Iterable[str], *, scorer: Any = None, profile: str | None = None
+) -> Iterator[str]:
+    """One JSON decision (or error) per request line, without I/O but the lines themselves;
+    with the learned model (`scorer`) and `profile` as `route --prompt` and the daemon use them."""
     import orjson
 
     from pirouter_py.errors import PirouterError
@@ -268,7 +275,14 @@ def route_lines(cfg: Any, lines: Iterable[str]) -> Iterator[str]:
                 raise ValueError(f"unknown protocol {protocol!r}: {', '.join(by_protocol)}")
             raw_headers = given.get("headers") if wrapped else None
             headers = {str(k).lower(): str(v) for k, v in (raw_headers or {}).items()}
-            d = decide(cfg, codec.decode_request(orjson.dumps(body)), headers, unavailable=missing)
+            d = decide(
+                cfg,
+                codec.decode_request(orjson.dumps(body)),
+                headers,
+                profile=profile,  # type: ignore[arg-type]
+                scorer=scorer,
+                unavailable=missing,
+            )
             out |= {
                 "rule": d.rule,
                 "primary": d.primary,

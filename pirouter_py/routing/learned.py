@@ -75,17 +75,23 @@ def _fixed_ids(meta: tuple[str, ...]) -> frozenset[int]:
 
 
 def text_ids(text: str, meta: tuple[str, ...] = ()) -> list[int]:
-    """Sorted distinct ids of a text's words and word pairs, and of `meta` features."""
+    """Sorted distinct ids of the constant feature, of `meta` features (always kept) and of a
+    text's words and word pairs in the order they occur, up to MAX_IDS in all: a long text
+    keeps its first words, not a hash-ordered subset of them."""
     words = _WORD.findall(_bounded(text).lower())
     crc, mask = zlib.crc32, BUCKETS - 1
     hashed = {w: crc(w.encode()) for w in set(words)}  # each distinct word hashed once
-    ids = {h & mask for h in hashed.values()}
-    ids |= _fixed_ids(("bias", *meta))
-    # a word pair's id mixes its words' hashes (no string is made for it)
-    if len(words) > 1:
-        seq = [hashed[w] for w in words]
-        ids.update(((a * PAIR_MIX) ^ b) & mask for a, b in itertools.pairwise(seq))
-    return sorted(ids)[:MAX_IDS]
+    ids = set(_fixed_ids(("bias", *meta)))
+    seq = [hashed[w] for w in words]
+    # each word, then the pair it closes: a pair's id mixes its words' hashes (no string made)
+    ordered = itertools.chain.from_iterable(
+        (b & mask, ((a * PAIR_MIX) ^ b) & mask) for a, b in itertools.pairwise(seq)
+    )
+    for found in itertools.chain((seq[0] & mask,) if seq else (), ordered):
+        if len(ids) >= MAX_IDS:
+            break
+        ids.add(found)
+    return sorted(ids)
 
 
 def request_ids(request: ChatRequest, features: Features) -> list[int]:
