@@ -298,6 +298,21 @@ def test_learn_says_how_many_labels_it_needs(tmp_path: Path, write_config: Any) 
     p_easy, p_hard = scorer.chance("small", easy), scorer.chance("small", hard)
     assert p_easy is not None and p_hard is not None
     assert p_easy > 0.6 and p_hard < 0.4
+    # eval on the very prompts it was trained on cross-validates, and says why
+    result = CliRunner().invoke(app, ["eval", str(file), "--json", "-c", str(cfg)])
+    assert result.exit_code == 0, result.output
+    source = json.loads(result.stdout)["learned_from"]
+    assert source.startswith("5-fold cross-validation: the learned model at ") and "100%" in source
+    # held-out prompts (other words) score the model itself
+    unseen = [
+        {**line, "prompt": line["prompt"].replace("question", "query") + " please"}
+        for line in synthetic(60, seed=9)
+    ]
+    held_out = tmp_path / "held-out.jsonl"
+    held_out.write_text("".join(json.dumps(line) + "\n" for line in unseen))
+    result = CliRunner().invoke(app, ["eval", str(held_out), "--json", "-c", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["learned_from"] == str(tmp_path / "learned.json")
 
 
 def test_the_daemon_never_imports_the_training_library() -> None:

@@ -164,6 +164,10 @@ def _cv_chances(examples: list[Any], folds: int) -> Any:
     return lambda i, _ex: predicted.get(i)
 
 
+IN_SAMPLE = 0.5  # a file at least this much of the model's own training is cross-validated
+IN_SAMPLE_FOLDS = 5
+
+
 @app.command("eval")
 def evaluate(
     ctx: typer.Context,
@@ -188,7 +192,7 @@ def evaluate(
 ) -> None:
     """Route labelled prompts with the config (no upstream calls) and report quality, share
     per model, cost, PGR, and the learned router's APGR next to random and the oracle."""
-    from pirouter_py.learning import data
+    from pirouter_py.learning import data, train
     from pirouter_py.learning import evaluate as ev
     from pirouter_py.routing import learned
 
@@ -205,8 +209,21 @@ def evaluate(
     else:
         path = learned_path(loaded)
         scorer = guard(lambda: learned.load(path))
-        if scorer is not None:
+        seen = train.trained_on(path) if scorer is not None else frozenset()
+        overlap = sum(train.fingerprint(ex.ids) in seen for ex in examples) / max(len(examples), 1)
+        if scorer is not None and overlap >= IN_SAMPLE:
+            # its own figures on its training prompts would be in-sample: held-out folds instead
+            folds = min(IN_SAMPLE_FOLDS, len(examples))
+            chances = _cv_chances(examples, folds)
+            source = (
+                f"{folds}-fold cross-validation: the learned model at {path} was trained on "
+                f"{overlap:.0%} of these prompts, so scoring it on them would be in-sample; "
+                "give held-out prompts to score that model"
+            )
+        elif scorer is not None:
             chances, source = ev.scorer_chances(scorer), str(path)
+            if overlap:
+                source += f" ({overlap:.0%} of these prompts were in its training)"
     report = guard(lambda: ev.evaluate(loaded.config, examples, chances))
     report["learned_from"] = source
     if plot is not None:

@@ -10,9 +10,11 @@ has and needs, and the policy keeps routing by the difficulty ladder.
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 import time
+import zlib
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +27,9 @@ from pirouter_py.learning.data import GOOD, Example
 from pirouter_py.routing import learned
 
 MIN_LABELS = 50  # labels an alias needs before it is learned
+# the prompts a model was trained on are kept as 32-bit fingerprints of their feature ids, so
+# `eval` can tell a file of them from held-out prompts (4 bytes each; at most this many)
+FINGERPRINTS_KEPT = 200_000
 MIN_EACH = 5  # ... of which at least this many good and this many not
 REGULARIZATION = 1.0  # scikit-learn's C: the inverse strength of the L2 penalty
 
@@ -110,13 +115,31 @@ def train(examples: Sequence[Example]) -> dict[str, Any]:
         }
         for alias, n, good, bias, weights in _fitted(examples)
     }
+    prints = sorted({fingerprint(ex.ids) for ex in examples[:FINGERPRINTS_KEPT]})
     return {
         "version": learned.VERSION,
         "buckets": learned.BUCKETS,
         "trained_at": time.time(),
         "labels": len(examples),
         "models": models,
+        "trained_on": base64.b64encode(b"".join(f.to_bytes(4, "little") for f in prints)).decode(),
     }
+
+
+def fingerprint(ids: Sequence[int]) -> int:
+    """A prompt's fingerprint: the CRC-32 of its feature ids (the same prompt, the same ids)."""
+    return zlib.crc32(b"".join(i.to_bytes(3, "little") for i in ids))
+
+
+def trained_on(path: Path) -> frozenset[int]:
+    """The fingerprints of the prompts the model at `path` was trained on (none: an older
+    model, or no model)."""
+    try:
+        blob = orjson.loads(path.read_bytes()).get("trained_on") or ""
+        raw = base64.b64decode(blob)
+    except (OSError, ValueError, AttributeError):
+        return frozenset()
+    return frozenset(int.from_bytes(raw[i : i + 4], "little") for i in range(0, len(raw), 4))
 
 
 def scorer(examples: Sequence[Example]) -> learned.Scorer:
