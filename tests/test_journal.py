@@ -203,3 +203,39 @@ def test_a_failed_rotation_is_retried_while_rows_keep_coming(
     assert book.fd is not None and book.failing is None  # reopened within 100 rows
     book.close(keep=True)
     assert lines(book.path(book.gen - 1)) == ["r259"]  # each row rotates at 100 bytes
+
+
+def test_large_rows_on_a_healthy_disk_are_admitted_and_a_small_reserve_governs_a_full_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`[ledger] require`: a disk with room takes the rows in flight whatever the reserve's size
+    (3 MB rows, 100 in flight: no 503s on a healthy disk); only a full one is judged by the
+    reserve."""
+    book = Journal(tmp_path / "ledger.db")
+    book.open()
+    book.row_max = 3 << 20  # rows of 3 MB have been seen (store_prompts)
+    assert book.room(100)  # 300 MB in flight: the disk's free space holds them
+    monkeypatch.setattr(journal, "FREE_MARGIN", 1 << 60)  # as if the disk had no room
+    book._free_at = -1.0  # read the free space again
+    assert not book.room(100) and not book.room(2)  # the 4 MiB reserve holds one such row
+    book.row_max = 1_000
+    assert book.room(100)
+    book.close(keep=False)
+
+
+def test_a_journal_that_could_not_open_at_start_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal that failed to open (its folder missing) makes `room` false until it opens,
+    then true: `require` does not refuse forever once the disk is back."""
+    folder = tmp_path / "later"
+    book = Journal(folder / "ledger.db")
+    try:
+        book.open()
+    except OSError as exc:
+        book.failing = str(exc)  # as the ledger's writer records it
+    assert book.fd is None and not book.room(1)
+    folder.mkdir()
+    book._retried_at = -10.0  # past GROW_EVERY_S
+    assert book.room(1) and book.fd is not None and book.failing is None
+    book.close(keep=False)

@@ -53,6 +53,10 @@ RESERVE_S = 10  # seconds of the busiest second's rows the reserve grows to hold
 ROW_GUESS = 4096  # a row's size before any is seen (rows holding prompts are larger)
 SLACK = 64 << 10  # kept free in the reserve: a row larger than any seen yet
 GROW_EVERY_S = 1.0  # how often the reserve's size is reconsidered (and a missing one retried)
+# Admission with [ledger] require: while the disk has this much free beyond the rows in flight,
+# they fit on it whatever the reserve's size (read at most every FREE_EVERY_S)
+FREE_MARGIN = 64 << 20
+FREE_EVERY_S = 0.25
 
 
 def make_folder(ledger_path: Path) -> None:
@@ -82,6 +86,9 @@ class Journal:
         self.fd: int | None = None
         self.closed: list[tuple[int, int]] = []  # (generation, last seq in it), oldest first
         self.failing: str | None = None
+        self._retried_at = 0.0  # when a journal or reserve that could not be made was retried
+        self._free_at = -FREE_EVERY_S  # when the disk's free space was last read
+        self._free_bytes = 0
         self.torn = False  # a write stopped mid-line
         self.reserve_fd: int | None = None
         self.reserve_size = 0  # bytes allocated to the reserve
@@ -160,16 +167,37 @@ class Journal:
         return coming * self.row_max + SLACK
 
     def room(self, coming: int) -> bool:
-        """Would the rows of `coming` requests (those in flight) all fit in the reserve if the
-        disk filled now? A reserve that could not be made is tried again (GROW_EVERY_S)."""
-        if self.reserve_fd is None:
-            now = time.monotonic()
-            if now - self._grown_at >= GROW_EVERY_S and self.fd is not None:
-                self._grown_at = now
+        """Would the rows of `coming` requests (those in flight) all be kept if the disk filled
+        now: in the disk's free space beyond a margin, else in the reserve? A journal or reserve
+        that could not be made is tried again (GROW_EVERY_S)."""
+        now = time.monotonic()
+        if (self.fd is None or self.reserve_fd is None) and now - self._retried_at >= GROW_EVERY_S:
+            self._retried_at = now
+            if self.fd is None and self.failing is not None:  # it failed to open: try again
+                try:
+                    self.open()
+                    self.failing = None
+                except OSError as exc:
+                    self.failing = str(exc)
+            elif self.reserve_fd is None and self.fd is not None:
                 self._open_reserve()
-            if self.reserve_fd is None:
-                return False
-        return self.reserve_at + self.need(coming) <= self.reserve_size
+        if self.fd is None or self.reserve_fd is None:
+            return False
+        need = self.need(coming)
+        if self.failing is None and self._free(now) >= FREE_MARGIN + need:
+            return True  # a healthy disk with room: the journal itself takes them
+        return self.reserve_at + need <= self.reserve_size
+
+    def _free(self, now: float) -> int:
+        """The disk's free bytes for the journal, read at most every FREE_EVERY_S."""
+        if now - self._free_at >= FREE_EVERY_S:
+            self._free_at = now
+            try:
+                stat = os.statvfs(self.folder)
+                self._free_bytes = stat.f_bavail * stat.f_frsize
+            except (OSError, AttributeError):  # no statvfs (Windows): the reserve decides
+                self._free_bytes = 0
+        return self._free_bytes
 
     def _to_reserve(self, row: Any) -> bool:
         """Put a row the journal could not take in the reserve; False when it has no room."""

@@ -165,6 +165,7 @@ class Ledger:
         try:
             self.journal.open()
         except OSError as exc:  # rows still reach SQLite; only the SIGKILL window reopens
+            self.journal.failing = str(exc)  # tried again as rows come (and by `room`)
             log.warning("journal_unavailable", error=str(exc))
         self._task = asyncio.create_task(self._writer(), name="ledger-writer")
 
