@@ -518,3 +518,70 @@ def test_stop_reasons_in_every_protocol(finish: str, stream: bool) -> None:
     assert got[0] == chat and got[1] == stop and got[3] == done
     incomplete = got[2]["incomplete_details"]
     assert (got[2]["status"], incomplete and incomplete["reason"]) == (status, reason)
+
+
+def test_a_call_named_on_every_piece_without_an_id_stays_one_call() -> None:
+    """Some OpenAI-compatible servers give no id and repeat the name in every piece: one id is
+    made for the call, and an Anthropic client gets one tool_use block with all its input."""
+    decoder = openai_wire.StreamDecoder("p")
+    pieces = ['{"ci', 'ty": "Oslo"}']
+    chunks = [
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {"index": 0, "function": {"name": "get_weather", "arguments": part}}
+                        ]
+                    },
+                }
+            ]
+        }
+        for part in pieces
+    ]
+    events = [decoder.decode(c) for c in chunks]
+    ids = [p.id for e in events for p in e.tool_calls]
+    assert ids[0] and ids[0].startswith("call_") and ids[1:] == [None]
+    encoder = anthropic.StreamEncoder(Envelope("m", "r", 1))
+    sent = b"".join(encoder.encode(e) for e in events) + encoder.end()
+    datas = [json.loads(x[6:]) for x in sent.decode().splitlines() if x.startswith("data: ")]
+    starts = [d for d in datas if d["type"] == "content_block_start"]
+    assert len(starts) == 1 and starts[0]["content_block"]["id"] == ids[0]
+    given = "".join(
+        d["delta"]["partial_json"]
+        for d in datas
+        if d["type"] == "content_block_delta" and d["delta"]["type"] == "input_json_delta"
+    )
+    assert json.loads(given) == {"city": "Oslo"}
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected", "tools"),
+    [
+        (None, {"type": "any"}, ["f", anthropic.ANSWER_TOOL]),
+        ("auto", {"type": "any"}, ["f", anthropic.ANSWER_TOOL]),
+        ("none", {"type": "tool", "name": anthropic.ANSWER_TOOL}, [anthropic.ANSWER_TOOL]),
+        (
+            {"type": "function", "function": {"name": "f"}},
+            {"type": "tool", "name": "f"},
+            ["f", anthropic.ANSWER_TOOL],
+        ),
+    ],
+)
+def test_a_json_answer_beside_tools_keeps_the_clients_tool_choice(
+    choice: object, expected: dict[str, str], tools: list[str]
+) -> None:
+    """A free-form JSON answer asked of an Anthropic model whose client also offers tools: "none"
+    leaves only the answer tool; a named tool stays forced; otherwise any tool, theirs or it."""
+    from pirouter_py.types import ToolSpec
+
+    request = neutral(
+        Message("user", (TextPart("x"),)),
+        tools=(ToolSpec("f", None, {"type": "object"}),),
+        tool_choice=choice,
+        params={"response_format": {"type": "json_object"}},
+    )
+    body = anthropic.encode_request(request, "c", stream=False)
+    assert body["tool_choice"] == expected
+    assert [t["name"] for t in body["tools"]] == tools

@@ -343,8 +343,14 @@ def _structured(body: dict[str, Any], fmt: Any, by_tool: bool) -> None:
         "input_schema": schema,
     }
     tools = body.setdefault("tools", [])
-    body["tool_choice"] = {"type": "any"} if tools else {"type": "tool", "name": ANSWER_TOOL}
+    chosen = obj(body.get("tool_choice"))
+    if not tools or chosen.get("type") == "none":  # no tool of the client's may be called
+        body["tools"] = [tool]
+        body["tool_choice"] = {"type": "tool", "name": ANSWER_TOOL}
+        return
     tools.append(tool)
+    if chosen.get("type") != "tool":  # the client's named tool stays forced
+        body["tool_choice"] = {**chosen, "type": "any"}
 
 
 def _choice_from_openai(choice: Any, params: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ decoded and encoded once per hop. Malformed input raises `RequestError` naming t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -440,8 +441,8 @@ def _delta_call(tc: Any, field: str, where: str) -> ToolCallDelta:
         name = got_name(name, f"{field}.function.name", where)
     return ToolCallDelta(
         got_count(tc.get("index"), f"{field}.index", where),
-        # a server that gives a call no id gets one made
-        got_text(tc.get("id"), f"{field}.id", where) or (new_call_id() if name else None),
+        # none given: StreamDecoder makes one, once per call (some servers name it every piece)
+        got_text(tc.get("id"), f"{field}.id", where) or None,
         name,
         got_text(fn.get("arguments"), f"{field}.function.arguments", where),
     )
@@ -459,6 +460,8 @@ class StreamDecoder:
 
     def decode(self, data: Any) -> StreamEvent:
         event = decode_chunk(data, self.provider)
+        if event.tool_calls and any(p.id is None and p.name for p in event.tool_calls):
+            event = replace(event, tool_calls=tuple(self._named(p) for p in event.tool_calls))
         for piece in event.tool_calls:
             self.arguments.setdefault(piece.index, []).append(piece.arguments)
             if piece.name is not None:
@@ -466,6 +469,13 @@ class StreamDecoder:
         if event.finish_reason:
             self.finish(event.finish_reason)
         return event
+
+    def _named(self, piece: ToolCallDelta) -> ToolCallDelta:
+        """A call's first named piece without an id gets one made; a later piece of the same
+        call that names it again stays a continuation."""
+        if piece.id is not None or not piece.name or piece.index in self.named:
+            return piece
+        return ToolCallDelta(piece.index, new_call_id(), piece.name, piece.arguments)
 
     def finish(self, reason: str | None = None) -> None:
         """Check the calls streamed (once); a call cut at the length limit is judged by the
