@@ -228,3 +228,21 @@ def test_a_stored_response_is_its_keys_alone(daemon: Daemon, who: str) -> None:
     assert status == 200
     status, _, error = call(daemon, "POST", "/v1/responses", who, follow)
     assert status == 400 and error["error"]["param"] == "previous_response_id", error
+
+
+def test_a_client_key_named_as_the_operator_key_is_refused(tmp_path: Path) -> None:
+    """A keys-file line whose name is the operator key's variable would share its records."""
+    from pirouter_py.config import ServerConfig
+    from pirouter_py.errors import PirouterError
+    from pirouter_py.server import scope
+
+    keys = tmp_path / "keys"
+    keys.write_text("alice: key-alice\nOPS: key-impostor\n")
+    server = ServerConfig(api_keys_file=str(keys), admin_keys_env=["OPS"])
+    with pytest.raises(PirouterError, match=r"OPS names a client key .* and an operator key"):
+        scope.load(server, {"OPS": "key-operator"})
+    fine = ServerConfig(api_keys_file=str(keys), admin_keys_env=["ADMIN"])
+    every, operators = scope.load(fine, {"ADMIN": "key-operator"})
+    assert operators == ((b"key-operator", "ADMIN"),) and len(every) == 3
+    with pytest.raises(PirouterError, match="admin_keys_env names ADMIN, which is not set"):
+        scope.load(fine, {})

@@ -168,8 +168,9 @@ def host_check(listener: Listener) -> Callable[..., Awaitable[web.StreamResponse
         if allowed is not None and authority(request.headers.get("Host", "")) not in allowed:
             raise ForbiddenHost(
                 f"pirouter does not answer for host {request.headers.get('Host', '')!r}; "
-                "send the address it listens on, or add the name to [server] allowed_hosts "
-                "if it is yours"
+                "send the address and port it listens on, or add the name to [server] "
+                'allowed_hosts if it is yours, with its port when it is another ("name:8080", '
+                "for a tunnel or a forwarded port)"
             )
         return await handler(request)
 

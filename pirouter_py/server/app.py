@@ -198,7 +198,7 @@ def create_app(
     request_log = bound_logger("pirouter")  # bound once: a proxy binds on every call
     if request_log.is_enabled_for(logging.INFO):
         state.request_lines = RequestLines(request_log)
-    state.keys, state.operators = scope.load(server, environ)
+    state.keys, state.operator_keys = scope.load(server, environ)
     listen = host if host is not None else (parse_bind(server.bind) or ("127.0.0.1", 0))[0]
     if is_loopback(listen):  # beyond loopback, client keys are the protection
         state.hosts = access.allowed_hosts(listen, server.allowed_hosts)

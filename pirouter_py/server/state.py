@@ -137,7 +137,7 @@ class State:
     ledger: Ledger | None = None
     ledger_error: str | None = None  # why the ledger could not be opened, if it could not
     keys: tuple[tuple[bytes, str], ...] = ()  # (client key, its name); empty: none required
-    operators: frozenset[str] = frozenset()  # the names of the keys that see every client's
+    operator_keys: tuple[tuple[bytes, str], ...] = ()  # the keys that see every client's records
     # the newest requests' client keys by request id, for feedback before the writer commits
     owners: dict[str, str | None] = field(default_factory=dict)
     hosts: frozenset[str] = frozenset()  # Host names answered; empty: any (keys protect)
