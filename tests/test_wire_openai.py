@@ -356,3 +356,38 @@ def test_neutral_stream_encoding() -> None:
 def test_stream_error_chunk_raises() -> None:
     with pytest.raises(UpstreamTransportError, match="stream error: overloaded"):
         wire.decode_chunk({"error": {"message": "overloaded"}})
+
+
+def test_an_openai_client_gets_ids_and_tool_calls_an_upstream_left_out() -> None:
+    """Passed through from an OpenAI-compatible server that gives calls no id and says `stop`
+    after them (vLLM, llama.cpp): the client gets the made ids and `tool_calls`, whole and
+    streamed, as through every other path."""
+    call = {"type": "function", "function": {"name": "f", "arguments": "{}"}}
+    upstream = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    answer = wire.decode_response(upstream, "p")
+    body = json.loads(wire.encode_response(answer, Envelope("a", "r", 1)))
+    (choice,) = body["choices"]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["tool_calls"][0]["id"] == answer.tool_calls[0].id
+    decoder = wire.StreamDecoder("p")
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, **call}]}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    encoder = wire.StreamEncoder(Envelope("a", "r", 1, include_usage=False))
+    sent = b"".join(encoder.encode(decoder.decode(c)) for c in chunks)
+    out = [json.loads(x[6:]) for x in sent.decode().splitlines() if x.startswith("data: {")]
+    assert out[0]["choices"][0]["delta"]["tool_calls"][0]["id"].startswith("call_")
+    assert out[1]["choices"][0]["finish_reason"] == "tool_calls"

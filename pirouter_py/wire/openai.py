@@ -358,10 +358,29 @@ def _answer_call(call: Any, field: str, where: str, *, whole: bool) -> ToolCall:
     )
 
 
+def _mended(choice: dict[str, Any], response: ChatResponse) -> dict[str, Any]:
+    """An upstream's choice with the ids the decoder made for its calls (it gave none) and a
+    `stop` that came with calls said as `tool_calls`, as every other path says them."""
+    message = dict(choice.get("message") or {})
+    calls = message.get("tool_calls") or []
+    if (
+        all(isinstance(c, dict) and c.get("id") for c in calls)
+        and choice.get("finish_reason") == response.finish_reason
+    ):
+        return choice
+    message["tool_calls"] = [
+        {**c, "id": made.id} if isinstance(c, dict) and not c.get("id") else c
+        for c, made in zip(calls, response.tool_calls, strict=False)
+    ]
+    return {**choice, "message": message, "finish_reason": response.finish_reason}
+
+
 def encode_response(response: ChatResponse, env: Envelope) -> bytes:
     """The body an OpenAI client gets: `model` is the alias that answered, plus `pirouter`."""
     if response.raw is not None and response.protocol == "openai":
         body = dict(response.raw)
+        if response.tool_calls:  # what the decoder mended reaches the client too
+            body["choices"] = [_mended(body["choices"][0], response), *body["choices"][1:]]
     else:
         message: dict[str, Any] = {
             "role": "assistant",
@@ -535,6 +554,8 @@ class StreamEncoder:
                 self._relayed_usage = True
             self._started = True
             self._chars += len(event.text)
+            if event.tool_calls or (self._calls and event.finish_reason == "stop"):
+                data = self._mend(data, event)
             return b"data: " + orjson.dumps(data) + b"\n\n"
         if event.usage is not None:
             self._usage = event.usage
@@ -554,6 +575,26 @@ class StreamEncoder:
         if finish == "stop" and self._calls:
             finish = "tool_calls"
         return self._chunk([{"index": 0, "delta": delta, "finish_reason": finish}])
+
+    def _mend(self, data: dict[str, Any], event: StreamEvent) -> dict[str, Any]:
+        """A passed-through chunk with the id made for a call its upstream named without one,
+        and a `stop` after calls said as `tool_calls`."""
+        self._calls = self._calls or bool(event.tool_calls)
+        choice = dict(data["choices"][0])
+        made = {p.index: p.id for p in event.tool_calls if p.id is not None}
+        delta = choice.get("delta")
+        if made and isinstance(delta, dict) and isinstance(delta.get("tool_calls"), list):
+            delta = dict(delta)
+            delta["tool_calls"] = [
+                {**tc, "id": made[tc.get("index", 0)]}
+                if isinstance(tc, dict) and not tc.get("id") and tc.get("index", 0) in made
+                else tc
+                for tc in delta["tool_calls"]
+            ]
+            choice["delta"] = delta
+        if choice.get("finish_reason") == "stop" and self._calls:
+            choice["finish_reason"] = "tool_calls"
+        return {**data, "choices": [choice, *data["choices"][1:]]}
 
     def end(self) -> bytes:
         """The usage chunk (when asked for and not already relayed; what the upstream did not
