@@ -47,6 +47,7 @@ class Ctx:
     rule: str | None = None
     primary: str | None = None
     answer: str | None = None  # the answer's text, when kept (prompts stored, shadow judge)
+    prompt: str | None = None  # the request's body as kept with store_prompts (made once)
 
     @property
     def route_rule(self) -> str | None:
@@ -110,7 +111,6 @@ def record(
     the answer's last bytes are sent; `observed` follows."""
     ctx.recorded = True
     ctx.answer = answer  # as kept: at most [ledger] max_stored_chars (chat.py, relay.py)
-    most = ctx.snapshot.config.ledger.max_stored_chars
     if ctx.decision is not None:
         _estimate_unreported(ctx.attempts, ctx.decision.features.estimated_tokens)
     state = ctx.request.app[STATE]
@@ -147,11 +147,20 @@ def record(
     )
     if state.recorder is not None:
         if config.ledger.store_prompts and ctx.chat.raw is not None:
-            prompt = rec.capped(orjson.dumps(ctx.chat.raw).decode(), most)
+            prompt = kept_prompt(ctx)
             state.recorder.record(replace(made, prompt=prompt, answer=answer), config.models)
         else:
             state.recorder.record(made, config.models)
     return made
+
+
+def kept_prompt(ctx: Ctx) -> str:
+    """The request's body as store_prompts keeps it (at most [ledger] max_stored_chars), encoded
+    once for the ledger and the live feed."""
+    if ctx.prompt is None:
+        raw = orjson.dumps(ctx.chat.raw).decode()
+        ctx.prompt = rec.capped(raw, ctx.snapshot.config.ledger.max_stored_chars)
+    return ctx.prompt
 
 
 # requests whose client key is kept in memory for feedback: their rows are in the ledger long
@@ -175,7 +184,7 @@ def observed(ctx: Ctx, made: RequestRecord) -> None:
     if state.watchers:  # a dashboard is watching the live feed
         prompt = None
         if config.ledger.store_prompts and ctx.chat.raw is not None:
-            prompt = rec.capped(orjson.dumps(ctx.chat.raw).decode(), config.ledger.max_stored_chars)
+            prompt = kept_prompt(ctx)
         answer = ctx.answer if config.ledger.store_prompts else None
         dashboard.publish(state, made, config.models, prompt, answer)
     if config.learning.shadow_rate > 0:

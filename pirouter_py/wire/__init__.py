@@ -131,6 +131,28 @@ def arguments_json(arguments: Any) -> str:
     return orjson.dumps(arguments or {}).decode()
 
 
+def arguments_object(arguments: str) -> Any:
+    """A tool call's JSON-text arguments as the object Ollama and Anthropic take ({} for none,
+    or for text that is not JSON)."""
+    try:
+        return orjson.loads(arguments) if arguments else {}
+    except orjson.JSONDecodeError:
+        return {}
+
+
+# the name OpenAI's json_schema format needs, for a schema another protocol gave without one
+OUTPUT_NAME = "output"
+
+
+def schema_format(schema: dict[str, Any], strict: bool = False) -> dict[str, Any]:
+    """A JSON schema asked for by another protocol (Ollama's `format`, Anthropic's
+    `output_config.format`) as OpenAI's `response_format`, the neutral form."""
+    spec: dict[str, Any] = {"name": OUTPUT_NAME, "schema": schema}
+    if strict:
+        spec["strict"] = True
+    return {"type": "json_schema", "json_schema": spec}
+
+
 def new_call_id() -> str:
     """An id for a tool call its upstream gave none (Ollama's /api/chat never does; some
     OpenAI-compatible servers send none or ""). Random, 64 bits: no other call of the conversation,

@@ -40,6 +40,7 @@ from pirouter_py.types import (
 from pirouter_py.wire import (
     Envelope,
     arguments_json,
+    arguments_object,
     content_parts,
     filled,
     flag,
@@ -53,6 +54,7 @@ from pirouter_py.wire import (
     obj,
     positive,
     request_object,
+    schema_format,
     text_part,
 )
 
@@ -88,22 +90,10 @@ DEFAULT_MAX_TOKENS = 1024  # v0.1's default when the request sets none
 # The tool a free-form JSON answer is asked for through (Anthropic has no `json_object` mode): its
 # call's input is the answer, returned as text; no client tool is expected to bear this name.
 ANSWER_TOOL = "pirouter_json_answer"
-OUTPUT_NAME = "output"  # the name OpenAI's json_schema format needs, for a schema that has none
 
 
 def _bad(message: str, param: str | None = None) -> RequestError:
     return RequestError(message, param=param)
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _loads_args(arguments: str) -> Any:
-    try:
-        return orjson.loads(arguments) if arguments else {}
-    except orjson.JSONDecodeError:
-        return {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,10 +128,7 @@ def decode_request(body: bytes) -> ChatRequest:
         if not isinstance(schema, dict):
             where = "output_config.format.schema"
             raise _bad(f"`{where}` must be a JSON schema object", where)
-        params["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": OUTPUT_NAME, "schema": schema, "strict": True},
-        }
+        params["response_format"] = schema_format(schema, strict=True)
     temperature = data.get("temperature")
     return ChatRequest(
         model=model,
@@ -386,6 +373,16 @@ def _encode_part(p: ContentPart) -> dict[str, Any]:
     raise _bad(f"anthropic models cannot take `{p.kind}` content parts")
 
 
+def _tool_use(call: ToolCall) -> dict[str, Any]:
+    """A tool call as Anthropic's `tool_use` block (in a request's history, or an answer)."""
+    return {
+        "type": "tool_use",
+        "id": call.id,
+        "name": call.name,
+        "input": arguments_object(call.arguments),
+    }
+
+
 def _encode_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for m in messages:
@@ -400,10 +397,7 @@ def _encode_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
             blocks = [block]
         else:
             blocks = [_encode_part(p) for p in m.content]
-            blocks += [
-                {"type": "tool_use", "id": c.id, "name": c.name, "input": _loads_args(c.arguments)}
-                for c in m.tool_calls
-            ]
+            blocks += [_tool_use(c) for c in m.tool_calls]
         if out and out[-1]["role"] == role:
             out[-1]["content"].extend(blocks)
         else:
@@ -471,7 +465,7 @@ def _input(value: Any, field: str, where: str) -> str:
     """A tool call's `input`, which must be an object, as JSON text."""
     if not isinstance(value, dict):
         raise malformed(where, f"`{field}` is {'absent' if value is None else 'not an object'}")
-    return _dumps(value)
+    return orjson.dumps(value).decode()
 
 
 def stop_reason(finish: str | None, tool_calls: bool) -> str:
@@ -498,10 +492,7 @@ def encode_response(response: ChatResponse, env: Envelope) -> bytes:
         content: list[dict[str, Any]] = []
         if response.text or not response.tool_calls:
             content.append({"type": "text", "text": response.text})
-        content += [
-            {"type": "tool_use", "id": c.id, "name": c.name, "input": _loads_args(c.arguments)}
-            for c in response.tool_calls
-        ]
+        content += [_tool_use(c) for c in response.tool_calls]
         body = {
             "id": f"msg_{env.request_id}",
             "type": "message",

@@ -39,6 +39,7 @@ from pirouter_py.types import (
 from pirouter_py.wire import (
     Envelope,
     arguments_json,
+    arguments_object,
     filled,
     got_count,
     got_list,
@@ -49,13 +50,13 @@ from pirouter_py.wire import (
     new_call_id,
     obj,
     request_object,
+    schema_format,
     without_foreign,
 )
 
 # base64 prefixes of the image formats Ollama's models take
 MAGIC = {"iVBOR": "image/png", "/9j/": "image/jpeg", "R0lGOD": "image/gif", "UklGR": "image/webp"}
 PASSTHROUGH = ("keep_alive", "format", "think")  # Ollama-only fields carried to Ollama upstreams
-OUTPUT_NAME = "output"  # the name OpenAI's json_schema format needs, for a schema that has none
 
 
 def _bad(message: str, param: str | None = None) -> RequestError:
@@ -130,7 +131,7 @@ def response_format(fmt: Any) -> dict[str, Any] | None:
     if fmt == "json":
         return {"type": "json_object"}
     if isinstance(fmt, dict) and fmt:
-        return {"type": "json_schema", "json_schema": {"name": OUTPUT_NAME, "schema": fmt}}
+        return schema_format(fmt)
     return None
 
 
@@ -254,13 +255,6 @@ def _encode_message(m: Message, names: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def _args(arguments: str) -> Any:
-    try:
-        return orjson.loads(arguments) if arguments else {}
-    except orjson.JSONDecodeError:
-        return {}
-
-
 # ---------------------------------------------------------------------------------------------
 # Responses
 
@@ -337,7 +331,10 @@ def _final(alias: str, created_at: str, finish: str, usage: Usage, **extra: Any)
 def _calls_json(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
     """Calls as Ollama's server writes them (api/types.go): `id`, and `function.index`."""
     return [
-        {"id": c.id, "function": {"index": n, "name": c.name, "arguments": _args(c.arguments)}}
+        {
+            "id": c.id,
+            "function": {"index": n, "name": c.name, "arguments": arguments_object(c.arguments)},
+        }
         for n, c in enumerate(calls)
     ]
 
