@@ -24,9 +24,11 @@ from pirouter_py.reports.render import money
 from tests.fakes import Daemon, FakeUpstream
 
 KEY = "dashboard-test-key"
+CLIENT_KEY = "dashboard-client-key"  # a client's own: the page shows it only its requests
 CONFIG = """
 [server]
 admin_keys_env = ["PIROUTER_UI_KEY"]
+api_keys_env = ["PIROUTER_UI_CLIENT_KEY"]
 [budget]
 daily_usd = 5.0
 [ledger]
@@ -121,7 +123,9 @@ def board(fake: FakeUpstream, tmp_path: Path) -> Any:
     config = tmp_path / "config.toml"
     config.write_text(CONFIG.replace("{url}", fake.url).replace("{ledger}", str(book)))
     generated(book, config)
-    daemon = Daemon(config, env={"PIROUTER_UI_KEY": KEY}).start()
+    daemon = Daemon(
+        config, env={"PIROUTER_UI_KEY": KEY, "PIROUTER_UI_CLIENT_KEY": CLIENT_KEY}
+    ).start()
     yield daemon, config
     daemon.stop()
 
@@ -251,6 +255,19 @@ def test_the_page_in_chromium(board: Any, tmp_path: Path) -> None:
             other.goto(daemon.url + "/ui")
             other.wait_for_selector("#keyform:not([hidden])", timeout=10_000)
             assert other.is_hidden("#board")
+            # a client's key: its own requests only (none yet), and nothing of the daemon's
+            mine = browser.new_page()
+            mine.goto(daemon.url + "/ui")
+            mine.wait_for_selector("#keyform:not([hidden])", timeout=10_000)
+            mine.fill("#key", CLIENT_KEY)
+            mine.click("#keyform button")
+            mine.wait_for_selector("#board:not([hidden])", timeout=10_000)
+            mine.wait_for_function("document.getElementById('requests').textContent !== '-'")
+            assert mine.inner_text("#requests") == "0"
+            mine.wait_for_function("document.getElementById('state').textContent !== ''")
+            state = mine.inner_text("#state")
+            assert "your own requests only" in state and "ledger" not in state
+            assert mine.locator(f'#live tr[data-id="{rid}"]').count() == 0
         finally:
             browser.close()
     for name in ("dashboard-1280.png", "dashboard-390.png"):
@@ -291,7 +308,9 @@ def test_a_long_window_reads_hourly_rollups_with_the_rows_figures(
     assert rolled and not cut
     from_rollups, from_rows = (sum(g[6] for g in part["groups"]) for part in parts)
     assert from_rows > 2 * 86_400 / (20 * 86_400 / n) and from_rollups + from_rows == n + 3
-    daemon = Daemon(config, env={"PIROUTER_UI_KEY": KEY}).start()
+    daemon = Daemon(
+        config, env={"PIROUTER_UI_KEY": KEY, "PIROUTER_UI_CLIENT_KEY": CLIENT_KEY}
+    ).start()
     try:
         status, _, body = get(daemon, "/ui/api/summary?window=30d", Authorization=f"Bearer {KEY}")
     finally:
