@@ -31,7 +31,7 @@ from pirouter_py.ledger import rows as ledger_rows
 from pirouter_py.ledger.db import Connection, Postgres, translate
 from tests.fakes import Daemon, FakeUpstream
 from tests.pgserver import PostgresServer, binaries
-from tests.test_dashboard import CONFIG, KEY, records
+from tests.test_dashboard import CLIENT_KEY, CONFIG, KEY, records
 
 pytestmark = pytest.mark.skipif(
     binaries() is None, reason="PostgreSQL is not installed (.ci/run installs it)"
@@ -199,7 +199,7 @@ def test_schema_migrations_are_recorded_once_and_concurrent_starts_wait(
 
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
-ENV = {"PIROUTER_UI_KEY": KEY}
+ENV = {"PIROUTER_UI_KEY": KEY, "PIROUTER_UI_CLIENT_KEY": CLIENT_KEY}
 
 
 def chat(daemon: Daemon) -> str:
