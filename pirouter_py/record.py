@@ -130,6 +130,11 @@ class RequestRecord:
     stored_response: tuple[str, str, str] | None = None
     features: str | None = None  # hashed feature ids (routing/learned.py), [learning] keep_features
     client: str | None = None  # the name of the client key it came with (server/access.py)
+    # the headers routing read (routing/decide.kept_headers) as a JSON object, for `replay`
+    route_headers: str | None = None
+    # a hash of the latest user instruction in its conversation (ledger/labels.instruction_key):
+    # the same again soon after is a regenerate, a label for `learn`
+    instruction_key: str | None = None
 
     @property
     def input_tokens(self) -> int:

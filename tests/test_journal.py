@@ -111,7 +111,10 @@ def test_a_journal_row_keeps_the_price_it_was_served_under(tmp_path: Path) -> No
     served = config_with(tmp_path)  # cheap: 1.0 in, 2.0 out per million
     record = make_record("served", attempts=(ok_attempt(tokens=(10, 20)),))
     width = orjson.loads(journal.line(ledger_rows.prepare(record, served.models)))
-    short = [width[0][:-3], width[1], None]  # columns missing (no version had this shape)
+    # columns missing: one more than the columns added since the first journal format (no
+    # version had this shape)
+    added = len(width[0]) - ledger_rows.OLDEST_JOURNAL_COLUMNS
+    short = [width[0][: -(added + 1)], width[1], None]
     leftover = path.with_name(f"ledger.db.journal.{dead_pid()}.0")
     leftover.write_bytes(
         journal.line(ledger_rows.prepare(record, served.models)) + orjson.dumps(short) + b"\n"

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from pirouter_py.cli import app
 from pirouter_py.config import parse_config
 from pirouter_py.learning import data, evaluate, train
-from pirouter_py.routing import learned
+from pirouter_py.routing import learned, prior
 from pirouter_py.routing.decide import decide
 from pirouter_py.wire.codecs import BY_PROTOCOL
 from tests.fakes import Daemon, FakeUpstream
@@ -150,7 +150,7 @@ def test_policy_takes_the_cheapest_model_predicted_good_enough(
 ) -> None:
     cfg = config(f"[routing]\nlearned = true\nquality_bias = {bias}\n")
     # "debug" makes it hard for the ladder (big): the learned router decides instead
-    d = decide(cfg, chat("debug this"), {}, scorer=_scorer(chances))
+    d = decide(cfg, chat("debug this"), {}, scorer=prior.router(cfg, _scorer(chances), None))
     assert d.primary == primary
     assert d.rule == "policy:balanced:learned"
     assert any(why in n for n in d.notes), d.notes
@@ -166,14 +166,16 @@ def test_policy_keeps_the_ladder_without_a_usable_model() -> None:
         (on, _scorer({"big": 0.9})),
         (config(), _scorer({"small": 0.9})),
     ):
-        d = decide(cfg, chat("debug this"), {}, scorer=scorer)
+        router = prior.router(cfg, scorer, None) if scorer is not None else None
+        d = decide(cfg, chat("debug this"), {}, scorer=router)
         assert (d.primary, d.rule) == ("big", "policy:balanced:hard")
     # a rule still wins over the learned router
     ruled = config(
         '[routing]\nlearned = true\n[[rules]]\nname = "r"\n'
         'when = { always = true }\nthen = { primary = "mid" }\n'
     )
-    assert decide(ruled, chat("x"), {}, scorer=_scorer({"small": 0.99})).primary == "mid"
+    router = prior.router(ruled, _scorer({"small": 0.99}), None)
+    assert decide(ruled, chat("x"), {}, scorer=router).primary == "mid"
 
 
 def test_eval_apgr_by_hand() -> None:
@@ -291,6 +293,9 @@ def test_learn_says_how_many_labels_it_needs(tmp_path: Path, write_config: Any) 
     assert result.exit_code == 0, result.output
     scorer = learned.load(tmp_path / "learned.json")
     assert scorer is not None and scorer.models["small"].weights is not None
+    # where it will route, on held-out labels, at the default quality_target
+    assert "at quality_target 0.95 (held-out labels): the strongest model takes " in result.output
+    assert scorer.calibration and scorer.calibration[-1][1] == 1.0
     big = scorer.models["big"]  # too few bad answers to learn from: its rate only
     assert big.weights is None and scorer.chance("big", []) == big.good / big.labels
     easy = learned.text_ids("a question about the river here", ())
@@ -345,18 +350,19 @@ def ask(daemon: Daemon, text: str) -> dict[str, str]:
 
 
 def test_feedback_over_http_changes_what_learn_produces(fake: FakeUpstream, tmp_path: Path) -> None:
-    """A daemon with [routing] learned on from the start routes by the ladder (no model yet)
-    while it keeps each request's features. Requests answered by the small model, then bad
-    feedback on the poem ones: before the feedback `learn` has nothing to learn (every answer
-    good); after it, the small model is predicted bad for poems, and the running daemon picks
-    the new model up by itself and sends a poem to the big model and the weather to the small
-    one. No prompt text is kept: `learn` reads the features."""
+    """A daemon with [routing] learned on from the start (and the prior off) routes by the
+    ladder (no model yet) while it keeps each request's features. Requests answered by the small
+    model, then bad feedback on the poem ones: before the feedback `learn` has nothing to learn
+    (every answer good); after it, the small model is predicted bad for poems, and the running
+    daemon picks the new model up by itself and sends a poem to the big model and the weather to
+    the small one. No prompt text is kept: `learn` reads the features."""
     fake.reset()
     book = tmp_path / "ledger.db"
     cfg = tmp_path / "config.toml"
     cfg.write_text(
         MODELS.replace("{url}", fake.url)
         + f'[ledger]\npath = "{book}"\n[routing]\nlearned = true\nquality_bias = 0.5\n'
+        + "prior = false\n"  # the owner's labels alone: the ladder until a model is learned
     )
     daemon = Daemon(cfg).start()
     try:
@@ -447,3 +453,15 @@ def test_features_are_kept_only_while_learning(fake: FakeUpstream, tmp_path: Pat
         found = db.execute("SELECT features FROM requests").fetchall()
         db.close()
         assert len(found) == 1 and (found[0][0] is not None) == bool(kept)
+
+
+def test_learn_names_the_switch_for_traffic_it_cannot_use(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pirouter_py.cli import learning as learn_cli
+
+    report = {"labels": 0, "without_features": 16, "models": {}, "label_sources": {}}
+    learn_cli._print_counts(report)
+    out = capsys.readouterr().out
+    assert "16 more without text or features" in out
+    assert "[learning] keep_features" in out and "config set learning.keep_features true" in out

@@ -74,6 +74,7 @@ def test_everything_to_strong(book: Path, tmp_path: Path) -> None:
         "replayed": 2,
         "without_text": 1,
         "not_routable": 0,
+        "without_headers": 2,  # recorded without the headers routing read
         "moved": [{"from": "cheap", "to": "strong", "requests": 2}],
         "recorded_cost_usd": pytest.approx(0.025004),
         "estimated_cost_usd": pytest.approx(0.047),
@@ -110,3 +111,43 @@ def test_since_and_other_ledger(book: Path, tmp_path: Path) -> None:
     )
     empty = json.loads(runner.invoke(app, ["replay", "--json", "-c", str(other)]).stdout)
     assert (empty["requests"], empty["moved"]) == (0, [])
+
+
+GOLD = (
+    '\n[[rules]]\nname = "gold"\nwhen = {{ header = {{ name = "x-team", equals = "gold" }} }}\n'
+    'then = {{ primary = "strong" }}\n'
+    '[[rules]]\nname = "else"\nwhen = {{ always = true }}\nthen = {{ primary = "cheap" }}\n'
+)
+
+
+def test_rows_are_re_decided_with_the_headers_kept(tmp_path: Path) -> None:
+    """A rule on a header moves the row whose kept headers match it, and only that one; a row
+    recorded before headers were kept is re-decided without them, and counted."""
+    path = tmp_path / "ledger.db"
+    config = tmp_path / "candidate.toml"
+    config.write_text(CONFIG.replace("{ledger}", str(path)) + GOLD.format())
+    now = time.time() - 60
+    answered = attempt("cheap", "ok", (10, 10), True)
+    body = json.dumps(OPENAI_BODY)
+    records = [
+        replace(
+            record(f"h{i}", now + i, "ok", "cheap", 10, answered), prompt=body, route_headers=kept
+        )
+        for i, kept in enumerate(
+            ('{"x-team": "gold", "user-agent": "curl/8"}', '{"x-team": "silver"}', "{}", None)
+        )
+    ]
+    db = schema.connect(path)
+    schema.migrate(db)
+    ledger_rows.write_batch(db, records, load_config(config).config.models)
+    db.close()
+    result = runner.invoke(app, ["replay", "--json", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["replayed"], report["without_headers"], report["moved"]) == (
+        4,
+        1,
+        [{"from": "cheap", "to": "strong", "requests": 1}],
+    )
+    text = runner.invoke(app, ["replay", "-c", str(config)]).stdout
+    assert "1 re-decided without their headers" in text

@@ -297,6 +297,7 @@ def route_lines(
 
 
 def _decision_json(d: Any) -> dict[str, Any]:
+    chances = dict(d.chances)
     return {
         "rule": d.rule,
         "primary": d.primary,
@@ -321,9 +322,17 @@ def _decision_json(d: Any) -> dict[str, Any]:
                 for t in d.rule_traces
             ],
             "candidates": [
-                {"alias": c.alias, "verdict": c.verdict, "position": c.position, "reason": c.reason}
+                {
+                    "alias": c.alias,
+                    "verdict": c.verdict,
+                    "position": c.position,
+                    "reason": c.reason,
+                    **({"chance": chances[c.alias]} if c.alias in chances else {}),
+                }
                 for c in d.candidates
             ],
+            # which knowledge chose (learned, prior, learned+prior); null: the ladder or a rule
+            "decided_by": d.decider,
             "notes": list(d.notes),
         },
     }
@@ -373,9 +382,20 @@ def _decision_lines(d: Any, cfg: Any) -> list[str]:
             f"policy: profile {d.profile}, {d.difficulty} needs quality "
             f"{REQUIRED_QUALITY[d.difficulty]} or better"
         )
+        if d.chances:
+            who = {"learned": "your learned model", "prior": "the shipped prior"}.get(
+                d.decider or "", "your learned model blended with the shipped prior"
+            )
+            lines.append(
+                f"learned router: chance of a good enough answer from {who}"
+                if d.decider
+                else "learned router: chances below; the ladder decided"
+            )
+        chances = dict(d.chances)
         width = max(len(c.alias) for c in d.candidates)
         for c in d.candidates:
             place = f"{c.position:>2}" if c.position is not None else " -"
-            lines.append(f"  {place} {c.alias:<{width}}  {c.verdict:<8}  {c.reason}")
+            chance = f"  p={chances[c.alias]:.2f}" if c.alias in chances else ""
+            lines.append(f"  {place} {c.alias:<{width}}  {c.verdict:<8}  {c.reason}{chance}")
     lines += [f"note: {n}" for n in d.notes]
     return lines

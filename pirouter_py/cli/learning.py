@@ -17,12 +17,13 @@ from pirouter_py.cli.common import (
     fail,
     guard,
     learned_path,
+    learned_scorer,
     load,
     open_ledger,
     print_json,
 )
 from pirouter_py.cli.ledger import SinceOption, parse_since
-from pirouter_py.errors import ExitCode
+from pirouter_py.errors import ExitCode, install_hint
 
 if TYPE_CHECKING:
     from pirouter_py.config import LoadedConfig
@@ -76,8 +77,10 @@ def learn(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Train the learned router from labels (the ledger's: answers, escalations, feedback),
-    one model per alias predicting whether its answer is good enough."""
+    """Train the learned router from the ledger's labels.
+
+    Labels come from answers, escalations and feedback; one model per alias predicts whether
+    its answer is good enough."""
     from pirouter_py.learning import data, train
 
     loaded = guard(lambda: load(ctx, config))
@@ -92,6 +95,9 @@ def learn(
     report: dict[str, Any] = {
         "labels": len(examples),
         "without_features": bare,
+        # how many labels each source gave (train.SOURCE_WEIGHTS weighs them); "given": a
+        # labelled file's label that names no source
+        "label_sources": _by_source(examples),
         "needs": {"labels": train.MIN_LABELS, "each_outcome": train.MIN_EACH},
         "models": {
             a: {
@@ -117,12 +123,16 @@ def learn(
         )
     target = output or learned_path(loaded)
     model = guard(lambda: train.train(examples))
+    held = guard(lambda: train.held_out(examples, train.CALIBRATION_FOLDS))
+    model["calibration"] = train.calibrate(loaded.config, examples, held)
     train.write(target, model)
     report["written"] = str(target)
+    report["operating_point"] = _operating(loaded.config, model["calibration"])
     if as_json:
         print_json(report)
         return
     _print_counts(report)
+    _print_operating(report["operating_point"])
     sys.stdout.write(f"wrote {target}\n")
     if not loaded.config.routing.learned:
         sys.stdout.write("set [routing] learned = true to route with it\n")
@@ -130,10 +140,65 @@ def learn(
         sys.stdout.write("a running daemon loads it within seconds\n")
 
 
+def _operating(config: Any, points: list[dict[str, float]]) -> dict[str, Any] | None:
+    """Where the new model will route, on held-out labels: the point of its calibration that
+    [routing] quality_target (or a set quality_bias) picks; None without a calibration."""
+    from pirouter_py.routing import learned, prior
+
+    calibration = learned.calibration(points)
+    if not calibration:
+        return None
+    routing = config.routing
+    bias = routing.quality_bias
+    if bias is None:
+        bias = prior.pick_bias(calibration, routing.quality_target)
+    point = min(points, key=lambda p: (abs(p["quality_bias"] - bias), p["quality_bias"]))
+    return {
+        "quality_target": None if routing.quality_bias is not None else routing.quality_target,
+        **point,
+    }
+
+
+def _print_operating(point: dict[str, Any] | None) -> None:
+    if point is None:
+        sys.stdout.write(
+            "no held-out estimate of where it routes (too few labels of two models of the "
+            "config to cross-validate)\n"
+        )
+        return
+    why = (
+        f"quality_target {point['quality_target']:g}"
+        if point["quality_target"] is not None
+        else f"quality_bias {point['quality_bias']:g}"
+    )
+    sys.stdout.write(
+        f"at {why} (held-out labels): the strongest model takes {point['strong_share']:.0%} "
+        f"of requests, keeping {point['quality_share']:.0%} of its quality at "
+        f"{point['cost_share']:.0%} of its cost (equal tokens)\n"
+    )
+
+
+def _by_source(examples: list[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for ex in examples:
+        for alias in ex.labels:
+            source = ex.sources.get(alias, "given")
+            counts[source] = counts.get(source, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def _print_counts(report: dict[str, Any]) -> None:
     lines = [f"{report['labels']} labelled requests"]
     if report["without_features"]:
-        lines[0] += f" ({report['without_features']} more without text or features: skipped)"
+        lines[0] += (
+            f" ({report['without_features']} more without text or features: skipped; they came "
+            "while the ledger kept neither the prompt ([ledger] store_prompts) nor its hashed "
+            "words ([learning] keep_features, on with [routing] learned): "
+            "`pirouter config set learning.keep_features true` keeps them from now on)"
+        )
+    if report["label_sources"]:
+        counted = ", ".join(f"{s} {n}" for s, n in report["label_sources"].items())
+        lines.append(f"  labels by source: {counted}")
     width = max((len(a) for a in report["models"]), default=5)
     lines.append(f"  {'model':<{width}}  labels  good  learned")
     for alias, m in report["models"].items():
@@ -142,26 +207,44 @@ def _print_counts(report: dict[str, Any]) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-def _cv_chances(examples: list[Any], folds: int) -> Any:
-    """Held-out predictions: each example scored by a model trained on the other folds."""
+def _cv_chances(examples: list[Any], folds: int, config: Any) -> Any:
+    """Held-out predictions: each example scored by the router a model trained on the other
+    folds makes (with the shipped prior, as the daemon would blend them)."""
     from pirouter_py.learning import train
+    from pirouter_py.routing import learned, prior
 
     order = list(range(len(examples)))
     random.Random(0).shuffle(order)
     fold_of = {i: k % folds for k, i in enumerate(order)}
+    shipped = guard(prior.load_prior) if config.routing.learned and config.routing.prior else None
     predicted: dict[int, dict[str, float]] = {}
     for k in range(folds):
         held = [i for i in order if fold_of[i] == k]
-        scorer = train.scorer([examples[i] for i in order if fold_of[i] != k])
+        scorer: learned.Scorer = train.scorer([examples[i] for i in order if fold_of[i] != k])
         if not scorer.trained:
             fail(
                 f"fold {k + 1} of {folds} has too few labels to learn from "
                 f"(each model needs {train.MIN_LABELS}); use fewer folds or more labels",
                 ExitCode.RUNTIME,
             )
+        fold = prior.router(config, scorer, shipped) if shipped is not None else None
         for i in held:
-            predicted[i] = scorer.chances(examples[i].ids)
+            ids = examples[i].ids
+            predicted[i] = fold.chances(ids) if fold is not None else scorer.chances(ids)
     return lambda i, _ex: predicted.get(i)
+
+
+def _cv_bias(config: Any, examples: list[Any], chances: Any) -> float | None:
+    """The threshold `learn` would pick from these held-out chances for [routing]
+    quality_target (the configured quality_bias when set)."""
+    from pirouter_py.learning import train
+    from pirouter_py.routing import learned, prior
+
+    if config.routing.quality_bias is not None:
+        return float(config.routing.quality_bias)
+    held = [chances(i, ex) for i, ex in enumerate(examples)]
+    points = learned.calibration(train.calibrate(config, examples, held))
+    return prior.pick_bias(points, config.routing.quality_target)
 
 
 IN_SAMPLE = 0.5  # a file at least this much of the model's own training is cross-validated
@@ -190,8 +273,10 @@ def evaluate(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Route labelled prompts with the config (no upstream calls) and report quality, share
-    per model, cost, PGR, and the learned router's APGR next to random and the oracle."""
+    """Score routing on labelled prompts (no upstream calls).
+
+    Routes them with the config and reports quality, share per model, cost, PGR, and the
+    learned router's APGR next to random and the oracle."""
     from pirouter_py.learning import data, train
     from pirouter_py.learning import evaluate as ev
     from pirouter_py.routing import learned
@@ -203,28 +288,39 @@ def evaluate(
     loaded = guard(lambda: load(ctx, config))
     examples = guard(lambda: data.read(file))
     chances = None
+    bias = None
     source = "none"
     if cv:
-        chances, source = _cv_chances(examples, cv), f"{cv}-fold cross-validation"
+        chances, source = _cv_chances(examples, cv, loaded.config), f"{cv}-fold cross-validation"
+        bias = _cv_bias(loaded.config, examples, chances)
     else:
         path = learned_path(loaded)
         scorer = guard(lambda: learned.load(path))
+        router = learned_scorer(loaded)  # the daemon's: the owner's model with the prior
         seen = train.trained_on(path) if scorer is not None else frozenset()
         overlap = sum(train.fingerprint(ex.ids) in seen for ex in examples) / max(len(examples), 1)
         if scorer is not None and overlap >= IN_SAMPLE:
             # its own figures on its training prompts would be in-sample: held-out folds instead
             folds = min(IN_SAMPLE_FOLDS, len(examples))
-            chances = _cv_chances(examples, folds)
+            chances = _cv_chances(examples, folds, loaded.config)
+            bias = _cv_bias(loaded.config, examples, chances)
             source = (
                 f"{folds}-fold cross-validation: the learned model at {path} was trained on "
                 f"{overlap:.0%} of these prompts, so scoring it on them would be in-sample; "
                 "give held-out prompts to score that model"
             )
+        elif router is not None:
+            chances, bias = ev.scorer_chances(router), router.bias
+            source = str(path) if router.owner is not None else "the shipped prior"
+            if router.source == "learned+prior":
+                source += ", blended with the shipped prior"
+            if overlap:
+                source += f" ({overlap:.0%} of these prompts were in its training)"
         elif scorer is not None:
             chances, source = ev.scorer_chances(scorer), str(path)
             if overlap:
                 source += f" ({overlap:.0%} of these prompts were in its training)"
-    report = guard(lambda: ev.evaluate(loaded.config, examples, chances))
+    report = guard(lambda: ev.evaluate(loaded.config, examples, chances, bias))
     report["learned_from"] = source
     if plot is not None:
         guard(lambda: _plot(report, plot))
@@ -299,7 +395,7 @@ def _plot(r: dict[str, Any], path: Path) -> None:
     except ImportError:
         from pirouter_py.learning.train import MissingExtra
 
-        raise MissingExtra("--plot needs matplotlib: pip install 'pirouter-py[learn]'") from None
+        raise MissingExtra(f"--plot needs matplotlib: {install_hint('learn')}") from None
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     weak, strong = r["always"][r["weakest"]], r["always"][r["strongest"]]
     ax.plot([0, 1], [weak["quality"], strong["quality"]], "--", color="grey", label="random")

@@ -2,13 +2,16 @@
 upstream calls) and report what would have changed.
 
 A request can be re-decided only from its text, kept with `[ledger] store_prompts`; the others
-are counted. The cost estimate prices the tokens of the answer each request got at the rates of
-the model the candidate would try first, as if it answered with those tokens and no escalation,
-against what the request cost as recorded.
+are counted. It is re-decided by `routing.decide`, as the daemon decides, with the headers routing
+read when it was served (kept since ledger migration 014; rows from before are re-decided without
+them, and counted) and the learned model the config would load. The cost estimate prices the
+tokens of the answer each request got at the rates of the model the candidate would try first,
+as if it answered with those tokens and no escalation, against what the request cost as recorded.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -33,7 +36,8 @@ def replay_rows(
     cfg: Any, rows: list[dict[str, Any]], bodies: dict[str, str], scorer: Any = None
 ) -> dict[str, Any]:
     """The report for `rows` (answered requests with their attempts) under config `cfg` (and
-    the learned router `scorer`, when it has [routing] learned on)."""
+    the learned router `scorer`, when it has [routing] learned on), each re-decided with the
+    headers kept with it."""
     from pirouter_py.errors import PirouterError
     from pirouter_py.ledger.pricing import cost
     from pirouter_py.routing.decide import decide
@@ -42,6 +46,7 @@ def replay_rows(
     moved: Counter[tuple[str, str]] = Counter()
     counts = Counter[str]()
     recorded_cost = estimated_cost = 0.0
+    missing = cfg.unavailable(os.environ)
     for row in rows:
         counts["requests"] += 1
         body = bodies.get(row["id"])
@@ -49,12 +54,15 @@ def replay_rows(
         if body is None or codec is None:
             counts["without_text"] += 1
             continue
+        headers = _headers(row.get("route_headers"))
         try:
-            new = decide(cfg, codec.decode_request(body.encode()), {}, scorer=scorer).primary
+            request = codec.decode_request(body.encode())
+            new = decide(cfg, request, headers or {}, scorer=scorer, unavailable=missing).primary
         except (ValueError, PirouterError):
             counts["not_routable"] += 1
             continue
         counts["replayed"] += 1
+        counts["without_headers"] += headers is None
         old = row.get("primary_model") or ""
         if new != old:
             moved[(old, new)] += 1
@@ -73,6 +81,7 @@ def replay_rows(
         "replayed": counts["replayed"],
         "without_text": counts["without_text"],
         "not_routable": counts["not_routable"],
+        "without_headers": counts["without_headers"],
         "moved": [
             {"from": old, "to": new, "requests": n}
             for (old, new), n in sorted(moved.items(), key=lambda item: (-item[1], item[0]))
@@ -81,6 +90,22 @@ def replay_rows(
         "estimated_cost_usd": round(estimated_cost, 6),
         "difference_usd": round(estimated_cost - recorded_cost, 6),
     }
+
+
+def _headers(kept: Any) -> dict[str, str] | None:
+    """A row's kept headers (`requests.route_headers`), None when it has none (recorded before
+    they were kept, or not a JSON object of strings)."""
+    import orjson
+
+    if not isinstance(kept, str):
+        return None
+    try:
+        found = orjson.loads(kept)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(found, dict):
+        return None
+    return {str(k).lower(): v for k, v in found.items() if isinstance(v, str)}
 
 
 @app.command("replay")
@@ -96,8 +121,10 @@ def replay(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Re-decide the ledger's answered requests under the config given (a candidate) and
-    report what would move, and the estimated cost difference."""
+    """Re-decide past requests under a candidate config.
+
+    The ledger's answered requests are routed again under the config given; the report says
+    what would move, and the estimated cost difference."""
     from pirouter_py.ledger import read
 
     loaded = guard(lambda: load(ctx, config))
@@ -122,6 +149,11 @@ def replay(
         skipped.append(f"{report['not_routable']} not routable under this config")
     head = f"replayed {report['replayed']} of {report['requests']} answered requests"
     lines = [head + (f" ({'; '.join(skipped)})" if skipped else "")]
+    if report["without_headers"]:
+        lines.append(
+            f"  {report['without_headers']} re-decided without their headers (recorded before "
+            "the ledger kept them): rules on User-Agent or x-pirouter-* headers could not match"
+        )
     lines += [f"  {m['from'] or '-'} -> {m['to']}: {m['requests']}" for m in report["moved"]]
     if not report["moved"]:
         lines.append("  no request would move")

@@ -230,11 +230,19 @@ class RoutingConfig(_Section):
     # hard), tool-result turns stay on the model that started the step, background and
     # compaction turns go to the cheapest capable model. Off: v0.1's decisions.
     turns: bool = False
-    # The learned router (`pirouter learn`): among the capable models, the cheapest whose
-    # predicted chance of a good enough answer is at most 1 - quality_bias below the strongest's
-    # takes the request, else the strongest. Off, or no model learned yet: the difficulty ladder.
+    # The learned router: among the capable models, the cheapest whose predicted chance of a
+    # good enough answer is at most 1 - quality_bias below the strongest's takes the request,
+    # else the strongest. Its chances come from the owner's model (`pirouter learn`) and, until
+    # that has labels enough, the shipped prior. Off: the difficulty ladder.
     learned: bool = False
-    quality_bias: float = Field(default=0.9, ge=0, le=1)
+    # The shipped prior (trained on public labelled prompts): routes from the first request,
+    # giving way to the owner's model as labels accumulate. false: the owner's labels only.
+    prior: bool = True
+    # The share of the strongest model's quality to keep: the learned router's threshold is the
+    # cheapest that kept it on held-out labels (the owner's, else the prior's).
+    quality_target: float = Field(default=0.95, gt=0, le=1)
+    # The raw threshold (v0.1-era configs): when set, it is used as is and quality_target is not.
+    quality_bias: float | None = Field(default=None, ge=0, le=1)
 
 
 class ClientBudget(_Section):

@@ -5,6 +5,17 @@ One object per line:
     {"prompt": "..."}  or  {"messages": [{"role": "user", "content": "..."}, ...]}
     "labels": {"<alias>": score, ...}            scores in 0..1 (1: good enough)
     "tokens": {"<alias>": {"in": n, "out": n}}   optional, for costs
+    "label_sources": {"<alias>": source}         optional: where each label came from, as
+                                                 `ledger labels` writes it (ledger/labels.py):
+                                                 feedback, check, shadow, regenerate, answered;
+                                                 `learn` weighs a label by it (learning/train.py),
+                                                 a label without one as given by a person
+    "model", "tools", "max_tokens", "stream", "reasoning_effort"
+                                                 optional, as in an OpenAI chat body (routing
+                                                 reads them; "model" defaults to "auto")
+    "headers": {"<name>": "value", ...}          optional: the request headers routing reads
+                                                 (User-Agent, x-pirouter-*, those rules name),
+                                                 so `eval` decides as the daemon did
 
 A ledger line without kept text carries `"features"` (hashed ids, routing/learned.py) instead: it
 can train a learned router but not be re-routed by `eval`.
@@ -20,12 +31,15 @@ from typing import Any
 import orjson
 
 from pirouter_py.errors import ExitCode, PirouterError
+from pirouter_py.ledger import labels as ledger_labels
+from pirouter_py.ledger.labels import SOURCES as LABEL_SOURCES
 from pirouter_py.routing import features as feats
 from pirouter_py.routing import learned
 from pirouter_py.types import ChatRequest
 from pirouter_py.wire import codecs
 
-GOOD = 0.5  # a score at or above this is "good enough"
+GOOD = ledger_labels.GOOD  # a score at or above this is "good enough"
+BODY_KEYS = ("model", "tools", "max_tokens", "stream", "reasoning_effort")  # read as a chat body's
 
 
 @dataclass(slots=True)
@@ -34,6 +48,8 @@ class Example:
     ids: list[int]
     request: ChatRequest | None = None  # None: only features were kept
     tokens: dict[str, tuple[int, int]] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    sources: dict[str, str] = field(default_factory=dict)  # alias: where its label came from
 
 
 class DataError(PirouterError):
@@ -53,9 +69,8 @@ def _request(line: dict[str, Any]) -> ChatRequest | None:
         return None
     if not isinstance(messages, list) or not messages:
         raise ValueError('"messages" must be a non-empty list of chat messages')
-    return codecs.BY_PROTOCOL["openai"].decode_request(
-        orjson.dumps({"model": "auto", "messages": messages})
-    )
+    body = {"model": "auto", **{k: line[k] for k in BODY_KEYS if k in line}, "messages": messages}
+    return codecs.BY_PROTOCOL["openai"].decode_request(orjson.dumps(body))
 
 
 def _labels(line: dict[str, Any]) -> dict[str, float]:
@@ -85,20 +100,43 @@ def _tokens(line: dict[str, Any]) -> dict[str, tuple[int, int]]:
     return out
 
 
+def _sources(line: dict[str, Any], labels: dict[str, float]) -> dict[str, str]:
+    sources = line.get("label_sources") or {}
+    if not isinstance(sources, dict):
+        raise ValueError('"label_sources" must be an object of alias: source')
+    for alias, source in sources.items():
+        if alias not in labels:
+            raise ValueError(f'label_sources["{alias}"] names no label of "labels"')
+        if source not in LABEL_SOURCES:
+            raise ValueError(
+                f'label_sources["{alias}"] must be one of {", ".join(LABEL_SOURCES)}, '
+                f"not {source!r}"
+            )
+    return dict(sources)
+
+
+def _headers(line: dict[str, Any]) -> dict[str, str]:
+    headers = line.get("headers") or {}
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ValueError('"headers" must be an object of name: value (strings)')
+    return {str(name).lower(): value for name, value in headers.items()}
+
+
 def example(line: Any) -> Example:
     """One labelled line as an Example; ValueError says what is wrong with it."""
     if not isinstance(line, dict):
         raise ValueError("each line must be a JSON object")
     labels = _labels(line)
     request = _request(line)
+    headers = _headers(line)
     raw = line.get("features")
-    if request is not None:
-        ids = learned.request_ids(request, feats.extract(request))
+    if request is not None:  # the ids the daemon reads: the turn may come from a header
+        ids = learned.request_ids(request, feats.extract(request, headers))
     elif (kept := learned.decode_ids(raw) if isinstance(raw, str) else None) is not None:
         ids = kept
     else:
         raise ValueError('a line needs "prompt" or "messages" (or "features" from the ledger)')
-    return Example(labels, ids, request, _tokens(line))
+    return Example(labels, ids, request, _tokens(line), headers, _sources(line, labels))
 
 
 def examples(lines: Iterable[Any]) -> list[Example]:

@@ -11,6 +11,13 @@ is the share of calls to the strong model, as in RouteLLM. Sweeping the learned 
 strongest's) traces a curve; APGR is the area under its PGR over x in [0, 1]. A random
 router (mixing the weakest and strongest) has APGR 0.5 exactly; the oracle is the learned router
 with the labels as its predictions.
+
+Each example is decided by `routing.decide` with its headers, as the daemon decides it; with a
+trained model (`scorer_chances`) the operating point is decide's own decision with that model,
+so eval, `route`, `replay` and the daemon agree. Held-out predictions (cross-validation) are
+routed by the policy's `learned_pick` at [routing] quality_bias, as decide would with a model
+predicting them. `decisions` lists each example's primary at the operating point (None: not
+evaluated), in the file's order.
 """
 
 from __future__ import annotations
@@ -24,12 +31,25 @@ from pirouter_py.config import Config
 from pirouter_py.errors import ExitCode, PirouterError
 from pirouter_py.learning.data import Example
 from pirouter_py.ledger.pricing import cost
-from pirouter_py.routing import learned, policy
+from pirouter_py.routing import policy
 from pirouter_py.routing.decide import decide
 
 DEFAULT_OUT_TOKENS = 256  # output tokens assumed where an example gives none
 SWEEP_POINTS = 50  # knob settings tried (quantiles of the predicted chances)
 Chances = Callable[[int, Example], dict[str, float] | None]
+
+
+class ScorerChances:
+    """A trained model's predictions for each example; `evaluate` decides with the model
+    itself, through `routing.decide`, as the daemon does."""
+
+    __slots__ = ("scorer",)
+
+    def __init__(self, scorer: Any) -> None:
+        self.scorer = scorer  # what decide() takes as its `scorer`: it has chances(ids)
+
+    def __call__(self, _i: int, ex: Example) -> dict[str, float]:
+        return dict(self.scorer.chances(ex.ids))
 
 
 class EvalError(PirouterError):
@@ -160,10 +180,15 @@ def _biases(cases: Sequence[_Case]) -> list[float]:
 
 
 def evaluate(
-    config: Config, examples: Sequence[Example], chances: Chances | None
+    config: Config,
+    examples: Sequence[Example],
+    chances: Chances | None,
+    bias: float | None = None,
+    unavailable: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The report: `chances(i, example)` gives the learned router's predictions for example i
-    (a trained scorer's, or held-out ones under cross-validation), None without one."""
+    (a trained scorer's, or held-out ones under cross-validation), None without one;
+    `unavailable` models (a key variable unset) are left out as the daemon leaves them out."""
     known = sorted({a for ex in examples for a in ex.labels if a in config.models})
     ignored = sorted({a for ex in examples for a in ex.labels} - set(known))
     if len(known) < 2:
@@ -173,12 +198,19 @@ def evaluate(
             + f" and the config has {', '.join(config.aliases) or 'no models'}"
         )
     models = config.models
+    # the router's threshold (prior.Router.bias: the config's quality_bias, else calibrated)
+    operating = bias if bias is not None else config.routing.quality_bias
+    if operating is None:
+        operating = 0.9
     strongest = max(known, key=lambda a: (models[a].rank, models[a].cost, a))
     weakest = min(known, key=lambda a: (models[a].cost, models[a].rank, a))
     cases: list[_Case] = []
     ops: list[str] = []
+    decisions: list[str | None] = []
+    scorer = chances.scorer if isinstance(chances, ScorerChances) else None
     counts = Counter[str]()
     for i, ex in enumerate(examples):
+        decisions.append(None)
         if ex.request is None:
             counts["without_text"] += 1
             continue
@@ -186,7 +218,12 @@ def evaluate(
             counts["incomplete"] += 1
             continue
         try:
-            ladder = decide(config, ex.request, {})
+            ladder = decide(config, ex.request, ex.headers, unavailable=unavailable)
+            learned_decision = (
+                decide(config, ex.request, ex.headers, scorer=scorer, unavailable=unavailable)
+                if scorer is not None
+                else None
+            )
         except PirouterError:
             counts["not_routable"] += 1
             continue
@@ -197,10 +234,15 @@ def evaluate(
             case.fixed = ladder.primary
         else:
             fitting = policy.capable(config, ladder.features, ladder.difficulty, ladder.profile)
+            fitting = [am for am in fitting if am[0] not in (unavailable or {})]
             case.cheaper, case.strongest = policy.learned_order(fitting)
             case.chances = predicted or {}
         use = config.routing.learned and predicted is not None
-        ops.append(case.pick(case.chances, config.routing.quality_bias) if use else case.ladder)
+        if learned_decision is not None and use:  # the daemon's own decision with this model
+            ops.append(learned_decision.primary)
+        else:
+            ops.append(case.pick(case.chances, operating) if use else case.ladder)
+        decisions[-1] = ops[-1]
         cases.append(case)
     if not cases:
         raise EvalError(
@@ -229,11 +271,12 @@ def evaluate(
         "always": {a: _always(cases, a) for a in known},
         "operating_point": op,
         "router": "learned" if config.routing.learned and chances is not None else "ladder",
-        "quality_bias": config.routing.quality_bias,
+        "quality_bias": operating,
         "ladder": ladder_point,
         "random": {"apgr": 0.5, "reach_50": {"x": 0.5}, "reach_80": {"x": 0.8}},
         "oracle": {"apgr": oracle["apgr"], "point": oracle["points"][1]},
         "learned": None,
+        "decisions": decisions,
     }
     for alias in known:
         _scaled(report["always"][alias], weak, strong)
@@ -243,5 +286,6 @@ def evaluate(
     return report
 
 
-def scorer_chances(scorer: learned.Scorer) -> Chances:
-    return lambda _i, ex: scorer.chances(ex.ids)
+def scorer_chances(scorer: Any) -> Chances:
+    """The predictions of `scorer` (what decide() takes), which `evaluate` decides with."""
+    return ScorerChances(scorer)

@@ -1,40 +1,108 @@
 """Labels from use: what the ledger says of each model's answer to each request, in the
-labelled-prompt format (`{"messages", "labels": {alias: score}, "tokens": {alias: {in, out}}}`).
+labelled-prompt format (`{"messages", "labels": {alias: score}, "tokens": {alias: {in, out}}}`),
+with where each label came from in `"label_sources": {alias: source}`, so `learn` can weigh them.
 
-An attempt whose answer was returned scores 1; one escalated by an answer check (short, truncated,
-empty, marker, a failed check) scores 0; errors, cancellations and v0.1's http escalations say
-nothing of quality and give no label. Feedback (`POST /v1/feedback`, `pirouter feedback`) on a
-request replaces the returned model's score with the newest score given. A shadow check
-([learning] shadow_rate) labels the cheaper model it asked, unless that model was tried for
-real. The prompt's text is present only where `[ledger] store_prompts` kept it; otherwise a line
+Sources, from the strongest word to the weakest:
+
+- `feedback`: what a person said (`POST /v1/feedback`, `pirouter feedback`); the newest score on
+  a request replaces the returned model's label, whatever else said otherwise.
+- `check`: an attempt escalated by an answer check (short, truncated, empty, marker, a failed
+  check) scores 0; errors, cancellations and v0.1's http escalations say nothing of quality and
+  give no label.
+- `shadow`: a shadow check ([learning] shadow_rate) labels the cheaper model it asked, unless
+  that model was tried for real.
+- `regenerate`: the client asked again (see `regenerated`): the earlier answer's model scores 0.
+- `answered`: an attempt whose answer was returned scores 1 (the client took it, and said no
+  more).
+
+The prompt's text is present only where `[ledger] store_prompts` kept it; otherwise a line
 carries the request's hashed features (`[learning] keep_features`), which train a learned router
 but cannot re-route.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
 from pirouter_py.ledger.db import Connection, has_table
 from pirouter_py.ledger.read import read_requests, stored_prompts
-from pirouter_py.record import ANSWER_OUTCOMES, OK
+from pirouter_py.record import ANSWER_OUTCOMES, OK, STATUS_OK
+from pirouter_py.types import ChatRequest
+
+FEEDBACK = "feedback"
+CHECK = "check"
+SHADOW = "shadow"
+REGENERATE = "regenerate"
+ANSWERED = "answered"
+SOURCES = (FEEDBACK, CHECK, SHADOW, REGENERATE, ANSWERED)
+# A request asked again this soon after the earlier one's answer ended is a regenerate: long
+# enough to read an answer and ask again, short enough that the same words a while later (a new
+# attempt at the same task) are not taken for a verdict on the first answer.
+REGENERATE_SECS = 60.0
+# "after the earlier answer ended" allows this much: arrival (wall clock, once the body is read)
+# plus latency (from the first byte, in whole ms) can overshoot the end a little
+SLACK_MS = 100
+# What `pirouter learn` needs of a model before it trains it (learning/ reads these here, where
+# the daemon's dashboard can read them too): MIN_LABELS labels, at least MIN_EACH of them good (a
+# score at or above GOOD) and MIN_EACH not
+MIN_LABELS = 50
+MIN_EACH = 5
+GOOD = 0.5
 
 
-def attempt_labels(attempts: list[dict[str, Any]], final: str | None) -> dict[str, float]:
-    """Score per alias from one request's attempts and the alias that answered (the last
-    attempt of an alias wins)."""
+def instruction_key(request: ChatRequest, conversation: str) -> str:
+    """What a regenerate repeats, as 16 hex digits (the text is never kept): a hash of the
+    conversation (live/sessions.session_key), the number of messages, and the latest user
+    instruction. A client that regenerates sends the conversation again without the answer it
+    discards: the same key; the next turn of the conversation has more messages: another."""
+    latest = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
+    digest = hashlib.blake2b(digest_size=8)
+    for part in (conversation, str(len(request.messages)), latest):
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def attempt_labels(
+    attempts: list[dict[str, Any]], final: str | None
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Score and source per alias from one request's attempts and the alias that answered (the
+    last attempt of an alias wins)."""
     out: dict[str, float] = {}
+    sources: dict[str, str] = {}
     for a in attempts:
         outcome, alias = a.get("outcome"), a.get("alias")
         if not alias or outcome not in ANSWER_OUTCOMES:
             continue
         if outcome == OK:
             if a.get("returned") or alias == final:  # v0.1 rows keep no `returned`
-                out[alias] = 1.0
+                out[alias], sources[alias] = 1.0, ANSWERED
         else:
-            out[alias] = 0.0
+            out[alias], sources[alias] = 0.0, CHECK
+    return out, sources
+
+
+def regenerated(rows: Iterable[dict[str, Any]], window: float = REGENERATE_SECS) -> set[str]:
+    """The ids of answered requests the client asked again: a later request with the same
+    `instruction_key` from the same client key arrived at most `window` seconds after the
+    earlier one's answer ended (not before it: two asked at once are no verdict). Only the
+    request just before in that conversation is judged; a request the client cancelled is not
+    (it may have been stopped for any reason)."""
+    last: dict[tuple[str, Any], dict[str, Any]] = {}
+    out = set()
+    keyed = [r for r in rows if r.get("instruction_key") and r.get("ts_ms") is not None]
+    for row in sorted(keyed, key=lambda r: r["ts_ms"]):
+        group = (row["instruction_key"], row.get("client"))
+        before = last.get(group)
+        if before is not None and before["status"] == STATUS_OK and before.get("final_model"):
+            ended = before["ts_ms"] + (before.get("latency_ms") or 0)
+            if -SLACK_MS <= row["ts_ms"] - ended <= window * 1000:
+                out.add(before["id"])
+        last[group] = row
     return out
 
 
@@ -71,18 +139,24 @@ def _text(db: Connection, ids: list[str]) -> dict[str, Any]:
     return texts
 
 
-def read_labels(db: Connection, since: float) -> list[dict[str, Any]]:
-    """One labelled line per request since `since` that has a label, oldest first."""
+def read_labels(
+    db: Connection, since: float, window: float = REGENERATE_SECS
+) -> list[dict[str, Any]]:
+    """One labelled line per request since `since` that has a label, oldest first (`window`:
+    how soon a request asked again counts as a regenerate, in seconds)."""
     rows = read_requests(db, since)
     feedback = _feedback(db, since)
     shadows = _shadow(db, since)
+    again = regenerated(rows, window)
     texts = _text(db, [r["id"] for r in rows])
     lines = []
     for row in rows:
         final = row.get("final_model") or None
-        labels = attempt_labels(row["attempts"], final)
-        if row["id"] in feedback and final:
-            labels[final] = float(feedback[row["id"]])
+        labels, sources = attempt_labels(row["attempts"], final)
+        if row["id"] in again and final:
+            labels[final], sources[final] = 0.0, REGENERATE
+        if row["id"] in feedback and final:  # what a person said wins
+            labels[final], sources[final] = float(feedback[row["id"]]), FEEDBACK
         tokens = {
             a["alias"]: {"in": a.get("input_tokens") or 0, "out": a.get("output_tokens") or 0}
             for a in row["attempts"]
@@ -90,7 +164,7 @@ def read_labels(db: Connection, since: float) -> list[dict[str, Any]]:
         }
         for alias, score, tin, tout in shadows.get(row["id"], ()):
             if alias not in labels:  # what the model did for real comes first
-                labels[alias] = score
+                labels[alias], sources[alias] = score, SHADOW
                 tokens[alias] = {"in": tin, "out": tout}
         if not labels:
             continue
@@ -100,6 +174,16 @@ def read_labels(db: Connection, since: float) -> list[dict[str, Any]]:
         elif row.get("features"):  # hashed ids, enough to learn from (routing/learned.py)
             line["features"] = row["features"]
         line["labels"] = labels
+        line["label_sources"] = sources
         line["tokens"] = tokens
         lines.append(line)
     return lines
+
+
+def by_source(lines: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """How many labels each source gave, in SOURCES order (those that gave none left out)."""
+    counts = dict.fromkeys(SOURCES, 0)
+    for line in lines:
+        for source in line.get("label_sources", {}).values():
+            counts[source] = counts.get(source, 0) + 1
+    return {source: n for source, n in counts.items() if n}

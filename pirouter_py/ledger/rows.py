@@ -23,7 +23,9 @@ from pirouter_py.ledger.schema import (
     AFFINITY_COLUMNS,
     CLIENT_COLUMNS,
     FEATURE_COLUMNS,
+    INSTRUCTION_COLUMNS,
     REQUEST_DETAILS,
+    ROUTE_COLUMNS,
 )
 from pirouter_py.observe.log import get_logger
 from pirouter_py.record import Attempt, RequestRecord
@@ -47,6 +49,13 @@ REQUEST_COLUMNS = (
     *tuple(name for name, _ in AFFINITY_COLUMNS),
     *tuple(name for name, _ in FEATURE_COLUMNS),
     *tuple(name for name, _ in CLIENT_COLUMNS),
+    *tuple(name for name, _ in ROUTE_COLUMNS),
+    *tuple(name for name, _ in INSTRUCTION_COLUMNS),
+)
+# the journal's first line format ended before the columns added since (features, client,
+# route_headers, instruction_key): a line that short or longer imports, its missing ones None
+OLDEST_JOURNAL_COLUMNS = len(REQUEST_COLUMNS) - len(
+    (*FEATURE_COLUMNS, *CLIENT_COLUMNS, *ROUTE_COLUMNS, *INSTRUCTION_COLUMNS)
 )
 ATTEMPT_COLUMNS = (
     "request_id",
@@ -190,6 +199,8 @@ def rows_for(
         record.pin,
         record.features,
         record.client,
+        record.route_headers,
+        record.instruction_key,
     )
     return request, attempts
 
@@ -226,11 +237,8 @@ def rows_from_line(line: str | bytes, models: Mapping[str, ModelConfig]) -> Rows
     request, attempts, prompt, *more = data
     response = more[0] if more else None
     width = len(ATTEMPT_COLUMNS)
-    # lines of earlier versions end before the columns added since: features, then client
-    newer = len(FEATURE_COLUMNS) + len(CLIENT_COLUMNS)
-    if isinstance(request, list) and len(REQUEST_COLUMNS) - newer <= len(request) < len(
-        REQUEST_COLUMNS
-    ):
+    # lines of earlier versions end before the columns added since (OLDEST_JOURNAL_COLUMNS)
+    if isinstance(request, list) and OLDEST_JOURNAL_COLUMNS <= len(request) < len(REQUEST_COLUMNS):
         request = [*request, *[None] * (len(REQUEST_COLUMNS) - len(request))]
     rows: Rows = (
         tuple(request),

@@ -194,6 +194,31 @@ def _m013_clients(db: Connection) -> None:
     rollups.recreate(db)
 
 
+ROUTE_COLUMNS = (("route_headers", "TEXT"),)
+
+
+def _m014_route_headers(db: Connection) -> None:
+    """The request headers routing read (User-Agent, x-pirouter-*, those rules name; never a
+    secret) as a JSON object, so `replay` re-decides header-routed requests as they were."""
+    have = columns(db, "requests")
+    for name, kind in ROUTE_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
+
+
+INSTRUCTION_COLUMNS = (("instruction_key", "TEXT"),)
+
+
+def _m015_instruction_key(db: Connection) -> None:
+    """A hash of each request's latest user instruction in its conversation (never the text;
+    ledger/labels.instruction_key), so `ledger labels` can tell a regenerate: the same
+    instruction asked again soon after its answer."""
+    have = columns(db, "requests")
+    for name, kind in INSTRUCTION_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[Connection], None]], ...] = (
     ("001_requests", _m001_requests),
     ("002_requested_model", _m002_requested_model),
@@ -208,6 +233,8 @@ MIGRATIONS: tuple[tuple[str, Callable[[Connection], None]], ...] = (
     ("011_shadow", _m011_shadow),
     ("012_rollups", _m012_rollups),
     ("013_clients", _m013_clients),
+    ("014_route_headers", _m014_route_headers),
+    ("015_instruction_key", _m015_instruction_key),
 )
 
 

@@ -12,18 +12,25 @@ from collections.abc import Mapping
 from typing import Literal, get_args
 
 from pirouter_py.config import CascadeConfig, Config
-from pirouter_py.config.rules import Profile
+from pirouter_py.config.rules import HEADER_TARGET, Profile, When
 from pirouter_py.errors import RoutingError
 from pirouter_py.routing import features as feats
 from pirouter_py.routing import learned as learn
 from pirouter_py.routing import policy, rules
 from pirouter_py.routing.features import Difficulty, Features
 from pirouter_py.routing.policy import CandidateTrace, Live
+from pirouter_py.routing.prior import Router
 from pirouter_py.routing.rules import Facts, RuleTrace
 from pirouter_py.types import ChatRequest, Pin, frozen
 
 PROFILE_HEADER = "x-pirouter-profile"
 PROFILES: tuple[Profile, ...] = get_args(Profile)
+# What the ledger keeps of the headers routing reads (`kept_headers`), so `replay` re-decides
+# with them: User-Agent, every x-pirouter-* header and any other a rule names; never a secret.
+KEPT_PREFIX = "x-pirouter-"
+KEPT_CHARS = 512  # a kept value is cut to this many characters
+KEPT_MOST = 32  # headers kept at most per request
+SECRET_PARTS = ("authorization", "cookie", "key", "token", "secret", "password", "auth")
 
 
 @frozen
@@ -45,6 +52,10 @@ class Decision:
     pin: str | None = None  # session affinity: hard, soft, soft-lost, escaped:<why>; None: off
     ids: list[int] | None = None  # the learned router's feature ids, when it read them
     continue_on_cut: bool = True  # the matched rule's `continue_on_cut` (a stream cut mid-way)
+    # the learned router's knowledge when it chose (learned, prior, learned+prior); None: the
+    # ladder, a rule or the requested model chose
+    decider: str | None = None
+    chances: tuple[tuple[str, float], ...] = ()  # with explain: each candidate's predicted chance
 
     @property
     def chain(self) -> tuple[str, ...]:
@@ -60,7 +71,7 @@ def decide(
     explain: bool = False,
     live: Live | None = None,
     pin: Pin | None = None,
-    scorer: learn.Scorer | None = None,
+    scorer: Router | None = None,
     unavailable: Mapping[str, str] | None = None,
 ) -> Decision:
     """Route `request`; `headers` must answer lower-case names. Raises RoutingError.
@@ -68,9 +79,9 @@ def decide(
     `live` (the daemon's traffic state) makes the decision go around busy models and spent
     budgets and break the policy's ties by latency; `pin` is the model that served this
     conversation's previous turn (session affinity, policy decisions only); `scorer` is the
-    learned router, used by the policy with [routing] learned on; `unavailable` names the models
-    that cannot be called now and why (a key variable unset): they are left out of every chain,
-    the reason noted, and the request goes to the models that can answer."""
+    learned router (prior.build's), used by the policy with [routing] learned on; `unavailable`
+    names the models that cannot be called now and why (a key variable unset): they are left out
+    of every chain, the reason noted, and the request goes to the models that can answer."""
     features = feats.extract(request, headers)
     turns = config.routing.turns
     level, level_reason = feats.difficulty(request, features, headers, turns=turns)
@@ -134,12 +145,19 @@ def decide(
         chain = _live_chain(chain, live, features.estimated_tokens, who, notes)
     if not chain:  # the policy decides: no rule matched, a rule handed over, or budgets spent
         ids = chances = None
+        bias = 0.9
         if scorer is not None and config.routing.learned:
             ids = learn.request_ids(request, features)
-            chances = scorer.lazy(ids)
+            chances, bias = scorer.lazy(ids), scorer.bias
         choice = policy.choose(
-            config, features, level, chosen_profile, explain, live, pin, chances, unavailable
+            config, features, level, chosen_profile, explain, live, pin, chances, unavailable, bias
         )
+        learned_chose = choice.rule.endswith(":learned")
+        shown: tuple[tuple[str, float], ...] = ()
+        if explain and chances is not None:
+            shown = tuple(
+                (c.alias, p) for c in choice.candidates if (p := chances.get(c.alias)) is not None
+            )
         if source == "rule":
             notes.append(f"rule `{name}` hands the request to the policy ({choice.rule})")
         else:
@@ -160,6 +178,8 @@ def decide(
             choice.pin,
             ids,
             continuing,
+            scorer.source if learned_chose and scorer is not None else None,
+            shown,
         )
     return Decision(
         name,
@@ -239,3 +259,51 @@ def _check_vision(config: Config, features: Features, alias: str, who: str) -> N
             f"{who}, which does not accept images (supports_vision = false); send the request "
             "without images or route it to a model with supports_vision = true"
         )
+
+
+def _rule_headers(config: Config) -> frozenset[str]:
+    """The header names the config's rules read (`header` matches, `$header:` targets), found
+    once per config."""
+    cache = config.policy_cache
+    found = cache.get("rule_headers")
+    if found is None:
+        names: set[str] = set()
+
+        def walk(when: When | None) -> None:
+            if when is None:
+                return
+            if when.header is not None:
+                names.add(when.header.name)
+            for part in (*(when.all_ or ()), *(when.any_ or ())):
+                walk(part)
+            walk(when.not_)
+
+        for rule in config.rules:
+            walk(rule.when)
+            targets = (rule.then.primary or "", *rule.then.cascade)
+            names.update(
+                t[len(HEADER_TARGET) :].lower() for t in targets if t.startswith(HEADER_TARGET)
+            )
+        found = cache["rule_headers"] = frozenset(names)
+    return found
+
+
+def kept_headers(config: Config, headers: Mapping[str, str]) -> dict[str, str]:
+    """The request headers `decide` reads, as the ledger keeps them for `replay`: User-Agent,
+    x-pirouter-* and those the rules name, lower-cased, values cut to KEPT_CHARS, at most
+    KEPT_MOST; never one whose name says it carries a secret (authorization, x-api-key,
+    cookie, ...). The client key's name is not a header: the ledger keeps it as `client`."""
+    named = _rule_headers(config)
+    kept: dict[str, str] = {}
+    for raw, value in headers.items():
+        name = raw.lower()
+        if name in kept or not (
+            name == "user-agent" or name.startswith(KEPT_PREFIX) or name in named
+        ):
+            continue
+        if any(part in name for part in SECRET_PARTS):
+            continue
+        kept[name] = value[:KEPT_CHARS]
+        if len(kept) >= KEPT_MOST:
+            break
+    return kept

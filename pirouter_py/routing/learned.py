@@ -140,13 +140,19 @@ class AliasModel:
     good: int  # of which good enough
 
 
+Calibration = tuple[tuple[float, float, float], ...]  # (quality_bias, strong share, quality share)
+
+
 @frozen
 class Scorer:
-    """The trained per-alias models (`pirouter learn`'s file)."""
+    """The trained per-alias models (`pirouter learn`'s file, or the shipped prior's tiers)."""
 
     models: dict[str, AliasModel]
     trained_at: float
     labels: int
+    # held-out routing at each quality_bias (cross-validated labels), cheapest first: what a
+    # [routing] quality_target is turned into; empty in a file of an older pirouter
+    calibration: Calibration = ()
 
     @property
     def trained(self) -> bool:
@@ -235,6 +241,21 @@ def load(path: Path) -> Scorer | None:
         raise PirouterError(
             f"{path}: cannot read the learned model ({exc}); run `pirouter learn`"
         ) from None
+    return parse(data, path)
+
+
+def calibration(points: Any) -> Calibration:
+    """A file's calibration points, sorted by quality_bias ([] or absent: none)."""
+    return tuple(
+        sorted(
+            (float(p["quality_bias"]), float(p["strong_share"]), float(p["quality_share"]))
+            for p in points or ()
+        )
+    )
+
+
+def parse(data: Any, path: Path) -> Scorer:
+    """A scorer from a model file's JSON; PirouterError names `path` when it is not one."""
     try:
         if data.get("version") != VERSION or data.get("buckets") != BUCKETS:
             raise ValueError(f"version {data.get('version')}, written by another pirouter")
@@ -247,7 +268,12 @@ def load(path: Path) -> Scorer | None:
             )
             for alias, m in data["models"].items()
         }
-        return Scorer(models, float(data["trained_at"]), int(data["labels"]))
+        return Scorer(
+            models,
+            float(data["trained_at"]),
+            int(data["labels"]),
+            calibration(data.get("calibration")),
+        )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise PirouterError(
             f"{path}: not a learned model of this pirouter ({exc}); run `pirouter learn` again"

@@ -167,6 +167,7 @@ def choose(
     pin: Pin | None = None,
     learned: Mapping[str, float] | None = None,
     unavailable: Mapping[str, str] | None = None,
+    bias: float = 0.9,
 ) -> PolicyChoice:
     """The policy decision for a request no rule matched; raises RoutingError when none fits.
 
@@ -175,7 +176,8 @@ def choose(
     recent time to first token; busy models (cooling, at a limit) go last. `unavailable` models
     (a key variable unset) are left out, with their reason in the explanation. With `pin`: session
     affinity (see `_affinity`). With `learned` (each alias's predicted chance of a good enough
-    answer, [routing] learned): see `_learned_pick`; the ladder's quality floor does not apply."""
+    answer, [routing] learned) and its threshold `bias`: see `_learned_pick`; the ladder's quality
+    floor does not apply."""
     required_name = REQUIRED_QUALITY[level]
     required = QUALITY_RANK[required_name]
     tokens = features.estimated_tokens
@@ -193,21 +195,13 @@ def choose(
             if not fitting:
                 raise refused(next(iter(spent.values())), "no model without a spent budget")
     if not fitting:
-        images = ", images=true" if features.has_images else ""
-        left = (
-            "; left out: " + "; ".join(f"{a} ({w})" for a, w in missing.items()) if missing else ""
-        )
-        raise RoutingError(
-            "no enabled model satisfies routing constraints: "
-            f"profile={PROFILE_DEBUG_NAMES[profile]}, tools={str(features.has_tools).lower()}, "
-            f"estimated_tokens={tokens}{images}{left}"
-        )
+        raise RoutingError(nothing_fits(config, features, profile, missing))
     adequate = [am for am in fitting if am[1].rank >= required]
     below = fitting if adequate else []
     pool = adequate or fitting
     notes: list[str] = []
     rule = f"policy:{profile}:{level}"
-    picked = _learned_pick(fitting, learned, config.routing.quality_bias) if learned else None
+    picked = _learned_pick(fitting, learned, bias) if learned else None
     if picked is not None:
         others = {a for a, _ in fitting} - {picked[0][0]}
         pool = [picked[0], *(am for am in orders.ranked if am[0] in others)]
@@ -272,6 +266,76 @@ def choose(
     )
 
 
+def nothing_fits(
+    config: Config, features: Features, profile: Profile, missing: Mapping[str, str]
+) -> str:
+    """Why no model can take the request, the constraint that failed first, in the config's
+    own words, and what to do about it."""
+    tokens = features.estimated_tokens
+    chat = [(a, config.models[a]) for a in config.aliases if config.models[a].kind == "chat"]
+    pool = [am for am in chat if am[1].enabled]
+    asked = [f'profile = "{profile}"']
+    if features.has_tools:
+        asked.append("tools")
+    if features.has_images:
+        asked.append("images")
+    asked.append(f"estimated {tokens} token{'' if tokens == 1 else 's'}")
+    context = f" (request: {', '.join(asked)})"
+    if not chat:
+        return f"no chat model in the catalog: add one with `pirouter models add`{context}"
+    if not pool:
+        return (
+            "every model is disabled: enable one with `pirouter models enable ALIAS` "
+            f"(enabled = true){context}"
+        )
+    needs: list[tuple[bool, Callable[[ModelConfig], bool], str, str]] = [
+        (
+            profile == "cloud-only",
+            lambda m: not m.local,
+            "cloud (the profile is cloud-only)",
+            "no cloud model for the cloud-only profile: enable a cloud model, or set "
+            "[routing] profile to another profile",
+        ),
+        (
+            features.has_images,
+            lambda m: m.supports_vision,
+            "image input (supports_vision = true)",
+            "no model takes images: enable a model with supports_vision = true, or send the "
+            "request without images",
+        ),
+        (
+            features.has_tools,
+            lambda m: m.supports_tools,
+            "tool support (supports_tools = true)",
+            "no model takes tools: enable a model with supports_tools = true, or send the "
+            "request without tools",
+        ),
+    ]
+    had: list[str] = []
+    for applies, takes, label, why in needs:
+        if not applies:
+            continue
+        kept = [am for am in pool if takes(am[1])]
+        if not kept and any(takes(m) for _, m in chat if m.enabled):
+            both = " and ".join([*had, label])
+            return f"no enabled model has {both}: enable one that has them all{context}"
+        if not kept:
+            return why + context
+        pool = kept
+        had.append(label)
+    roomy = [am for am in pool if _fits(am[1], tokens)]
+    if not roomy:
+        largest = max(pool, key=lambda am: am[1].context_window or 0)
+        return (
+            f"no model's context window holds the request's estimated {tokens} tokens (the "
+            f"largest that could take it: {largest[0]}, context_window = "
+            f"{largest[1].context_window}): use a model with a larger context_window, or send "
+            f"a shorter request{context}"
+        )
+    left = "; ".join(f"{a} ({w})" for a, w in missing.items())
+    return f"no model is available: {left or 'every candidate is left out'}{context}"
+
+
 def capable(config: Config, features: Features, level: Difficulty, profile: Profile) -> Ranked:
     """The models that can take a request of this kind and size (no live state): what the
     learned router chooses among."""
@@ -319,13 +383,13 @@ def _learned_pick(
     if alias != strongest:
         why = (
             f"learned: {alias} {learned[alias]:.2f}, {strongest} {top:.2f}: within "
-            f"1 - quality_bias ({1 - bias:.2f})"
+            f"1 - bias ({1 - bias:.2f})"
         )
     else:
         best = max((learned[a], a) for a in known)
         why = (
             f"learned: the strongest, {strongest} {top:.2f} (best cheaper: {best[1]} "
-            f"{best[0]:.2f}, more than 1 - quality_bias ({1 - bias:.2f}) below)"
+            f"{best[0]:.2f}, more than 1 - bias ({1 - bias:.2f}) below)"
         )
     return (alias, models[alias]), why
 

@@ -17,9 +17,11 @@ from aiohttp import web
 
 from pirouter_py import record as rec
 from pirouter_py.cascade import Outcome
+from pirouter_py.ledger.labels import instruction_key
+from pirouter_py.live.sessions import session_key
 from pirouter_py.record import Attempt, RequestRecord
 from pirouter_py.routing import learned
-from pirouter_py.routing.decide import Decision
+from pirouter_py.routing.decide import Decision, kept_headers
 from pirouter_py.server import dashboard, shadow
 from pirouter_py.server.middleware import CLIENT, error_response
 from pirouter_py.server.state import STATE, Snapshot
@@ -144,6 +146,8 @@ def record(
         stored_response=stored,
         features=features,
         client=ctx.request.get(CLIENT),
+        route_headers=orjson.dumps(kept_headers(config, ctx.request.headers)).decode(),
+        instruction_key=_instruction_key(ctx),
     )
     if state.recorder is not None:
         if config.ledger.store_prompts and ctx.chat.raw is not None:
@@ -152,6 +156,14 @@ def record(
         else:
             state.recorder.record(made, config.models)
     return made
+
+
+def _instruction_key(ctx: Ctx) -> str | None:
+    """What a regenerate of this request would repeat (ledger/labels.py), for a person's turn
+    only: an agent sending its tool results again, or a side call, is no one asking again."""
+    if ctx.decision is None or ctx.decision.features.turn != "user":
+        return None
+    return instruction_key(ctx.chat, ctx.session or session_key(ctx.chat, ctx.request.headers))
 
 
 def kept_prompt(ctx: Ctx) -> str:

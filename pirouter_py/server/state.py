@@ -22,14 +22,14 @@ from aiohttp import web
 from pirouter_py import providers as provider_registry
 from pirouter_py.cascade import Cascade
 from pirouter_py.config import Config, LoadedConfig
-from pirouter_py.errors import PirouterError
 from pirouter_py.ledger.writer import Ledger, Recorder
 from pirouter_py.live.health import Health
 from pirouter_py.live.traffic import Traffic
 from pirouter_py.observe.log import RequestLines, get_logger
 from pirouter_py.observe.metrics import Metrics
 from pirouter_py.providers.transport import Upstreams
-from pirouter_py.routing import learned
+from pirouter_py.routing import prior
+from pirouter_py.routing.prior import Router
 from pirouter_py.server.loop import StartGate
 from pirouter_py.types import frozen
 
@@ -56,7 +56,7 @@ class Snapshot:
     loaded: LoadedConfig
     cascade: Cascade
     traffic: Traffic
-    scorer: learned.Scorer | None = None  # the learned router, with [routing] learned on
+    scorer: Router | None = None  # the learned router, with [routing] learned on
     unavailable: Mapping[str, str] = field(default_factory=dict)  # alias: why it cannot be called
 
     @property
@@ -79,32 +79,34 @@ def snapshot_for(
     cascade = Cascade(loaded.config, providers, health=health, limits=traffic.limits)
     scorer = None
     if loaded.config.routing.learned and learned_path is not None:
-        scorer = load_scorer(learned_path)
+        scorer = load_scorer(loaded.config, learned_path)
     unavailable = loaded.config.unavailable(os.environ if environ is None else environ)
     return Snapshot(loaded, cascade, traffic, scorer, unavailable)
 
 
-def load_scorer(path: Path) -> learned.Scorer | None:
-    """The learned router at `path`; without one (or unreadable), the policy routes by the
-    difficulty ladder and the log says why."""
-    try:
-        scorer = learned.load(path)
-    except PirouterError as exc:
-        log.error("learned_model_unreadable", error=exc.message, routing="difficulty ladder")
-        return None
+def load_scorer(config: Config, path: Path) -> Router | None:
+    """The learned router: the owner's model at `path` with the shipped prior (prior.build);
+    without either (or unreadable), the policy routes by the difficulty ladder and the log says
+    why."""
+    scorer, problems = prior.build(config, path)
+    for problem in problems:
+        log.error("learned_model_unreadable", error=problem)
     if scorer is None:
         log.warning(
             "learned_model_missing",
             path=str(path),
-            fix="run `pirouter learn`",
+            fix="run `pirouter learn`, or set [routing] prior = true",
             routing="difficulty ladder",
         )
         return None
+    owner = scorer.owner
     log.info(
         "learned_model_loaded",
         path=str(path),
-        models=sorted(scorer.models),
-        labels=scorer.labels,
+        source=scorer.source,
+        models=sorted(owner.models) if owner is not None else [],
+        labels=owner.labels if owner is not None else 0,
+        bias=round(scorer.bias, 4),
     )
     return scorer
 
