@@ -115,3 +115,68 @@ def test_no_ledger_means_no_feedback(fake: FakeUpstream, tmp_path: Path) -> None
         assert daemon.stop() == 0
     assert status == 400 and "no ledger" in error["error"]["message"]
     assert not (tmp_path / "l.db").exists()  # the file is never made for it
+
+
+def test_cli_feedback_through_the_running_daemon_and_straight_into_the_ledger(
+    fake: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a daemon running (found by its run file, or --url) the CLI gives feedback through
+    it; with none, into the config's ledger. A made-up id is exit 1 either way, nothing kept."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # the daemon's run file
+    book = tmp_path / "ledger.db"
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.replace("{url}", fake.url).replace("{ledger}", str(book)))
+    runner = CliRunner()
+
+    def feedback(*args: str) -> tuple[int, str, str]:
+        result = runner.invoke(app, ["feedback", *args, "-c", str(config)])
+        return result.exit_code, result.stdout, result.stderr
+
+    daemon = Daemon(config).start()
+    try:
+        status, headers, _ = daemon.post(
+            {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+        )
+        assert status == 200
+        rid = headers["x-pirouter-request-id"]
+        assert feedback(rid, "good") == (
+            0,
+            f"feedback 1 on {rid} kept by the daemon at {daemon.url}\n",
+            "",
+        )
+        assert feedback("made-up", "bad") == (
+            1,
+            "",
+            f"Error: no request made-up at the daemon {daemon.url}; its id is the answer's "
+            "x-pirouter-request-id, as `pirouter ledger tail` shows\n",
+        )
+        assert feedback(rid, "0.5", "--url", "http://127.0.0.1:9") == (
+            1,
+            "",
+            "Error: pirouter is not answering at http://127.0.0.1:9 "
+            "([Errno 111] Connection refused)\n",
+        )
+    finally:
+        assert daemon.stop() == 0
+    # `ledger tail` shows the id whole, to copy into `feedback`
+    tail = runner.invoke(app, ["ledger", "tail", "-n", "1", "-c", str(config)])
+    assert tail.exit_code == 0 and tail.stdout.splitlines()[1].split()[2] == rid
+    # no daemon: straight into the ledger, which knows the request, and not the made-up id
+    assert feedback(rid, "bad", "--comment", "on second thought") == (
+        0,
+        f"feedback 0 on {rid} kept in {book}\n",
+        "",
+    )
+    code, out, err = feedback("made-up", "good")
+    assert (code, out) == (1, "")
+    assert err.startswith(f"Error: no request made-up in the ledger {book}; its id is the ")
+    assert feedback_rows(book) == [(rid, 1.0, None, "http"), (rid, 0.0, "on second thought", "cli")]
+    # a ledger not there yet holds no request, and asking does not make one
+    empty = tmp_path / "none.db"
+    config.write_text(config.read_text().replace(str(book), str(empty)))
+    assert feedback("made-up", "good") == (
+        1,
+        "",
+        f"Error: no request made-up in the ledger {empty}: it holds no requests yet\n",
+    )
+    assert not empty.exists()

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from typer.testing import CliRunner
 from pirouter_py.cli import app
 from pirouter_py.config import init as finder
 from pirouter_py.config import load_config
+from pirouter_py.errors import ConfigError
 from tests.fakes import Daemon, FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,8 +109,14 @@ def test_init_writes_what_it_found_and_it_loads(
     assert models["gpt-4.1"].input_per_m == 2.0 and models["gpt-4.1"].quality == "strong"
     assert models["or-claude-sonnet"].provider == "openrouter"
     assert cfg.routing.turns and cfg.affinity.enabled
+    # what `pirouter learn` needs is on, and the file says what it does
+    assert cfg.routing.learned and cfg.learning.keep_features is True
+    assert "learned = true" in text and "# The learned router:" in text
+    assert "keep_features = true" in text and "hashed features (never its text)" in text
     assert [r.name for r in cfg.rules] == ["explicit-override"]
     assert "/api/tags" in ollama.listings and "/v1/models" in studio.listings
+    # only what the servers list: none of Ollama's usual models it does not have
+    assert "qwen2.5-coder:7b" not in text and "llama3.2-local" not in text
 
 
 def test_init_print_is_the_golden_file(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,14 +158,12 @@ def test_init_with_nothing_found_writes_ollama_defaults_and_never_overwrites(
     assert "# my own note" not in target.read_text()
 
 
-def test_init_on_a_terminal_asks_for_each_provider(
-    servers: tuple[FakeUpstream, FakeUpstream], tmp_path: Path
-) -> None:
-    """Run in a pseudo-terminal: no to Ollama, yes to LM Studio."""
-    target = tmp_path / "config.toml"
+def init_on_a_terminal(studio: FakeUpstream, target: Path, answers: list[bytes]) -> bytes:
+    """`pirouter init -c target` in a pseudo-terminal, answering each [Y/n] in turn; what it
+    showed (it must exit 0)."""
     code = (
         "import sys; from pirouter_py.config import init as f; "
-        f"f.LOCAL_SERVERS = (('lmstudio', 'LM Studio', {servers[1].url!r}),); "
+        f"f.LOCAL_SERVERS = (('lmstudio', 'LM Studio', {studio.url!r}),); "
         "from pirouter_py.cli import main; sys.argv = ['pirouter', 'init', '-c', sys.argv[1]]; "
         "main()"
     )
@@ -172,7 +178,7 @@ def test_init_on_a_terminal_asks_for_each_provider(
     )
     os.close(slave)
     seen = b""
-    answers = [b"n\n", b"y\n"]
+    asked = len(answers)
     deadline = time.monotonic() + 30
     while proc.poll() is None and time.monotonic() < deadline:
         ready, _, _ = select.select([master], [], [], 0.2)
@@ -181,13 +187,61 @@ def test_init_on_a_terminal_asks_for_each_provider(
                 seen += os.read(master, 4096)
             except OSError:
                 break
-        if answers and seen.count(b"[Y/n]") > 2 - len(answers):
+        if answers and seen.count(b"[Y/n]") > asked - len(answers):
             os.write(master, answers.pop(0))
     proc.wait(10)
     os.close(master)
     assert proc.returncode == 0, seen.decode()
+    return seen
+
+
+def test_init_on_a_terminal_asks_for_each_provider(
+    servers: tuple[FakeUpstream, FakeUpstream], tmp_path: Path
+) -> None:
+    """Run in a pseudo-terminal: no to Ollama, yes to LM Studio."""
+    target = tmp_path / "config.toml"
+    seen = init_on_a_terminal(servers[1], target, [b"n\n", b"y\n"])
     assert b"Use Ollama answering at" in seen and b"Use LM Studio answering at" in seen
-    assert sorted(load_config(target).config.providers) == ["lmstudio"]
+    cfg = load_config(target).config
+    assert sorted(cfg.providers) == ["lmstudio"]
+    assert {m.provider for m in cfg.models.values()} == {"lmstudio"}
+
+
+def test_init_declining_every_provider_writes_no_model_and_says_what_next(
+    servers: tuple[FakeUpstream, FakeUpstream], tmp_path: Path
+) -> None:
+    """No to both: not one model written (none of Ollama's usual ones either); the output and
+    the file say how to add them, and the commands it names complete the file."""
+    ollama, studio = servers
+    target = tmp_path / "config.toml"
+    seen = init_on_a_terminal(studio, target, [b"n\n", b"n\n"]).decode()
+    text = target.read_text()
+    written = tomllib.loads(text)
+    assert "models" not in written and "providers" not in written
+    assert "qwen2.5-coder" not in text and "llama3.2-local" not in text
+    assert f"wrote {target}: 0 providers, 0 models" in seen
+    assert "no provider taken, so no model written; add yours:" in seen
+    assert (
+        "pirouter providers add NAME --type openai|anthropic|ollama --base-url URL "
+        f"[--key-env VAR] -c {target}" in seen
+    )
+    assert f"pirouter models add ALIAS --provider NAME --model-id ID -c {target}" in seen
+    assert "# No provider yet: add one and its models, e.g." in text
+    with pytest.raises(ConfigError) as refused:  # `run` says why it cannot serve yet
+        load_config(target)
+    assert [p.key for p in refused.value.problems] == ["models"]
+    run = CliRunner().invoke
+    added = run(app, ["providers", "add", "ollama", "--base-url", ollama.url, "-c", str(target)])
+    assert added.exit_code == 0, added.output
+    assert run(
+        app,
+        [*("models", "add", "small", "--provider", "ollama", "--model-id", "llama3.2:3b"),
+         *("--local", "-c", str(target))],
+    ).exit_code == 0  # fmt: skip
+    cfg = load_config(target).config
+    assert cfg.providers["ollama"].url == ollama.url and list(cfg.models) == ["small"]
+    changes = only_changes(text, target.read_text())
+    assert "+[providers.ollama]" in changes and all(c.startswith("+") for c in changes)
 
 
 EXAMPLE = (ROOT / "config.example.toml").read_text()
@@ -353,3 +407,123 @@ def test_run_probes_each_provider_once_and_says_how_it_is(
     )
     assert fake.listings == ["/v1/models", "/v1/models"]  # once each; never a completion
     assert fake.seen == []
+
+
+def test_config_set_refuses_a_key_the_config_does_not_have(commented: Path) -> None:
+    """A typo is a usage error naming the key it meant; nothing is written."""
+    run = CliRunner().invoke
+    typo = run(app, ["config", "set", "routing.profle", "best-quality", "-c", str(commented)])
+    assert typo.exit_code == 2
+    assert typo.stderr == (
+        "Error: routing.profle: no such config key (did you mean `routing.profile`?); "
+        f"{commented} not changed (config.example.toml explains every key)\n"
+    )
+    deeper = run(app, ["config", "set", "models.haiku.qualty", "strong", "-c", str(commented)])
+    assert deeper.exit_code == 2 and "did you mean `models.haiku.quality`?" in deeper.stderr
+    table = '{type = "openai", base_url = "http://127.0.0.1:9", api_kye_env = "K"}'
+    inside = run(app, ["config", "set", "providers.x", table, "-c", str(commented)])
+    assert inside.exit_code == 2
+    assert "providers.x.api_kye_env: no such config key (did you mean" in inside.stderr
+    assert run(app, ["config", "set", "nope", "1", "-c", str(commented)]).exit_code == 2
+    assert commented.read_text() == EXAMPLE
+    # a known key is still set, and a provider's key by itself says how to add one whole
+    assert (
+        run(
+            app, ["config", "set", "routing.profile", "best-quality", "-c", str(commented)]
+        ).exit_code
+        == 0
+    )
+    half = run(app, ["config", "set", "providers.fake.type", "openai", "-c", str(commented)])
+    assert half.exit_code == 3 and "providers.fake: missing `base_url`" in half.stderr
+    assert "hint: `pirouter providers add NAME --type TYPE --base-url URL`" in half.stderr
+    model = run(
+        app, ["models", "add", "x", "--provider", "fake", "--model-id", "m", "-c", str(commented)]
+    )
+    assert model.exit_code == 3
+    assert "hint: add provider `fake` first: pirouter providers add fake --type" in model.stderr
+
+
+@pytest.fixture
+def platform_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """$XDG_CONFIG_HOME in a temp dir, no $PIROUTER_CONFIG: the platform's config.toml path."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("PIROUTER_CONFIG", raising=False)
+    return tmp_path / "xdg" / "pirouter" / "config.toml"
+
+
+def test_init_tells_a_daemon_on_the_built_in_default_will_load_the_file(
+    servers: tuple[FakeUpstream, FakeUpstream],
+    platform_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`pirouter run` first, then `pirouter init`: init says the daemon will load the file, and
+    it does, without a restart."""
+    from tests.test_reload import DefaultDaemon, health, wait_for
+
+    daemon = DefaultDaemon(platform_dir).start()
+    try:
+        url = daemon.url
+        monkeypatch.setattr(finder, "BIND", url.removeprefix("http://"))
+        result = CliRunner().invoke(app, ["init", "--yes"])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.splitlines() == [
+            f"wrote {platform_dir}: 2 providers, 6 models",
+            f"the daemon answering at {url} runs on the built-in default: it loads the new file "
+            f"within a few seconds (no restart needed); point clients at {url}",
+        ]
+        (line,) = wait_for(daemon, "config_reloaded", timeout=15)
+        assert line["models"] == 6
+        assert health(daemon)["config"] == str(platform_dir)
+    finally:
+        daemon.stop()
+
+
+def test_init_says_how_to_restart_a_daemon_that_runs_another_config(
+    servers: tuple[FakeUpstream, FakeUpstream],
+    fake: FakeUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    other = tmp_path / "other.toml"
+    other.write_text(
+        f'[providers.fake]\ntype = "openai"\nbase_url = "{fake.url}"\n'
+        '[models.m]\nprovider = "fake"\nmodel_id = "m-cheap"\n'
+    )
+    target = tmp_path / "config.toml"
+    daemon = Daemon(other).start()
+    try:
+        url = daemon.url
+        monkeypatch.setattr(finder, "BIND", url.removeprefix("http://"))
+        result = CliRunner().invoke(app, ["init", "--yes", "-c", str(target)])
+    finally:
+        daemon.stop()
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1] == (
+        f"a daemon answering at {url} runs with {other}, not {target}: to use the new file, "
+        f"stop it (Ctrl-C where it runs) and start `pirouter run -c {target}`"
+    )
+
+
+def test_init_with_no_daemon_or_an_unknown_server_at_the_address(
+    servers: tuple[FakeUpstream, FakeUpstream], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing answering: start one. A server that does not say its config (not pirouter, or
+    one wanting a client key): restart it."""
+    ollama, _ = servers
+    port = closed_port()
+    monkeypatch.setattr(finder, "BIND", f"127.0.0.1:{port}")
+    first = tmp_path / "a.toml"
+    result = CliRunner().invoke(app, ["init", "--yes", "-c", str(first)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1] == (
+        f"next: `pirouter run -c {first}`, then point clients at http://127.0.0.1:{port}"
+    )
+    monkeypatch.setattr(finder, "BIND", ollama.url.removeprefix("http://"))
+    second = tmp_path / "b.toml"
+    result = CliRunner().invoke(app, ["init", "--yes", "-c", str(second)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1] == (
+        f"a daemon answering at {ollama.url} runs but cannot say with which config (client "
+        f"keys?), not {second}: to use the new file, stop it (Ctrl-C where it runs) and start "
+        f"`pirouter run -c {second}`"
+    )

@@ -175,13 +175,97 @@ def test_difficulty_header_overrides_heuristic(two: Callable[[str], Config]) -> 
 # --- edges ---------------------------------------------------------------------------------------
 
 
-def test_no_candidate_gives_v01_error(two: Callable[[str], Config]) -> None:
-    cfg = two('[routing]\nprofile = "cloud-only"\n')
+def with_image(prompt: str, tools: bool = False) -> ChatRequest:
+    offered = (ToolSpec("tool", None, {"type": "object", "properties": {}}),) if tools else ()
+    return ChatRequest(
+        "auto", (Message("user", (TextPart(prompt), ImagePart("https://e.x/cat.png"))),), offered
+    )
+
+
+SONNET_OFF = ('model_id = "claude-sonnet"\n', 'model_id = "claude-sonnet"\nenabled = false\n')
+TINY_OFF = ('model_id = "llama3.2:3b"\n', 'model_id = "llama3.2:3b"\nenabled = false\n')
+NO_VISION = ("supports_vision = true\n", "")
+TINY_SEES = ("local = true\n", "local = true\nsupports_vision = true\n")
+ASKED = "(request: profile = "
+# edits of TWO, [routing] profile, request -> the message: the constraint that failed first, in
+# the config's own spelling, what to do, then what the request asked
+NOTHING_FITS: list[tuple[tuple[tuple[str, str], ...], str, ChatRequest, str]] = [
+    (
+        (),
+        "cloud-only",
+        ask("x" * 700000),
+        "no model's context window holds the request's estimated 233337 tokens (the largest "
+        "that could take it: sonnet, context_window = 200000): use a model with a larger "
+        f'context_window, or send a shorter request {ASKED}"cloud-only", estimated 233337 tokens)',
+    ),
+    (
+        (NO_VISION,),
+        "balanced",
+        with_image("what is this"),
+        "no model takes images: enable a model with supports_vision = true, or send the "
+        f'request without images {ASKED}"balanced", images, estimated 8 tokens)',
+    ),
+    (
+        (SONNET_OFF,),
+        "local-first",
+        ask("hi", tools=True),
+        "no model takes tools: enable a model with supports_tools = true, or send the request "
+        f'without tools {ASKED}"local-first", tools, estimated 4 tokens)',
+    ),
+    (
+        (SONNET_OFF,),
+        "cloud-only",
+        ask("hi"),
+        "no cloud model for the cloud-only profile: enable a cloud model, or set [routing] "
+        f'profile to another profile {ASKED}"cloud-only", estimated 4 tokens)',
+    ),
+    (
+        (SONNET_OFF, TINY_OFF),
+        "balanced",
+        ask("hi"),
+        "every model is disabled: enable one with `pirouter models enable ALIAS` (enabled = "
+        f'true) {ASKED}"balanced", estimated 4 tokens)',
+    ),
+    (
+        (NO_VISION, TINY_SEES),
+        "balanced",
+        with_image("what is this", tools=True),
+        "no enabled model has image input (supports_vision = true) and tool support "
+        "(supports_tools = true): enable one that has them all "
+        f'{ASKED}"balanced", tools, images, estimated 8 tokens)',
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("edits", "profile", "request_", "message"),
+    NOTHING_FITS,
+    ids=["too-long", "images", "tools", "cloud-only", "all-disabled", "images-and-tools"],
+)
+def test_nothing_fits_names_the_constraint_first(
+    write_config: Callable[[str], Path],
+    edits: tuple[tuple[str, str], ...],
+    profile: str,
+    request_: ChatRequest,
+    message: str,
+) -> None:
+    text = TWO
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new)
+    cfg = load_config(write_config(text + f'[routing]\nprofile = "{profile}"\n')).config
     with pytest.raises(RoutingError) as caught:
-        decide(cfg, ask("x" * 700000), {})
+        decide(cfg, request_, {})
+    assert caught.value.message == message
+
+
+def test_nothing_available_names_each_model_left_out(write_config: Callable[[str], Path]) -> None:
+    cfg = load_config(write_config(TWO.replace(*TINY_OFF))).config
+    with pytest.raises(RoutingError) as caught:
+        decide(cfg, ask("hi"), {}, unavailable={"sonnet": "key missing: K is not set"})
     assert caught.value.message == (
-        "no enabled model satisfies routing constraints: "
-        "profile=CloudOnly, tools=false, estimated_tokens=233337"
+        "no model is available: sonnet (key missing: K is not set) "
+        f'{ASKED}"balanced", estimated 4 tokens)'
     )
 
 

@@ -167,3 +167,53 @@ def test_a_request_in_flight_keeps_its_whole_snapshot_to_its_ledger_row(
     assert first_cost < first_in * 2 / 1e6  # $1/M in, $1/M out: the old catalog
     assert second_cost >= second_in * 1000 / 1e6  # $1000/M in: the new one
     assert first not in stored and second in stored  # store_prompts off, then on
+
+
+class DefaultDaemon(Daemon):
+    """`pirouter run` with no --config: on the built-in default until a file appears at the
+    platform's config path (`config`, under $XDG_CONFIG_HOME)."""
+
+    def __init__(self, config: Path) -> None:
+        home = config.parent.parent
+        super().__init__(config, env={"XDG_CONFIG_HOME": str(home), "PIROUTER_CONFIG": ""})
+
+    def config_args(self) -> tuple[str, ...]:
+        return ()
+
+
+def health(daemon: Daemon) -> Any:
+    host, port = daemon.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", "/health")
+    body = json.loads(conn.getresponse().read())
+    conn.close()
+    return body
+
+
+def test_a_daemon_on_the_built_in_default_loads_the_file_when_it_appears(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """`pirouter run` before `pirouter init`: the file init writes at the platform's path is
+    picked up without a restart (SIGHUP before it exists changes nothing)."""
+    fake.reset()
+    path = tmp_path / "xdg" / "pirouter" / "config.toml"
+    daemon = DefaultDaemon(path).start()
+    try:
+        assert health(daemon)["config"] == "<built-in default>"
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGHUP)
+        (skipped,) = wait_for(daemon, "config_reload_skipped")
+        assert skipped["watching"] == str(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(BASE.replace("{url}", fake.url))
+        (line,) = wait_for(daemon, "config_reloaded", timeout=15)
+        assert (line["path"], line["was"], line["models"]) == (
+            str(path),
+            "<built-in default>",
+            2,
+        )
+        assert health(daemon)["config"] == str(path)
+        assert ask(daemon)[0] == "cheap"
+        assert daemon.proc.poll() is None
+    finally:
+        daemon.stop()

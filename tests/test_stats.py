@@ -115,22 +115,22 @@ def book(tmp_path: Path, write_config: Callable[[str], Path]) -> Path:
 
 
 def stats(config: Path, *args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, ["stats", "-c", str(config), *args])
+    result = runner.invoke(app, ["stats", "-c", str(config), *args], env={"COLUMNS": "80"})
     return result.exit_code, result.stdout, result.stderr
 
 
 GOLDEN = """\
 pirouter stats: last 24 hours
-  requests 4, success 75.0%, escalated 50.0%
-  cost $0.029, on strong $0.097, saved $0.068 (70.1%)
+  requests 4, success 75.0% (25.0% after an escalation), failed 25.0%
+  cost $0.0290, on strong $0.0970, saved $0.0680 (70.1%)
 
-model        reqs  in_tokens  out_tokens  cost_usd  p50_ms  p95_ms  escalated  errors
--------------------------------------------------------------------------------------
-cheap           2       3000        1500    0.0060     100     200          0       0
-(no answer)     1          0           0         0      50      50          1       1
-strong          1       2000         402     0.023     300     300          1       0
--------------------------------------------------------------------------------------
-TOTAL           4       5000        1902     0.029     100     300          2       1
+model        reqs  in_tok  out_tok     cost  p50_ms  p95_ms  escalated  failed
+------------------------------------------------------------------------------
+cheap           2    3000     1500  $0.0060     100     200          0       0
+(no answer)     1       0        0  $0.0000      50      50          0       1
+strong          1    2000      402  $0.0230     300     300          1       0
+------------------------------------------------------------------------------
+TOTAL           4    5000     1902  $0.0290     100     300          1       1
 """
 
 
@@ -142,7 +142,14 @@ def test_json_has_the_same_numbers(book: Path) -> None:
     code, out, _ = stats(book, "--json")
     report = json.loads(out)
     assert code == 0
-    assert (report["requests"], report["successes"], report["escalated"]) == (4, 3, 2)
+    # r2 was answered after an escalation; r3 failed (its escalations do not count)
+    assert (report["requests"], report["successes"], report["escalated"]) == (4, 3, 1)
+    assert (report["failed"], report["failure_rate"]) == (1, 0.25)
+    assert [(g["key"], g["escalated"], g["errors"]) for g in report["groups"]] == [
+        ("cheap", 0, 0),
+        ("(no answer)", 0, 1),
+        ("strong", 1, 0),
+    ]
     assert report["cost_usd"] == pytest.approx(0.029004, abs=1e-9)
     assert report["baseline"] == {"alias": "strong", "cost_usd": pytest.approx(0.097, abs=1e-9)}
     assert report["savings_usd"] == pytest.approx(0.067996, abs=1e-9)
@@ -213,8 +220,12 @@ def test_ledger_path_tail_and_export(book: Path, tmp_path: Path) -> None:
     head, *tail = runner.invoke(
         app, ["ledger", "tail", "-n", "2", "-c", str(book)]
     ).stdout.splitlines()
-    assert head.split() == ["time", "status", "rule", "in", "out", "cost_usd", "ms", "attempts"]
+    assert head.split() == [
+        *("time", "request_id", "status", "rule", "in", "out", "cost", "ms", "attempts")
+    ]
     assert len(tail) == 2 and "exhausted" in tail[0] and "cheap:ok" in tail[1]
+    # the request id, whole, in its column: what `pirouter feedback` takes
+    assert [line.split()[2] for line in tail] == ["r3", "r4"]
     assert "cheap:escalated_http_error > strong:escalated_http_error" in tail[0]
     lines = runner.invoke(app, ["ledger", "tail", "--json", "-c", str(book)]).stdout
     assert [json.loads(x)["id"] for x in lines.splitlines()] == ["r1", "r2", "r3", "r4"]

@@ -18,7 +18,7 @@ from pirouter_py.cli.ledger import parse_since
 from pirouter_py.config import load_config
 from pirouter_py.ledger import rows as ledger_rows
 from pirouter_py.ledger import schema
-from pirouter_py.reports.render import money, spark
+from pirouter_py.reports.render import decimals, money, spark, usd
 from tests.test_stats import CONFIG, attempt, record, runner
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -121,6 +121,23 @@ def test_money_keeps_what_was_spent_visible(value: float, expected: str) -> None
     assert money(value) == expected
 
 
+@pytest.mark.parametrize(
+    ("values", "places", "shown"),
+    [
+        ([0.0], 2, ["$0.00"]),
+        ([0.0, 0.0018, 0.000023], 6, ["$0.000000", "$0.001800", "$0.000023"]),
+        ([0.029004, 0.006, 0.0], 4, ["$0.0290", "$0.0060", "$0.0000"]),
+        ([12.345, 0.5], 2, ["$12.35", "$0.50"]),
+        ([1234.5, 0.05], 3, ["$1,234.500", "$0.050"]),
+        ([1e-12], 8, ["$0.00000000"]),
+    ],
+)
+def test_one_cost_format_per_report(values: list[float], places: int, shown: list[str]) -> None:
+    """Every cost of a report has the decimals its smallest needs for two significant digits."""
+    assert decimals(values) == places
+    assert [usd(v, places) for v in values] == shown
+
+
 def test_sparklines_scale_to_the_peak() -> None:
     assert spark([0, 1, 2, 4, 8]) == " ▁▂▄█"
     assert spark([0, 0]) == "▁▁"
@@ -138,3 +155,91 @@ def test_since_takes_ages_and_days(utc: None) -> None:
     assert parse_since("2026-11-21", now) == datetime(2026, 11, 21, tzinfo=UTC).timestamp()
     with pytest.raises(typer.BadParameter, match="neither an age nor a date"):
         parse_since("soon", now)
+
+
+LONG = """
+[ledger]
+path = "{ledger}"
+[providers.openai]
+[models."llama3.2-local-instruct"]
+provider = "openai"
+model_id = "l"
+[models.fake-cheap-model]
+provider = "openai"
+model_id = "c"
+input_per_m = 0.02
+output_per_m = 0.04
+[models.fake-strong-model]
+provider = "openai"
+model_id = "s"
+input_per_m = 3.0
+output_per_m = 15.0
+"""
+LONG_ALIASES = ("llama3.2-local-instruct", "fake-cheap-model", "fake-strong-model")
+
+
+@pytest.fixture
+def long_names(tmp_path: Path, write_config: Callable[[str], Path]) -> Path:
+    """Three models whose aliases share a prefix, with costs from nothing to cents, a day."""
+    path = tmp_path / "ledger.db"
+    config = write_config(LONG.replace("{ledger}", str(path)))
+    records = []
+    for i, alias in enumerate(LONG_ALIASES * 3):
+        records.append(
+            record(
+                f"r{i}",
+                START + 3_600 * i,
+                "ok",
+                alias,
+                100 * (i + 1),
+                attempt(alias, "ok", (1000 * (i + 1), 100), True),
+            )
+        )
+    db = schema.connect(path)
+    schema.migrate(db)
+    ledger_rows.write_batch(db, records, load_config(config).config.models)
+    db.close()
+    return config
+
+
+def test_stats_at_80_columns_keeps_every_alias_whole(long_names: Path, utc: None) -> None:
+    result = runner.invoke(
+        app, ["stats", "--since", "2026-11-20", "-c", str(long_names)], env={"COLUMNS": "80"}
+    )
+    assert result.exit_code == 0, result.output
+    golden("stats_long_aliases.txt", result.stdout)
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in result.stdout and "..." not in result.stdout
+    assert {line.split()[0] for line in lines if line.startswith(("llama", "fake"))} == set(
+        LONG_ALIASES
+    )
+    # one format for every cost: a dollar sign and the same decimals (the smallest's two digits)
+    header = next(line.split() for line in lines if line.startswith("model "))
+    table = [line.split() for line in lines if line.startswith(("llama", "fake", "TOTAL"))]
+    costs = [cells[header.index("cost")] for cells in table]
+    assert costs == ["$0.00031", "$0.05850", "$0.00000", "$0.05881"]
+
+
+def test_stats_on_a_terminal_at_80_columns_keeps_every_alias_whole(
+    long_names: Path, utc: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rich table a terminal gets: columns dropped by priority, never an alias cut."""
+    from pirouter_py.cli.ledger import _rich_summary
+    from pirouter_py.ledger import read
+    from pirouter_py.reports import stats
+
+    monkeypatch.setenv("COLUMNS", "80")
+    db = read.open_read_only(long_names.parent / "ledger.db", None)
+    try:
+        rows = read.read_requests(db, 0, None, False)
+    finally:
+        db.close()
+    summary = stats.summarize(rows, since=START, by="model", baseline=None)
+    _rich_summary(summary, "since 2026-11-20", stats.trend(rows))
+    out = capsys.readouterr().out
+    golden("stats_long_aliases_terminal.txt", out)
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "…" not in out
+    for alias in LONG_ALIASES:
+        assert f" {alias} " in out

@@ -297,7 +297,9 @@ def agents(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Print the settings that point a coding agent at this daemon, for the running config."""
+    """Print the settings that point a coding agent at this daemon.
+
+    They are made for the config in use (its address, keys and models)."""
     loaded = guard(lambda: load(ctx, config, warn=False))
     made = settings(agent, loaded.config, daemon_url(loaded.config), whole)
     if catalog is not None:

@@ -166,13 +166,17 @@ def learned_path(loaded: LoadedConfig) -> Path:
 
 
 def learned_scorer(loaded: LoadedConfig) -> Any:
-    """The learned router beside the ledger when the config turns it on, else None (the
-    decision is then the difficulty ladder's, as the daemon's would be)."""
+    """The learned router the daemon would use (the owner's model beside the ledger with the
+    shipped prior, prior.build) when the config turns it on, else None (the decision is then
+    the difficulty ladder's, as the daemon's would be). What cannot be read goes to stderr."""
     if not loaded.config.routing.learned:
         return None
-    from pirouter_py.routing import learned
+    from pirouter_py.routing import prior
 
-    return guard(lambda: learned.load(learned_path(loaded)))
+    scorer, problems = prior.build(loaded.config, learned_path(loaded))
+    for problem in problems:
+        sys.stderr.write(f"warning: {problem}\n")
+    return scorer
 
 
 def daemon_url(config: Config) -> str:
@@ -184,3 +188,130 @@ def daemon_url(config: Config) -> str:
     assert bound is not None  # validated at load
     host = "127.0.0.1" if bound[0] in ("0.0.0.0", "::") else bound[0]
     return f"http://{f'[{host}]' if ':' in host else host}:{bound[1]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# finding the running daemon: --url, else the run file of a live `pirouter run`, else the config
+
+RUN_FILE_NAME = "run.json"  # in the platform state dir: {"pid", "url", "host", "port", "config"}
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="The daemon's address, e.g. http://127.0.0.1:18402 (default: the running "
+        "daemon's, from its run file, else the config's [server] bind).",
+        metavar="<url>",
+        show_default=False,
+    ),
+]
+
+
+def run_file() -> Path:
+    """Where `pirouter run` says where it listens: `<platform user state dir>/pirouter/run.json`."""
+    import platformdirs
+
+    return platformdirs.user_state_path("pirouter", appauthor=False) / RUN_FILE_NAME
+
+
+def write_run_file(url: str, config: str) -> Path | None:
+    """Say where this daemon listens (replacing another's file); None, with a warning, when the
+    state dir cannot be written (the daemon serves anyway)."""
+    import os
+    from urllib.parse import urlsplit
+
+    path = run_file()
+    parts = urlsplit(url)
+    doc = {
+        "pid": os.getpid(),
+        "url": url,
+        "host": parts.hostname,
+        "port": parts.port,
+        "config": config,
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{RUN_FILE_NAME}.{os.getpid()}")
+        temporary.write_text(json.dumps(doc) + "\n", encoding="utf-8")
+        temporary.replace(path)
+    except OSError as exc:
+        sys.stderr.write(
+            f"warning: cannot write the run file {path} ({exc}): `pirouter status` finds this "
+            "daemon only with --url\n"
+        )
+        return None
+    return path
+
+
+def remove_run_file(path: Path) -> None:
+    """Remove the run file at `path` if it is still this process's (another daemon started since
+    may have replaced it)."""
+    import os
+
+    try:
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def pid_alive(pid: int) -> bool:
+    import os
+
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, and belongs to another user
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def running_daemon() -> str | None:
+    """The address in the run file, if the process that wrote it is alive; a stale or unreadable
+    file is ignored."""
+    try:
+        doc = json.loads(run_file().read_text(encoding="utf-8"))
+        pid, url = doc["pid"], doc["url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(pid, int) or not isinstance(url, str) or not pid_alive(pid):
+        return None
+    return url
+
+
+def checked_url(url: str) -> str:
+    """A --url value without its trailing slash; a usage error unless it is http(s)://host."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise typer.BadParameter(
+            f"{url!r} is not a daemon address: use e.g. http://127.0.0.1:11435",
+            param_hint="--url",
+        )
+    return url.strip().rstrip("/")
+
+
+def ask_daemon(request: Any, timeout: float) -> Any:
+    """Open `request` (a URL or a urllib Request) on the daemon directly, never through an HTTP
+    proxy from the environment (a loopback address is not the proxy's to reach)."""
+    import urllib.request
+
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    return direct.open(request, timeout=timeout)
+
+
+def find_daemon(config: Config, url: str | None) -> tuple[str, str]:
+    """The daemon's address and how it was found: --url, else the run file of a live `pirouter
+    run`, else the config's [server] bind."""
+    if url is not None:
+        return checked_url(url), "--url"
+    running = running_daemon()
+    if running is not None:
+        return running, f"the run file {run_file()}"
+    return daemon_url(config), "the config's [server] bind"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -12,16 +13,20 @@ from pirouter_py import __version__
 from pirouter_py.cli.common import (
     ConfigOption,
     JsonOption,
+    UrlOption,
     app,
-    daemon_url,
+    ask_daemon,
     fail,
+    find_daemon,
     guard,
     ledger_file,
     ledger_where,
     load,
     print_json,
+    remove_run_file,
+    write_run_file,
 )
-from pirouter_py.errors import ExitCode
+from pirouter_py.errors import ExitCode, install_hint
 
 # ---------------------------------------------------------------------------------------------
 # run
@@ -88,12 +93,16 @@ def run(
     ledger_path = None if no_ledger else ledger_file(loaded)
     if ledger_path is not None and cfg.ledger.url is not None and not has_module("psycopg"):
         fail(
-            "[ledger] url needs the PostgreSQL driver: pip install 'pirouter-py[team]' "
+            f"[ledger] url needs the PostgreSQL driver: {install_hint('team')} "
             "(or remove [ledger] url to keep the ledger in a SQLite file)",
             ExitCode.CONFIG,
         )
 
+    written: list[Path] = []
+
     def announce(url: str) -> None:
+        run_file = write_run_file(url, loaded.source)  # for `status`, `dashboard`, `feedback`
+        written.extend([run_file] if run_file is not None else [])
         sys.stdout.write(
             f"pirouter {__version__} listening on {url}\n"
             f"  OpenAI base URL: {url}/v1 (Anthropic and Ollama clients: {url})\n"
@@ -113,39 +122,45 @@ def run(
         sys.stderr.write(f"  {line}\n")
         sys.stderr.flush()
 
-    guard(
-        lambda: runner(
-            serve(loaded, host, port, announce=announce, ledger_path=ledger_path, report=report)
+    try:
+        guard(
+            lambda: runner(
+                serve(loaded, host, port, announce=announce, ledger_path=ledger_path, report=report)
+            )
         )
-    )
+    finally:
+        for path in written:
+            remove_run_file(path)
 
 
 @app.command("status")
 def status(
     ctx: typer.Context,
+    url: UrlOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Is a daemon answering on the configured address? Its version, uptime and counters."""
-    import urllib.error
-    import urllib.request
+    """Show whether the daemon answers: version, uptime, counters.
 
+    The daemon is found by --url, else by the run file of a running `pirouter run`, else at
+    the config's [server] bind."""
     loaded = guard(lambda: load(ctx, config, warn=False))
-    url = daemon_url(loaded.config)
+    url, found = find_daemon(loaded.config, url)
     try:
-        with urllib.request.urlopen(url + "/health", timeout=2) as response:
+        with ask_daemon(url + "/health", timeout=2) as response:
             health = json.loads(response.read())
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         if as_json:
-            print_json({"running": False, "url": url, "error": str(reason)})
+            print_json({"running": False, "url": url, "found_by": found, "error": str(reason)})
         else:
             sys.stdout.write(
-                f"pirouter is not answering at {url} ({reason})\n  start it with `pirouter run`\n"
+                f"pirouter is not answering at {url} ({reason}; address from {found})\n"
+                "  start it with `pirouter run`, or name its address with --url\n"
             )
         raise typer.Exit(int(ExitCode.RUNTIME)) from None
     if as_json:
-        print_json({"running": True, "url": url, **health})
+        print_json({"running": True, "url": url, "found_by": found, **health})
         return
     uptime = int(health.get("uptime_s", 0))
     lines = [
@@ -194,22 +209,25 @@ def dashboard(
     no_open: Annotated[
         bool, typer.Option("--no-open", help="Print the address; do not open a browser.")
     ] = False,
+    url: UrlOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Open the running daemon's dashboard in the browser (it is served at / by `pirouter
-    run`)."""
-    import urllib.request
+    """Open the running daemon's dashboard in the browser.
+
+    It is served at / by `pirouter run`; the daemon is found as `pirouter status` finds it."""
     import webbrowser
 
     loaded = guard(lambda: load(ctx, config, warn=False))
-    url = daemon_url(loaded.config) + "/"
+    base, found = find_daemon(loaded.config, url)
+    url = base + "/"
     try:
-        with urllib.request.urlopen(url + "healthz", timeout=2):
+        with ask_daemon(url + "healthz", timeout=2):
             pass
     except OSError as exc:
         reason = getattr(exc, "reason", exc)
         fail(
-            f"pirouter is not answering at {url} ({reason}); start it with `pirouter run`",
+            f"pirouter is not answering at {url} ({reason}; address from {found}); start it "
+            "with `pirouter run`, or name its address with --url",
             ExitCode.RUNTIME,
         )
     sys.stdout.write(f"{url}\n")

@@ -20,6 +20,8 @@ from pirouter_py.cli.common import (
     ConfigOption,
     JsonOption,
     app,
+    ask_daemon,
+    checked_url,
     fail,
     guard,
     ledger_file,
@@ -27,6 +29,7 @@ from pirouter_py.cli.common import (
     load,
     open_ledger,
     print_json,
+    running_daemon,
 )
 from pirouter_py.errors import ExitCode
 
@@ -135,18 +138,40 @@ def feedback_command(
     comment: Annotated[
         str | None, typer.Option("--comment", help="What was wrong or right.", show_default=False)
     ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="Give it to the daemon at this address, e.g. http://127.0.0.1:18402 "
+            "(default: the running daemon, from its run file, else straight into the ledger).",
+            metavar="<url>",
+            show_default=False,
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Say how good an answer was: kept in the ledger, for learning."""
+    """Say how good an answer was (kept for learning).
+
+    REQUEST_ID is the answer's x-pirouter-request-id (`pirouter ledger tail` shows them). With
+    a running daemon (--url, or its run file), the feedback goes through it; otherwise
+    straight into the config's ledger. An id that names no request is an error (exit 1)."""
     from pirouter_py.ledger import feedback
 
     try:
         value = feedback.parse_score(score)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="SCORE") from None
+    daemon = checked_url(url) if url is not None else running_daemon()
+    if daemon is not None and _feedback_to_daemon(daemon, request_id, value, comment, url):
+        return
     loaded = guard(lambda: load(ctx, config, warn=False))
     where = ledger_where(loaded)
     url = loaded.config.ledger.url
+    if url is None and not ledger_file(loaded).exists():  # asking would make an empty one
+        fail(
+            f"no request {request_id} in the ledger {where}: it holds no requests yet",
+            ExitCode.RUNTIME,
+        )
     try:
         known, _ = feedback.owner(ledger_file(loaded), request_id, url)
         waited = 0.0
@@ -157,14 +182,50 @@ def feedback_command(
         if not known:
             fail(
                 f"no request {request_id} in the ledger {where}; its id is the answer's "
-                "x-pirouter-request-id (an answer of a moment ago may not be written yet: "
-                "try again in a second)",
+                "x-pirouter-request-id, as `pirouter ledger tail` shows (an answer of a moment "
+                "ago may not be written yet: try again in a second)",
                 ExitCode.RUNTIME,
             )
         feedback.record(ledger_file(loaded), request_id, value, comment, "cli", url)
     except (OSError, sqlite3.Error) as exc:
         fail(f"cannot write to the ledger {where}: {exc}", ExitCode.RUNTIME)
     sys.stdout.write(f"feedback {value:g} on {request_id} kept in {where}\n")
+
+
+def _feedback_to_daemon(
+    daemon: str, request_id: str, score: float, comment: str | None, asked: str | None
+) -> bool:
+    """Give the feedback to the daemon at `daemon` (POST /v1/feedback); False when it does not
+    answer and was not named by --url (`asked`): the ledger then takes it directly."""
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"request_id": request_id, "score": score, "comment": comment}).encode()
+    request = urllib.request.Request(
+        daemon + "/v1/feedback", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with ask_daemon(request, timeout=10) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError, OSError):
+            message = f"HTTP {exc.code}"
+        if exc.code == 404:
+            fail(
+                f"no request {request_id} at the daemon {daemon}; its id is the answer's "
+                "x-pirouter-request-id, as `pirouter ledger tail` shows",
+                ExitCode.RUNTIME,
+            )
+        fail(f"the daemon at {daemon} refused the feedback: {message}", ExitCode.RUNTIME)
+    except OSError as exc:
+        if asked is None:
+            return False
+        reason = getattr(exc, "reason", exc)
+        fail(f"pirouter is not answering at {daemon} ({reason})", ExitCode.RUNTIME)
+    sys.stdout.write(f"feedback {score:g} on {request_id} kept by the daemon at {daemon}\n")
+    return True
 
 
 @app.command("stats")
@@ -181,7 +242,7 @@ def stats_command(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Report requests, success, escalations, cost and savings from the ledger."""
+    """Report requests, escalations, failures, cost and savings."""
     import time
 
     from pirouter_py.reports import render as report
@@ -217,7 +278,8 @@ def stats_command(
     elif sys.stdout.isatty():  # colour and rules on a terminal; the same text otherwise
         _rich_summary(summary, window, stats.trend(rows))
     else:
-        sys.stdout.write(report.summary_text(summary, window, stats.trend(rows)))
+        width = _width()
+        sys.stdout.write(report.summary_text(summary, window, stats.trend(rows), width))
     if burns:
         width = max(len(b.key) for b in burns)
         lines = ["", "budgets (today and this month, local time):"]
@@ -229,6 +291,17 @@ def stats_command(
         sys.stdout.write("\n".join(lines) + "\n")
 
 
+def _width() -> int:
+    """The width a plain report fits: $COLUMNS when set, else 80 (it goes to a file or a pipe,
+    read later on some terminal)."""
+    import os
+
+    from pirouter_py.reports import render as report
+
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else report.WIDTH
+
+
 def _rich_summary(summary: Any, window: str, trend: Any) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -236,18 +309,24 @@ def _rich_summary(summary: Any, window: str, trend: Any) -> None:
     from pirouter_py.reports import render as report
 
     console = Console(highlight=False)
-    head = report.summary_head(summary, window)
+    places = report.cost_places(summary, trend)
+    head = report.summary_head(summary, window, places)
     console.print(f"[bold]{head[0]}[/bold]")
-    for line in [*head[1:], "", *report.trend_lines(trend)]:
+    for line in [*head[1:], "", *report.trend_lines(trend, places)]:
         console.print(line, markup=False)
-    headers, rows = report.table_rows(summary)
-    table = Table(*headers, header_style="bold cyan", show_footer=False)
-    for column in table.columns[1:]:
-        column.justify = "right"
+    # a box: a border beside each column and one space of padding each side
+    headers, rows, left_out = report.fitted_rows(
+        summary, console.width, lambda n: 3 * n + 1, places
+    )
+    table = Table(header_style="bold cyan", show_footer=False)
+    for i, header in enumerate(headers):  # no cell is ever cut: an alias shows whole
+        table.add_column(header, justify="right" if i else "left", no_wrap=True, overflow="fold")
     for row in rows[:-1]:
         table.add_row(*row)
     table.add_row(*rows[-1], style="bold", end_section=True)
     console.print(table)
+    for line in report.left_out_line(left_out, console.width):
+        console.print(line, markup=False)
 
 
 def _budget_burn(loaded: LoadedConfig) -> list[Any]:
@@ -274,7 +353,7 @@ def _budget_burn(loaded: LoadedConfig) -> list[Any]:
 
 
 ledger_app = typer.Typer(
-    help="The ledger file itself: where it is, its newest rows, an export, labels.",
+    help="The ledger: its path, newest rows, export, labels.",
     no_args_is_help=True,
 )
 app.add_typer(ledger_app, name="ledger")
@@ -282,7 +361,9 @@ app.add_typer(ledger_app, name="ledger")
 
 @ledger_app.command("path")
 def ledger_path(ctx: typer.Context, config: ConfigOption = None) -> None:
-    """Print where the ledger is (a SQLite file, or [ledger] url with its password hidden)."""
+    """Print where the ledger is (its file, or [ledger] url).
+
+    A url is printed with its password hidden."""
     loaded = guard(lambda: load(ctx, config))
     sys.stdout.write(f"{ledger_where(loaded)}\n")
 
@@ -299,7 +380,9 @@ def ledger_tail(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Print the newest requests, one per line (JSON lines with --json)."""
+    """Print the newest requests with their ids, one per line.
+
+    The id is what `pirouter feedback` takes. JSON lines with --json."""
     import time
 
     from pirouter_py.reports import render as report
@@ -380,8 +463,10 @@ def ledger_labels(
     output: OutputOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Labelled prompts from use, as JSON lines: each model's score per request (1 answered,
-    0 escalated by a check, feedback where given) and its tokens; text only if stored."""
+    """Print labelled prompts from use, as JSON lines.
+
+    Each model's score per request (1 answered, 0 escalated by a check, feedback where given)
+    and its tokens; the text only if stored."""
     from pirouter_py.ledger import labels
 
     loaded = guard(lambda: load(ctx, config))
@@ -395,8 +480,11 @@ def ledger_labels(
             db.close()
     text = "".join(json.dumps(line) + "\n" for line in lines)
     _write(text, output)
-    if output is not None:
-        sys.stderr.write(f"wrote {len(lines)} labelled requests to {output}\n")
+    # how many labels each source gave (`learn` weighs them), on stderr: stdout is the lines
+    counted = ", ".join(f"{source} {n}" for source, n in labels.by_source(lines).items())
+    said = f"{len(lines)} labelled requests"
+    said = f"wrote {said} to {output}" if output is not None else said
+    sys.stderr.write(f"{said}; labels by source: {counted or 'none'}\n")
 
 
 @ledger_app.command("migrate")
@@ -418,7 +506,9 @@ def ledger_migrate(
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Copy a SQLite ledger into PostgreSQL (run again to resume: nothing is copied twice)."""
+    """Copy a SQLite ledger into PostgreSQL.
+
+    Run it again to resume: nothing is copied twice."""
     from pirouter_py.config.schema import postgres_url
     from pirouter_py.ledger import copy
     from pirouter_py.ledger.db import redact

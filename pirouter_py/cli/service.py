@@ -15,7 +15,8 @@ from pirouter_py.cli.common import ConfigOption, app, fail, guard, load
 from pirouter_py.errors import ExitCode
 
 service_app = typer.Typer(
-    help="Run pirouter as a user service: systemd on Linux, launchd on macOS.",
+    help="Run pirouter as a user service (systemd or launchd).\n\nsystemd on Linux, launchd "
+    "on macOS.",
     no_args_is_help=True,
 )
 app.add_typer(service_app, name="service")
@@ -48,7 +49,7 @@ def _where(ctx: typer.Context, config: Path | None) -> tuple[str, Any]:
 def service_install(
     ctx: typer.Context, config: ConfigOption = None, dry_run: DryRunOption = False
 ) -> None:
-    """Install (or update) and start the service for the config in use."""
+    """Install (or update) and start the service for this config."""
     from pirouter_py import service
 
     kind, where = _where(ctx, config)
@@ -71,7 +72,9 @@ def service_install(
 def service_uninstall(
     ctx: typer.Context, config: ConfigOption = None, dry_run: DryRunOption = False
 ) -> None:
-    """Stop the service and remove its unit or plist (the key file is kept)."""
+    """Stop the service and remove its unit or plist.
+
+    The key file is kept."""
     from pirouter_py import service
 
     kind, where = _where(ctx, config)
@@ -115,7 +118,7 @@ def service_logs(
     ] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Show the service's log (journalctl on Linux, the log file on macOS)."""
+    """Show the service's log (journalctl, or the macOS log file)."""
     from pirouter_py import service
 
     kind, where = _where(ctx, config)

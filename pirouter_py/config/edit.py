@@ -1,9 +1,13 @@
-"""In-place edits of the user's config.toml (`models add|enable|disable`, `config set`), with
-tomlkit: every comment, blank line and key order outside the edited lines stays as it was.
+"""In-place edits of the user's config.toml (`providers add|remove`, `models add|enable|disable`,
+`config set`), with tomlkit: every comment, blank line and key order outside the edited lines
+stays as it was.
 
 An edit is checked like a load (`parse_config`) before it is written; one that would make the
-file invalid is refused with the errors, and the file is left untouched. Writes are atomic (a
-temporary file beside it, then a rename) and keep the file's mode (0600 for a new one).
+file invalid is refused with the errors, and the file is left untouched. One exception: a file
+with no model yet is fine to write (`init` with every provider declined, then `providers add`;
+`models add` completes it). `config set` refuses a key the config does not have (UnknownKey: a
+typo is never written). Writes are atomic (a temporary file beside it, then a rename) and keep
+the file's mode (0600 for a new one).
 """
 
 from __future__ import annotations
@@ -18,15 +22,23 @@ from typing import Any
 
 import tomlkit
 from tomlkit.container import Container
-from tomlkit.items import Table
+from tomlkit.items import Table, Whitespace
 
 from pirouter_py.config.load import parse_config
 from pirouter_py.config.rules import did_you_mean
-from pirouter_py.errors import ConfigProblem
+from pirouter_py.errors import ConfigError, ConfigProblem
+
+# A provider's name, as `providers add` takes it (the table name models refer to)
+PROVIDER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class EditError(Exception):
     """An edit that cannot be made: what and why, with the fix."""
+
+
+class UnknownKey(EditError):
+    """`config set` named a key the config does not have: a usage error, nothing written."""
 
 
 def read(path: Path) -> tomlkit.TOMLDocument:
@@ -40,15 +52,52 @@ def read(path: Path) -> tomlkit.TOMLDocument:
         raise EditError(f"{path}:{exc.line}: not valid TOML ({exc}); fix it first") from None
 
 
+def check_text(
+    text: str, source: str, environ: Mapping[str, str] | None = None
+) -> tuple[ConfigProblem, ...]:
+    """The warnings of `text` loaded as `pirouter run` would; ConfigError for an invalid one,
+    except that declaring no model yet is fine here (a file on its way to having some)."""
+    try:
+        return parse_config(text, source, environ)[1]
+    except ConfigError as exc:
+        if any(p.key != "models" for p in exc.problems) or tomllib.loads(text).get("models"):
+            raise
+        return exc.warnings
+
+
 def write(
-    path: Path, doc: tomlkit.TOMLDocument, environ: Mapping[str, str] | None = None
+    path: Path,
+    doc: tomlkit.TOMLDocument,
+    environ: Mapping[str, str] | None = None,
+    setting: str | None = None,
 ) -> tuple[ConfigProblem, ...]:
     """Check the edited text as `pirouter run` would load it, then write it atomically;
-    returns the warnings. Raises ConfigError (nothing written) for an invalid result."""
+    returns the warnings. Raises ConfigError (nothing written) for an invalid result, and
+    UnknownKey when `setting` (the dotted key `config set` set) or a key inside it is not one
+    the config has."""
     text = tomlkit.dumps(doc)
-    _, warnings = parse_config(text, str(path), environ)
+    warnings = check_text(text, str(path), environ)
+    if setting is not None:
+        unknown = [
+            w
+            for w in warnings
+            if w.message.startswith("unknown key")
+            and (w.key == setting or w.key.startswith((f"{setting}.", f"{setting}[")))
+        ]
+        if unknown:
+            raise UnknownKey(_unknown(unknown[0], path))
     write_text(path, text)
     return warnings
+
+
+def _unknown(problem: ConfigProblem, path: Path) -> str:
+    close = re.search(r"did you mean `([^`]+)`", problem.message)
+    parent = problem.key.rsplit(".", 1)[0] + "." if "." in problem.key else ""
+    hint = f" (did you mean `{parent}{close[1]}`?)" if close else ""
+    return (
+        f"{problem.key}: no such config key{hint}; {path} not changed "
+        "(config.example.toml explains every key)"
+    )
 
 
 def write_text(path: Path, text: str, mode: int | None = None) -> None:
@@ -120,8 +169,14 @@ def _resolve(doc: Container | Table, parts: list[str]) -> list[str]:
     return out
 
 
-def set_value(doc: tomlkit.TOMLDocument, dotted: str, value: Any) -> None:
-    """Set `dotted` to `value`, making the tables on the way when missing."""
+def dotted_key(parts: list[str]) -> str:
+    """A key path written as load.py's problems write it: `models."llama3.2-3b".quality`."""
+    return ".".join(p if re.fullmatch(r"[A-Za-z0-9_-]+", p) else f'"{p}"' for p in parts)
+
+
+def set_value(doc: tomlkit.TOMLDocument, dotted: str, value: Any) -> str:
+    """Set `dotted` to `value`, making the tables on the way when missing; returns the key as
+    problems name it."""
     parts = _resolve(doc, split_key(dotted))
     node: Any = doc
     for i, part in enumerate(parts[:-1]):
@@ -132,6 +187,95 @@ def set_value(doc: tomlkit.TOMLDocument, dotted: str, value: Any) -> None:
             where = ".".join(parts[: i + 1])
             raise EditError(f"{where} is a value, not a table; cannot set {dotted} inside it")
     node[parts[-1]] = value
+    return dotted_key(parts)
+
+
+def add_provider(doc: tomlkit.TOMLDocument, name: str, fields: Mapping[str, Any]) -> None:
+    """A new `[providers.<name>]` table after the last provider's."""
+    if not PROVIDER_NAME.fullmatch(name):
+        raise EditError(
+            f"{name!r} cannot name a provider: use letters, digits, `-`, `_` and `.` "
+            "(e.g. openrouter, lm-studio)"
+        )
+    providers = doc.get("providers")
+    if providers is not None and name in providers:
+        raise EditError(
+            f"provider `{name}` already exists; change it with "
+            f"`pirouter config set providers.{name}.KEY VALUE`, or remove it first with "
+            f"`pirouter providers remove {name}`"
+        )
+    table = tomlkit.table()
+    for key, value in fields.items():
+        if value is not None:
+            table[key] = value
+    if providers is None:
+        providers = tomlkit.table(is_super_table=True)
+        doc["providers"] = providers
+    elif len(providers):
+        # The comments and blank lines after the last provider's keys introduce what follows
+        # (config.example.toml's [models] notes): they move below the new table.
+        moved = _trailing(providers[list(providers)[-1]])
+        if moved and not isinstance(moved[0][1], Whitespace):
+            table.add(tomlkit.nl())
+        table.value.body.extend(moved)
+    providers[name] = table
+
+
+def _trailing(table: Any) -> list[tuple[Any, Any]]:
+    """Take the comments and blank lines that end `table`'s body (they introduce what follows
+    it in the file, not its keys) out of it."""
+    body = table.value.body if isinstance(table, Table) else []
+    n = 0
+    while n < len(body) and body[len(body) - 1 - n][0] is None:
+        n += 1
+    moved = body[len(body) - n :]
+    del body[len(body) - n :]  # unkeyed items only: the table's key map stays right
+    return moved
+
+
+def remove_provider(doc: tomlkit.TOMLDocument, name: str) -> None:
+    """Delete `[providers.<name>]`; refused while a model uses it (naming them)."""
+    providers = doc.get("providers") or {}
+    if name not in providers:
+        raise EditError(
+            f"no provider `{name}` in the file"
+            + did_you_mean(name, list(providers))
+            + "; `pirouter providers list` lists them"
+        )
+    models = doc.get("models") or {}
+    users = [
+        alias for alias, m in models.items() if isinstance(m, dict) and m.get("provider") == name
+    ]
+    if users:
+        listed = ", ".join(f"`{a}`" for a in users)
+        raise EditError(
+            f"provider `{name}` is used by model{'s' if len(users) > 1 else ''} {listed}; "
+            f"point {'them' if len(users) > 1 else 'it'} at another provider "
+            f"(`pirouter config set models.{dotted_key([users[0]])}.provider OTHER`) "
+            f"or delete {'their' if len(users) > 1 else 'its'} [models.<alias>] "
+            f"table{'s' if len(users) > 1 else ''} first"
+        )
+    # what follows the removed table's keys introduces the next part of the file: it stays,
+    # under the table before it
+    names = list(providers)
+    moved = _trailing(providers[name])
+    if names.index(name) > 0:
+        before: Any = providers[names[names.index(name) - 1]]
+    else:
+        keys = [k for k, _ in doc.body if k is not None]
+        at = keys.index(tomlkit.key("providers")) if tomlkit.key("providers") in keys else 0
+        before = doc.body[[k for k, _ in doc.body].index(keys[at - 1])][1] if at else None
+    if isinstance(before, Table):
+        body = before.value.body
+        if (
+            moved
+            and body
+            and isinstance(moved[0][1], Whitespace)
+            and isinstance(body[-1][1], Whitespace)
+        ):
+            moved = moved[1:]  # one blank line between the tables, as there was
+        body.extend(moved)
+    del providers[name]
 
 
 def add_model(doc: tomlkit.TOMLDocument, alias: str, fields: Mapping[str, Any]) -> None:

@@ -9,7 +9,10 @@ is set (its key is never read into the file: the file names the variable).
 What it writes, with tomlkit so later edits (`models add`, `config set`, `edit.py`) keep every
 comment: each provider found and its models, with quality tiers (local models by parameter
 count; cloud models from KNOWN, with their published prices), the agent routing defaults (turn
-kinds, session affinity) and the explicit-override rule.
+kinds, session affinity), the learned router with the features it learns from, and the
+explicit-override rule. Only models a provider lists are written: when every provider found is
+declined, none is (the file says how to add them); when nothing is found at all, FALLBACK's
+(Ollama's usual models, for when it runs).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import tomlkit
 from tomlkit.items import Table
 
 PROBE_S = 1.5  # how long a local server may take to answer its listing
+BIND = "127.0.0.1:11435"  # where the written config listens (the daemon's default address)
 OLLAMA_DEFAULT = "http://127.0.0.1:11434"
 # OpenAI-compatible servers people run locally, on their default ports: (table, name, URL)
 LOCAL_SERVERS: tuple[tuple[str, str, str], ...] = (
@@ -254,6 +258,7 @@ def discover(environ: Mapping[str, str]) -> list[Found]:
     return out
 
 
+# Written when nothing at all is found (not when what was found is declined).
 FALLBACK = Found(
     "ollama",
     "ollama",
@@ -274,33 +279,57 @@ FALLBACK = Found(
 )
 
 
+# The file's comment when no provider was taken: how to add one and its models.
+NOTHING_CHOSEN = (
+    "No provider yet: add one and its models, e.g.",
+    "  pirouter providers add ollama --base-url http://127.0.0.1:11434",
+    "  pirouter models add llama3.2 --provider ollama --model-id llama3.2:3b --local",
+    "or write [providers.<name>] and [models.<alias>] tables (see config.example.toml).",
+)
+
+
 def document(chosen: list[Found]) -> tomlkit.TOMLDocument:
-    """The config for the providers chosen (Ollama's usual models when none is)."""
+    """The config for exactly the providers chosen: none chosen, no provider and no model (the
+    file says how to add them; `pirouter run` wants one model at least)."""
     doc = tomlkit.document()
     doc.add(tomlkit.comment("pirouter's config, written by `pirouter init`. Edit it freely:"))
-    doc.add(tomlkit.comment("`pirouter models add|enable|disable` and `pirouter config set KEY"))
-    doc.add(tomlkit.comment("VALUE` change it in place, keeping comments; `pirouter check-config`"))
-    doc.add(tomlkit.comment("checks it. Every key is explained in config.example.toml."))
+    doc.add(tomlkit.comment("`pirouter providers add|remove`, `pirouter models add|enable|"))
+    doc.add(tomlkit.comment("disable` and `pirouter config set KEY VALUE` change it in place,"))
+    doc.add(tomlkit.comment("keeping comments; `pirouter check-config` checks it. Every key is"))
+    doc.add(tomlkit.comment("explained in config.example.toml."))
     doc.add(tomlkit.nl())
     server = tomlkit.table()
-    server.add(
-        tomlkit.comment("Only this machine can reach it; clients use http://127.0.0.1:11435")
-    )
-    server["bind"] = "127.0.0.1:11435"
+    server.add(tomlkit.comment(f"Only this machine can reach it; clients use http://{BIND}"))
+    server["bind"] = BIND
     doc["server"] = server
     routing = tomlkit.table()
     routing.add(tomlkit.comment("Agent-aware: a turn's difficulty comes from its latest"))
     routing.add(tomlkit.comment("instruction, tool results stay on the model that started the"))
     routing.add(tomlkit.comment("step, side calls go to the cheapest capable model."))
     routing["turns"] = True
+    routing.add(tomlkit.comment("The learned router: each request goes to the cheapest model"))
+    routing.add(tomlkit.comment("likely to answer it well; `pirouter learn` trains it on your"))
+    routing.add(tomlkit.comment("own traffic, as the ledger records it."))
+    routing["learned"] = True
     doc["routing"] = routing
+    learning = tomlkit.table()
+    learning.add(tomlkit.comment("Keep each request's hashed features (never its text) in the"))
+    learning.add(tomlkit.comment("ledger, so `pirouter learn` can train on every request, even"))
+    learning.add(tomlkit.comment("those whose prompts are not stored."))
+    learning["keep_features"] = True
+    doc["learning"] = learning
     affinity = tomlkit.table()
     affinity.add(tomlkit.comment("Keep conversations on their model (prompt caches stay warm)."))
     affinity["enabled"] = True
     doc["affinity"] = affinity
+    if not chosen:
+        doc.add(tomlkit.nl())
+        for line in NOTHING_CHOSEN:
+            doc.add(tomlkit.comment(line))
+        doc.add(tomlkit.nl())
     providers = tomlkit.table(is_super_table=True)
     models = tomlkit.table(is_super_table=True)
-    for found in chosen or [FALLBACK]:
+    for found in chosen:
         table = tomlkit.table()
         table.add(tomlkit.comment(found.how))
         if found.kind != found.name:
@@ -313,8 +342,9 @@ def document(chosen: list[Found]) -> tomlkit.TOMLDocument:
         providers[found.name] = table
         for m in found.models:
             models[m.alias] = _model_table(found, m)
-    doc["providers"] = providers
-    doc["models"] = models
+    if chosen:
+        doc["providers"] = providers
+        doc["models"] = models
     rule = tomlkit.table()
     rule.add(tomlkit.comment("`x-pirouter-route: <alias>` sends a request to that model."))
     rule["name"] = "explicit-override"

@@ -25,6 +25,8 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
+from pirouter_py.errors import install_hint
+
 CONNECT_TIMEOUT_S = 5
 MIGRATION_LOCK = 0x70697275  # pg_advisory_lock key: one instance migrates at a time
 
@@ -127,7 +129,7 @@ class Postgres:
             from psycopg.adapt import Loader
         except ImportError:
             raise DatabaseError(
-                "[ledger] url needs the PostgreSQL driver: pip install 'pirouter-py[team]'"
+                f"[ledger] url needs the PostgreSQL driver: {install_hint('team')}"
             ) from None
 
         class Number(Loader):  # numeric (what SUM of a bigint is) as int or float, not Decimal

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from pirouter_py.errors import PirouterError
+from pirouter_py.errors import PirouterError, install_hint
 from pirouter_py.observe.log import get_logger
 
 log = get_logger("pirouter")
@@ -128,7 +128,7 @@ class Shared:
             import redis.asyncio as redis  # only with [state] url
         except ImportError:
             raise PirouterError(
-                "[state] url needs the Redis driver: pip install 'pirouter-py[team]'"
+                f"[state] url needs the Redis driver: {install_hint('team')}"
             ) from None
 
         self.client = redis.from_url(

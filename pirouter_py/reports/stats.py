@@ -1,7 +1,8 @@
 """`pirouter stats`: aggregation over ledger rows into frozen summaries. Pure: no I/O, no clock.
 
-A request is a success when its status is `ok`, escalated when any attempt escalated, an error
-otherwise. Savings compare the actual cost with what the answers would have cost on the baseline
+A request is a success when its status is `ok`, a failure otherwise; a success is escalated when
+an attempt before the answer escalated (a failed request counts as failed, however many models it
+tried). Savings compare the actual cost with what the answers would have cost on the baseline
 model: the tokens of the attempt whose answer was returned, priced at the baseline's rates (its
 cache rates included) by `ledger.pricing`, the one place costs are computed.
 Latency percentiles use the nearest-rank method.
@@ -38,8 +39,8 @@ class Group:
     cost_usd: float
     p50_ms: float | None
     p95_ms: float | None
-    escalated: int
-    errors: int
+    escalated: int  # answered after an escalation
+    errors: int  # failed: no answer (status other than ok)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,14 @@ class Summary:
     @property
     def escalation_rate(self) -> float | None:
         return self.escalated / self.requests if self.requests else None
+
+    @property
+    def failures(self) -> int:
+        return self.requests - self.successes
+
+    @property
+    def failure_rate(self) -> float | None:
+        return self.failures / self.requests if self.requests else None
 
     @property
     def savings_usd(self) -> float:
@@ -94,6 +103,7 @@ def choose_baseline(config: Config) -> Baseline | None:
 
 
 def _escalated(row: Mapping[str, Any]) -> bool:
+    """Did any attempt escalate (whether or not a later one answered)?"""
     return any(str(a.get("outcome", "")).startswith("escalated_") for a in row["attempts"])
 
 
@@ -138,7 +148,7 @@ def _group(key: str, rows: list[Mapping[str, Any]]) -> Group:
         cost_usd=sum(float(r["cost_usd"]) for r in rows),
         p50_ms=percentile(latencies, 0.50),
         p95_ms=percentile(latencies, 0.95),
-        escalated=sum(_escalated(r) for r in rows),
+        escalated=sum(r["status"] == "ok" and _escalated(r) for r in rows),
         errors=sum(r["status"] != "ok" for r in rows),
     )
 

@@ -1,5 +1,8 @@
 """Reloading the config while the daemon runs: on SIGHUP, and when the file changes.
 
+A daemon started on the built-in default (no file at the platform's config path) watches that
+path all the same: the file `pirouter init` writes there is loaded when it appears.
+
 A valid file becomes a new snapshot (config, providers on the pooled connections, cascade, and a
 live traffic view that carries on what was learned), swapped in with one assignment: requests in
 flight keep the snapshot they started with. Health, the ledger and metrics carry on. An invalid
@@ -16,7 +19,8 @@ from pathlib import Path
 
 import orjson
 
-from pirouter_py.config import load_config
+from pirouter_py.config import LoadedConfig, load_config
+from pirouter_py.config.schema import BUILTIN_SOURCE
 from pirouter_py.errors import ConfigError
 from pirouter_py.observe.log import get_logger
 from pirouter_py.server.state import State, snapshot_for
@@ -46,15 +50,20 @@ UNFINISHED_S = 30.0
 def reload_config(state: State) -> bool:
     """Load the config file again and serve with it; an invalid file keeps the old one."""
     old = state.snapshot
-    if old.loaded.path is None:
-        log.info("config_reload_skipped", reason="running on the built-in default, no file")
+    path = _config_path(old.loaded)
+    if path is None or (old.loaded.path is None and not path.exists()):
+        log.info(
+            "config_reload_skipped",
+            reason="running on the built-in default, no file",
+            watching=None if path is None else str(path),
+        )
         return False
     try:
-        loaded = load_config(old.loaded.path)
+        loaded = load_config(path)
     except ConfigError as exc:
         log.error(
             "config_reload_rejected",
-            path=str(old.loaded.path),
+            path=str(path),
             problems=[str(p) for p in exc.problems],
             keeping="the running config",
         )
@@ -71,12 +80,19 @@ def reload_config(state: State) -> bool:
     ]
     log.info(
         "config_reloaded",
-        path=str(old.loaded.path),
+        path=str(path),
+        was=BUILTIN_SOURCE if old.loaded.path is None else None,
         models=len(loaded.config.models),
         rules=len(loaded.config.rules),
         needs_restart=changed or None,
     )
     return True
+
+
+def _config_path(loaded: LoadedConfig) -> Path | None:
+    """The file the config comes from; on the built-in default, the file that would replace
+    it (the platform's config path, where `pirouter init` writes)."""
+    return loaded.path if loaded.path is not None else loaded.default_path
 
 
 def _stamp(path: Path) -> tuple[float, int] | None:
@@ -119,9 +135,10 @@ async def watch_config(state: State) -> None:
     """Reload when the config file changes (its mtime or size), or the learned router's file
     does (`pirouter learn` wrote a new one); a file written in steps is loaded whole, once it
     has stopped changing, never a prefix of it."""
-    if state.loaded.path is None:
+    path = _config_path(state.loaded)
+    if path is None:
         return
-    config, model = _Watched(state.loaded.path), _Watched(state.learned_path)
+    config, model = _Watched(path), _Watched(state.learned_path)
     while True:
         await asyncio.sleep(WATCH_EVERY_S)
         if config.changed() | model.changed():  # both looked at, every time
