@@ -133,6 +133,8 @@ def generate(path: Path, n: int, now: float) -> None:
                 None,
                 None,
                 None,  # no client key (a laptop's daemon)
+                "{}",  # no header routing read
+                None,  # no instruction key (its regenerates are not what this measures)
             )
         )
         if len(requests) == 5_000:

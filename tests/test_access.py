@@ -385,7 +385,7 @@ def test_each_request_is_attributed_to_its_client_key(fake: FakeUpstream, tmp_pa
             time.sleep(0.1)
     finally:
         daemon.stop()
-    assert {k["key"]: k["requests"] for k in summary["by_key"]} == {
+    assert {k["key"]: k["requests"] for k in summary["by_client"]} == {
         "alice": 2,
         "bob": 1,
         "keys:3": 1,

@@ -21,6 +21,7 @@ from pirouter_py.ledger import rows as ledger_rows
 from pirouter_py.ledger import schema
 from pirouter_py.record import Attempt, RequestRecord
 from pirouter_py.reports.render import money
+from tests.conftest import need
 from tests.fakes import Daemon, FakeUpstream
 
 KEY = "dashboard-test-key"
@@ -51,6 +52,7 @@ input_per_m = 10.0
 output_per_m = 30.0
 """
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = need("Chromium", CHROMIUM, "apt-get install chromium (Playwright drives it)")
 
 
 def generated(book: Path, config: Path, n: int = 30) -> None:
@@ -110,6 +112,7 @@ def records(n: int, start: float, step: float, prefix: str = "gen") -> list[Requ
                 ttft_ms=50 + i % 500 if i % 3 else None,
                 user_agent=("claude-cli/2.1.3", "codex_cli_rs/0.17", "python-httpx/0.28")[i % 3],
                 client=("alice", "bob", None, None)[i % 4],
+                route_headers=('{"x-pirouter-profile": "local-first"}', "{}", None)[i % 3],
                 attempts=attempts,
             )
         )
@@ -176,7 +179,7 @@ def test_the_page_and_who_may_read_it(board: Any) -> None:
         page["budgets"] == stats["budgets"] and page["budgets"][0]["budget"] == "budget.daily_usd"
     )
     assert {f["from"] + ">" + f["to"] for f in page["escalations"]} == {"cheap>strong"}
-    assert {c["key"] for c in page["by_client"]} == {"claude-cli", "codex_cli_rs", "python-httpx"}
+    assert {c["key"] for c in page["by_app"]} == {"claude-cli", "codex_cli_rs", "python-httpx"}
     assert page["latency"]["n"] == 30 and sum(page["latency"]["counts"]) == 30
     status, _, body = get(daemon, "/ui/api/summary?window=3y", **auth)
     assert status == 400 and b"use one of 1h, 24h, 7d, 30d" in body
@@ -191,7 +194,7 @@ def test_the_page_and_who_may_read_it(board: Any) -> None:
     assert shown.exit_code == 1 and "start it with `pirouter run`" in shown.output
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs it)")
+@needs_chromium
 def test_the_page_in_chromium(board: Any, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -326,9 +329,9 @@ def test_a_long_window_reads_hourly_rollups_with_the_rows_figures(
         window="last 30d",
     )
     assert len(exact_rows) == n + 3
-    for key in ("by_rule", "by_client", "by_key", "by_protocol", "escalations"):
+    for key in ("by_rule", "by_app", "by_client", "by_protocol", "escalations"):
         assert got[key] == want[key], key
-    assert [k["key"] for k in got["by_key"]] == ["(no key)", "alice", "bob"]
+    assert [k["key"] for k in got["by_client"]] == ["(no key)", "alice", "bob"]
     for key in ("latency", "ttft", "overhead"):
         assert got[key]["counts"] == want[key]["counts"] and got[key]["n"] == want[key]["n"]
         for q in ("p50", "p95", "p99"):

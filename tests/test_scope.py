@@ -126,7 +126,7 @@ def test_summary_counts_and_breakdowns(
     assert status == 200
     expected = {client: len(made[client]) for client in SEES[who]}
     assert body["stats"]["requests"] == sum(expected.values())
-    assert {k["key"]: k["requests"] for k in body["by_key"]} == expected
+    assert {k["key"]: k["requests"] for k in body["by_client"]} == expected
 
 
 @pytest.mark.parametrize("who", CALLERS)

@@ -108,18 +108,22 @@ def read_requests(
     newest_first: bool = False,
     until: float | None = None,
     client: str | None = None,
+    where: tuple[str, list[Any]] = ("", []),
 ) -> list[dict[str, Any]]:
     """Request rows since a unix time (and before `until`; of one client key's only, by its
-    name, with `client`), with their attempts; v0.1 files (no attempts) work too."""
+    name, with `client`; passing `where`, more ` AND ...` clauses and their parameters), with
+    their attempts; v0.1 files (no attempts) work too."""
     order = "DESC" if newest_first else "ASC"
     before = "" if until is None else f" AND ts < {int(until)}"
     whose = "" if client is None else " AND client = ?"
     query = (
-        f"SELECT * FROM requests WHERE ts >= ?{before}{whose} ORDER BY ts {order}, rowid {order}"
+        f"SELECT * FROM requests WHERE ts >= ?{before}{whose}{where[0]} "
+        f"ORDER BY ts {order}, rowid {order}"
     )
     if limit is not None:
         query += f" LIMIT {int(limit)}"
     given: tuple[Any, ...] = (int(since),) if client is None else (int(since), client)
+    given += tuple(where[1])
     rows = [dict(r) for r in db.execute(query, given)]
     attempts: dict[str, list[dict[str, Any]]] = {}
     if rows and has_table(db, "attempts"):

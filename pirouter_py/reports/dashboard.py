@@ -18,7 +18,9 @@ from typing import Any
 
 from pirouter_py.ledger import rollups
 from pirouter_py.ledger.pricing import cost
+from pirouter_py.record import STATUS_CLIENT_CANCELLED, STATUS_OK
 from pirouter_py.reports import render
+from pirouter_py.reports.dashboard_api import Kind, LearnedModel, LearningBody, RequestRow
 from pirouter_py.reports.stats import (
     NO_ANSWER,
     Baseline,
@@ -128,8 +130,8 @@ def page(
         "stats": render.summary_json(summary, {"since": since, "window": window}),
         "until": until,
         "by_rule": _counts(rows, "route_rule", "(none)"),
-        "by_client": _counts(clients, "client", "(none)"),
-        "by_key": _counts(rows, "client", "(no key)"),
+        "by_app": _counts(clients, "client", "(none)"),
+        "by_client": _counts(rows, "client", "(no key)"),
         "by_protocol": _counts(rows, "protocol", "(unknown)"),
         "escalations": _flow(rows),
         "latency": _histogram([float(r["latency_ms"]) for r in rows]),
@@ -139,16 +141,26 @@ def page(
     }
 
 
-def live_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One request as the live table shows it (and as its server-sent event carries it)."""
+def kind(row: Mapping[str, Any]) -> Kind:
+    """The page's word for how a request ended (ledger/search.py filters by the same)."""
+    if row["status"] == STATUS_OK:
+        return "escalated" if _escalated(row) else "ok"
+    return "cancelled" if row["status"] == STATUS_CLIENT_CANCELLED else "failed"
+
+
+def live_row(row: Mapping[str, Any]) -> RequestRow:
+    """One request as the requests table shows it (and as its server-sent event and the
+    exports carry it); `feedback`, `prompt` and `answer` when the row has them."""
     return {
         "id": row["id"],
         "ts": row["ts_ms"] / 1000 if row.get("ts_ms") else row["ts"],
         "status": row["status"],
+        "kind": kind(row),
         "rule": row.get("route_rule"),
         "model": row.get("final_model") or None,
         "protocol": row.get("protocol"),
-        "client": client_name(str(row.get("user_agent") or "")),
+        "client": row.get("client"),
+        "app": client_name(str(row.get("user_agent") or "")),
         "session": row.get("session"),
         "input_tokens": row["input_tokens"],
         "output_tokens": row["output_tokens"],
@@ -156,7 +168,53 @@ def live_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "latency_ms": row["latency_ms"],
         "ttft_ms": row.get("ttft_ms"),
         "overhead_ms": row.get("overhead_ms"),
-        "attempts": [{k: a.get(k) for k in ATTEMPT_KEYS} for a in row["attempts"]],
+        "attempts": [{k: a.get(k) for k in ATTEMPT_KEYS} for a in row["attempts"]],  # type: ignore[misc]
+        "feedback": row.get("feedback"),
+        "prompt": row.get("prompt"),
+        "answer": row.get("answer"),
+    }
+
+
+def learning(
+    lines: Sequence[Mapping[str, Any]], *, min_labels: int, min_each: int, good: float
+) -> LearningBody:
+    """How many labels each model has in the ledger's labelled lines (ledger/labels.py), and
+    what `pirouter learn` needs before it trains one: `min_labels` labels, `min_each` of them
+    good (a score of at least `good`) and `min_each` not."""
+    found: dict[str, list[int]] = {}
+    people = 0
+    for line in lines:
+        for alias, score in line["labels"].items():
+            have = found.setdefault(alias, [0, 0])
+            have[0] += 1
+            have[1] += int(score >= good)
+        people += sum(1 for s in line.get("label_sources", {}).values() if s == "feedback")
+    models: list[LearnedModel] = []
+    for alias, (n, ok) in sorted(found.items(), key=lambda i: (-i[1][0], i[0])):
+        wants = []
+        if n < min_labels:
+            wants.append(f"{min_labels - n} more labels")
+        if ok < min_each:
+            wants.append(f"{min_each - ok} more good answers")
+        if n - ok < min_each:
+            wants.append(f"{min_each - (n - ok)} more bad or escalated answers")
+        models.append(
+            {
+                "model": alias,
+                "labels": n,
+                "good": ok,
+                "bad": n - ok,
+                "ready": not wants,
+                "needs": ", ".join(wants),
+            }
+        )
+    return {
+        "min_labels": min_labels,
+        "min_each": min_each,
+        "models": models,
+        "feedback": people,
+        "ready": any(m["ready"] for m in models),
+        "command": "pirouter learn",
     }
 
 
@@ -275,8 +333,10 @@ def page_rolled(
     protocols: Counter[str] = Counter()
     total = [0.0] * _SUMS
     total_errors = successes = 0
-    for (model, rule, agent, named, protocol, status), sums in by_key.items():
-        n = int(sums[0])
+    for (model, rule, agent, named, protocol, status), summed in by_key.items():
+        n = int(summed[0])
+        # escalated counts answers after an escalation; failures are counted apart
+        sums = summed if status == "ok" else [summed[0], 0, *summed[2:]]
         _add(models, model, sums)
         for i, v in enumerate(sums):
             total[i] += v
@@ -343,8 +403,8 @@ def page_rolled(
         "stats": render.summary_json(summary, {"since": since, "window": window}),
         "until": until,
         "by_rule": counted(rules),
-        "by_client": counted(agents),
-        "by_key": counted(keys),
+        "by_app": counted(agents),
+        "by_client": counted(keys),
         "by_protocol": counted(protocols),
         "escalations": [
             {"from": f, "to": t, "why": w, "requests": k}

@@ -19,13 +19,6 @@ from pirouter_py.errors import BudgetExceeded, RoutingError
 from pirouter_py.routing.features import REQUIRED_QUALITY, Difficulty, Features
 from pirouter_py.types import Pin, frozen
 
-# v0.1 names profiles in its "no enabled model" error by their Rust Debug form.
-PROFILE_DEBUG_NAMES: dict[str, str] = {
-    "local-first": "LocalFirst",
-    "balanced": "Balanced",
-    "best-quality": "BestQuality",
-    "cloud-only": "CloudOnly",
-}
 Verdict = Literal["primary", "fallback", "ranked", "dropped"]
 SortKey = tuple[float | int | bool | str, ...]
 Ranked = list[tuple[str, ModelConfig]]

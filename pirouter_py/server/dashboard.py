@@ -7,19 +7,30 @@ browser's session storage and sends as `Authorization: Bearer` on every call. It
 (server/scope.py); the operator sees everyone's. Everything is served with a
 Content-Security-Policy that allows nothing from elsewhere and no inline script.
 
-Reads run in a thread on a read-only connection of their own, never on the ledger's writer; the
-live feed is pushed from memory as requests finish (no ledger read), to each watcher's bounded
-queue: a slow page misses rows rather than slowing the daemon.
+Endpoints (their bodies typed in reports/dashboard_api.py): `state` (models cooling, keys
+resting, limits and budgets near their edge, the ledger's health, the config loaded and when),
+`summary` (the window's panels), `series` (its time series, from the hourly rollups), `requests`
+(the newest requests passing the filters of ledger/search.py: model, rule, status, client key,
+protocol, text), `export` (the same rows as CSV or JSON), `learning` (labels per model and what
+`pirouter learn` needs), `live` (server-sent events). Feedback is the API's own `POST
+/v1/feedback` (server/feedback.py), sent by the page with its key.
+
+Reads run in a thread on a read-only connection of their own, never on the ledger's writer
+(bench/dashboard_reads.py measured aiosqlite against this: no faster per read); the live feed is
+pushed from memory as requests finish (no ledger read), to each watcher's bounded queue: a slow
+page misses rows rather than slowing the daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +39,25 @@ from aiohttp import web
 
 from pirouter_py.config import Config, ModelConfig
 from pirouter_py.errors import RequestError
-from pirouter_py.ledger import read, rollups
+from pirouter_py.ledger import labels, read, rollups, search, timeline
 from pirouter_py.ledger.db import Connection, has_table
 from pirouter_py.ledger.rows import ATTEMPT_COLUMNS, REQUEST_COLUMNS, rows_for
 from pirouter_py.live.budgets import day_start, month_start
 from pirouter_py.record import RequestRecord
 from pirouter_py.reports import dashboard as panels
 from pirouter_py.reports import stats
+from pirouter_py.reports import timeline as charts
+from pirouter_py.reports.dashboard_api import (
+    Cooling,
+    LearningBody,
+    LedgerHealth,
+    Limit,
+    RequestRow,
+    RequestsBody,
+    RestingKey,
+    SeriesBody,
+    StateBody,
+)
 from pirouter_py.server import scope
 from pirouter_py.server.scope import Scope
 from pirouter_py.server.state import JSON, STATE, State
@@ -66,6 +89,8 @@ PAGE_ROWS = 20_000
 QUEUE = 256  # rows a watcher may fall behind before it misses some
 PING_S = 15.0  # a comment line on an idle live feed, so proxies keep it open
 BATCH_S = 0.1  # the live feed writes at most this often (rows of the meantime in one write)
+NEAR_LIMIT = 0.2  # a model's rpm / tpm is near its edge with less than this share left
+NEAR_BUDGET = 0.8  # a budget is near its edge with this share spent
 
 
 def is_shell(path: str) -> bool:
@@ -90,8 +115,6 @@ async def static(request: web.Request) -> web.Response:
 def _window(request: web.Request, now: float) -> tuple[float, str]:
     query = request.query
     if "since" in query:
-        from datetime import datetime
-
         try:
             return datetime.fromisoformat(query["since"]).timestamp(), f"since {query['since']}"
         except ValueError:
@@ -106,35 +129,6 @@ def _open(place: tuple[Path | None, str | None]) -> Connection | None:
     """A read-only connection to the daemon's ledger (file or [ledger] url), if it keeps one."""
     path, url = place
     return None if path is None else read.open_read_only(path, url)
-
-
-def _read(
-    place: tuple[Path | None, str | None],
-    since: float,
-    limit: int,
-    prompts: bool = False,
-    whose: Scope = None,
-) -> list[dict[str, Any]]:
-    """The newest `limit` requests since `since` (of `whose` client only, unless None); with
-    `prompts`, each with its kept prompt and answer (None unless [ledger] store_prompts kept
-    them), on the same connection."""
-    db = _open(place)
-    if db is None:
-        return []
-    try:
-        rows = read.read_requests(db, since, limit, newest_first=True, client=whose)
-        if prompts:
-            kept = read.stored_prompts(db, [r["id"] for r in rows])
-            answers: dict[str, str] = {}
-            if rows and has_table(db, "prompts"):
-                marks = ", ".join("?" * len(rows))
-                query = f"SELECT request_id, answer FROM prompts WHERE request_id IN ({marks})"
-                answers = dict(db.execute(query, [r["id"] for r in rows]))
-            for row in rows:
-                row["prompt"], row["answer"] = kept.get(row["id"]), answers.get(row["id"])
-        return rows
-    finally:
-        db.close()
 
 
 def _budgets(place: tuple[Path | None, str | None], config: Config) -> list[dict[str, Any]]:
@@ -184,16 +178,7 @@ def _read_window(
         if read.count_since(db, since, PAGE_ROWS + 1) <= PAGE_ROWS or not rollups.has(db):
             newest = read.read_requests(db, since, PAGE_ROWS + 1, newest_first=True)
             return newest, False, len(newest) > PAGE_ROWS
-        first, last = math.ceil(since / rollups.HOUR), int(now) // rollups.HOUR
-        ready = set(rollups.ready_hours(db, first, last))
-        spans = [(since, first * rollups.HOUR)] if since < first * rollups.HOUR else []
-        for hour in range(first, last + 1):
-            if hour in ready:
-                continue
-            if spans and spans[-1][1] == hour * rollups.HOUR:
-                spans[-1] = (spans[-1][0], (hour + 1) * rollups.HOUR)
-            else:
-                spans.append((hour * rollups.HOUR, (hour + 1) * rollups.HOUR))
+        first, last, spans = _spans(db, since, now)
         rows: list[dict[str, Any]] = []
         for lo, hi in reversed(spans):  # the newest first, when some must be left out
             rows += read.read_requests(db, lo, PAGE_ROWS + 1 - len(rows), True, until=hi)
@@ -232,59 +217,304 @@ async def summary(request: web.Request) -> web.Response:
     return _json(body)
 
 
+def _filters(request: web.Request) -> search.Filters:
+    try:
+        return search.Filters.of(request.query)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
+
+
+def _limit(request: web.Request, default: int) -> int:
+    try:
+        return max(1, min(int(request.query.get("limit", default)), search.MAX_ROWS))
+    except ValueError:
+        raise RequestError(f"limit={request.query['limit']!r} is not a whole number") from None
+
+
+def _find(
+    place: tuple[Path | None, str | None],
+    filters: search.Filters,
+    since: float,
+    limit: int,
+    whose: Scope,
+) -> tuple[list[RequestRow], bool]:
+    """The newest `limit` requests since `since` passing `filters` (of `whose` client only,
+    unless None), each with its feedback, kept prompt and answer; and whether prompts are kept
+    (so text can be searched)."""
+    db = _open(place)
+    if db is None:
+        return [], False
+    try:
+        return find_on(db, filters, since, limit, whose)
+    finally:
+        db.close()
+
+
+def find_on(
+    db: Connection, filters: search.Filters, since: float, limit: int, whose: Scope
+) -> tuple[list[RequestRow], bool]:
+    """`_find` on an open connection."""
+    rows = search.find(db, filters, since=since, limit=limit, whose=whose)
+    kept = has_table(db, "prompts")
+    if rows and kept:
+        ids = [r["id"] for r in rows]
+        prompts = read.stored_prompts(db, ids)
+        answers: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            query = f"SELECT request_id, answer FROM prompts WHERE request_id IN ({marks})"
+            answers.update(db.execute(query, chunk))
+        for row in rows:
+            row["prompt"], row["answer"] = prompts.get(row["id"]), answers.get(row["id"])
+    return [panels.live_row(r) for r in rows], kept
+
+
 async def newest(request: web.Request) -> web.Response:
+    """The newest requests of the window (all of them without one) passing the filters."""
     state = request.app[STATE]
-    rows = await asyncio.to_thread(_read, _place(state), 0.0, NEWEST, True, scope.of(request))
-    out = []
-    for row in rows:
-        item = panels.live_row(row)
-        item["prompt"], item["answer"] = row.get("prompt"), row.get("answer")
-        out.append(item)
-    return _json({"requests": out})
+    filters, limit = _filters(request), _limit(request, NEWEST)
+    since = _window(request, time.time())[0] if _windowed(request) else 0.0
+    rows, kept = await asyncio.to_thread(
+        _find, _place(state), filters, since, limit, scope.of(request)
+    )
+    body: RequestsBody = {
+        "requests": rows,
+        "filters": filters.given(),
+        "limit": limit,
+        "searchable": kept or state.snapshot.config.ledger.store_prompts,
+    }
+    return _json(body)
+
+
+def _windowed(request: web.Request) -> bool:
+    return "window" in request.query or "since" in request.query
+
+
+CSV_COLUMNS = (
+    *("id", "time", "status", "kind", "rule", "model", "protocol", "client", "app", "session"),
+    *("input_tokens", "output_tokens", "cost_usd", "latency_ms", "ttft_ms", "overhead_ms"),
+    *("attempts", "feedback", "prompt", "answer"),
+)
+
+
+def csv_text(rows: list[RequestRow]) -> str:
+    """Rows as CSV: one line per request, its attempts as `alias:outcome` joined by `>`."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        when = datetime.fromtimestamp(r["ts"], UTC).isoformat(timespec="milliseconds")
+        path = " > ".join(f"{a['alias']}:{a['outcome']}" for a in r["attempts"])
+        writer.writerow(
+            [
+                *(r["id"], when, r["status"], r["kind"], r["rule"], r["model"], r["protocol"]),
+                *(r["client"], r["app"], r["session"], r["input_tokens"], r["output_tokens"]),
+                *(r["cost_usd"], r["latency_ms"], r["ttft_ms"], r["overhead_ms"], path),
+                *(r["feedback"], r["prompt"], r["answer"]),
+            ]
+        )
+    return out.getvalue()
+
+
+async def export(request: web.Request) -> web.Response:
+    """The requests table's rows, filtered as it is, as a CSV or JSON download (at most
+    search.MAX_ROWS, newest first)."""
+    state = request.app[STATE]
+    kind = request.query.get("format", "csv")
+    if kind not in ("csv", "json"):
+        raise RequestError(f"format={kind!r}: use csv or json")
+    filters, limit = _filters(request), _limit(request, search.MAX_ROWS)
+    since = _window(request, time.time())[0] if _windowed(request) else 0.0
+    rows, _ = await asyncio.to_thread(
+        _find, _place(state), filters, since, limit, scope.of(request)
+    )
+    name = f"pirouter-requests-{time.strftime('%Y%m%d-%H%M%S')}.{kind}"
+    headers = {**SECURITY, "content-disposition": f'attachment; filename="{name}"'}
+    if kind == "json":
+        return web.Response(body=orjson.dumps(rows), content_type=JSON, headers=headers)
+    return web.Response(text=csv_text(rows), content_type="text/csv", headers=headers)
+
+
+def _spans(db: Connection, since: float, now: float) -> tuple[int, int, list[tuple[float, float]]]:
+    """The hours first..last the window covers, and the spans of it (oldest first) that the
+    rollups do not: the window's first partial hour and every hour not ready."""
+    first, last = math.ceil(since / rollups.HOUR), int(now) // rollups.HOUR
+    ready = set(rollups.ready_hours(db, first, last))
+    spans: list[tuple[float, float]] = []
+    if since < first * rollups.HOUR:
+        spans.append((since, first * rollups.HOUR))
+    for hour in range(first, last + 1):
+        if hour in ready:
+            continue
+        if spans and spans[-1][1] == hour * rollups.HOUR:
+            spans[-1] = (spans[-1][0], (hour + 1) * rollups.HOUR)
+        else:
+            spans.append((hour * rollups.HOUR, (hour + 1) * rollups.HOUR))
+    return first, last, spans
+
+
+def _read_series(
+    place: tuple[Path | None, str | None],
+    since: float,
+    now: float,
+    minutes: bool,
+    whose: Scope,
+    baseline: stats.Baseline | None,
+) -> SeriesBody:
+    """The window's time series: from rows alone for the 1 h window (minutes) and a client's
+    own view (the rollups mix every client's); else rollups for the ready hours and rows for the
+    others, in one read transaction. At most PAGE_ROWS rows are read (the newest)."""
+    hours: list[Any] = []
+    times: list[Any] = []
+    rows: list[dict[str, Any]] = []
+    db = _open(place)
+    if db is not None:
+        try:
+            if minutes or whose is not None or not rollups.has(db):
+                rows = read.read_requests(db, since, PAGE_ROWS, True, client=whose)
+            else:
+                db.execute("BEGIN")
+                first, last, spans = _spans(db, since, now)
+                hours, times = timeline.hourly(db, first, last)
+                for lo, hi in reversed(spans):
+                    rows += read.read_requests(db, lo, PAGE_ROWS - len(rows), True, until=hi)
+                    if len(rows) >= PAGE_ROWS:
+                        break
+        finally:
+            db.close()
+    return charts.series(
+        hours, times, rows, since=since, until=now, minutes=minutes, baseline=baseline
+    )
+
+
+async def series(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    now = time.time()
+    since, _ = _window(request, now)
+    minutes = "since" not in request.query and request.query.get("window", "24h") == "1h"
+    baseline = stats.choose_baseline(state.snapshot.config)
+    body = await asyncio.to_thread(
+        _read_series, _place(state), since, now, minutes, scope.of(request), baseline
+    )
+    return _json(body)
+
+
+def _read_learning(place: tuple[Path | None, str | None]) -> LearningBody:
+    db = _open(place)
+    lines: list[dict[str, Any]] = []
+    if db is not None:
+        try:
+            lines = labels.read_labels(db, 0.0)
+        finally:
+            db.close()
+    return panels.learning(
+        lines, min_labels=labels.MIN_LABELS, min_each=labels.MIN_EACH, good=labels.GOOD
+    )
+
+
+async def learning(request: web.Request) -> web.Response:
+    """The labels the ledger holds per model and what `pirouter learn` needs: the operator's
+    (labels come from every client's requests); a client key gets a 404."""
+    if scope.of(request) is not None:
+        raise web.HTTPNotFound()
+    return _json(await asyncio.to_thread(_read_learning, _place(request.app[STATE])))
+
+
+def _near_limits(config: Config, limits: dict[str, dict[str, float]]) -> list[Limit]:
+    out: list[Limit] = []
+    for alias, left in sorted(limits.items()):
+        model = config.models.get(alias)
+        if model is None:
+            continue
+        for kind, name in (("rpm", "rpm_left"), ("tpm", "tpm_left")):
+            most = model.rpm if kind == "rpm" else model.tpm
+            if most is None or name not in left:
+                continue
+            near = left[name] < most * NEAR_LIMIT
+            out.append(
+                {"model": alias, "kind": kind, "limit": most, "left": left[name], "near": near}  # type: ignore[typeddict-item]
+            )
+    return out
 
 
 async def overview(request: web.Request) -> web.Response:
-    """The state of things: models cooling, keys resting, sessions, config, ledger."""
+    """The state of things: models cooling, keys resting, limits and budgets near their edge,
+    the ledger's health, the config loaded and when."""
     state = request.app[STATE]
     snapshot = state.snapshot
-    providers = snapshot.cascade.providers.items()
-    rested = {n: p.rested.snapshot() for n, p in providers if hasattr(p, "rested")}
     config = snapshot.config
     whose = scope.of(request)
-    if whose is not None:  # a client sees the models it may be routed to, nothing of others'
-        return _json(
-            {
-                "scope": whose,
-                "config_loaded_at": state.config_loaded_at,
-                "started": state.started,
-                "models": state.health.snapshot(),
-                "catalog": sorted(a for a, m in config.models.items() if m.enabled),
-                "store_prompts": config.ledger.store_prompts,
-            }
-        )
-    body: dict[str, Any] = {
-        "scope": None,
-        "config": snapshot.loaded.source,
+    cooling: list[Cooling] = [
+        {
+            "model": alias,
+            "left_s": h["cooldown_left_s"],
+            "why": h["last_error"],
+            "failures": h["failures"],
+            "down": h["down"],
+        }
+        for alias, h in state.health.snapshot().items()
+        if h["cooling"]
+    ]
+    body: StateBody = {
+        "scope": whose,
         "config_loaded_at": state.config_loaded_at,
         "started": state.started,
-        "requests": state.served,
-        "in_flight": state.in_flight,
-        "models": state.health.snapshot(),
-        "keys": {n: r for n, r in rested.items() if r},
-        "sessions": len(snapshot.traffic.sessions.last),
-        "limits": snapshot.traffic.limits.snapshot(),
+        "now": time.time(),
         "catalog": sorted(a for a, m in config.models.items() if m.enabled),
         "store_prompts": config.ledger.store_prompts,
-        "ledger": (
-            asdict(state.ledger.status())
-            if state.ledger is not None
-            else {
-                "path": (_place(state)[1] and "[ledger] url") or str(state.ledger_path),
-                "failing": True,
-                "last_error": state.ledger_error,
-            }
-        ),
+        "cooling": cooling,
     }
+    if whose is not None:  # a client sees the models it may be routed to, nothing of others'
+        return _json(body)
+    resting: list[RestingKey] = []
+    for provider, p in sorted(snapshot.cascade.providers.items()):
+        if not hasattr(p, "rested"):
+            continue
+        for key, h in sorted(p.rested.snapshot().items()):
+            if h["cooling"]:
+                resting.append(
+                    {
+                        "provider": provider,
+                        "key": key,
+                        "left_s": h["cooldown_left_s"],
+                        "why": h["last_error"],
+                    }
+                )
+    burns = await asyncio.to_thread(_budgets, _place(state), config)
+    if state.ledger is not None:
+        status = state.ledger.status()
+        ledger: LedgerHealth = {
+            "path": status.path,
+            "failing": status.failing,
+            "last_error": status.last_error,
+            "backlog": status.backlog,
+            "written": status.written,
+            "spilled": status.spilled,
+            "unsaved": status.unsaved,
+        }
+    else:
+        ledger = {
+            "path": (_place(state)[1] and "[ledger] url") or str(state.ledger_path),
+            "failing": True,
+            "last_error": state.ledger_error or "the daemon keeps no ledger",
+            "backlog": 0,
+            "written": 0,
+            "spilled": 0,
+            "unsaved": 0,
+        }
+    body.update(
+        {
+            "config": snapshot.loaded.source,
+            "requests": state.served,
+            "in_flight": state.in_flight,
+            "keys": resting,
+            "limits": _near_limits(config, snapshot.traffic.limits.snapshot()),
+            "budgets": [{**b, "near": b["percent"] >= 100 * NEAR_BUDGET} for b in burns],  # type: ignore[typeddict-item]
+            "sessions": len(snapshot.traffic.sessions.last),
+            "ledger": ledger,
+        }
+    )
     return _json(body)
 
 
@@ -329,8 +559,8 @@ def publish(
     request, attempts = rows_for(made, models)
     row: dict[str, Any] = dict(zip(REQUEST_COLUMNS, request, strict=True))
     row["attempts"] = [dict(zip(ATTEMPT_COLUMNS, a, strict=True)) for a in attempts]
+    row["prompt"], row["answer"] = prompt, answer
     item = panels.live_row(row)
-    item["prompt"], item["answer"] = prompt, answer
     line = b"data: " + orjson.dumps(item) + b"\n\n"
     for queue, whose in state.watchers.items():
         if not scope.sees(whose, made.client):  # a client's feed carries its requests alone
@@ -349,3 +579,6 @@ def routes(app: web.Application) -> None:
     add.add_get("/ui/api/requests", newest)
     add.add_get("/ui/api/state", overview)
     add.add_get("/ui/api/live", live)
+    add.add_get("/ui/api/series", series)
+    add.add_get("/ui/api/export", export)
+    add.add_get("/ui/api/learning", learning)
