@@ -5,7 +5,7 @@ _pirouter() {
     for w in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
         if [ -n "$skip" ]; then skip=""; continue; fi
         case "$w" in
-            --batch|--by|--catalog|--comment|--config|--context-window|--cv|--format|--from|--header|--host|--hours|--input-per-m|--labels|--ledger|--lines|--max-tokens|--model|--model-id|--output|--output-per-m|--plot|--port|--profile|--prompt|--provider|--quality|--since|--system|--to|-H|-c|-n|-o|-p) skip=1 ;;
+            --base-url|--batch|--by|--catalog|--comment|--config|--context-window|--cv|--format|--from|--header|--host|--hours|--input-per-m|--key-env|--labels|--ledger|--lines|--max-tokens|--model|--model-id|--output|--output-per-m|--plot|--port|--profile|--prompt|--provider|--quality|--since|--system|--to|--type|--url|-H|-c|-n|-o|-p) skip=1 ;;
             -*) ;;
             *) path="${path:+$path }$w" ;;
         esac
@@ -21,20 +21,24 @@ _pirouter() {
     esac
     local words
     case "$path" in
-        "") words="init check-config route run status dashboard agents completions feedback stats replay learn eval models config ledger service --config -c --version -V --help -h" ;;
+        "") words="init check-config route run status dashboard agents completions feedback stats replay learn eval providers models config ledger service --config -c --version -V --help -h" ;;
         "init") words="--config -c --yes -y --print --force --help -h" ;;
         "check-config") words="--config -c --json --help -h" ;;
         "route") words="--prompt -p --batch --model --tools --image --system --header -H --profile --stream --max-tokens --config -c --json --help -h" ;;
         "run") words="--host --port --no-ledger --config -c --help -h" ;;
-        "status") words="--config -c --json --help -h" ;;
-        "dashboard") words="--no-open --config -c --help -h" ;;
+        "status") words="--url --config -c --json --help -h" ;;
+        "dashboard") words="--no-open --url --config -c --help -h" ;;
         "agents") words="claude-code codex continue opencode aider --catalog --whole --config -c --json --help -h" ;;
         "completions") words="bash zsh fish --help -h" ;;
-        "feedback") words="--comment --config -c --help -h" ;;
+        "feedback") words="--comment --url --config -c --help -h" ;;
         "stats") words="--hours --since --by --config -c --json --help -h" ;;
         "replay") words="--since --ledger --config -c --json --help -h" ;;
         "learn") words="--labels --since --output -o --config -c --json --help -h" ;;
         "eval") words="--cv --plot --config -c --json --help -h" ;;
+        "providers") words="list add remove --help -h" ;;
+        "providers list") words="--config -c --json --help -h" ;;
+        "providers add") words="--type --base-url --key-env --config -c --help -h" ;;
+        "providers remove") words="--config -c --help -h" ;;
         "models") words="add enable disable --config -c --json --help -h" ;;
         "models add") words="--provider --model-id --quality --input-per-m --output-per-m --context-window --tools --vision --local --config -c --help -h" ;;
         "models enable") words="--config -c --help -h" ;;

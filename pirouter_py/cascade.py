@@ -262,7 +262,9 @@ class Cascade:
         # read) says nothing of the model's health: the next model is tried, this one not cooled
         refused = getattr(exc, "about_request", False)
         if exc.retryable and self.health is not None and not refused:
-            self.health.failed(attempt.alias, getattr(exc, "retry_after", None), exc.message)
+            down = getattr(exc, "unreachable", False)  # down until it answers (server/probes.py)
+            retry = getattr(exc, "retry_after", None)
+            self.health.failed(attempt.alias, retry, exc.message, down=down)
         if exc.retryable and cfg.on_http_error:
             attempt.outcome = rec.ESCALATED_HTTP_ERROR
             return True
@@ -525,7 +527,9 @@ class Cascade:
             if seen is None or seen.tool_calls or not seen.chars or seen.finish_reason:
                 raise
             broken = exc
-        except (asyncio.CancelledError, GeneratorExit):
+        # the client went away: cancelled, closed, or a write of the relay's failed (the relay
+        # writes what a read brought before the next read, server/relay.py)
+        except (asyncio.CancelledError, GeneratorExit, ConnectionResetError):
             attempt.outcome = rec.CLIENT_CANCELLED
             raise
         finally:
@@ -576,7 +580,7 @@ class Cascade:
             except RequestError as exc:  # this model's protocol cannot take the request
                 attempt.outcome, attempt.error = rec.FATAL_ERROR, exc.message
                 continue
-            except (asyncio.CancelledError, GeneratorExit):
+            except (asyncio.CancelledError, GeneratorExit, ConnectionResetError):
                 attempt.outcome = rec.CLIENT_CANCELLED
                 raise
             finally:

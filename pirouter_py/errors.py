@@ -194,3 +194,22 @@ class UpstreamHTTPError(UpstreamError):
 
 class UpstreamTransportError(UpstreamError):
     """The provider could not be reached or sent something unreadable."""
+
+    def __init__(self, message: str, *, retryable: bool, unreachable: bool = False) -> None:
+        super().__init__(message, retryable=retryable)
+        # no connection at all (refused, DNS, TLS): the provider is down until it answers
+        self.unreachable = unreachable
+
+
+def install_hint(extra: str) -> str:
+    """How to install an optional extra (`learn`, `team`) into the environment this pirouter
+    runs from: from its checkout when it was installed from one (the README's set-up), else by
+    the package's name."""
+    import sys
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parent.parent
+    pip = Path(sys.executable).with_name("pip")
+    if (checkout / "pyproject.toml").is_file():
+        return f"{pip} install -e '{checkout}[{extra}]'"
+    return f"{pip} install 'pirouter-py[{extra}]'"

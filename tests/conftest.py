@@ -1,8 +1,15 @@
-"""Shared fixtures: real config files in temp dirs, and an isolated user environment."""
+"""Shared fixtures: real config files in temp dirs, and an isolated user environment.
+
+Tests that drive a program pytest does not install (Chromium, PostgreSQL, Redis, the agent CLIs,
+llama-server, groff, systemd-analyze) are marked with `need`: where it is missing they skip,
+saying how to install it. With PIROUTER_REQUIRE_ALL set (`.ci/run` sets it), nothing may skip:
+a skip of any test is a failure, so CI runs every test or fails.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +19,29 @@ from tests.fakes import Daemon, FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.toml"
+REQUIRE_ALL = "PIROUTER_REQUIRE_ALL"  # set by .ci/run: every test runs, a skip fails
+
+
+def need(program: str, found: object, install: str) -> pytest.MarkDecorator:
+    """Mark tests that drive `program`; `found` is where it is (None or empty when missing).
+    Missing, they skip with `install`, the command that installs it (fail, under REQUIRE_ALL)."""
+    why = f"needs {program}, not found here; install: {install}"
+    return pytest.mark.skipif(not found, reason=why)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Under REQUIRE_ALL, a skipped test (a missing program, a mount refused) is a failure."""
+    report = yield
+    if report.skipped and os.environ.get(REQUIRE_ALL) and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        why = str(reason).removeprefix("Skipped: ")
+        report.longrepr = f"{REQUIRE_ALL} is set, so no test may skip: {why}"
+    return report
+
 
 # The mini config of v0.1's tests/routing_smoke.rs (reference §2.11).
 MINI = """
@@ -63,6 +93,7 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempP
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))  # the run file
     return home
 
 

@@ -743,7 +743,8 @@ class FakeUpstream:
 
     # --- life ------------------------------------------------------------------------------
 
-    def start(self) -> str:
+    def start(self, sock: socket.socket | None = None) -> str:
+        """Serve on a free loopback port, or on `sock` (bound, not yet listening)."""
         ready = threading.Event()
 
         def main() -> None:
@@ -754,7 +755,11 @@ class FakeUpstream:
                 self.app(), access_log=None, shutdown_timeout=0.5, handler_cancellation=True
             )
             loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            site: web.BaseSite = (
+                web.TCPSite(self._runner, "127.0.0.1", 0)
+                if sock is None
+                else web.SockSite(self._runner, sock)
+            )
             loop.run_until_complete(site.start())
             host, port = self._runner.addresses[0][:2]
             self.url = f"http://{host}:{port}"
@@ -783,7 +788,13 @@ class Daemon:
     ) -> None:
         self.config = config
         # The ledger (and anything else in the data dir) lands beside the config, never in $HOME.
-        self.env = {**os.environ, "XDG_DATA_HOME": str(config.parent / "data"), **(env or {})}
+        # The run file (where it listens) too, so no other test's `status` finds this daemon.
+        self.env = {
+            **os.environ,
+            "XDG_DATA_HOME": str(config.parent / "data"),
+            "XDG_STATE_HOME": str(config.parent / "state"),
+            **(env or {}),
+        }
         self.extra_args = extra_args
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
@@ -792,6 +803,10 @@ class Daemon:
         self.ready_s = 0.0
         self._readers: list[threading.Thread] = []
 
+    def config_args(self) -> tuple[str, ...]:
+        """How the daemon is told its config (a subclass may run it on the default's path)."""
+        return ("--config", str(self.config))
+
     def start(self, timeout: float = 15.0) -> Daemon:
         started = time.perf_counter()
         self.proc = subprocess.Popen(
@@ -799,8 +814,7 @@ class Daemon:
                 sys.executable,
                 "-m",
                 "pirouter_py",
-                "--config",
-                str(self.config),
+                *self.config_args(),
                 "run",
                 "--port",
                 "0",

@@ -5,9 +5,10 @@ call round trip; Claude Code writing a file and reading it back through an Ollam
 continue` prints. Each session runs in a private network namespace (`unshare -n`, loopback only:
 the agents reach nothing but the daemon); see `agent_scenario.py`.
 
-The CLIs are the npm packages pinned in `tests/agents/package.json`, installed there by `.ci/run`
-(or by the first test here when they are missing). `PIROUTER_AGENTS_BIN` names another directory
-of `claude` and `codex` executables: `bench/agents_latest.py` runs these tests on the newest.
+The CLIs are the npm packages pinned in `tests/agents/package.json`, installed there by
+`tests/agents/install.sh` (`.ci/run` runs it); without them these tests skip.
+`PIROUTER_AGENTS_BIN` names another directory of `claude` and `codex` executables:
+`bench/agents_latest.py` runs these tests on the newest.
 """
 
 from __future__ import annotations
@@ -21,18 +22,22 @@ from typing import Any
 
 import pytest
 
-from tests.agent_scenario import NOTE, install
+from tests import agent_scenario
+from tests.agent_scenario import NOTE
+from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_TIMEOUT_S = 200
 BIN_VARIABLE = "PIROUTER_AGENTS_BIN"  # claude and codex from elsewhere (bench/agents_latest.py)
+PINNED = agent_scenario.installed()
+pytestmark = need("the agent CLIs", PINNED, agent_scenario.INSTALL)
 
 
 @pytest.fixture(scope="module")
 def installed() -> Path:
-    """Where `claude` and `codex` are: the pinned ones, installed with npm when missing."""
-    pinned = install()
-    return Path(os.environ.get(BIN_VARIABLE) or pinned)
+    """Where `claude` and `codex` are: the pinned ones, or $PIROUTER_AGENTS_BIN."""
+    assert PINNED is not None  # the module is skipped without them
+    return Path(os.environ.get(BIN_VARIABLE) or PINNED)
 
 
 def session(spec: dict[str, Any], bin: Path | None = None) -> dict[str, Any]:
@@ -128,7 +133,6 @@ def test_claude_code_writes_then_reads_back_through_an_ollama_upstream(installed
 
 def test_continue_answers_through_pirouter_on_the_printed_config() -> None:
     """`cn -p` on the ~/.continue/config.yaml `pirouter agents continue --whole` prints."""
-    install()
     result = session(
         {"agent": "continue", "upstream": "openai", "prompt": "Say PONG.", "tool": None}
     )

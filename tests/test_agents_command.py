@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import tomllib
 from collections.abc import Callable
@@ -25,10 +24,10 @@ from typer.testing import CliRunner
 from pirouter_py.cli import app
 from pirouter_py.cli.agents import codex_catalog
 from pirouter_py.config import load_config
-from tests.agent_scenario import PACKAGES, install
-from tests.conftest import EXAMPLE
+from tests.agent_scenario import AGENTS, INSTALL, PACKAGES, installed
+from tests.conftest import EXAMPLE, need
 
-needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+needs_agents = need("the agent CLIs", installed(), INSTALL)
 CLIENT_TIMEOUT_S = 90
 # Continue's own parser (the one `cn` runs), on the file read from stdin: the config as Continue
 # keeps it, and the template variables (`${{ secrets.X }}`) it will fill in
@@ -230,12 +229,11 @@ def continue_parses(text: str) -> dict[str, Any]:
     return parsed
 
 
-@needs_node
+@needs_agents
 def test_continue_parses_the_config_yaml_with_its_own_schema(
     local: Path, write_config: Callable[[str], Path]
 ) -> None:
     """Continue's parser keeps what it knows and drops the rest: every key printed must survive."""
-    install()
     text = printed("continue", local)["files"]["~/.continue/config.yaml"]
     made = continue_parses(text)
     assert made["config"] == yaml.safe_load(text)  # nothing dropped, nothing renamed
@@ -249,11 +247,11 @@ def test_continue_parses_the_config_yaml_with_its_own_schema(
         continue_parses("models:\n" + text.split("models:\n", 1)[1])  # what 0.x printed
 
 
-@needs_node
+@needs_agents
 @pytest.mark.parametrize("whole", [False, True])
 def test_codex_loads_the_printed_config(local: Path, tmp_path: Path, whole: bool) -> None:
     """`codex doctor` loads ~/.codex/config.toml as every Codex command does, catalog included."""
-    bin = install()
+    bin = AGENTS
     home = tmp_path / "codex"
     home.mkdir()
     catalog = tmp_path / "models.json"
@@ -277,11 +275,11 @@ def test_codex_loads_the_printed_config(local: Path, tmp_path: Path, whole: bool
     assert json.loads(done.stdout)["checks"]["config.load"]["status"] == "fail"
 
 
-@needs_node
+@needs_agents
 @pytest.mark.parametrize("whole", [False, True])
 def test_opencode_loads_the_printed_config(local: Path, tmp_path: Path, whole: bool) -> None:
     """`opencode debug config` validates opencode.json against opencode's own schema."""
-    bin = install()
+    bin = AGENTS
     text = printed("opencode", local, *(["--whole"] if whole else []))["files"]["opencode.json"]
     (tmp_path / "opencode.json").write_text(text)
     env = {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "home" / ".config")}

@@ -704,7 +704,13 @@ def test_retries_left_do_not_drop_the_last_models_marked_stream(mode: str) -> No
 
 def cooling(alias: str, left: float, error: str, failures: int = 1) -> dict[str, Any]:
     return {
-        alias: {"cooling": True, "cooldown_left_s": left, "failures": failures, "last_error": error}
+        alias: {
+            "cooling": True,
+            "cooldown_left_s": left,
+            "failures": failures,
+            "last_error": error,
+            "down": False,
+        }
     }
 
 

@@ -1,4 +1,4 @@
-"""Completions, the man page and the README's CLI reference are what the CLI generates, and work."""
+"""Completions, the man page and docs/cli.md's reference are what the CLI generates, and work."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from pirouter_py.cli import docs as clidoc
-from tests.conftest import ROOT
+from tests.conftest import ROOT, need
 
 
 @pytest.mark.parametrize("shell", clidoc.SHELLS)
@@ -37,7 +37,7 @@ def test_man_page_covers_every_command_and_option() -> None:
         assert f".SH {section}" in page
 
 
-@pytest.mark.skipif(shutil.which("groff") is None, reason="groff is not installed")
+@need("groff", shutil.which("groff"), "apt-get install groff-base")
 def test_man_page_renders_without_warnings() -> None:
     done = subprocess.run(
         ["groff", "-man", "-Tutf8", "-ww", "-z", str(ROOT / "man" / "pirouter.1")],
@@ -49,10 +49,10 @@ def test_man_page_renders_without_warnings() -> None:
     assert (done.returncode, done.stderr) == (0, "")
 
 
-def test_readme_cli_reference_is_current() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert clidoc.readme_with_reference(readme) == readme, (
-        "README's CLI reference is stale: run `python -m pirouter_py.cli.docs`"
+def test_cli_reference_is_current() -> None:
+    doc = clidoc.CLI_DOC.read_text()
+    assert clidoc.with_reference(doc) == doc, (
+        "docs/cli.md's CLI reference is stale: run `python -m pirouter_py.cli.docs`"
     )
 
 

@@ -1,4 +1,5 @@
-"""Docs kept honest by tests: the example config, the README's commands, options, exit codes."""
+"""Docs kept honest by tests: the example config, the commands and options (README, docs/cli.md),
+exit codes, the set-up commands, and every link between the docs."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import pytest
 from pydantic import BaseModel
 
 from pirouter_py.cli import app
+from pirouter_py.cli import docs as clidoc
 from pirouter_py.config import Config
 from pirouter_py.errors import ExitCode
 from tests.conftest import EXAMPLE, ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+# docs/cli.md as written by hand: its table of commands, before the generated reference
+CLI_TABLE = clidoc.CLI_DOC.read_text(encoding="utf-8").split(clidoc.REFERENCE_BEGIN)[0]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def config_keys(
@@ -57,22 +62,54 @@ def test_every_config_key_is_in_the_example(key: str) -> None:
 
 
 def _commands() -> list[tuple[str, list[str]]]:
-    import typer.main
-
-    group = typer.main.get_command(app)
-    out = []
-    for name, command in group.commands.items():  # type: ignore[attr-defined]
-        options = [opt for param in command.params for opt in param.opts if opt.startswith("--")]
-        out.append((name, options))
-    return out
+    """Every command that runs (not the groups), as "ledger tail", with its long options."""
+    return [
+        (" ".join(c.path), [o.long for o in c.options if o.long not in ("--help", "--config")])
+        for c in clidoc.commands()
+        if c.path and not c.subcommands
+    ]
 
 
 @pytest.mark.parametrize(("name", "options"), _commands())
-def test_every_command_and_option_is_in_the_readme(name: str, options: list[str]) -> None:
-    assert f"pirouter {name}" in README
+def test_every_command_and_option_is_in_the_cli_doc(name: str, options: list[str]) -> None:
+    """docs/cli.md's table (written by hand) has a row for each command, naming every option."""
+    top, _, sub = name.partition(" ")
+    rows = [line for line in CLI_TABLE.splitlines() if line.startswith(f"| `pirouter {top}")]
+    rows = [row for row in rows if not sub or re.search(rf"\b{re.escape(sub)}\b", row)]
+    assert rows, f"`pirouter {name}` has no row in docs/cli.md's table"
     for option in options:
-        if option != "--help":
-            assert option in README, f"{name} {option} is not in the README"
+        assert any(option in row for row in rows), f"{name} {option} is not in docs/cli.md"
+
+
+@pytest.mark.parametrize("name", sorted({name.split(" ")[0] for name, _ in _commands()}))
+def test_the_readme_names_every_command(name: str) -> None:
+    assert f"pirouter {name}" in README, f"the README never names `pirouter {name}`"
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", ""))
+    return text.replace(" ", "-")
+
+
+def _anchors(doc: Path) -> set[str]:
+    text = re.sub(r"^```.*?^```", "", doc.read_text(encoding="utf-8"), flags=re.M | re.S)
+    return {_anchor(h) for h in re.findall(r"^#+ (.*)$", text, re.MULTILINE)}
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_link_between_the_docs_leads_somewhere(doc: Path) -> None:
+    """Relative links (README <-> docs/*.md, files of the checkout) name files that exist and
+    headings those files have."""
+    text = doc.read_text(encoding="utf-8")
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue  # https:, mailto:
+        path, _, anchor = target.partition("#")
+        file = (doc.parent / path).resolve() if path else doc
+        assert file.exists(), f"{doc.name}: link to {target}: no such file"
+        if anchor:
+            assert anchor in _anchors(file), f"{doc.name}: link to {target}: no such heading"
 
 
 def test_exit_codes_are_documented() -> None:
@@ -104,3 +141,10 @@ def test_readme_run_command_installs_and_starts_pirouter() -> None:
 
 def test_license_is_apache() -> None:
     assert "Apache License" in (ROOT / "LICENSE").read_text() and Path(ROOT / "LICENSE").exists()
+
+
+def test_the_readme_stats_example_is_what_stats_prints() -> None:
+    """The ledger section's `pirouter stats` is tests/test_stats.py's golden report, verbatim."""
+    from tests.test_stats import GOLDEN
+
+    assert f"$ pirouter stats\n{GOLDEN}```" in README

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,8 +45,24 @@ def test_cooldowns_double_cap_honour_retry_after_and_reset() -> None:
         "cooldown_left_s": 120.0,
         "failures": 1,
         "last_error": None,
+        "down": False,
     }
     assert Health(5, 0, clock).failed("a", retry_after=9) == 0  # max 0: cooldowns off
+
+
+def test_a_model_down_stays_down_after_its_cooldown_until_it_answers() -> None:
+    clock = Clock()
+    health = Health(5, 60, clock)
+    assert health.failed("a", error="refused", down=True) == 5
+    health.failed("a", error="503")  # a later failure of another kind does not end it
+    clock.now += 60.1
+    assert not health.cooling("a") and health.down("a")
+    assert health.snapshot()["a"]["down"] and health.snapshot()["a"]["last_error"] == "503"
+    health.succeeded("a")
+    assert not health.down("a") and health.snapshot() == {}
+    off = Health(5, 0, clock)  # cooldowns off: a model is still reported down, never cooling
+    assert off.failed("a", error="refused", down=True) == 0
+    assert off.down("a") and not off.cooling("a") and not Health(5, 0, clock).down("a")
 
 
 CHAIN = """
@@ -191,3 +209,72 @@ def test_status_lists_cooling_models(fresh: FakeUpstream, tmp_path: Path) -> Non
         )
     finally:
         daemon.stop()
+
+
+def health_of(daemon: Daemon) -> dict[str, Any]:
+    with urllib.request.urlopen(daemon.url + "/health", timeout=10) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def wait_health(daemon: Daemon, what: str, check: Any, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while not check(body := health_of(daemon)):
+        assert time.monotonic() < deadline, f"/health never {what}: {body}"
+        time.sleep(0.05)
+    return body
+
+
+def test_health_says_degraded_until_the_provider_answers_then_ok_without_a_request(
+    tmp_path: Path,
+) -> None:
+    """Issue #37: with no Ollama, /health said ok once the start-up probe's cooldown ran out,
+    while every request failed."""
+    # bound, not listening: connections are refused until the fake listens on it
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'[providers.ollama]\nbase_url = "http://127.0.0.1:{sock.getsockname()[1]}"\n'
+        '[models.m]\nprovider = "ollama"\nmodel_id = "m-cheap"\n'
+        "[cascade]\ncooldown_secs = 1\nmax_cooldown_secs = 1\n"
+    )
+    upstream = FakeUpstream()
+    daemon = Daemon(path).start()
+    try:
+        wait_health(daemon, "degraded", lambda h: h["status"] == "degraded")
+        # the cooldown has run out, and the provider has still not answered
+        after = wait_health(daemon, "past the cooldown", lambda h: not h["models"]["m"]["cooling"])
+        assert after["status"] == "degraded" and after["models"]["m"]["down"], after
+        assert after["reason"].startswith(
+            "no model can answer now: m (down until it answers: provider ollama refused: "
+        )
+        upstream.start(sock)
+        ok = wait_health(daemon, "ok", lambda h: h["status"] == "ok")
+        assert ok["models"] == {} and "reason" not in ok
+        assert "/api/tags" in upstream.listings and upstream.seen == []  # probed, never asked
+        assert daemon.log_lines("provider_answering")[0]["provider"] == "ollama"
+    finally:
+        assert daemon.stop() == 0
+        upstream.stop()
+        sock.close()
+
+
+def test_a_refused_connection_puts_the_model_down_at_once(tmp_path: Path) -> None:
+    """A request whose provider refuses the connection marks its model down (no probe needed:
+    the first background probe comes only after the 30 s cooldown)."""
+    upstream = FakeUpstream()
+    upstream.start()
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'[providers.local]\ntype = "openai"\nbase_url = "{upstream.url}"\n'
+        '[models.m]\nprovider = "local"\nmodel_id = "m-cheap"\n[cascade]\ncooldown_secs = 30\n'
+    )
+    daemon = Daemon(path).start()
+    try:
+        assert ask(daemon)[0] == 200 and health_of(daemon)["models"] == {}
+        upstream.stop()
+        assert ask(daemon)[0] == 502
+        models = health_of(daemon)["models"]
+        assert models["m"]["down"] and "connection failed" in models["m"]["last_error"], models
+    finally:
+        assert daemon.stop() == 0

@@ -18,12 +18,15 @@ from collections.abc import Iterator
 import pytest
 
 from tests import llamacpp
+from tests.conftest import need
 from tests.fakes import Daemon
 from tests.test_sdk_types import CLIENTS, Ask, Check, Turn, View, send
 
 SERVER = llamacpp.binary()
-pytestmark = pytest.mark.skipif(
-    SERVER is None, reason="no llama-server (.ci/run builds one; LLAMA_SERVER names it)"
+pytestmark = need(
+    "llama-server",
+    SERVER,
+    "bash .ci/build-llama-server (builds /opt/llama.cpp/llama-server; or set LLAMA_SERVER)",
 )
 CONFIG = """
 [ledger]

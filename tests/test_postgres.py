@@ -29,13 +29,12 @@ from pirouter_py.config import load_config
 from pirouter_py.ledger import feedback, labels, read, rollups, schema
 from pirouter_py.ledger import rows as ledger_rows
 from pirouter_py.ledger.db import Connection, Postgres, translate
+from tests.conftest import ROOT, need
 from tests.fakes import Daemon, FakeUpstream
 from tests.pgserver import PostgresServer, binaries
 from tests.test_dashboard import CLIENT_KEY, CONFIG, KEY, records
 
-pytestmark = pytest.mark.skipif(
-    binaries() is None, reason="PostgreSQL is not installed (.ci/run installs it)"
-)
+pytestmark = need("PostgreSQL", binaries(), "apt-get install postgresql (only its binaries run)")
 
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -468,5 +467,6 @@ def test_a_missing_driver_is_named_with_the_fix(fake: FakeUpstream, tmp_path: Pa
             env=env,
         )
         assert out.returncode in (1, 3), out
-        assert "pip install 'pirouter-py[team]'" in out.stderr
+        # the hint works from this checkout: its own pip, the checkout's path and the extra
+        assert f"install -e '{ROOT}[team]'" in out.stderr
         assert "Traceback" not in out.stderr + out.stdout

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from pirouter_py import service
 from pirouter_py.cli import app
 from pirouter_py.errors import PirouterError
+from tests.conftest import need
 
 EXE = ("/opt/pirouter/bin/pirouter",)
 
@@ -40,7 +41,7 @@ def test_systemd_install_writes_the_unit_and_a_private_key_file(tmp_path: Path) 
     assert w.env_file.read_text() == "OPENAI_API_KEY=sk-mine\n"
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+@need("systemd-analyze", shutil.which("systemd-analyze"), "apt-get install systemd")
 def test_the_unit_verifies(tmp_path: Path) -> None:
     w = where(tmp_path, None)
     service.apply(

@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import need
 from tests.fakes import Daemon, FakeUpstream, Reply
 
 REDIS = shutil.which("redis-server")
-pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed (.ci/run)")
+pytestmark = need("redis-server", REDIS, "apt-get install redis-server")
 
 BASE = """
 [state]

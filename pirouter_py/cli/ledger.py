@@ -7,7 +7,6 @@ except by `feedback`, which adds one row.
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 import time
 from enum import StrEnum
@@ -172,6 +171,8 @@ def feedback_command(
             f"no request {request_id} in the ledger {where}: it holds no requests yet",
             ExitCode.RUNTIME,
         )
+    import sqlite3
+
     try:
         known, _ = feedback.owner(ledger_file(loaded), request_id, url)
         waited = 0.0
@@ -509,6 +510,8 @@ def ledger_migrate(
     """Copy a SQLite ledger into PostgreSQL.
 
     Run it again to resume: nothing is copied twice."""
+    import sqlite3
+
     from pirouter_py.config.schema import postgres_url
     from pirouter_py.ledger import copy
     from pirouter_py.ledger.db import redact

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
 import time
 from enum import StrEnum
@@ -102,6 +101,8 @@ def init(
         return
     if target.exists():
         backup = target.with_name(f"{target.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
+        import shutil
+
         shutil.copy2(target, backup)
         sys.stderr.write(f"kept the old file as {backup}\n")
     edit.write_text(target, text, 0o600)

@@ -6,6 +6,10 @@ upstream's `Retry-After`. Cooling models are moved to the end of a request's cha
 policy alike; routing/decide.py does it): they are skipped while others can answer, yet a request
 never fails that a cooling model could still serve as the last option. The clock is a parameter, so
 tests are exact.
+
+A model whose provider refused the connection (or, probed, the key) is also `down`: reported so by
+/health however short its cooldown, until the provider answers again, to a request or to the
+background probe (server/probes.py).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ class _State:
     failures: int = 0
     until: float = 0.0
     last_error: str | None = None
+    down: bool = False  # its provider refused the connection or the key; ends when it answers
 
 
 class Health:
@@ -47,13 +52,23 @@ class Health:
             state.until, state.last_error = until, error
 
     def failed(
-        self, alias: str, retry_after: float | None = None, error: str | None = None
+        self,
+        alias: str,
+        retry_after: float | None = None,
+        error: str | None = None,
+        *,
+        down: bool = False,
     ) -> float:
-        """Record a retryable failure; returns the cooldown in seconds (0: cooldowns are off)."""
-        if self.max <= 0:
+        """Record a retryable failure; returns the cooldown in seconds (0: cooldowns are off).
+        With `down`, the model stays down (even with cooldowns off) until it answers."""
+        if self.max <= 0 and not down:
             return 0.0
         state = self.states.setdefault(alias, _State())
         state.failures += 1
+        state.down = state.down or down
+        if self.max <= 0:
+            state.last_error = error
+            return 0.0
         cooldown = min(self.max, self.base * float(2 ** (state.failures - 1)))
         if retry_after is not None:
             cooldown = max(cooldown, retry_after)
@@ -71,8 +86,12 @@ class Health:
         state = self.states.get(alias)
         return state is not None and state.until > self.clock()
 
+    def down(self, alias: str) -> bool:
+        state = self.states.get(alias)
+        return state is not None and state.down
+
     def snapshot(self) -> dict[str, dict[str, Any]]:
-        """Each model with a recent failure: in cooldown or not, seconds left, failures."""
+        """Each model with a recent failure: in cooldown or not, seconds left, failures, down."""
         now = self.clock()
         return {
             alias: {
@@ -80,6 +99,7 @@ class Health:
                 "cooldown_left_s": round(max(0.0, s.until - now), 3),
                 "failures": s.failures,
                 "last_error": s.last_error,
+                "down": s.down,
             }
             for alias, s in sorted(self.states.items())
         }

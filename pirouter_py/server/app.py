@@ -29,7 +29,7 @@ from pirouter_py.observe.log import RequestLines, bound_logger, get_logger
 from pirouter_py.observe.metrics import Metrics
 from pirouter_py.providers.transport import Upstreams
 from pirouter_py.routing import learned
-from pirouter_py.server import access, catalog, dashboard, feedback, ops, scope, textgen
+from pirouter_py.server import access, catalog, dashboard, feedback, ops, probes, scope, textgen
 from pirouter_py.server import reload as config_reload
 from pirouter_py.server.chat import chat_handler
 from pirouter_py.server.messages import count_tokens
@@ -214,6 +214,7 @@ def create_app(
         app.cleanup_ctx.append(_shared)
     app.on_cleanup.append(_last_lines)
     app.cleanup_ctx.append(_upstreams)
+    app.cleanup_ctx.append(probes.background)  # stops before the upstream pool closes
     app.on_shutdown.append(_drain)
     # always: a reload that adds cors_origins takes effect at once (each call reads them)
     app.on_response_prepare.append(on_prepare)

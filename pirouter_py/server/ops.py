@@ -86,8 +86,8 @@ def _ledger_short(ledger: dict[str, Any] | None) -> str | None:
 
 
 def _degraded(snapshot: Any, models: dict[str, dict[str, Any]]) -> str | None:
-    """Why no chat model can answer now (every one cooling after failures, or without its
-    key), or None while one can."""
+    """Why no chat model can answer now (every one cooling after failures, down until its
+    provider answers again, or without its key), or None while one can."""
     config = snapshot.config
     chat = [a for a, m in config.models.items() if m.enabled and m.kind == "chat"]
     why = {}
@@ -96,6 +96,8 @@ def _degraded(snapshot: Any, models: dict[str, dict[str, Any]]) -> str | None:
             why[alias] = snapshot.unavailable[alias]
         elif models.get(alias, {}).get("cooling"):
             why[alias] = f"cooling after: {models[alias].get('last_error') or 'failures'}"
+        elif models.get(alias, {}).get("down"):
+            why[alias] = f"down until it answers: {models[alias].get('last_error') or 'refused'}"
         else:
             return None
     if not why:

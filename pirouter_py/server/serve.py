@@ -22,15 +22,13 @@ from pirouter_py.config import LoadedConfig
 from pirouter_py.errors import PirouterError
 from pirouter_py.ledger import journal
 from pirouter_py.observe.log import get_logger
-from pirouter_py.providers.base import HTTPProvider
-from pirouter_py.server import access, guard
+from pirouter_py.server import access, guard, probes
 from pirouter_py.server import reload as config_reload
 from pirouter_py.server.app import create_app
 from pirouter_py.server.loop import settle_gc
 from pirouter_py.server.state import DRAIN, STATE, State
 
 log = get_logger("pirouter")
-PROBE_S = 3.0  # how long the providers' start-up probe may take, all in parallel
 CUT_S = 1.0  # how long requests cut at the drain's end have to write their error and finish
 
 
@@ -88,7 +86,7 @@ async def serve(
         settle_gc()
         # Only now say where we listen: a supervisor may signal as soon as it reads this line.
         announce(f"http://{shown}:{bound[1]}")
-        probing = asyncio.create_task(probe(app[STATE], report)) if report else None
+        probing = asyncio.create_task(probes.at_start(app[STATE], report)) if report else None
         await stop.wait()
         if probing is not None:
             probing.cancel()
@@ -140,19 +138,3 @@ async def drain(state: State, timeout: float) -> None:
     for task in cut:
         task.cancel(DRAIN)
     await asyncio.wait(cut, timeout=CUT_S)
-
-
-async def probe(state: State, report: Callable[[str], None]) -> None:
-    """Each provider once, in parallel, bounded by PROBE_S: one line each (ok, refused,
-    unauthorised, key missing, no answer, error). A refused connection or a refused key puts
-    the provider's models in cooldown, as a failed request would: `/health` says degraded while
-    no chat model is left, and requests go to a model that can answer."""
-    snapshot = state.snapshot
-    providers = {n: p for n, p in snapshot.cascade.providers.items() if isinstance(p, HTTPProvider)}
-    found = await asyncio.gather(*(p.probe(PROBE_S) for p in providers.values()))
-    for (name, provider), (kind, detail) in zip(providers.items(), found, strict=True):
-        report(f"provider {name} ({provider.config.url}): {kind}, {detail}")
-        if kind in ("refused", "unauthorised"):
-            for alias, model in snapshot.config.models.items():
-                if model.provider == name:
-                    state.health.failed(alias, error=f"provider {name} {kind}: {detail}")
