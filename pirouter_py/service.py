@@ -214,8 +214,18 @@ def describe(plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def apply(plan: Plan, *, run_commands: bool = True) -> list[str]:
-    """Write, remove and run what the plan says; returns the commands that did not run."""
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A service-manager command that ran and failed (no user systemd session, say)."""
+
+    command: str
+    code: int
+    output: str
+
+
+def apply(plan: Plan, *, run_commands: bool = True) -> tuple[list[str], list[Failed]]:
+    """Write, remove and run what the plan says; returns the commands that did not run (not
+    found here) and those that failed, with their exit code and what they said."""
     for f in plan.files:
         if f.keep_existing and f.path.exists():
             continue
@@ -224,10 +234,18 @@ def apply(plan: Plan, *, run_commands: bool = True) -> list[str]:
         f.path.chmod(f.mode)
     for path in plan.remove:
         path.unlink(missing_ok=True)
-    skipped = []
+    skipped: list[str] = []
+    failed: list[Failed] = []
     for command in plan.commands:
         if not run_commands or shutil.which(command[0]) is None:
             skipped.append(shlex.join(command))
             continue
-        subprocess.run(command, check=False, timeout=60)
-    return skipped
+        try:
+            done = subprocess.run(command, check=False, timeout=60, capture_output=True, text=True)
+        except subprocess.TimeoutExpired:
+            failed.append(Failed(shlex.join(command), -1, "no answer within 60 s"))
+            continue
+        if done.returncode:
+            said = (done.stderr or done.stdout).strip()
+            failed.append(Failed(shlex.join(command), done.returncode, said))
+    return skipped, failed

@@ -21,7 +21,7 @@ import pytest
 import yaml  # PyYAML, installed with the test extra
 from typer.testing import CliRunner
 
-from pirouter_py.cli import app
+from pirouter_py.cli import agents, app
 from pirouter_py.cli.agents import codex_catalog
 from pirouter_py.config import load_config
 from tests.agent_scenario import AGENTS, INSTALL, PACKAGES, installed
@@ -107,16 +107,29 @@ def local(write_config: Callable[[str], Path]) -> Path:
     return write_config(LOCAL.replace("{keys}", ""))
 
 
-def test_claude_code_compacts_before_the_smallest_window_its_turns_can_reach(local: Path) -> None:
+def test_claude_code_compacts_before_the_smallest_window_its_turns_can_reach(
+    local: Path, write_config: Callable[[str], Path]
+) -> None:
+    # small's window (40,960: notools takes no agent turns) is below the least Claude Code
+    # compacts at: not exported (Claude Code would read it as its minimum and warn), and said
     code, out, err = run("agents", "claude-code", "--config", str(local))
-    assert code == 0 and err == ""
+    assert code == 0
     assert out.splitlines() == [
         "export ANTHROPIC_BASE_URL=http://127.0.0.1:18080",
         "export ANTHROPIC_MODEL=auto",
         "export ANTHROPIC_DEFAULT_HAIKU_MODEL=auto",
         "export ANTHROPIC_API_KEY=unused",
-        "export CLAUDE_CODE_AUTO_COMPACT_WINDOW=40960",  # small's: notools takes no agent turns
     ]
+    assert err == (
+        "note: the smallest tool-capable context window is 40,960 tokens, and Claude Code "
+        "compacts no earlier than 100,000: a longer conversation is routed to the models whose "
+        "window fits it (a routing error when none does)\n"
+    )
+    # a window Claude Code can compact before is exported
+    large = write_config(LOCAL.replace("{keys}", "").replace("40960", "131072"))
+    code, out, err = run("agents", "claude-code", "--config", str(large))
+    assert code == 0 and err == ""
+    assert out.splitlines()[-1] == "export CLAUDE_CODE_AUTO_COMPACT_WINDOW=131072"
 
 
 def test_the_example_config_gives_its_own_smallest_tool_window() -> None:
@@ -126,8 +139,11 @@ def test_the_example_config_gives_its_own_smallest_tool_window() -> None:
         for m in config.models.values()
         if m.enabled and m.supports_tools and m.kind == "chat" and m.context_window
     )
-    code, out, _ = run("agents", "claude-code", "--config", str(EXAMPLE))
-    assert code == 0 and f"CLAUDE_CODE_AUTO_COMPACT_WINDOW={expected}" in out
+    code, out, err = run("agents", "claude-code", "--config", str(EXAMPLE))
+    if expected >= agents.CLAUDE_MIN_COMPACT_WINDOW:
+        assert code == 0 and f"CLAUDE_CODE_AUTO_COMPACT_WINDOW={expected}" in out
+    else:
+        assert code == 0 and f"window is {expected:,} tokens" in err
 
 
 def test_codex_gets_a_responses_provider(local: Path) -> None:

@@ -89,11 +89,17 @@ def test_http_and_cli_feedback_land_beside_the_request(fake: FakeUpstream, tmp_p
         assert exported.exit_code == 0, exported.output
         [line] = [json.loads(x) for x in exported.stdout.splitlines()]
         assert (line["request_id"], line["labels"]) == (rid, {"cheap": 0.75})
+        # `last`: the newest request, named on stderr
+        last = CliRunner().invoke(app, ["feedback", "last", "good", "-c", str(config)])
+        assert last.exit_code == 0, last.output
+        assert f"the newest request: {rid} (cheap, " in last.stderr
+        assert f"feedback 1 on {rid}" in last.stdout
     finally:
         assert daemon.stop() == 0
     assert feedback_rows(book) == [
         (rid, 0.0, "wrong file", "http"),
         (rid, 0.75, "fine after all", "cli"),
+        (rid, 1.0, None, "cli"),
     ]
     db = sqlite3.connect(book)
     try:  # the request it scores is there too, so the two join
@@ -102,7 +108,7 @@ def test_http_and_cli_feedback_land_beside_the_request(fake: FakeUpstream, tmp_p
         ).fetchone()
     finally:
         db.close()
-    assert joined == (2,)
+    assert joined == (3,)
 
 
 def test_no_ledger_means_no_feedback(fake: FakeUpstream, tmp_path: Path) -> None:

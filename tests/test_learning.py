@@ -24,6 +24,7 @@ from pirouter_py.learning import data, evaluate, train
 from pirouter_py.routing import learned, prior
 from pirouter_py.routing.decide import decide
 from pirouter_py.wire.codecs import BY_PROTOCOL
+from tests.conftest import ROOT
 from tests.fakes import Daemon, FakeUpstream
 
 MODELS = """
@@ -465,3 +466,25 @@ def test_learn_names_the_switch_for_traffic_it_cannot_use(
     out = capsys.readouterr().out
     assert "16 more without text or features" in out
     assert "[learning] keep_features" in out and "config set learning.keep_features true" in out
+
+
+def test_learn_without_the_extra_says_how_to_install_it_from_this_checkout(
+    tmp_path: Path, write_config: Any
+) -> None:
+    cfg = write_config(MODELS.replace("{url}", "http://127.0.0.1:9"))
+    file = tmp_path / "labels.jsonl"
+    file.write_text("".join(json.dumps(line) + "\n" for line in synthetic(60)))
+    code = (
+        "import sys; sys.modules['sklearn'] = sys.modules['scipy'] = None;"  # as if not installed
+        "from pirouter_py.cli import main; main()"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, "learn", "--labels", str(file), "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1, out
+    assert f"install -e '{ROOT}[learn]'" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -68,15 +68,29 @@ def _features(text: str) -> Any:
 def test_the_prior_routes_from_the_first_request_and_says_so() -> None:
     cfg = config("[routing]\nlearned = true\nquality_bias = 0.9\n")
     router = prior.router(cfg, None, synthetic_prior())
-    easy = decide(cfg, chat(f"{EASY} there, debug this"), {}, scorer=router, explain=True)
-    hard = decide(cfg, chat(f"prove this {HARD}, debug it"), {}, scorer=router, explain=True)
+    easy = decide(cfg, chat(f"{EASY} there, a short one"), {}, scorer=router, explain=True)
+    hard = decide(cfg, chat(f"prove this {HARD} for me"), {}, scorer=router, explain=True)
     assert (easy.primary, easy.decider) == ("small", "prior")
     assert (hard.primary, hard.decider) == ("big", "prior")
     shown = dict(hard.chances)
     assert set(shown) == {"small", "mid", "big"} and shown["small"] < 0.3 < shown["big"]
     # no router: the ladder decides and nobody is named
-    ladder = decide(cfg, chat(f"{EASY} there, debug this"), {})
+    ladder = decide(cfg, chat(f"{EASY} there, a short one"), {})
     assert ladder.decider is None and ladder.chances == ()
+
+
+def test_the_prior_alone_keeps_the_ladders_floor_where_the_ladder_had_a_reason() -> None:
+    """The prior learned exam questions: a prompt the ladder finds hard (a keyword: "debug")
+    goes to a model of the tier it needs even when the prior rates the weak tier high; the
+    owner's own model, trained on this install's traffic, is trusted below the floor."""
+    cfg = config("[routing]\nlearned = true\nquality_bias = 0.9\n")
+    text = f"{EASY} there, debug this race condition"
+    assert decide(cfg, chat(text), {}).difficulty == "hard"
+    alone = decide(cfg, chat(text), {}, scorer=prior.router(cfg, None, synthetic_prior()))
+    assert alone.primary == "big" and alone.decider is None  # only big reaches "strong"
+    owned = prior.router(cfg, owner_model("small", 0.99, 5000), synthetic_prior())
+    trusted = decide(cfg, chat(text), {}, scorer=owned)
+    assert (trusted.primary, trusted.decider) == ("small", "learned+prior")
 
 
 def test_the_owner_model_takes_over_as_its_labels_accumulate() -> None:

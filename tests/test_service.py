@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import plistlib
 import shutil
 import stat
@@ -27,11 +28,14 @@ def where(home: Path, config: Path | None) -> service.Where:
 def test_systemd_install_writes_the_unit_and_a_private_key_file(tmp_path: Path) -> None:
     w = where(tmp_path, tmp_path / ".config" / "pirouter" / "config.toml")
     plan = service.install_plan("systemd", w, EXE)
-    assert service.apply(plan, run_commands=False) == [
-        "systemctl --user daemon-reload",
-        "systemctl --user enable --now pirouter.service",
-        "systemctl --user restart pirouter.service",
-    ]
+    assert service.apply(plan, run_commands=False) == (
+        [
+            "systemctl --user daemon-reload",
+            "systemctl --user enable --now pirouter.service",
+            "systemctl --user restart pirouter.service",
+        ],
+        [],
+    )
     unit = (tmp_path / ".config" / "systemd" / "user" / "pirouter.service").read_text()
     assert (f"ExecStart=/opt/pirouter/bin/pirouter --config {w.config} run") in unit
     assert f"EnvironmentFile=-{w.env_file}" in unit and "Restart=on-failure" in unit
@@ -128,3 +132,26 @@ def test_the_key_file_names_the_variables_the_config_reads(tmp_path: Path) -> No
     other = where(tmp_path / "other", None)
     service.apply(service.install_plan("systemd", other, EXE), run_commands=False)
     assert "# OPENAI_API_KEY=...\n# ANTHROPIC_API_KEY=...\n" in other.env_file.read_text()
+
+
+def test_install_says_so_when_the_service_manager_refuses(
+    isolated_env: Path, write_config: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No user session bus (a container, ssh without lingering): systemctl fails, and install
+    says the service is not running and what to do, with exit 1 — not "installed"."""
+    fake_bin = isolated_env / "bin"
+    fake_bin.mkdir()
+    systemctl = fake_bin / "systemctl"
+    systemctl.write_text(
+        "#!/bin/sh\necho 'Failed to connect to bus: No medium found' >&2\nexit 1\n"
+    )
+    systemctl.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+    config = write_config('[providers.ollama]\n[models.m]\nprovider = "ollama"\nmodel_id = "x"\n')
+    result = CliRunner().invoke(app, ["service", "install", "-c", str(config)])
+    assert result.exit_code == 1, result.output
+    assert "installed" not in result.stdout
+    assert "the service is not running" in result.stderr
+    assert "`systemctl --user daemon-reload` exited 1: Failed to connect to bus" in result.stderr
+    assert "loginctl enable-linger" in result.stderr
+    assert (isolated_env / ".config" / "systemd" / "user" / "pirouter.service").exists()

@@ -37,6 +37,9 @@ KEY_VARIABLE = "PIROUTER_API_KEY"  # what the snippets name for the client key
 CATALOG_HINT = "# model_catalog_json = ...  (pirouter agents codex --catalog FILE writes one)\n"
 OPENCODE_SCHEMA = "https://opencode.ai/config.json"  # what opencode's own files declare
 OUTPUT_LIMIT = 32_000  # the most output tokens opencode is told a model gives in one answer
+# Claude Code compacts no earlier than this: it reads a smaller CLAUDE_CODE_AUTO_COMPACT_WINDOW as
+# this minimum, with a warning (seen in 2.1.337), so a smaller window is not exported
+CLAUDE_MIN_COMPACT_WINDOW = 100_000
 
 
 class Agent(StrEnum):
@@ -107,8 +110,14 @@ def settings(agent: Agent, config: Config, url: str, whole: bool = False) -> Set
             "ANTHROPIC_DEFAULT_HAIKU_MODEL": "auto",  # its background calls are routed too
             "ANTHROPIC_API_KEY": key,
         }
-        if window is not None:
+        if window is not None and window >= CLAUDE_MIN_COMPACT_WINDOW:
             out.env["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] = str(window)
+        elif window is not None:
+            out.notes.append(
+                f"the smallest tool-capable context window is {window:,} tokens, and Claude Code "
+                f"compacts no earlier than {CLAUDE_MIN_COMPACT_WINDOW:,}: a longer conversation "
+                "is routed to the models whose window fits it (a routing error when none does)"
+            )
         else:
             out.notes.append(
                 "no tool-capable model declares context_window: Claude Code assumes 200k tokens "

@@ -115,10 +115,17 @@ def learn(
             print_json(report)
         else:
             _print_counts(report)
+        routing = loaded.config.routing
+        meanwhile = (
+            "the shipped prior"
+            if routing.learned and routing.prior
+            else "the difficulty ladder"
+            + ("" if routing.learned else " ([routing] learned is off)")
+        )
         fail(
             f"too few labels to learn: {len(examples)} labelled requests, and each model needs "
             f"{train.MIN_LABELS}, with at least {train.MIN_EACH} good and {train.MIN_EACH} "
-            "escalated or bad; routing goes on by the difficulty ladder",
+            f"escalated or bad; routing goes on by {meanwhile}",
             ExitCode.RUNTIME,
         )
     target = output or learned_path(loaded)
@@ -361,7 +368,7 @@ def _render(r: dict[str, Any]) -> str:
         out.append(row(f"always {alias}", p))
     out.append(row("difficulty ladder (v0.1)", r["ladder"]))
     op_name = f"this config ({r['router']}"
-    op_name += f", bias {r['quality_bias']:g})" if r["router"] == "learned" else ")"
+    op_name += f", bias {r['quality_bias']:.2f})" if r["router"] == "learned" else ")"
     out.append(row(op_name, r["operating_point"]))
     out.append(row("oracle", r["oracle"]["point"]))
     share = ", ".join(f"{a} {s:.0%}" for a, s in r["operating_point"]["share"].items())

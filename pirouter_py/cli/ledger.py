@@ -125,11 +125,36 @@ def _read_rows(
 FRESH_ROW_WAIT_S = 2.0  # how long feedback waits for the row of an answer just given
 
 
+def _newest_request(ctx: typer.Context, config: Path | None) -> str:
+    """The id of the newest request in the config's ledger (what `feedback last` scores),
+    said on stderr with its model and time; exit 1 when the ledger holds none."""
+    loaded = guard(lambda: load(ctx, config, warn=False))
+    db = open_ledger(loaded)
+    row = None
+    if db is not None:
+        try:
+            row = db.execute(
+                "SELECT id, final_model, ts FROM requests "
+                "ORDER BY COALESCE(ts_ms, ts * 1000) DESC LIMIT 1"
+            ).fetchone()
+        finally:
+            db.close()
+    if row is None:
+        fail(f"no request in the ledger {ledger_where(loaded)} yet", ExitCode.RUNTIME)
+    when = time.strftime("%H:%M:%S", time.localtime(row[2]))
+    sys.stderr.write(f"the newest request: {row[0]} ({row[1]}, {when})\n")
+    return str(row[0])
+
+
 @app.command("feedback")
 def feedback_command(
     ctx: typer.Context,
     request_id: Annotated[
-        str, typer.Argument(help="The x-pirouter-request-id of the answer.", show_default=False)
+        str,
+        typer.Argument(
+            help="The x-pirouter-request-id of the answer, or `last`: the newest request.",
+            show_default=False,
+        ),
     ],
     score: Annotated[
         str, typer.Argument(help="good, bad, or a number from 0 to 1.", show_default=False)
@@ -151,15 +176,18 @@ def feedback_command(
 ) -> None:
     """Say how good an answer was (kept for learning).
 
-    REQUEST_ID is the answer's x-pirouter-request-id (`pirouter ledger tail` shows them). With
-    a running daemon (--url, or its run file), the feedback goes through it; otherwise
-    straight into the config's ledger. An id that names no request is an error (exit 1)."""
+    REQUEST_ID is the answer's x-pirouter-request-id (`pirouter ledger tail` shows them), or
+    `last` for the newest request in the ledger. With a running daemon (--url, or its run
+    file), the feedback goes through it; otherwise straight into the config's ledger. An id
+    that names no request is an error (exit 1)."""
     from pirouter_py.ledger import feedback
 
     try:
         value = feedback.parse_score(score)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="SCORE") from None
+    if request_id.lower() == "last":
+        request_id = _newest_request(ctx, config)
     daemon = checked_url(url) if url is not None else running_daemon()
     if daemon is not None and _feedback_to_daemon(daemon, request_id, value, comment, url):
         return

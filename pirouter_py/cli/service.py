@@ -60,12 +60,28 @@ def service_install(
     if dry_run:
         sys.stdout.write(service.describe(plan))
         return
-    skipped = service.apply(plan)
+    skipped, failed = service.apply(plan)
+    if failed:
+        _failed("installed the files, but the service manager", failed, "is not running")
     sys.stdout.write(f"installed {plan.summary}\n" + "".join(f"note: {n}\n" for n in plan.notes))
     if skipped:
         sys.stdout.write(
             "run these yourself (not found here):\n" + "".join(f"  {c}\n" for c in skipped)
         )
+
+
+def _failed(done: str, failed: list[Any], state: str) -> None:
+    """Say which service-manager commands failed and what they said, and exit 1."""
+    lines = [f"{done} refused: the service {state}"]
+    for f in failed:
+        said = f": {f.output.splitlines()[0]}" if f.output.strip() else ""
+        lines.append(f"  `{f.command}` exited {f.code}{said}")
+    if any("bus" in f.output.lower() for f in failed):
+        lines.append(
+            "  no user session bus here (a container, or ssh without lingering): "
+            "`loginctl enable-linger $USER` and log in again, or run `pirouter run` yourself"
+        )
+    fail("\n".join(lines), ExitCode.RUNTIME)
 
 
 @service_app.command("uninstall")
@@ -82,7 +98,9 @@ def service_uninstall(
     if dry_run:
         sys.stdout.write(service.describe(plan))
         return
-    skipped = service.apply(plan)
+    skipped, failed = service.apply(plan)
+    if failed:
+        _failed("removed the files, but the service manager", failed, "may still be running")
     sys.stdout.write(
         f"removed: {plan.summary}\n" + "".join(f"  run yourself: {c}\n" for c in skipped)
     )

@@ -89,7 +89,7 @@ def postgres_url(url: str) -> str:
 class LedgerConfig(_Section):
     path: str | None = None
     # The ledger in PostgreSQL, e.g. "postgresql://pirouter@db.internal/pirouter" (needs
-    # `pip install 'pirouter-py[team]'`); `path` then only places the journal and spill files.
+    # `.venv/bin/pip install -e '.[team]'`); `path` then only places the journal and spill files.
     url: str | None = None
     store_prompts: bool = False  # keep request messages and answer text (separate table)
     # The most of one prompt (its body's JSON) or one answer kept with store_prompts, in

@@ -38,7 +38,7 @@ REGULARIZATION = 1.0  # scikit-learn's C: the inverse strength of the L2 penalty
 
 
 class MissingExtra(PirouterError):
-    exit_code = ExitCode.USAGE
+    exit_code = ExitCode.RUNTIME  # the environment lacks it: not a mistake in the command
 
 
 def _sklearn() -> tuple[Any, Any]:

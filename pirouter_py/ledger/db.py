@@ -14,7 +14,7 @@ Invariants:
   as ints, and errors raised as `sqlite3.Error` (`DatabaseError`), which every caller handles.
 - A connection that broke (the server restarted) reconnects at its next statement; the writer's
   batch that was cut is written again whole (rows are inserted or ignored by their keys).
-- psycopg is imported only when a URL is configured (`pip install 'pirouter-py[team]'`).
+- psycopg is imported only when a URL is configured (`.venv/bin/pip install -e '.[team]'`).
 """
 
 from __future__ import annotations

@@ -145,12 +145,22 @@ def decide(
         chain = _live_chain(chain, live, features.estimated_tokens, who, notes)
     if not chain:  # the policy decides: no rule matched, a rule handed over, or budgets spent
         ids = chances = None
-        bias = 0.9
+        bias, floor = 0.9, False
         if scorer is not None and config.routing.learned:
             ids = learn.request_ids(request, features)
-            chances, bias = scorer.lazy(ids), scorer.bias
+            chances, bias, floor = scorer.lazy(ids), scorer.bias, scorer.source == "prior"
         choice = policy.choose(
-            config, features, level, chosen_profile, explain, live, pin, chances, unavailable, bias
+            config,
+            features,
+            level,
+            chosen_profile,
+            explain,
+            live,
+            pin,
+            chances,
+            unavailable,
+            bias,
+            floor,
         )
         learned_chose = choice.rule.endswith(":learned")
         shown: tuple[tuple[str, float], ...] = ()

@@ -161,6 +161,7 @@ def choose(
     learned: Mapping[str, float] | None = None,
     unavailable: Mapping[str, str] | None = None,
     bias: float = 0.9,
+    floor: bool = False,
 ) -> PolicyChoice:
     """The policy decision for a request no rule matched; raises RoutingError when none fits.
 
@@ -170,7 +171,9 @@ def choose(
     (a key variable unset) are left out, with their reason in the explanation. With `pin`: session
     affinity (see `_affinity`). With `learned` (each alias's predicted chance of a good enough
     answer, [routing] learned) and its threshold `bias`: see `_learned_pick`; the ladder's quality
-    floor does not apply."""
+    floor does not apply, unless `floor` (the chances are the shipped prior's alone: it learned
+    exam questions, not this install's traffic, so where the ladder found a reason for a stronger
+    model, a keyword, the size or the effort asked, it chooses among the models that reach it)."""
     required_name = REQUIRED_QUALITY[level]
     required = QUALITY_RANK[required_name]
     tokens = features.estimated_tokens
@@ -194,7 +197,9 @@ def choose(
     pool = adequate or fitting
     notes: list[str] = []
     rule = f"policy:{profile}:{level}"
-    picked = _learned_pick(fitting, learned, bias) if learned else None
+    picked = None
+    if learned:
+        picked = _learned_pick(adequate if floor and adequate else fitting, learned, bias)
     if picked is not None:
         others = {a for a, _ in fitting} - {picked[0][0]}
         pool = [picked[0], *(am for am in orders.ranked if am[0] in others)]

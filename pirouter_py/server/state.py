@@ -102,7 +102,7 @@ def load_scorer(config: Config, path: Path) -> Router | None:
     owner = scorer.owner
     log.info(
         "learned_model_loaded",
-        path=str(path),
+        path=str(path) if owner is not None else None,  # the prior alone: no file of the owner's
         source=scorer.source,
         models=sorted(owner.models) if owner is not None else [],
         labels=owner.labels if owner is not None else 0,
