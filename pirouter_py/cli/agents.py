@@ -14,8 +14,6 @@ format has comments, in its first line; `--whole` prints it as a whole file inst
 config.yaml is always whole: `cn` rejects one without `name` and `version`.
 """
 
-from __future__ import annotations
-
 import json
 import shlex
 import subprocess
@@ -61,7 +59,7 @@ class Settings:
     notes: list[str] = field(default_factory=list)
 
 
-def _chat(config: Config, tools: bool) -> list[str]:
+def _chat(config: "Config", tools: bool) -> list[str]:
     return [
         a
         for a in config.aliases
@@ -70,7 +68,7 @@ def _chat(config: Config, tools: bool) -> list[str]:
     ]
 
 
-def smallest_window(config: Config, tools: bool = True) -> int | None:
+def smallest_window(config: "Config", tools: bool = True) -> int | None:
     """The smallest context window among the models `auto` can route an agent's turn to (agents
     offer tools on every turn); None when no such model declares one."""
     windows = [config.models[a].context_window for a in _chat(config, tools)]
@@ -78,7 +76,7 @@ def smallest_window(config: Config, tools: bool = True) -> int | None:
     return min(known) if known else None
 
 
-def _key(config: Config) -> tuple[str, bool]:
+def _key(config: "Config") -> tuple[str, bool]:
     """What the client sends as its key, and whether pirouter checks it."""
     keyed = config.server.keyed
     return (f"${KEY_VARIABLE}" if keyed else "unused"), keyed
@@ -94,7 +92,7 @@ def _part(whole: bool, how: str) -> str:
     return "" if whole else f"# pirouter's part of your file: {how}\n"
 
 
-def settings(agent: Agent, config: Config, url: str, whole: bool = False) -> Settings:
+def settings(agent: Agent, config: "Config", url: str, whole: bool = False) -> Settings:
     key, keyed = _key(config)
     out = Settings()
     if keyed:
@@ -226,7 +224,7 @@ def settings(agent: Agent, config: Config, url: str, whole: bool = False) -> Set
     return out
 
 
-def codex_catalog(config: Config, bundled: dict[str, Any]) -> dict[str, Any]:
+def codex_catalog(config: "Config", bundled: dict[str, Any]) -> dict[str, Any]:
     """A `model_catalog_json` for Codex: an entry of the installed Codex's own catalog (its
     instructions and tool settings; the first listed that calls tools directly rather than from
     generated code), once for `auto` and once per tool-capable chat alias, each with pirouter's

@@ -3,10 +3,11 @@ turning pirouter's errors into messages and exit codes.
 
 Command modules (`inspect`, `daemon`, `ledger`, `service`, `docs`) import this module and register
 their commands on `app`; the package's entry module imports them all. Heavy modules (aiohttp,
-pydantic, rich) are imported inside the commands that need them, so `--help` starts fast.
+pydantic, rich) are imported inside the commands that need them, so `--help` starts fast. The
+command modules do without `from __future__ import annotations`: Typer reads each command's
+signature at every start, and string annotations it would compile and evaluate one by one
+(names imported only for type checking are quoted instead).
 """
-
-from __future__ import annotations
 
 import gc
 import json
@@ -76,7 +77,7 @@ def fail(message: str, code: ExitCode) -> NoReturn:
     raise typer.Exit(int(code))
 
 
-def load(ctx: typer.Context, config: Path | None, *, warn: bool = True) -> LoadedConfig:
+def load(ctx: typer.Context, config: Path | None, *, warn: bool = True) -> "LoadedConfig":
     """The config named after the command, before it, by $PIROUTER_CONFIG, or the default."""
     from pirouter_py.config import load_config  # pydantic costs ~100 ms: not for --help
 
@@ -127,7 +128,7 @@ def config_failed(exc: ConfigError) -> NoReturn:
     raise typer.Exit(int(ExitCode.CONFIG)) from None
 
 
-def ledger_file(loaded: LoadedConfig) -> Path:
+def ledger_file(loaded: "LoadedConfig") -> Path:
     """[ledger] path (with ~ expanded), else the platform data dir's ledger.db."""
     from pirouter_py.config import default_ledger_path
 
@@ -135,7 +136,7 @@ def ledger_file(loaded: LoadedConfig) -> Path:
     return Path(path).expanduser() if path else default_ledger_path()
 
 
-def ledger_where(loaded: LoadedConfig) -> str:
+def ledger_where(loaded: "LoadedConfig") -> str:
     """Where the ledger is, for a message: [ledger] url (password hidden), else its file."""
     from pirouter_py.ledger.db import redact
 
@@ -143,7 +144,7 @@ def ledger_where(loaded: LoadedConfig) -> str:
     return redact(url) if url else str(ledger_file(loaded))
 
 
-def open_ledger(loaded: LoadedConfig, path: Path | None = None) -> Any:
+def open_ledger(loaded: "LoadedConfig", path: Path | None = None) -> Any:
     """A read-only connection to the configured ledger (or the SQLite file `path`), None when
     it holds nothing yet; a ledger that cannot be opened is a message and exit code 1."""
     import sqlite3
@@ -158,14 +159,14 @@ def open_ledger(loaded: LoadedConfig, path: Path | None = None) -> Any:
         fail(f"cannot read the ledger at {where}: {exc}", ExitCode.RUNTIME)
 
 
-def learned_path(loaded: LoadedConfig) -> Path:
+def learned_path(loaded: "LoadedConfig") -> Path:
     """Where the learned router's file is: beside the ledger, where the daemon reads it."""
     from pirouter_py.routing import learned
 
     return ledger_file(loaded).with_name(learned.FILE_NAME)
 
 
-def learned_scorer(loaded: LoadedConfig) -> Any:
+def learned_scorer(loaded: "LoadedConfig") -> Any:
     """The learned router the daemon would use (the owner's model beside the ledger with the
     shipped prior, prior.build) when the config turns it on, else None (the decision is then
     the difficulty ladder's, as the daemon's would be). What cannot be read goes to stderr."""
@@ -179,7 +180,7 @@ def learned_scorer(loaded: LoadedConfig) -> Any:
     return scorer
 
 
-def daemon_url(config: Config) -> str:
+def daemon_url(config: "Config") -> str:
     """Where clients reach the daemon this config runs: [server] bind, any-address binds as
     loopback."""
     from pirouter_py.config import parse_bind
@@ -306,7 +307,7 @@ def ask_daemon(request: Any, timeout: float) -> Any:
     return direct.open(request, timeout=timeout)
 
 
-def find_daemon(config: Config, url: str | None) -> tuple[str, str]:
+def find_daemon(config: "Config", url: str | None) -> tuple[str, str]:
     """The daemon's address and how it was found: --url, else the run file of a live `pirouter
     run`, else the config's [server] bind."""
     if url is not None:

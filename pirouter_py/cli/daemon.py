@@ -1,7 +1,5 @@
 """`pirouter run`, `status` and `completions`: the daemon's life, and the shell's."""
 
-from __future__ import annotations
-
 import json
 import sys
 from pathlib import Path

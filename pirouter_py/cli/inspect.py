@@ -3,8 +3,6 @@
 Nothing here talks to a daemon or an upstream; `route` runs the daemon's own `routing.decide`.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 from collections.abc import Iterable, Iterator

@@ -1,8 +1,6 @@
 """`pirouter learn` and `pirouter eval`: train the learned router from labels, and measure a
 router on labelled prompts (learning/)."""
 
-from __future__ import annotations
-
 import random
 import sys
 from pathlib import Path
@@ -29,7 +27,7 @@ if TYPE_CHECKING:
     from pirouter_py.config import LoadedConfig
 
 
-def _ledger_examples(loaded: LoadedConfig, since: float) -> tuple[list[Any], int]:
+def _ledger_examples(loaded: "LoadedConfig", since: float) -> tuple[list[Any], int]:
     """Examples from the ledger's labels, and how many labelled requests had neither text nor
     features (recorded before features were kept)."""
     from pirouter_py.learning import data

@@ -4,8 +4,6 @@ Registered on the CLI's `app` when `cli` imports this module; the ledger is read
 except by `feedback`, which adds one row.
 """
 
-from __future__ import annotations
-
 import json
 import sys
 import time
@@ -109,7 +107,7 @@ def parse_since(value: str, now: float | None = None) -> float:
 
 
 def _read_rows(
-    loaded: LoadedConfig, since: float, limit: int | None = None, newest_first: bool = False
+    loaded: "LoadedConfig", since: float, limit: int | None = None, newest_first: bool = False
 ) -> list[dict[str, Any]]:
     from pirouter_py.ledger import read
 
@@ -358,7 +356,7 @@ def _rich_summary(summary: Any, window: str, trend: Any) -> None:
         console.print(line, markup=False)
 
 
-def _budget_burn(loaded: LoadedConfig) -> list[Any]:
+def _budget_burn(loaded: "LoadedConfig") -> list[Any]:
     import time
 
     from pirouter_py.ledger import read

@@ -9,8 +9,6 @@ tokens of the answer each request got at the rates of the model the candidate wo
 as if it answered with those tokens and no escalation, against what the request cost as recorded.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 from collections import Counter

@@ -3,8 +3,6 @@
 Registered on the CLI's `app` when `cli` imports this module; `service.py` builds the plans.
 """
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import Annotated, Any

@@ -3,8 +3,6 @@
 (config/init.py, config/edit.py). `init` also says what a daemon already answering at the
 written address will do with the new file."""
 
-from __future__ import annotations
-
 import os
 import re
 import sys

@@ -1,7 +1,5 @@
 """`pirouter completions`: the shell completion script, made by `docs.py`."""
 
-from __future__ import annotations
-
 import sys
 from enum import StrEnum
 from typing import Annotated
