@@ -79,6 +79,32 @@ def test_the_prior_routes_from_the_first_request_and_says_so() -> None:
     assert ladder.decider is None and ladder.chances == ()
 
 
+def test_the_owners_rate_of_the_strongest_is_not_lost_to_the_prior() -> None:
+    """The strongest model is seldom wrong, so the owner has only its rate; with thousands of
+    labels that rate, not the prior's, is what a cheaper model is compared with."""
+    cfg = config("[routing]\nlearned = true\nquality_bias = 0.9\n")
+    zero = array("f", bytes(4 * learned.BUCKETS))
+    owner = learned.Scorer(
+        {
+            "small": learned.AliasModel(math.log(0.85 / 0.15), zero, 5000, 4250),
+            "big": learned.AliasModel(0.0, None, 5000, 4990),  # its rate only
+        },
+        0.0,
+        5000,
+    )
+    text = "what is the capital of france"
+    alone = decide(
+        cfg,
+        chat(text),
+        {},
+        scorer=prior.router(
+            config("[routing]\nlearned = true\nquality_bias = 0.9\nprior = false\n"), owner, None
+        ),
+    )
+    blended = decide(cfg, chat(text), {}, scorer=prior.router(cfg, owner, synthetic_prior()))
+    assert alone.primary == blended.primary == "big"  # 0.85 is more than 0.1 below ~0.99
+
+
 def test_the_prior_alone_keeps_the_ladders_floor_where_the_ladder_had_a_reason() -> None:
     """The prior learned exam questions: a prompt the ladder finds hard (a keyword: "debug")
     goes to a model of the tier it needs even when the prior rates the weak tier high; the
@@ -91,6 +117,11 @@ def test_the_prior_alone_keeps_the_ladders_floor_where_the_ladder_had_a_reason()
     owned = prior.router(cfg, owner_model("small", 0.99, 5000), synthetic_prior())
     trusted = decide(cfg, chat(text), {}, scorer=owned)
     assert (trusted.primary, trusted.decider) == ("small", "learned+prior")
+    # the floor is per alias: one the owner has few labels of is still the prior's
+    assert owned is not None and "small" not in owned.floored and "mid" in owned.floored
+    few = prior.router(cfg, owner_model("small", 0.99, 50), synthetic_prior())
+    assert few is not None and "small" in few.floored
+    assert decide(cfg, chat(text), {}, scorer=few).primary == "big"
 
 
 def test_the_owner_model_takes_over_as_its_labels_accumulate() -> None:
@@ -108,10 +139,13 @@ def test_the_owner_model_takes_over_as_its_labels_accumulate() -> None:
         assert got == pytest.approx(weight * 0.9 + (1 - weight) * from_prior, rel=1e-5)
         mixed.append(got)
     assert mixed == sorted(mixed) and mixed[-1] > 0.85  # toward the owner's 0.9
-    # an alias the owner knows only by its rate: the prior's chance stands
+    # an alias the owner knows only by its rate (too seldom wrong to learn): the rate weighs
+    # by its labels as a model would
     rate_only = learned.Scorer({"small": learned.AliasModel(0.0, None, 10, 9)}, 0.0, 10)
     router = prior.router(cfg, rate_only, synthetic_prior())
-    assert router is not None and router.chances(ids)["small"] == pytest.approx(from_prior)
+    weight = 10 / (10 + prior.PRIOR_STRENGTH)
+    assert router is not None
+    assert router.chances(ids)["small"] == pytest.approx(weight * 0.9 + (1 - weight) * from_prior)
     # the prior turned off: the owner's model alone (the rate, here)
     off = config("[routing]\nlearned = true\nprior = false\n")
     router = prior.router(off, rate_only, synthetic_prior())
@@ -196,7 +230,7 @@ def test_learn_calibrates_on_held_out_labels() -> None:
             {"prompt": f"{word} number {i} of many", "labels": {"small": int(easy), "big": 1}}
         )
     examples = data.examples(lines)
-    held = train.held_out(examples, 5)
+    held, _ = train.held_out(examples, 5)
     points = train.calibrate(cfg, examples, held)
     curve = learned.calibration(points)
     assert curve[0][1] == 0.0 and curve[-1][1] == 1.0  # all small ... all big
@@ -242,3 +276,61 @@ def test_route_shows_each_candidates_chance_and_what_decided(tmp_path: Path) -> 
     done = runner.invoke(app, ["route", "--config", str(path), "--prompt", prompt, "--json"])
     assert json.loads(done.stdout)["explanation"]["decided_by"] is None
     assert "chance" not in done.stdout
+
+
+def test_learn_calibrates_the_router_the_daemon_will_use() -> None:
+    """`learn`'s held-out chances are the blended router's (the prior's tiers included), not
+    the new model's alone: what the printed operating point describes is what will run."""
+    from pirouter_py.learning import data
+
+    cfg = config("[routing]\nlearned = true\n")
+    lines = [
+        {"prompt": f"{EASY if i % 2 else HARD} number {i}", "labels": {"small": i % 2, "big": 1}}
+        for i in range(200)
+    ]
+    examples = data.examples(lines)
+    alone, folds = train.held_out(examples, 5)
+    blended, same = train.held_out(examples, 5, lambda m: prior.router(cfg, m, synthetic_prior()))
+    assert folds == same
+    assert all(a is not None and "mid" not in a for a in alone)
+    assert all(b is not None and "mid" in b for b in blended)  # the prior's tier for mid
+    assert any(a["small"] != b["small"] for a, b in zip(alone, blended, strict=True) if a and b)
+
+
+def test_eval_keeps_the_prior_out_of_its_own_training_prompts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prompts the shipped prior was trained on (by the manifest's digests) are not scored
+    with it: eval says so and routes without it."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from pirouter_py.cli import app
+    from tests.test_learning import MODELS, synthetic
+
+    lines = synthetic(120)
+    file = tmp_path / "labels.jsonl"
+    file.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    path = tmp_path / "config.toml"
+    path.write_text(
+        MODELS.replace("{url}", "http://127.0.0.1:9")
+        + f'[ledger]\npath = "{tmp_path / "ledger.db"}"\n[routing]\nlearned = true\n'
+    )
+    run = CliRunner().invoke(app, ["eval", str(file), "--json", "-c", str(path)])
+    assert run.exit_code == 0, run.output
+    assert json.loads(run.stdout)["learned_from"] == "the shipped prior"
+    digests = frozenset(prior.prompt_digest(line["prompt"]) for line in lines[:30])
+    monkeypatch.setattr(prior, "trained_on", lambda: digests)
+    run = CliRunner().invoke(app, ["eval", str(file), "--json", "-c", str(path)])
+    assert run.exit_code == 0, run.output
+    report = json.loads(run.stdout)
+    assert "trained the shipped prior: scored without it" in report["learned_from"]
+    assert report["router"] == "ladder"  # no model of the owner's: nothing else to score
+
+
+def test_the_manifest_digest_is_the_normalised_prompts() -> None:
+    assert prior.prompt_digest("  What IS\n\tthe answer?  ") == prior.prompt_digest(
+        "what is the answer?"
+    )
+    assert len(prior.trained_on()) > 10_000  # the shipped manifest reads

@@ -1,7 +1,6 @@
 """`pirouter learn` and `pirouter eval`: train the learned router from labels, and measure a
 router on labelled prompts (learning/)."""
 
-import random
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -128,7 +127,10 @@ def learn(
         )
     target = output or learned_path(loaded)
     model = guard(lambda: train.train(examples))
-    held = guard(lambda: train.held_out(examples, train.CALIBRATION_FOLDS))
+    # where the daemon will route: the new model's held-out chances, blended with the prior
+    # as the daemon blends them
+    wrap = _wrap(loaded.config, _shipped(loaded.config))
+    held, _ = guard(lambda: train.held_out(examples, train.CALIBRATION_FOLDS, wrap))
     model["calibration"] = train.calibrate(loaded.config, examples, held)
     train.write(target, model)
     report["written"] = str(target)
@@ -157,10 +159,13 @@ def _operating(config: Any, points: list[dict[str, float]]) -> dict[str, Any] | 
     bias = routing.quality_bias
     if bias is None:
         bias = prior.pick_bias(calibration, routing.quality_target)
+    # the calibration point at (or nearest below and above) that threshold; a set quality_bias
+    # is reported as set
     point = min(points, key=lambda p: (abs(p["quality_bias"] - bias), p["quality_bias"]))
     return {
-        "quality_target": None if routing.quality_bias is not None else routing.quality_target,
         **point,
+        "quality_bias": bias,
+        "quality_target": None if routing.quality_bias is not None else routing.quality_target,
     }
 
 
@@ -212,44 +217,70 @@ def _print_counts(report: dict[str, Any]) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-def _cv_chances(examples: list[Any], folds: int, config: Any) -> Any:
-    """Held-out predictions: each example scored by the router a model trained on the other
-    folds makes (with the shipped prior, as the daemon would blend them)."""
+def _shipped(config: Any) -> Any:
+    """The prior the daemon blends with the owner's model, or None ([routing] learned or prior
+    off)."""
+    from pirouter_py.routing import prior
+
+    routing = config.routing
+    return guard(prior.load_prior) if routing.learned and routing.prior else None
+
+
+def _wrap(config: Any, shipped: Any) -> Any:
+    """A fold's model as the daemon would route with it: blended with `shipped` (None: alone)."""
+    from pirouter_py.routing import prior
+
+    if shipped is None:
+        return None
+    return lambda model: prior.router(config, model, shipped) or model
+
+
+def _cv_chances(examples: list[Any], folds: int, config: Any, shipped: Any) -> Any:
+    """Held-out predictions (each example scored by the router that a model trained on the
+    other folds makes, blended with `shipped` as the daemon would), and each example's fold."""
     from pirouter_py.learning import train
-    from pirouter_py.routing import learned, prior
 
-    order = list(range(len(examples)))
-    random.Random(0).shuffle(order)
-    fold_of = {i: k % folds for k, i in enumerate(order)}
-    shipped = guard(prior.load_prior) if config.routing.learned and config.routing.prior else None
-    predicted: dict[int, dict[str, float]] = {}
-    for k in range(folds):
-        held = [i for i in order if fold_of[i] == k]
-        scorer: learned.Scorer = train.scorer([examples[i] for i in order if fold_of[i] != k])
-        if not scorer.trained:
-            fail(
-                f"fold {k + 1} of {folds} has too few labels to learn from "
-                f"(each model needs {train.MIN_LABELS}); use fewer folds or more labels",
-                ExitCode.RUNTIME,
-            )
-        fold = prior.router(config, scorer, shipped) if shipped is not None else None
-        for i in held:
-            ids = examples[i].ids
-            predicted[i] = fold.chances(ids) if fold is not None else scorer.chances(ids)
-    return lambda i, _ex: predicted.get(i)
+    held, fold_of = train.held_out(examples, folds, _wrap(config, shipped))
+    if any(h is None for h in held):
+        fail(
+            f"a fold of {folds} has too few labels to learn from (each model needs "
+            f"{train.MIN_LABELS}); use fewer folds or more labels",
+            ExitCode.RUNTIME,
+        )
+    return (lambda i, _ex: held[i]), fold_of
 
 
-def _cv_bias(config: Any, examples: list[Any], chances: Any) -> float | None:
-    """The threshold `learn` would pick from these held-out chances for [routing]
-    quality_target (the configured quality_bias when set)."""
+def _cv_biases(
+    config: Any, examples: list[Any], chances: Any, fold_of: list[int]
+) -> float | list[float] | None:
+    """The threshold each example is routed at: the configured quality_bias when set; else,
+    for the examples of each fold, the one `learn` would pick for [routing] quality_target from
+    the OTHER folds' held-out chances (so the operating point is not tuned on what it scores)."""
     from pirouter_py.learning import train
     from pirouter_py.routing import learned, prior
 
     if config.routing.quality_bias is not None:
         return float(config.routing.quality_bias)
     held = [chances(i, ex) for i, ex in enumerate(examples)]
-    points = learned.calibration(train.calibrate(config, examples, held))
-    return prior.pick_bias(points, config.routing.quality_target)
+    out = [prior.FALLBACK_BIAS] * len(examples)
+    for k in sorted(set(fold_of)):
+        others = [i for i in range(len(examples)) if fold_of[i] != k]
+        points = train.calibrate(config, [examples[i] for i in others], [held[i] for i in others])
+        bias = prior.pick_bias(learned.calibration(points), config.routing.quality_target)
+        for i in range(len(examples)):
+            if fold_of[i] == k and bias is not None:
+                out[i] = bias
+    return out
+
+
+def _prior_share(examples: list[Any]) -> float:
+    """The share of `examples` whose latest instruction the shipped prior was trained on."""
+    from pirouter_py.routing import features, prior
+
+    seen = prior.trained_on()
+    texts = [features.instruction(ex.request) for ex in examples if ex.request is not None]
+    hits = sum(prior.prompt_digest(t) in seen for t in texts)
+    return hits / max(len(examples), 1)
 
 
 IN_SAMPLE = 0.5  # a file at least this much of the model's own training is cross-validated
@@ -284,7 +315,7 @@ def evaluate(
     learned router's APGR next to random and the oracle."""
     from pirouter_py.learning import data, train
     from pirouter_py.learning import evaluate as ev
-    from pirouter_py.routing import learned
+    from pirouter_py.routing import learned, prior
 
     if cv == 1:
         fail("--cv needs at least 2 folds", ExitCode.USAGE)
@@ -293,22 +324,34 @@ def evaluate(
     loaded = guard(lambda: load(ctx, config))
     examples = guard(lambda: data.read(file))
     chances = None
-    bias = None
+    bias: Any = None
     source = "none"
+    shipped = _shipped(loaded.config)
+    notes = []
+    if shipped is not None and (share := _prior_share(examples)):
+        # the prior's own figures on its training prompts would be in-sample: scored without it
+        shipped = None
+        notes.append(
+            f"{share:.0%} of these prompts trained the shipped prior: scored without it (as with "
+            "[routing] prior = false), so no figure is in-sample"
+        )
     if cv:
-        chances, source = _cv_chances(examples, cv, loaded.config), f"{cv}-fold cross-validation"
-        bias = _cv_bias(loaded.config, examples, chances)
+        chances, fold_of = _cv_chances(examples, cv, loaded.config, shipped)
+        bias = _cv_biases(loaded.config, examples, chances, fold_of)
+        source = f"{cv}-fold cross-validation, each fold's threshold from the other folds"
     else:
         path = learned_path(loaded)
         scorer = guard(lambda: learned.load(path))
         router = learned_scorer(loaded)  # the daemon's: the owner's model with the prior
+        if router is not None and shipped is None and router.prior is not None:
+            router = prior.router(loaded.config, router.owner, None)
         seen = train.trained_on(path) if scorer is not None else frozenset()
         overlap = sum(train.fingerprint(ex.ids) in seen for ex in examples) / max(len(examples), 1)
         if scorer is not None and overlap >= IN_SAMPLE:
             # its own figures on its training prompts would be in-sample: held-out folds instead
             folds = min(IN_SAMPLE_FOLDS, len(examples))
-            chances = _cv_chances(examples, folds, loaded.config)
-            bias = _cv_bias(loaded.config, examples, chances)
+            chances, fold_of = _cv_chances(examples, folds, loaded.config, shipped)
+            bias = _cv_biases(loaded.config, examples, chances, fold_of)
             source = (
                 f"{folds}-fold cross-validation: the learned model at {path} was trained on "
                 f"{overlap:.0%} of these prompts, so scoring it on them would be in-sample; "
@@ -325,6 +368,8 @@ def evaluate(
             chances, source = ev.scorer_chances(scorer), str(path)
             if overlap:
                 source += f" ({overlap:.0%} of these prompts were in its training)"
+    if notes:
+        source += "; " + "; ".join(notes)
     report = guard(lambda: ev.evaluate(loaded.config, examples, chances, bias))
     report["learned_from"] = source
     if plot is not None:

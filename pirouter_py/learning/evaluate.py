@@ -183,7 +183,7 @@ def evaluate(
     config: Config,
     examples: Sequence[Example],
     chances: Chances | None,
-    bias: float | None = None,
+    bias: float | Sequence[float] | None = None,
     unavailable: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The report: `chances(i, example)` gives the learned router's predictions for example i
@@ -198,10 +198,15 @@ def evaluate(
             + f" and the config has {', '.join(config.aliases) or 'no models'}"
         )
     models = config.models
-    # the router's threshold (prior.Router.bias: the config's quality_bias, else calibrated)
-    operating = bias if bias is not None else config.routing.quality_bias
-    if operating is None:
-        operating = 0.9
+    # the router's threshold (prior.Router.bias: the config's quality_bias, else calibrated),
+    # or one per example (cross-validation: each fold's from the other folds)
+    fixed = bias if bias is not None else config.routing.quality_bias
+    per_example: list[float] | None = None
+    operating = 0.9
+    if isinstance(fixed, Sequence):
+        per_example = list(fixed)
+    elif fixed is not None:
+        operating = float(fixed)
     strongest = max(known, key=lambda a: (models[a].rank, models[a].cost, a))
     weakest = min(known, key=lambda a: (models[a].cost, models[a].rank, a))
     cases: list[_Case] = []
@@ -241,7 +246,8 @@ def evaluate(
         if learned_decision is not None and use:  # the daemon's own decision with this model
             ops.append(learned_decision.primary)
         else:
-            ops.append(case.pick(case.chances, operating) if use else case.ladder)
+            at = per_example[i] if per_example is not None else operating
+            ops.append(case.pick(case.chances, at) if use else case.ladder)
         decisions[-1] = ops[-1]
         cases.append(case)
     if not cases:
@@ -271,7 +277,9 @@ def evaluate(
         "always": {a: _always(cases, a) for a in known},
         "operating_point": op,
         "router": "learned" if config.routing.learned and chances is not None else "ladder",
-        "quality_bias": operating,
+        # the threshold; with one per example, their mean (and "quality_bias_per_fold")
+        "quality_bias": (sum(per_example) / len(per_example) if per_example else operating),
+        "quality_bias_per_fold": sorted(set(per_example)) if per_example else None,
         "ladder": ladder_point,
         "random": {"apgr": 0.5, "reach_50": {"x": 0.5}, "reach_80": {"x": 0.8}},
         "oracle": {"apgr": oracle["apgr"], "point": oracle["points"][1]},

@@ -17,7 +17,7 @@ import random
 import time
 import zlib
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,20 +174,27 @@ CALIBRATION_POINTS = 50  # thresholds kept in a model file's calibration
 CALIBRATION_FOLDS = 5  # held-out folds its predictions come from
 
 
-def held_out(examples: Sequence[Example], folds: int) -> list[dict[str, float] | None]:
-    """Each example's chances from a model trained on the other folds (a fixed shuffle); None
-    for the examples of a fold whose training part learns no alias."""
+def held_out(
+    examples: Sequence[Example], folds: int, wrap: Callable[[learned.Scorer], Any] | None = None
+) -> tuple[list[dict[str, float] | None], list[int]]:
+    """Each example's chances from a model trained on the other folds (a fixed shuffle), and
+    each example's fold; None for the examples of a fold whose training part learns no alias.
+    `wrap` makes the router the daemon would route with of each fold's model (prior.router:
+    blended with the shipped prior), so the chances are the ones it would compare."""
     order = list(range(len(examples)))
     random.Random(0).shuffle(order)
-    fold_of = {i: k % folds for k, i in enumerate(order)}
+    fold_of = [0] * len(examples)
+    for k, i in enumerate(order):
+        fold_of[i] = k % folds
     out: list[dict[str, float] | None] = [None] * len(examples)
     for k in range(folds):
         model = scorer([examples[i] for i in order if fold_of[i] != k])
         if model.trained:
+            routed = wrap(model) if wrap is not None else model
             for i in order:
                 if fold_of[i] == k:
-                    out[i] = model.chances(examples[i].ids)
-    return out
+                    out[i] = routed.chances(examples[i].ids)
+    return out, fold_of
 
 
 def calibrate(

@@ -161,7 +161,7 @@ def choose(
     learned: Mapping[str, float] | None = None,
     unavailable: Mapping[str, str] | None = None,
     bias: float = 0.9,
-    floor: bool = False,
+    floor: frozenset[str] = frozenset(),
 ) -> PolicyChoice:
     """The policy decision for a request no rule matched; raises RoutingError when none fits.
 
@@ -171,9 +171,9 @@ def choose(
     (a key variable unset) are left out, with their reason in the explanation. With `pin`: session
     affinity (see `_affinity`). With `learned` (each alias's predicted chance of a good enough
     answer, [routing] learned) and its threshold `bias`: see `_learned_pick`; the ladder's quality
-    floor does not apply, unless `floor` (the chances are the shipped prior's alone: it learned
-    exam questions, not this install's traffic, so where the ladder found a reason for a stronger
-    model, a keyword, the size or the effort asked, it chooses among the models that reach it)."""
+    floor does not apply, but for the aliases in `floor` (those whose chance is mostly the shipped
+    prior's, prior.Router.floored): they take only requests the ladder finds them good enough
+    for."""
     required_name = REQUIRED_QUALITY[level]
     required = QUALITY_RANK[required_name]
     tokens = features.estimated_tokens
@@ -199,7 +199,8 @@ def choose(
     rule = f"policy:{profile}:{level}"
     picked = None
     if learned:
-        picked = _learned_pick(adequate if floor and adequate else fitting, learned, bias)
+        pickable = [am for am in fitting if am[0] not in floor or am[1].rank >= required]
+        picked = _learned_pick(pickable, learned, bias)
     if picked is not None:
         others = {a for a, _ in fitting} - {picked[0][0]}
         pool = [picked[0], *(am for am in orders.ranked if am[0] in others)]
@@ -372,7 +373,7 @@ def _learned_pick(
     """The learned router's choice and why; None when the learned model knows none of the
     cheaper candidates (the ladder decides)."""
     cheaper, strongest = learned_order(fitting)
-    known = [a for a in cheaper if a in learned]
+    known = [a for a in cheaper if learned.get(a) is not None]
     if not known:
         return None
     models = dict(fitting)

@@ -8,9 +8,11 @@ or only its rate). A config's aliases get them by quality tier: the
 highest tier among the enabled chat models takes the strong chance, the lowest the weak one, and
 the tiers between a share of the way up by rank.
 
-`Router` is what `decide()` consults: per alias, the owner's learned model (`pirouter learn`)
-where it has weights, the prior where it has none, and a mix as labels accumulate (the owner's
-weight is n / (n + PRIOR_STRENGTH) for an alias learned from n labels). Its `bias` is the
+`Router` is what `decide()` consults: per alias, a mix of the owner's learned model (`pirouter
+learn`: its weights, or only its rate of good answers) and the prior, the owner's weight growing
+as labels accumulate (n / (n + PRIOR_STRENGTH) for an alias learned from n labels); the prior
+alone for an alias the owner has no labels of. The aliases the prior still leads (the owner's
+weight under a half) keep the difficulty ladder's floor (`floored`). Its `bias` is the
 configured `quality_bias` when set, else the point of the owner's (or the prior's) calibration
 that keeps `quality_target` of the strongest's quality at the least strong share. One function,
 `router()`, builds it, for the daemon and every command alike.
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -30,6 +34,8 @@ from pirouter_py.errors import PirouterError
 from pirouter_py.routing.learned import Calibration, Scorer, load, parse
 
 PRIOR_FILE = Path(__file__).resolve().parent / "prior_data" / "prior.json.gz"
+MANIFEST_FILE = PRIOR_FILE.with_name("manifest.txt.gz")
+_SPACE = re.compile(r"\s+")
 WEAK, STRONG = "weak", "strong"  # the prior's two tier models
 PRIOR_STRENGTH = 200  # labels of the owner's that weigh as much as the prior for an alias
 FALLBACK_BIAS = 0.9  # the quality_bias when neither the config nor a calibration gives one
@@ -53,6 +59,24 @@ def _load(path: Path) -> Scorer:
     if WEAK not in scorer.models or STRONG not in scorer.models:
         raise PirouterError(f"{path}: the prior needs models {WEAK!r} and {STRONG!r}")
     return scorer
+
+
+def prompt_digest(text: str) -> str:
+    """A prompt as the manifest lists it: the SHA-256 hex of its normalised form (lower-case,
+    whitespace runs as one space, stripped, UTF-8)."""
+    normal = _SPACE.sub(" ", text.lower()).strip()
+    return hashlib.sha256(normal.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def trained_on() -> frozenset[str]:
+    """The digests of the prompts the shipped prior was trained on (`eval` keeps its figures
+    out of sample with them); empty when the manifest cannot be read."""
+    try:
+        lines = gzip.decompress(MANIFEST_FILE.read_bytes()).decode().splitlines()
+    except (OSError, EOFError, UnicodeDecodeError):
+        return frozenset()
+    return frozenset(line.split(" ", 1)[0] for line in lines if line)
 
 
 def pick_bias(points: Calibration, target: float) -> float | None:
@@ -82,7 +106,7 @@ class Router:
     """The learned router as the policy consults it: each alias's chance of a good enough
     answer, from the owner's model, the prior, or both."""
 
-    __slots__ = ("bias", "owner", "prior", "shares", "source")
+    __slots__ = ("_floored", "bias", "owner", "prior", "shares", "source")
 
     def __init__(
         self,
@@ -93,6 +117,25 @@ class Router:
     ) -> None:
         self.owner, self.prior, self.shares, self.bias = owner, prior, shares, bias
         self.source = describe(owner, prior)
+        self._floored: frozenset[str] | None = None
+
+    @property
+    def floored(self) -> frozenset[str]:
+        """The aliases whose chance is mostly the prior's (no labels of the owner's, or fewer
+        than PRIOR_STRENGTH): where the ladder finds a reason for a stronger model (a keyword,
+        the size, the effort asked), the policy does not send them a request below its tier.
+        The prior learned exam questions, not this install's traffic."""
+        found = self._floored
+        if found is None:
+            models = self.owner.models if self.owner is not None else {}
+            found = self._floored = (
+                frozenset(
+                    a for a in self.shares if a not in models or models[a].labels < PRIOR_STRENGTH
+                )
+                if self.prior is not None
+                else frozenset()
+            )
+        return found
 
     def lazy(self, ids: list[int]) -> RouterChances:
         """The chances, each computed when the policy first asks for it."""
@@ -147,8 +190,10 @@ class RouterChances(Mapping[str, float]):
         base = self._prior(alias)
         owner = router.owner
         model = owner.models.get(alias) if owner is not None else None
-        if owner is None or model is None or (model.weights is None and base is not None):
-            return base  # the owner has not learned this alias (only its rate): the prior
+        if owner is None or model is None:
+            return base  # the owner has no labels of this alias: the prior
+        # the owner's model of it, or only its rate of good answers (an alias too seldom wrong
+        # to learn, the strongest as a rule), weighs by its labels against the prior
         own = owner.chance(alias, self._ids)
         if own is None or base is None:
             return own if own is not None else base

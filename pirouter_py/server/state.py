@@ -95,7 +95,8 @@ def load_scorer(config: Config, path: Path) -> Router | None:
         log.warning(
             "learned_model_missing",
             path=str(path),
-            fix="run `pirouter learn`, or set [routing] prior = true",
+            fix="run `pirouter learn`"
+            + ("" if config.routing.prior else ", or set [routing] prior = true"),
             routing="difficulty ladder",
         )
         return None
