@@ -4,6 +4,9 @@ Modes (each prints one JSON object):
   latency URL N WARMUP        N sequential requests after WARMUP: per-request milliseconds
   throughput URL C SECONDS    C concurrent clients for SECONDS: requests, errors, latencies
   throughput_responses ...    the same through the Responses API (POST /v1/responses)
+  path URL ROUTE STREAM C SECONDS
+                              the same on one inbound path (ROUTE: one of ROUTES' names), whole
+                              (STREAM 0) or streamed (1: the upstream's default stream)
   ttft URL N                  N sequential streams: milliseconds to the first body bytes
   streams URL N CHUNKS PACE   N concurrent streams of CHUNKS chunks PACE ms apart: the largest
                               gap between two chunks of each stream
@@ -22,6 +25,16 @@ import aiohttp
 
 BODY = {"model": "auto", "messages": [{"role": "user", "content": "Say something short."}]}
 RESPONSES_BODY = {"model": "auto", "input": "Say something short."}
+# Each inbound path's request: (its URL path, its body whole; streamed adds "stream": true)
+ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
+    "chat": ("/v1/chat/completions", BODY),
+    "messages": (
+        "/v1/messages",
+        {"model": "auto", "max_tokens": 256, "messages": BODY["messages"]},
+    ),
+    "responses": ("/v1/responses", RESPONSES_BODY),
+    "ollama": ("/api/chat", {**BODY, "stream": False}),  # Ollama streams unless told not to
+}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -159,6 +172,12 @@ def main() -> None:
         "throughput": lambda: throughput(target, int(args[0]), float(args[1])),
         "throughput_responses": lambda: throughput(
             url + "/v1/responses", int(args[0]), float(args[1]), RESPONSES_BODY
+        ),
+        "path": lambda: throughput(
+            url + ROUTES[args[0]][0],
+            int(args[2]),
+            float(args[3]),
+            {**ROUTES[args[0]][1], "stream": args[1] == "1"},
         ),
         "ttft": lambda: ttft(target, int(args[0])),
         "streams": lambda: streams(target, int(args[0]), int(args[1]), float(args[2])),

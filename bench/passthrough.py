@@ -1,7 +1,9 @@
 """The floor: a minimal aiohttp pass-through proxy, what any Python proxy on this machine costs.
 
 Run as its own process: `python bench/passthrough.py PORT UPSTREAM_URL`. It forwards the body to
-the upstream on a pooled session and relays the answer (or the stream) back, and nothing else.
+the upstream's same path on a pooled session and relays the answer (or the stream) back, and
+nothing else: on every inbound path pirouter serves (chat completions, Anthropic Messages,
+Responses, Ollama's /api/chat), so each path's row has a floor that relays that path's own bytes.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import sys
 import aiohttp
 from aiohttp import web
 
+PATHS = ("/v1/chat/completions", "/v1/messages", "/v1/responses", "/api/chat")
+
 
 async def proxy(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     session: aiohttp.ClientSession = request.app["session"]
     headers = {"content-type": "application/json"}
-    async with session.post(request.app["upstream"], data=body, headers=headers) as upstream:
+    url = request.app["upstream"] + request.path
+    async with session.post(url, data=body, headers=headers) as upstream:
         response = web.StreamResponse(
             status=upstream.status, headers={"content-type": upstream.content_type}
         )
@@ -40,9 +45,10 @@ def serve(port: int, upstream: str) -> None:
     except ImportError:
         pass
     app = web.Application()
-    app["upstream"] = upstream + "/v1/chat/completions"
+    app["upstream"] = upstream
     app.cleanup_ctx.append(session_ctx)
-    app.router.add_post("/v1/chat/completions", proxy)
+    for path in PATHS:
+        app.router.add_post(path, proxy)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 

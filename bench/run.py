@@ -8,6 +8,12 @@ against the floor. Latency, time to first token and throughput run in rounds wit
 taking turns, so a change in the machine's speed mid-run (this kind of VM has them) hits every
 target alike; the ratios of throughput and CPU per request are medians of the ratios within each
 round. Every process is started and stopped here; nothing is left running.
+
+Each inbound path (chat completions, Anthropic Messages to an Anthropic and to an OpenAI
+upstream, Responses, Ollama's /api/chat), whole and streamed, has a row of its own against the
+floor relaying that path's own bytes to the same fake upstream (`PATHS`, `path_rounds`): daemons
+whose provider speaks Anthropic's and Ollama's protocols join the one that speaks OpenAI's.
+`run.py --paths` runs only those rows (about four minutes).
 """
 
 from __future__ import annotations
@@ -211,14 +217,18 @@ def pirouter_config(
     metrics: bool = True,
     every_line: bool = False,
     learned: bool = False,
+    kind: str = "openai",
 ) -> Path:
     """A config for one bench daemon, with a ledger file of its own (two daemons writing one
     file would wait for each other's write locks), at the default log level (info). Past 100
     routine requests a second (`log_requests_per_sec`, default) the rest of the second's are
     counted in one line; `every_line` writes one for each request, to show what that costs.
     `learned`: a second, cheaper model and the learned router on, with a model file for both
-    (the cheaper one predicted good enough: every request reads features and scores)."""
+    (the cheaper one predicted good enough: every request reads features and scores). `kind`:
+    the upstream's protocol (the provider's type: openai, anthropic or ollama)."""
     name = f"pirouter-{'ledger' if ledger else 'noledger'}-{metrics}-{every_line}-{learned}"
+    if kind != "openai":
+        name += f"-{kind}"
     config = tmp / f"{name}.toml"
     extra = ""
     if learned:
@@ -257,7 +267,7 @@ metrics = {str(metrics).lower()}
 [ledger]
 path = "{tmp / (config.stem + ".db")}"
 [providers.bench]
-type = "openai"
+type = "{kind}"
 base_url = "{upstream}"
 api_key = "k"
 [models.bench]
@@ -293,8 +303,7 @@ def throughput_rounds(
     for _ in range(rounds):
         for key, (url, pid) in targets.items():
             before = cpu_seconds(pid) if pid else 0.0
-            mode = "throughput_responses" if key.endswith("_responses") else "throughput"
-            runs[key].append(loadgen(mode, url, 32, seconds))
+            runs[key].append(loadgen("throughput", url, 32, seconds))
             if key.startswith("pirouter"):
                 ledger_drained(url)  # the rows of this turn are written on this turn's CPU
             cpu[key].append(cpu_seconds(pid) - before if pid else 0.0)
@@ -316,6 +325,95 @@ def throughput_rounds(
             "rss_load_mib": rss[key],
         }
     return out
+
+
+# The inbound paths measured each against its own floor: (label, loadgen route, the daemon that
+# serves it: "pirouter" calls an OpenAI upstream, the others one of their kind)
+PATHS = (
+    ("chat completions -> OpenAI", "chat", "pirouter"),
+    ("Anthropic Messages -> Anthropic", "messages", "pirouter_anthropic"),
+    ("Anthropic Messages -> OpenAI", "messages", "pirouter"),
+    ("Responses -> OpenAI", "responses", "pirouter"),
+    ("Ollama /api/chat -> Ollama", "ollama", "pirouter_ollama"),
+)
+MODES = (("whole", "0"), ("streamed", "1"))
+
+
+def path_rounds(
+    targets: dict[str, tuple[str, int | None]], rounds: int, seconds: float
+) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """Each inbound path, whole and streamed (the upstream's default stream, 16 chunks), against
+    the floor relaying that path's own bytes to the same fake upstream: concurrency 32, in rounds,
+    the floor and pirouter taking turns within each (the one that goes first alternates). Per
+    path and mode, each side's requests per second and CPU per request in every round."""
+    out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for label, _, _ in PATHS:
+        out[label] = {mode: {"floor": {}, "pirouter": {}} for mode, _ in MODES}
+        for mode, _ in MODES:
+            for side in ("floor", "pirouter"):
+                out[label][mode][side] = {"rounds": [], "cpu_ms_rounds": [], "errors": 0}
+    for n in range(rounds):
+        for label, route, daemon in PATHS:
+            for mode, stream in MODES:
+                sides = (("floor", "floor"), ("pirouter", daemon))
+                for side, key in sides if n % 2 == 0 else sides[::-1]:
+                    url, pid = targets[key]
+                    assert pid is not None
+                    before = cpu_seconds(pid)
+                    got = loadgen("path", url, route, stream, 32, seconds)
+                    if side == "pirouter":
+                        ledger_drained(url)  # the rows of this turn are written on its CPU
+                    spent = cpu_seconds(pid) - before
+                    kept = out[label][mode][side]
+                    kept["rounds"].append(got["rps"])
+                    kept["cpu_ms_rounds"].append(1000 * spent / max(1, got["requests"]))
+                    kept["errors"] += got["errors"]
+    return out
+
+
+def paths_table(paths: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> str:
+    """One row per inbound path and mode: medians of each side, and the ratios to the floor
+    taken round by round (`paired`)."""
+    rows = [
+        (
+            "path",
+            "mode",
+            "floor CPU ms",
+            "pirouter",
+            "CPU ratio",
+            "floor req/s",
+            "pirouter",
+            "tput ratio",
+        )
+    ]
+    for label, modes in paths.items():
+        for mode, sides in modes.items():
+            f, p = sides["floor"], sides["pirouter"]
+            if not f["rounds"]:
+                continue
+            rows.append(
+                (
+                    label,
+                    mode,
+                    f"{statistics.median(f['cpu_ms_rounds']):.3f}",
+                    f"{statistics.median(p['cpu_ms_rounds']):.3f}",
+                    f"{paired(p['cpu_ms_rounds'], f['cpu_ms_rounds']):.2f}x",
+                    f"{statistics.median(f['rounds']):.0f}",
+                    f"{statistics.median(p['rounds']):.0f}",
+                    f"{paired(p['rounds'], f['rounds']):.2f}x",
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append("targets: CPU per request <= 1.25x the floor's, throughput >= 0.85x (issue #39)")
+    return "\n".join(lines)
 
 
 def ledger_drained(url: str, timeout: float = 10.0) -> None:
@@ -578,6 +676,50 @@ def startup(tmp: Path, upstream: str) -> dict[str, float]:
     return out
 
 
+def path_daemons(
+    stack: ExitStack, tmp: Path, upstream: str, targets: dict[str, tuple[str, int | None]]
+) -> None:
+    """The daemons whose upstream speaks Anthropic's and Ollama's protocols (ledger on)."""
+    for kind in ("anthropic", "ollama"):
+        port = free_port()
+        config = pirouter_config(tmp, upstream, True, kind=kind)
+        cmd = [PY, "-m", "pirouter_py", "--config", str(config), "run", "--port", str(port)]
+        daemon = stack.enter_context(process(cmd, f"http://127.0.0.1:{port}/v1/models"))
+        targets[f"pirouter_{kind}"] = (f"http://127.0.0.1:{port}", daemon.pid)
+
+
+def paths_only(quick: bool) -> None:
+    """`run.py --paths`: the fake upstream, the floor and the three daemons, the per-path rows
+    only (a few minutes), printed and written to bench/results/ as the full run is."""
+    tmp = Path(tempfile.mkdtemp(prefix="pirouter-bench-"))
+    up_port, floor_port, port = free_port(), free_port(), free_port()
+    upstream = f"http://127.0.0.1:{up_port}"
+    with ExitStack() as stack:
+        stack.enter_context(process([PY, str(HERE / "upstream.py"), str(up_port)], upstream + "/x"))
+        floor = stack.enter_context(
+            process(
+                [PY, str(HERE / "passthrough.py"), str(floor_port), upstream],
+                f"http://127.0.0.1:{floor_port}/x",
+            )
+        )
+        config = pirouter_config(tmp, upstream, True)
+        cmd = [PY, "-m", "pirouter_py", "--config", str(config), "run", "--port", str(port)]
+        daemon = stack.enter_context(process(cmd, f"http://127.0.0.1:{port}/v1/models"))
+        targets: dict[str, tuple[str, int | None]] = {
+            "floor": (f"http://127.0.0.1:{floor_port}", floor.pid),
+            "pirouter": (f"http://127.0.0.1:{port}", daemon.pid),
+        }
+        path_daemons(stack, tmp, upstream, targets)
+        paths = path_rounds(targets, 2 if quick else 5, 1 if quick else 2)
+    text = paths_table(paths)
+    print(text)
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"paths-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "paths": paths}))
+    print(f"\nfull results: {path}")
+
+
 def compile_package() -> None:
     """Measure pirouter as installed: pip compiles every module to bytecode at install time. An
     editable checkout run with PYTHONDONTWRITEBYTECODE=1 (set on some VMs and CI images) would
@@ -591,8 +733,14 @@ def compile_package() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter runs (a smoke test)")
+    parser.add_argument(
+        "--paths", action="store_true", help="only the per-path rows (each inbound path, its floor)"
+    )
     args = parser.parse_args()
     compile_package()
+    if args.paths:
+        paths_only(args.quick)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="pirouter-bench-"))
     up_port, floor_port, on_port, off_port = (free_port() for _ in range(4))
     upstream = f"http://127.0.0.1:{up_port}"
@@ -664,8 +812,9 @@ def main() -> None:
             cmd = [PY, "-m", "pirouter_py", "--config", str(on_pg), "run", "--port", str(port)]
             daemon = stack.enter_context(process(cmd, f"http://127.0.0.1:{port}{ping}"))
             targets["pirouter_pg"] = (f"http://127.0.0.1:{port}", daemon.pid)
-        # The same daemon through the Responses API (its upstream call is the same chat call)
-        targets["pirouter_responses"] = targets["pirouter"]
+        # the per-path rows' daemons (their own targets: the main rounds do not run them)
+        on_paths = {key: targets[key] for key in ("floor", "pirouter")}
+        path_daemons(stack, tmp, upstream, on_paths)
         measured = {key: targets[key] for key in ("direct", "floor", "pirouter")}
         for key, (_, pid) in [*measured.items(), ("pirouter_learned", targets["pirouter_learned"])]:
             results["targets"][key] = {"name": key}
@@ -681,6 +830,9 @@ def main() -> None:
         with watching(targets["pirouter_watched"][0]) as live:
             rounds = throughput_rounds(targets, 2 if args.quick else 10, 3 if args.quick else 2)
         results["live_events_seen"], results["live_watcher"] = live
+        # Each inbound path against its own floor, also before the 512-stream wave; fewer and
+        # shorter rounds than the main row's (twenty runs a round: the run's time stays bounded)
+        results["paths"] = path_rounds(on_paths, 2 if args.quick else 5, 1 if args.quick else 2)
         for key, result in rounds.items():
             target = results["targets"].setdefault(key, {"name": key})
             target["throughput"] = result
@@ -712,7 +864,8 @@ def main() -> None:
         cwd=HERE,
     )
     results["dashboard_window"] = json.loads(done.stdout)
-    text = table(results)
+    text = table(results) + "\n\nper inbound path, against the floor relaying its bytes:\n"
+    text += paths_table(results["paths"])
     print(text)
     out = HERE / "results"
     out.mkdir(exist_ok=True)

@@ -79,3 +79,31 @@ def test_the_table_reports_round_by_round_ratios_and_their_spread(bench: ModuleT
     assert "CPU per request vs floor, round by round: 1.20x to 1.30x over 3 rounds" in text
     assert "throughput vs floor, round by round: 0.78x to 0.90x over 3 rounds" in text
     assert "ledger on vs off: +18.8% throughput without it" in text  # 950/800, 570/540, 950/780
+
+
+def _side(rps: list[float], cpu: list[float]) -> dict[str, Any]:
+    return {"rounds": rps, "cpu_ms_rounds": cpu, "errors": 0}
+
+
+def test_each_inbound_path_is_reported_against_its_own_floor_round_by_round(
+    bench: ModuleType,
+) -> None:
+    # the floor slowed down in round 2 for both; a ratio of medians would say 0.30 / 0.20 = 1.5x
+    paths = {
+        label: {
+            "whole": {
+                "floor": _side([1000.0, 500.0, 1000.0], [0.2, 0.4, 0.2]),
+                "pirouter": _side([900.0, 400.0, 800.0], [0.24, 0.44, 0.30]),
+            },
+            "streamed": {"floor": _side([], []), "pirouter": _side([], [])},  # not run: no row
+        }
+        for label, _, _ in bench.PATHS
+    }
+    text = bench.paths_table(paths)
+    lines = text.splitlines()
+    rows = [line for line in lines[2:] if line.startswith(tuple(p[0] for p in bench.PATHS))]
+    assert len(rows) == len(bench.PATHS)  # one row each, whole only
+    for row in rows:
+        # CPU round by round 1.2, 1.1, 1.5x; throughput 0.9, 0.8, 0.8x
+        assert row.split()[-7:] == ["whole", "0.200", "0.300", "1.20x", "1000", "800", "0.80x"]
+    assert "CPU per request <= 1.25x" in lines[-1]

@@ -150,3 +150,39 @@ def test_ndjson_framing(case: str) -> None:
     events = asyncio.run(collect(OllamaProvider, pieces, "application/x-ndjson"))
     assert texts(events) == expected
     assert events[-1].finish_reason is not None  # the done line was read
+
+
+class _Written:
+    """A response that records its writes."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    async def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+
+def test_a_relay_writes_what_one_read_brought_in_one_write_and_never_holds_it() -> None:
+    asyncio.run(_batched())
+
+
+async def _batched() -> None:
+    from pirouter_py.server.relay import Batch
+
+    response = _Written()
+    batch = Batch(response)  # type: ignore[arg-type]
+    batch.add(b"a")
+    batch.add(b"b")
+    await batch.flush()  # the reader is about to read again: one write for both
+    assert response.writes == [b"ab"]
+    batch.add(b"c")  # then the relay waits on something that reads no upstream
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert response.writes == [b"ab", b"c"]  # written within a turn of the loop
+    batch.add(b"d")
+    await asyncio.sleep(0)  # a late write is scheduled, not yet run
+    batch.add(b"e")
+    await batch.flush()  # the late write goes first
+    await batch.written()  # (the loop turned meanwhile: "e" was given a late write of its own)
+    assert response.writes == [b"ab", b"c", b"d", b"e"]
+    assert batch.take() == b""

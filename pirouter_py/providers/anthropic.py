@@ -56,11 +56,16 @@ class AnthropicProvider(HTTPProvider):
         )
         decoder = wire.StreamDecoder(f"{self.name} ({model.model_id})")
         async for _, data in self.sse(
-            PATH, model.model_id, body, self._headers(request), until_done=False
+            PATH,
+            model.model_id,
+            body,
+            self._headers(request),
+            until_done=False,
+            last="message_stop",
         ):
             yield self.understood(model.model_id, decoder.decode, data)
-            if decoder.stopped:
-                return
+        if decoder.stopped:  # the events end with message_stop
+            return
         raise UpstreamTransportError(
             f"{self.name} ({model.model_id}): the stream ended before message_stop", retryable=True
         )

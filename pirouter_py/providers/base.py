@@ -13,7 +13,15 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Mapping,
+)
+from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -56,6 +64,12 @@ KEY_STATUS = frozenset((401, 403, 429))  # statuses that rest the key that got t
 BAD_KEY_REST_S = 300.0  # a key refused with 401/403 rests this long
 MAX_ERROR_BODY = 600  # characters of an upstream error body quoted in messages
 _KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6})[A-Za-z0-9_\-]{6,}")
+# What a stream's reader awaits before each read from its upstream, in the task that iterates it:
+# the stream relay's flush of the events it has encoded since the last read (server/relay.py), so
+# what one read brought goes to the client in one write, as a byte relay does, not one per event.
+BEFORE_READ: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "before_read", default=None
+)
 
 
 class Provider(Protocol):
@@ -257,7 +271,11 @@ class HTTPProvider:
             what = f"sent a malformed answer ({exc})"
         else:
             what = f"request failed ({type(exc).__name__})"
-        return UpstreamTransportError(f"{self.name} ({model_id}): {what}", retryable=True)
+        return UpstreamTransportError(
+            f"{self.name} ({model_id}): {what}",
+            retryable=True,
+            unreachable=isinstance(exc, ConnectFailed),
+        )
 
     def _next_key(self, env: str | None, response: Response) -> bool:
         """Key rotation after an answer to the key in `env`: True when that key was refused or
@@ -353,9 +371,11 @@ class HTTPProvider:
         headers: Mapping[str, str],
         *,
         until_done: bool,
+        last: str | None = None,
     ) -> AsyncIterator[tuple[str, Any]]:
         """POST and yield (event name, decoded data) for each server-sent event. With
-        `until_done`, a stream that ends without `data: [DONE]` was cut short: an error."""
+        `until_done`, a stream that ends without `data: [DONE]` was cut short: an error.
+        `last`: the event (by name, or by its data's `type`) after which the stream is over."""
         async with self._post(path, model_id, body, headers, stream=True) as response:
             response.events_only = True  # comments and pings do not keep a stream alive
             if response.content_type != "text/event-stream":
@@ -365,7 +385,8 @@ class HTTPProvider:
                     retryable=True,
                 )
             event, data = "", []
-            async for lines in _lines(response, self.config.max_answer_bytes):
+            reader = _Lines(response, self.config.max_answer_bytes)
+            while (lines := await reader.next()) is not None:
                 for line in lines:
                     if line:
                         if line.startswith(b"data:"):
@@ -374,12 +395,20 @@ class HTTPProvider:
                             event = line[6:].strip().decode()
                         continue
                     if data:
-                        payload = b"\n".join(data)
+                        payload = data[0] if len(data) == 1 else b"\n".join(data)
                         if payload == b"[DONE]":
+                            response.ended = True
                             return
                         if event != "ping":
                             response.moved()
-                        yield event, self._decode(model_id, payload)
+                        decoded = self._decode(model_id, payload)
+                        yield event, decoded
+                        if last is not None and (
+                            event == last
+                            or (isinstance(decoded, dict) and decoded.get("type") == last)
+                        ):
+                            response.ended = True
+                            return
                     event, data = "", []
             if data == [b"[DONE]"]:
                 return
@@ -396,11 +425,16 @@ class HTTPProvider:
         """POST and yield each decoded line of a newline-delimited JSON stream."""
         async with self._post(path, model_id, body, headers, stream=True) as response:
             response.events_only = True  # a line is an event; bytes without one are not
-            async for lines in _lines(response, self.config.max_answer_bytes):
+            reader = _Lines(response, self.config.max_answer_bytes)
+            while (lines := await reader.next()) is not None:
                 for line in lines:
                     if line.strip():
                         response.moved()
-                        yield self._decode(model_id, line)
+                        data = self._decode(model_id, line)
+                        yield data
+                        if isinstance(data, dict) and data.get("done") is True:  # the last line
+                            response.ended = True
+                            return
 
     def understood(self, model_id: str, decode: Callable[..., T], *args: Any) -> T:
         """`decode(*args)` of an upstream body; a body of the right JSON but the wrong shape
@@ -457,17 +491,33 @@ class _Call:
             raise self.provider._transport_error(self.model_id, exc) from None
 
 
-async def _lines(content: Response, most: int) -> AsyncIterator[list[bytes]]:
-    """A streamed body as lists of whole lines (no `\\n`, no trailing `\\r`), one list per read;
-    a last line without its `\\n` at the end. A stream event is usually one read: split here it
-    costs one step, where a `readline` takes two calls and their buffer bookkeeping. A line
-    longer than `most` bytes is a malformed stream (the stream passes through; a line is held)."""
-    pending = b""
-    while piece := await content.readany():
+class _Lines:
+    """A streamed body as lists of whole lines (no `\\n`, no trailing `\\r`), one list per read
+    (`await next()`; None at the end); a last line without its `\\n` at the end. A stream event is
+    usually one read: split here it costs one step, where a `readline` takes two calls and their
+    buffer bookkeeping. A coroutine per read, not an async generator: a generator left before its
+    end (a stream's reader returns at its last event) is closed by a task of its own. A line
+    longer than `most` bytes is a malformed stream (the stream passes through; a line is held).
+    Before each read it awaits `BEFORE_READ`'s flush, when the task set one."""
+
+    __slots__ = ("content", "most", "pending")
+
+    def __init__(self, content: Response, most: int) -> None:
+        self.content = content
+        self.most = most
+        self.pending = b""
+
+    async def next(self) -> list[bytes] | None:
+        before = BEFORE_READ.get()
+        if before is not None:
+            await before()
+        piece = await self.content.readany()
+        pending = self.pending
+        if not piece:
+            self.pending = b""
+            return [pending.rstrip(b"\r")] if pending else None
         lines = (pending + piece).split(b"\n") if pending else piece.split(b"\n")
-        pending = lines.pop()
-        if len(pending) > most:
-            raise BadResponse(f"sent a stream line over {most:,} bytes (max_answer_bytes)")
-        yield [line.rstrip(b"\r") for line in lines]
-    if pending:
-        yield [pending.rstrip(b"\r")]
+        self.pending = pending = lines.pop()
+        if len(pending) > self.most:
+            raise BadResponse(f"sent a stream line over {self.most:,} bytes (max_answer_bytes)")
+        return [line.rstrip(b"\r") for line in lines]

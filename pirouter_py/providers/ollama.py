@@ -47,8 +47,8 @@ class OllamaProvider(HTTPProvider):
         decoder = wire.StreamDecoder(f"{self.name} ({model.model_id})")
         async for data in self.ndjson(PATH, model.model_id, body, {}):
             yield self.understood(model.model_id, decoder.decode, data)
-            if decoder.done:
-                return
+        if decoder.done:  # the lines end with the done line
+            return
         raise UpstreamTransportError(
             f"{self.name} ({model.model_id}): the stream ended before its done line", retryable=True
         )

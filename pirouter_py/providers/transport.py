@@ -12,7 +12,10 @@ to), TLS with the system's CAs.
 
 Invariants:
 - A connection is back in the pool only after its answer was read to the end and the upstream
-  kept it alive; anything else (an error, an unread body, a timeout) closes it.
+  kept it alive; anything else (an error, an unread body, a timeout) closes it. A stream whose
+  reader saw its protocol's last event (`ended`) before the body's end (a chunked body's last,
+  empty chunk usually comes in the next read) is released at once and its end read in the
+  background, for at most `SETTLE_S`: the connection is kept, and the client is not held.
 - A POST is never sent twice: an upstream that closes the connection before answering (even a
   pooled one it timed out as the request left) is a failed attempt, for the cascade to judge, as
   it was with aiohttp. An idle connection the upstream closes is dropped from the pool at once.
@@ -43,6 +46,7 @@ import aiohappyeyeballs
 import httptools
 
 HIGH_WATER = 1 << 18  # bytes of unread streamed body before reading from the socket pauses
+SETTLE_S = 1.0  # how long a stream released after its last event may take to end its body
 DEFAULT_PORTS = {"http": 80, "https": 443}
 HAPPY_EYEBALLS_S = 0.25  # RFC 8305's connection attempt delay, for hosts with IPv4 and IPv6
 
@@ -292,6 +296,8 @@ class Response:
         self.whole = False  # read() is waiting for all of it: never pause the socket
         self.paused = False
         self.released = False
+        self.ended = False  # the reader saw the protocol's last event (`release` may settle)
+        self._settling = False  # released after its last event: reading the body's end
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._inflate: Any = None
@@ -361,8 +367,13 @@ class Response:
             cause = exc.__context__
             self._fail(cause if isinstance(cause, TransportError) else BadResponse(str(exc)))
             self.conn.close()
+        if self._settling and (self.done or self.error is not None):
+            self._settled()
 
     def lost(self) -> None:
+        if self._settling:
+            self._settled()
+            return
         if self.done or self.error is not None:
             return
         if self.head_done and self._until_close():
@@ -412,6 +423,8 @@ class Response:
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self._settling:  # what follows the last event: not read by anyone
+            return
         if self._inflate is not None:
             try:
                 body = self._inflate.decompress(body)
@@ -516,6 +529,35 @@ class Response:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        conn = self.conn
+        if (
+            self.ended
+            and not self.done
+            and self.keep_alive
+            and self.error is None
+            and not conn.closed
+            and not self._until_close()
+        ):
+            self._settling = True
+            self._chunks.clear()
+            self._buffered = 0
+            if self.paused:
+                self._resume()
+            self._timer = self._loop.call_later(SETTLE_S, self._settled)
+            return
+        self._let_go()
+
+    def _settled(self) -> None:
+        """The body's end came after the release (or did not in time, or the connection went)."""
+        if not self._settling:
+            return
+        self._settling = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._let_go()
+
+    def _let_go(self) -> None:
         # The parser holds this response's callbacks: a cycle per call, left to the collector
         # (which runs rarely, server/loop.py) unless broken here. Nothing feeds a released response.
         del self.parser

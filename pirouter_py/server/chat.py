@@ -197,7 +197,7 @@ async def serve_whole(ctx: Ctx) -> web.StreamResponse:
     )
     overhead = overhead_ms(ctx)
     stored = None
-    if ctx.chat.protocol == "responses":
+    if responses.keeping(ctx):  # the answer's output items, read back only to be kept
         stored = responses.keep(ctx, orjson.loads(body).get("output"))
     kept = rec.capped(outcome.response.text, ctx.snapshot.config.ledger.max_stored_chars)
     made = record(ctx, outcome.status, 200, outcome.alias, overhead, kept, stored)

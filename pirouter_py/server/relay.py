@@ -7,6 +7,11 @@ no model yet, and a cascade that fails after it ends the stream with an error ev
 after the commit ends the stream with an error event; a client that goes away closes the upstream
 stream; a bug in pirouter ends the stream with an error event too (a 500 cannot be sent once the
 answer has begun). The request is recorded (journaled) before the last bytes go out.
+
+What one read from the upstream brought goes to the client in one write (the encoded events wait
+in `Batch` until the reader is about to read again, `providers.base.BEFORE_READ`), and the
+response's headers go with its first bytes: a byte relay writes once per read, and a write per
+event cost more than the translation.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pirouter_py import record as rec
 from pirouter_py.cascade import Outcome
 from pirouter_py.errors import PirouterError, UpstreamError
 from pirouter_py.observe.log import get_logger
+from pirouter_py.providers.base import BEFORE_READ
 from pirouter_py.record import Attempt
 from pirouter_py.server import responses
 from pirouter_py.server.middleware import INTERNAL
@@ -77,6 +83,60 @@ class KeepAlive:
         return self.response
 
 
+class Coalesced(web.StreamResponse):
+    """A stream response whose headers wait for its first bytes and go in the same write."""
+
+    _send_headers_immediately = False
+
+
+class Batch:
+    """The encoded events of one upstream read, written together when the reader is about to
+    read again (`flush`, set as `BEFORE_READ`) or at the end (`take`). Should the relay wait on
+    anything else first (an event source that reads no upstream), what waits is written as soon
+    as the loop runs (`_late`): events are never held for longer than one turn of the loop."""
+
+    __slots__ = ("late", "loop", "parts", "response")
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        self.response = response
+        self.parts: list[bytes] = []
+        self.loop = asyncio.get_running_loop()
+        self.late: asyncio.Task[None] | None = None
+
+    def add(self, chunk: bytes) -> None:
+        if not self.parts:
+            self.loop.call_soon(self._late)
+        self.parts.append(chunk)
+
+    def _late(self) -> None:
+        if self.parts:  # the relay waited without flushing: write in a task of its own
+            self.late = asyncio.ensure_future(self._write_late(self.take()))
+
+    async def _write_late(self, data: bytes) -> None:
+        with contextlib.suppress(ConnectionResetError):  # the relay's next write says it
+            await self.response.write(data)
+
+    async def written(self) -> None:
+        """Wait for a late write (its bytes came first, so they go first)."""
+        if self.late is not None:
+            late, self.late = self.late, None
+            await late
+
+    async def flush(self) -> None:
+        if self.late is not None:
+            await self.written()
+        if self.parts:
+            await self.response.write(self.take())
+
+    def take(self) -> bytes:
+        parts = self.parts
+        if not parts:
+            return b""
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        parts.clear()
+        return data
+
+
 def spent_so_far(ctx: Ctx, attempt: Attempt, sent_chars: int) -> None:
     """A stream the client left: the upstream reports usage only at the end, so the tokens it
     spent are estimated (the request's input estimate; the text relayed, a token per 3 bytes as
@@ -121,9 +181,6 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
         return await failed_begun(ctx, outcome.status, outcome.error.message, begun)
     ctx.attempts = outcome.attempts
     overhead = (time.perf_counter() - ctx.started) * 1000 - outcome.upstream_ms
-    response = begun or web.StreamResponse(
-        headers=stream_headers(ctx, routing_headers(ctx, outcome.alias, overhead))
-    )
     encoder = ctx.codec.stream_encoder(
         Envelope(
             outcome.alias,
@@ -144,25 +201,36 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
         for e in outcome.held:
             text.add(e.text)
     sent = sum(len(e.text) for e in outcome.held)  # characters relayed, for a cancel's tokens
+    first = b"".join(encoder.encode(e) for e in outcome.held)
+    # the headers go with the first bytes, when there are some: those held back, sent with what
+    # else the upstream's read brought, before the next read (or with the end)
+    response = begun or (Coalesced if first else web.StreamResponse)(
+        headers=stream_headers(ctx, routing_headers(ctx, outcome.alias, overhead))
+    )
+    batch = Batch(response)
+    add = batch.add
+    if first:
+        add(first)
+    reading = BEFORE_READ.set(batch.flush)
     try:
         if begun is None:
             await response.prepare(ctx.request)
-        await response.write(b"".join(encoder.encode(e) for e in outcome.held))
         async for event in outcome.rest:
             sent += len(event.text)
             if keep:
                 text.add(event.text)
             chunk = encoder.encode(event)
             if chunk:
-                await response.write(chunk)
-        tail = encoder.end()
+                add(chunk)
+        tail = batch.take() + encoder.end()
     except UpstreamError as exc:
         status = rec.STATUS_UPSTREAM_ERROR
-        tail = encoder.error(exc.message) + encoder.end()
+        tail = batch.take() + encoder.error(exc.message) + encoder.end()
     except (asyncio.CancelledError, ConnectionResetError) as exc:
         await outcome.rest.aclose()
         spent_so_far(ctx, outcome.attempt, sent)
         if not drained(exc):
+            batch.parts.clear()  # the client is gone: nothing more is written to it
             gone = record(ctx, rec.STATUS_CLIENT_CANCELLED, 200, outcome.alias, overhead, None)
             observed(ctx, gone)
             raise
@@ -170,14 +238,17 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
         outcome.attempt.outcome = rec.STREAM_ERROR
         outcome.attempt.error = DRAIN
         status = rec.STATUS_SHUTDOWN
-        tail = encoder.error(DRAIN, "service_unavailable") + encoder.end()
+        tail = batch.take() + encoder.error(DRAIN, "service_unavailable") + encoder.end()
     except Exception:  # a bug, the answer begun: a 500 now would be written into the stream
         log.exception("internal_error", request_id=ctx.rid, path=ctx.request.path)
         await outcome.rest.aclose()
         outcome.attempt.outcome = rec.STREAM_ERROR  # closing it said the client cancelled
         outcome.attempt.error = "internal error in pirouter"
         status = rec.STATUS_INTERNAL_ERROR
-        tail = encoder.error(INTERNAL.format(rid=ctx.rid), "server_error") + encoder.end()
+        tail = batch.take() + encoder.error(INTERNAL.format(rid=ctx.rid), "server_error")
+        tail += encoder.end()
+    finally:
+        BEFORE_READ.reset(reading)
     # Recorded (journaled) before the last bytes go out: an answered stream always has its row.
     stored = None
     if ctx.chat.protocol == "responses" and status == rec.STATUS_OK:
@@ -190,7 +261,8 @@ async def serve_stream(ctx: Ctx) -> web.StreamResponse:
     made = record(ctx, status, 200, final, overhead, answer, stored)
     try:
         with contextlib.suppress(ConnectionResetError):
-            await response.write(tail)
+            await batch.written()
+            await response.write_eof(tail)  # the last bytes and the body's end in one write
     finally:
         observed(ctx, made)
     return response

@@ -76,16 +76,22 @@ async def resolve(state: State, chat: ChatRequest, headers: Mapping[str, str]) -
     return replace(wire.decode_request(orjson.dumps(body)), stream=chat.stream)
 
 
+def keeping(ctx: Ctx) -> bool:
+    """Is this answer to be kept: the client asked (`store: true`) and the config keeps prompt
+    text ([ledger] store_prompts)? (Asked first, so an answer not kept is not read back.)"""
+    raw = ctx.chat.raw
+    if ctx.chat.protocol != "responses" or raw is None or raw.get("store") is not True:
+        return False
+    return ctx.snapshot.config.ledger.store_prompts
+
+
 def keep(ctx: Ctx, output: list[Any] | None) -> tuple[str, str, str] | None:
     """Remember this answer when the client asked to (`store: true`) and the config keeps prompt
     text ([ledger] store_prompts): the record's `stored_response`, also held in memory."""
+    if not keeping(ctx) or output is None:
+        return None
     raw = ctx.chat.raw
-    if ctx.chat.protocol != "responses" or raw is None or raw.get("store") is not True:
-        return None
-    if not ctx.snapshot.config.ledger.store_prompts:
-        return None
-    if output is None:
-        return None
+    assert raw is not None
     if any(isinstance(i, dict) and i.get("type") == "compaction" for i in output):
         items = list(output)  # the summary stands for everything before it
     else:

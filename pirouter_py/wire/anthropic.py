@@ -528,6 +528,13 @@ class StreamDecoder:
         return got_count(data.get("index"), "index", self.provider)
 
     def decode(self, data: Any) -> StreamEvent:
+        # Most events are a piece of text (the checks below, for that shape, in one pass)
+        if type(data) is dict and data.get("type") == "content_block_delta":
+            delta, index = data.get("delta"), data.get("index")
+            if type(delta) is dict and delta.get("type") == "text_delta" and type(index) is int:
+                text = delta.get("text")
+                if type(text) is str and index >= 0:
+                    return StreamEvent(text=text, raw=data, protocol="anthropic")
         where = self.provider
         data = got_object(data, "event", where)
         kind = got_name(data.get("type"), "type", where)
@@ -606,6 +613,9 @@ class StreamDecoder:
             return
         for index, pieces in self.inputs.items():
             got_arguments("".join(pieces), f"content block {index}'s input", self.provider)
+
+
+TEXT_DELTA_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
 
 
 def _event(name: str, data: Mapping[str, Any]) -> bytes:
@@ -692,13 +702,15 @@ class StreamEncoder:
             self.chars += len(event.text)
             if self.block != "text":
                 out += self._open("text", {"type": "text", "text": ""})
-            out += _event(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": self.index,
-                    "delta": {"type": "text_delta", "text": event.text},
-                },
+            # the bytes _event writes for this delta, without building it as a dict first
+            out += b"".join(
+                (
+                    TEXT_DELTA_HEAD,
+                    str(self.index).encode(),
+                    b',"delta":{"type":"text_delta","text":',
+                    orjson.dumps(event.text),
+                    b"}}\n\n",
+                )
             )
         for call in event.tool_calls:
             if call.id is not None or call.index not in self.tool_blocks:

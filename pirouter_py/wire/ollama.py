@@ -370,12 +370,14 @@ class StreamDecoder:
             )
         where = self.provider
         message = _answer_message(data, where)
-        calls = _calls(message, where)
-        self.calls += len(calls)
-        deltas = tuple(
-            ToolCallDelta(n, c.id, c.name, c.arguments)
-            for n, c in enumerate(calls, self.calls - len(calls))
-        )
+        deltas: tuple[ToolCallDelta, ...] = ()
+        if "tool_calls" in message:  # most lines are a piece of text
+            calls = _calls(message, where)
+            self.calls += len(calls)
+            deltas = tuple(
+                ToolCallDelta(n, c.id, c.name, c.arguments)
+                for n, c in enumerate(calls, self.calls - len(calls))
+            )
         usage = finish = None
         done = data.get("done")
         if done is not None and not isinstance(done, bool):

@@ -421,6 +421,21 @@ def decode_chunk(data: Any, provider: str = "the upstream") -> StreamEvent:
     arguments, sent in pieces, are checked whole by `StreamDecoder`)."""
     if not isinstance(data, dict):
         raise UpstreamTransportError("stream chunk is not a JSON object", retryable=True)
+    # Most chunks are a piece of text: one choice whose delta holds only content (the checks
+    # below, for that shape, in one pass)
+    choices = data.get("choices")
+    if type(choices) is list and len(choices) == 1 and data.get("usage") is None:
+        choice = choices[0]
+        delta = choice.get("delta") if type(choice) is dict else None
+        if (
+            type(delta) is dict
+            and delta.get("tool_calls") is None
+            and choice.get("finish_reason") is None
+            and data.get("error") is None
+        ):
+            text = delta.get("content")
+            if text is None or type(text) is str:
+                return StreamEvent(text=text or "", raw=data, protocol="openai")
     error = data.get("error")
     if error is not None:
         message = obj(error).get("message") or (error if isinstance(error, str) else None)

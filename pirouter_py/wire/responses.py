@@ -428,6 +428,12 @@ def encode_response(response: ChatResponse, env: Envelope) -> bytes:
     return orjson.dumps(body)
 
 
+DELTA_HEAD = (
+    b"event: response.output_text.delta\n"
+    b'data: {"type":"response.output_text.delta","sequence_number":'
+)
+
+
 class StreamEncoder:
     """Turns StreamEvents into the typed server-sent events a Responses client reads."""
 
@@ -444,6 +450,7 @@ class StreamEncoder:
         self.started = False
         self.output: list[dict[str, Any]] = []  # finished items
         self.text: list[str] | None = None  # the open message item's text, when one is open
+        self.delta_ids = b""  # the open message item's ids as its text deltas write them
         self.calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
@@ -453,6 +460,22 @@ class StreamEncoder:
         data = {"type": kind, "sequence_number": self.seq, **fields}
         self.seq += 1
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+    def _delta(self, text: str) -> bytes:
+        """`response.output_text.delta`, the one event of every piece of text: the bytes `_event`
+        would write for it (type, sequence_number, item_id, output_index, content_index, delta,
+        logprobs), the item's part made once."""
+        seq = self.seq
+        self.seq += 1
+        return b"".join(
+            (
+                DELTA_HEAD,
+                str(seq).encode(),
+                self.delta_ids,
+                orjson.dumps(text),
+                b',"logprobs":[]}\n\n',
+            )
+        )
 
     def _start(self) -> bytes:
         if self.started:
@@ -494,6 +517,13 @@ class StreamEncoder:
             item_id = f"msg_{self.rid}_{index}"
             if self.text is None:
                 self.text = []
+                self.delta_ids = (
+                    b',"item_id":'
+                    + orjson.dumps(item_id)
+                    + b',"output_index":'
+                    + str(index).encode()
+                    + b',"content_index":0,"delta":'
+                )
                 item = _message_item(item_id, "", "in_progress")
                 part = {"type": "output_text", "text": "", "annotations": []}
                 out += self._event("response.output_item.added", output_index=index, item=item)
@@ -505,14 +535,7 @@ class StreamEncoder:
                     part=part,
                 )
             self.text.append(event.text)
-            out += self._event(
-                "response.output_text.delta",
-                item_id=item_id,
-                output_index=index,
-                content_index=0,
-                delta=event.text,
-                logprobs=[],
-            )
+            out += self._delta(event.text)
         for delta in event.tool_calls:
             call = self.calls.get(delta.index)
             if call is None:
