@@ -204,13 +204,9 @@ def add_provider(doc: tomlkit.TOMLDocument, name: str, fields: Mapping[str, Any]
             f"`pirouter config set providers.{name}.KEY VALUE`, or remove it first with "
             f"`pirouter providers remove {name}`"
         )
-    table = tomlkit.table()
-    for key, value in fields.items():
-        if value is not None:
-            table[key] = value
+    table = _table(fields)
     if providers is None:
-        providers = tomlkit.table(is_super_table=True)
-        doc["providers"] = providers
+        providers = _section(doc, "providers")
     elif len(providers):
         # The comments and blank lines after the last provider's keys introduce what follows
         # (config.example.toml's [models] notes): they move below the new table.
@@ -286,14 +282,25 @@ def add_model(doc: tomlkit.TOMLDocument, alias: str, fields: Mapping[str, Any]) 
             f"model `{alias}` already exists; change it with "
             f"`pirouter config set models.{alias}.KEY VALUE`, or pick another alias"
         )
+    if models is None:
+        models = _section(doc, "models")
+    models[alias] = _table(fields)
+
+
+def _table(fields: Mapping[str, Any]) -> Any:
+    """A new table of the fields given a value (None: left out)."""
     table = tomlkit.table()
     for key, value in fields.items():
         if value is not None:
             table[key] = value
-    if models is None:
-        models = tomlkit.table(is_super_table=True)
-        doc["models"] = models
-    models[alias] = table
+    return table
+
+
+def _section(doc: tomlkit.TOMLDocument, name: str) -> Any:
+    """A new `[name]` super-table (its tables `[name.<key>]`) at the end of `doc`."""
+    section = tomlkit.table(is_super_table=True)
+    doc[name] = section
+    return section
 
 
 def set_enabled(doc: tomlkit.TOMLDocument, alias: str, enabled: bool) -> None:
