@@ -140,15 +140,16 @@ def _text(db: Connection, ids: list[str]) -> dict[str, Any]:
 
 
 def read_labels(
-    db: Connection, since: float, window: float = REGENERATE_SECS
+    db: Connection, since: float, window: float = REGENERATE_SECS, with_text: bool = True
 ) -> list[dict[str, Any]]:
     """One labelled line per request since `since` that has a label, oldest first (`window`:
-    how soon a request asked again counts as a regenerate, in seconds)."""
+    how soon a request asked again counts as a regenerate, in seconds; without `with_text`,
+    lines carry neither the kept messages nor the features: counting labels needs neither)."""
     rows = read_requests(db, since)
     feedback = _feedback(db, since)
     shadows = _shadow(db, since)
     again = regenerated(rows, window)
-    texts = _text(db, [r["id"] for r in rows])
+    texts = _text(db, [r["id"] for r in rows]) if with_text else {}
     lines = []
     for row in rows:
         final = row.get("final_model") or None
@@ -171,7 +172,7 @@ def read_labels(
         line: dict[str, Any] = {"request_id": row["id"], "ts": row["ts"]}
         if row["id"] in texts:
             line["messages"] = texts[row["id"]]
-        elif row.get("features"):  # hashed ids, enough to learn from (routing/learned.py)
+        elif with_text and row.get("features"):  # hashed ids, enough to learn from
             line["features"] = row["features"]
         line["labels"] = labels
         line["label_sources"] = sources

@@ -176,11 +176,17 @@ def live_row(row: Mapping[str, Any]) -> RequestRow:
 
 
 def learning(
-    lines: Sequence[Mapping[str, Any]], *, min_labels: int, min_each: int, good: float
+    lines: Sequence[Mapping[str, Any]],
+    *,
+    min_labels: int,
+    min_each: int,
+    good: float,
+    newest: int | None = None,
 ) -> LearningBody:
     """How many labels each model has in the ledger's labelled lines (ledger/labels.py), and
     what `pirouter learn` needs before it trains one: `min_labels` labels, `min_each` of them
-    good (a score of at least `good`) and `min_each` not."""
+    good (a score of at least `good`) and `min_each` not; `newest`: the lines are of only that
+    many newest requests."""
     found: dict[str, list[int]] = {}
     people = 0
     for line in lines:
@@ -215,6 +221,7 @@ def learning(
         "feedback": people,
         "ready": any(m["ready"] for m in models),
         "command": "pirouter learn",
+        "newest": newest,
     }
 
 

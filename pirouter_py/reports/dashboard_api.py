@@ -171,6 +171,7 @@ class LearningBody(TypedDict):
     feedback: int  # labels a person gave
     ready: bool  # at least one model can be learned
     command: str
+    newest: int | None  # counted over this many newest requests; None: all of them
 
 
 class Count(TypedDict):

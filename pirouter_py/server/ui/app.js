@@ -559,7 +559,8 @@ async function showLearning() {
   $("learnnote").textContent = `\`${learn.command}\` trains a model once it has ${learn.min_labels} labels, ` +
     `at least ${learn.min_each} good and ${learn.min_each} bad. Labels come from answers, escalations, ` +
     `regenerates and feedback (${learn.feedback} from people so far): open a request above and say good or bad.` +
-    (learn.ready ? " Some models are ready." : "");
+    (learn.ready ? " Some models are ready." : "") +
+    (learn.newest ? ` (Counted over the newest ${learn.newest.toLocaleString()} requests.)` : "");
   table($("learning"), ["model", "labels", "good", "bad", "learn needs"],
     learn.models.map((m) => [m.model, m.labels, m.good, m.bad, m.ready ? "ready" : m.needs]), [1, 2, 3]);
   $("learncommand").textContent = learn.command;
