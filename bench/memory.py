@@ -25,6 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.run import rss_mib  # noqa: E402
 from tests.fakes import Daemon, FakeUpstream, Reply  # noqa: E402
 
 CONFIG = """
@@ -55,13 +56,6 @@ POSTS = (
     "/api/show",
 )
 MIB = 1024 * 1024
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def post(url: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> int:

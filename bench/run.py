@@ -339,6 +339,9 @@ PATHS = (
 MODES = (("whole", "0"), ("streamed", "1"))
 
 
+SIDES = ("floor", "pirouter")
+
+
 def path_rounds(
     targets: dict[str, tuple[str, int | None]], rounds: int, seconds: float
 ) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
@@ -348,10 +351,10 @@ def path_rounds(
     path and mode, each side's requests per second and CPU per request in every round."""
     out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
     for label, _, _ in PATHS:
-        out[label] = {mode: {"floor": {}, "pirouter": {}} for mode, _ in MODES}
-        for mode, _ in MODES:
-            for side in ("floor", "pirouter"):
-                out[label][mode][side] = {"rounds": [], "cpu_ms_rounds": [], "errors": 0}
+        out[label] = {
+            mode: {side: {"rounds": [], "cpu_ms_rounds": [], "errors": 0} for side in SIDES}
+            for mode, _ in MODES
+        }
     for n in range(rounds):
         for label, route, daemon in PATHS:
             for mode, stream in MODES:
@@ -688,6 +691,18 @@ def path_daemons(
         targets[f"pirouter_{kind}"] = (f"http://127.0.0.1:{port}", daemon.pid)
 
 
+def upstream_and_floor(stack: ExitStack, up_port: int, floor_port: int) -> Any:
+    """Start the fake upstream and the pass-through floor in front of it; the floor's process."""
+    upstream = f"http://127.0.0.1:{up_port}"
+    stack.enter_context(process([PY, str(HERE / "upstream.py"), str(up_port)], upstream + "/x"))
+    return stack.enter_context(
+        process(
+            [PY, str(HERE / "passthrough.py"), str(floor_port), upstream],
+            f"http://127.0.0.1:{floor_port}/x",
+        )
+    )
+
+
 def paths_only(quick: bool) -> None:
     """`run.py --paths`: the fake upstream, the floor and the three daemons, the per-path rows
     only (a few minutes), printed and written to bench/results/ as the full run is."""
@@ -695,13 +710,7 @@ def paths_only(quick: bool) -> None:
     up_port, floor_port, port = free_port(), free_port(), free_port()
     upstream = f"http://127.0.0.1:{up_port}"
     with ExitStack() as stack:
-        stack.enter_context(process([PY, str(HERE / "upstream.py"), str(up_port)], upstream + "/x"))
-        floor = stack.enter_context(
-            process(
-                [PY, str(HERE / "passthrough.py"), str(floor_port), upstream],
-                f"http://127.0.0.1:{floor_port}/x",
-            )
-        )
+        floor = upstream_and_floor(stack, up_port, floor_port)
         config = pirouter_config(tmp, upstream, True)
         cmd = [PY, "-m", "pirouter_py", "--config", str(config), "run", "--port", str(port)]
         daemon = stack.enter_context(process(cmd, f"http://127.0.0.1:{port}/v1/models"))
@@ -756,13 +765,7 @@ def main() -> None:
     }
     ping = "/v1/models"
     with ExitStack() as stack:
-        stack.enter_context(process([PY, str(HERE / "upstream.py"), str(up_port)], upstream + "/x"))
-        floor = stack.enter_context(
-            process(
-                [PY, str(HERE / "passthrough.py"), str(floor_port), upstream],
-                f"http://127.0.0.1:{floor_port}/x",
-            )
-        )
+        floor = upstream_and_floor(stack, up_port, floor_port)
         targets: dict[str, tuple[str, int | None]] = {
             "direct": (upstream, None),
             "floor": (f"http://127.0.0.1:{floor_port}", floor.pid),

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from pirouter_py.learning import train
-from pirouter_py.routing import learned, prior
+from pirouter_py.routing import learned, policy, prior
 from pirouter_py.routing.decide import decide
 from tests.test_learning import chat, config
 
@@ -179,7 +179,7 @@ def test_a_set_quality_bias_wins_and_the_owner_calibration_comes_first() -> None
     assert router is not None and router.bias == 0.2
     # neither a setting nor a calibration: the old default
     router = prior.router(config("[routing]\nlearned = true\n"), owner, synthetic_prior())
-    assert router is not None and router.bias == prior.FALLBACK_BIAS
+    assert router is not None and router.bias == policy.FALLBACK_BIAS
     assert prior.pick_bias((), 0.95) is None
 
 

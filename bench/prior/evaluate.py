@@ -17,7 +17,6 @@ import argparse
 import gzip
 import json
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from bench.prior.build import (
 )
 from bench.prior.sets import OUT
 from pirouter_py.learning import evaluate
-from pirouter_py.routing import learned, policy
+from pirouter_py.routing import learned, policy, prior
 
 RESULTS = ROOT / "bench" / "results" / "prior.md"
 TARGET_SHARE = 0.95  # the quality share (of always-strong's) the operating point asks for
@@ -43,13 +42,9 @@ BAR_MEAN, BAR_EACH = 0.54, 0.48  # mean held-out APGR at least, and each at leas
 
 
 def shipped(prior_dir: Path) -> tuple[dict[str, Any], learned.Scorer]:
-    raw = gzip.decompress((prior_dir / "prior.json.gz").read_bytes())
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / learned.FILE_NAME
-        path.write_bytes(raw)
-        found = learned.load(path)
-    assert found is not None
-    return json.loads(raw), found
+    """The prior's file as JSON (its metadata) and as the daemon loads it."""
+    path = prior_dir / "prior.json.gz"
+    return json.loads(gzip.decompress(path.read_bytes())), prior.load_prior(path)
 
 
 def ladder_apgr(x: float, pgr: float) -> float:

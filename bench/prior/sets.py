@@ -20,16 +20,16 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
-import hashlib
 import io
 import json
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from pirouter_py.routing import prior
 
 OUT = Path(os.environ.get("PRIOR_DATA", "/work/prior-data"))
 MIRRORS = {
@@ -44,18 +44,14 @@ ROUTERDC_STRONG = "cognitivecomputations/dolphin-2.9-llama3-8b"
 BENCH_WEAK, BENCH_STRONG = "mistralai/mixtral-8x7b-chat", "gpt-4-1106-preview"
 ARENA_WEAK = "cached_results/claude-3-haiku-20240307.jsonl"
 ARENA_STRONG = "cached_results/gemini-2.0-flash-001.jsonl"
-_SPACE = re.compile(r"\s+")
 
 Rows = Iterator[tuple[str, float, float]]
 
 
-def normalise(prompt: str) -> str:
-    return _SPACE.sub(" ", prompt.lower()).strip()
-
-
-def digest(prompt: str) -> str:
-    """The sha256 hex of a prompt's normalised form (what the manifests list)."""
-    return hashlib.sha256(normalise(prompt).encode("utf-8", "surrogatepass")).hexdigest()
+# a prompt's normalised form and its sha256 hex, as the shipped manifest lists them (the
+# daemon's `eval` compares with the same functions)
+normalise = prior.normalised
+digest = prior.prompt_digest
 
 
 class Mirror:
@@ -250,10 +246,7 @@ def build(out: Path, mirrors: dict[str, str]) -> dict[str, Any]:
             for line in (out / f"{name}.jsonl").read_text(encoding="utf-8").split("\n")
             if line
         }
-        | {
-            f"{hashlib.sha256(k.encode('utf-8', 'surrogatepass')).hexdigest()} routerbench-cluster"
-            for k in heldout_extra
-        }
+        | {f"{digest(k)} routerbench-cluster" for k in heldout_extra}
     )
     (out / "heldout.sha256").write_text("\n".join(heldout) + "\n")
     return meta

@@ -257,12 +257,12 @@ def _cv_biases(
     for the examples of each fold, the one `learn` would pick for [routing] quality_target from
     the OTHER folds' held-out chances (so the operating point is not tuned on what it scores)."""
     from pirouter_py.learning import train
-    from pirouter_py.routing import learned, prior
+    from pirouter_py.routing import learned, policy, prior
 
     if config.routing.quality_bias is not None:
         return float(config.routing.quality_bias)
     held = [chances(i, ex) for i, ex in enumerate(examples)]
-    out = [prior.FALLBACK_BIAS] * len(examples)
+    out = [policy.FALLBACK_BIAS] * len(examples)
     for k in sorted(set(fold_of)):
         others = [i for i in range(len(examples)) if fold_of[i] != k]
         points = train.calibrate(config, [examples[i] for i in others], [held[i] for i in others])

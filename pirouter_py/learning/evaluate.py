@@ -202,7 +202,7 @@ def evaluate(
     # or one per example (cross-validation: each fold's from the other folds)
     fixed = bias if bias is not None else config.routing.quality_bias
     per_example: list[float] | None = None
-    operating = 0.9
+    operating = policy.FALLBACK_BIAS
     if isinstance(fixed, Sequence):
         per_example = list(fixed)
     elif fixed is not None:

@@ -61,19 +61,10 @@ def counts(examples: Sequence[Example]) -> dict[str, tuple[int, int]]:
 
 
 def trainable(n: int, good: int) -> bool:
-    return n >= MIN_LABELS and good >= MIN_EACH and n - good >= MIN_EACH
+    return not ledger_labels.shortfall(n, good)
 
 
-def shortfall(n: int, good: int) -> str:
-    """What an alias lacks before it can be learned."""
-    wants = []
-    if n < MIN_LABELS:
-        wants.append(f"{MIN_LABELS - n} more labels")
-    if good < MIN_EACH:
-        wants.append(f"{MIN_EACH - good} more good answers")
-    if n - good < MIN_EACH:
-        wants.append(f"{MIN_EACH - (n - good)} more escalated or bad answers")
-    return ", ".join(wants)
+shortfall = ledger_labels.shortfall  # what an alias lacks before it can be learned
 
 
 # How much one label counts in training, by where it came from (ledger/labels.py). A person's

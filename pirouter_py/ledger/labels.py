@@ -54,6 +54,19 @@ MIN_EACH = 5
 GOOD = 0.5
 
 
+def shortfall(n: int, good: int) -> str:
+    """What a model with `n` labels, `good` of them good, lacks before it can be learned ("":
+    nothing)."""
+    wants = []
+    if n < MIN_LABELS:
+        wants.append(f"{MIN_LABELS - n} more labels")
+    if good < MIN_EACH:
+        wants.append(f"{MIN_EACH - good} more good answers")
+    if n - good < MIN_EACH:
+        wants.append(f"{MIN_EACH - (n - good)} more escalated or bad answers")
+    return ", ".join(wants)
+
+
 def instruction_key(request: ChatRequest, conversation: str) -> str:
     """What a regenerate repeats, as 16 hex digits (the text is never kept): a hash of the
     conversation (live/sessions.session_key), the number of messages, and the latest user

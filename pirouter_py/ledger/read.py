@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,15 +128,9 @@ def read_requests(
     rows = [dict(r) for r in db.execute(query, given)]
     attempts: dict[str, list[dict[str, Any]]] = {}
     if rows and has_table(db, "attempts"):
-        ids = [r["id"] for r in rows]
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            for a in db.execute(
-                f"SELECT * FROM attempts WHERE request_id IN ({marks}) ORDER BY request_id, idx",
-                chunk,
-            ):
-                attempts.setdefault(a["request_id"], []).append(dict(a))
+        query = "SELECT * FROM attempts WHERE request_id IN ({ids}) ORDER BY request_id, idx"
+        for a in by_request(db, query, [r["id"] for r in rows]):
+            attempts.setdefault(a["request_id"], []).append(dict(a))
     for row in rows:
         row["attempts"] = attempts.get(row["id"]) or _from_path(row.get("cascade_path"))
     return rows
@@ -174,14 +169,29 @@ def stored_response(db: Connection, response_id: str) -> tuple[str, str] | None:
     return None if row is None else (str(row[0]), str(row[1]))
 
 
+IN_CHUNK = 500  # ids bound in one `IN (...)`: well under every driver's limit on parameters
+
+
+def by_request(db: Connection, query: str, ids: list[str]) -> Iterator[Any]:
+    """The rows of `query` for the requests `ids`, asked in chunks of IN_CHUNK: `{ids}` in the
+    query stands for a chunk's placeholders."""
+    for start in range(0, len(ids), IN_CHUNK):
+        chunk = ids[start : start + IN_CHUNK]
+        yield from db.execute(query.format(ids=", ".join("?" * len(chunk))), chunk)
+
+
 def stored_prompts(db: Connection, ids: list[str]) -> dict[str, str]:
     """The kept request bodies (JSON text, `[ledger] store_prompts`) of the requests `ids`."""
+    return {rid: body for rid, body, _ in stored_texts(db, ids, answers=False)}
+
+
+def stored_texts(
+    db: Connection, ids: list[str], answers: bool = True
+) -> list[tuple[str, str, str | None]]:
+    """(request id, kept body, kept answer) of the requests `ids` that `[ledger] store_prompts`
+    kept (the answer None without `answers`), in one read."""
     if not ids or not has_table(db, "prompts"):
-        return {}
-    out: dict[str, str] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ", ".join("?" * len(chunk))
-        query = f"SELECT request_id, messages FROM prompts WHERE request_id IN ({marks})"
-        out.update(db.execute(query, chunk).fetchall())
-    return out
+        return []
+    answer = "answer" if answers else "NULL"
+    query = f"SELECT request_id, messages, {answer} FROM prompts WHERE request_id IN ({{ids}})"
+    return [(row[0], row[1], row[2]) for row in by_request(db, query, ids)]

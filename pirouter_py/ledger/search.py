@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from pirouter_py.ledger import read
 from pirouter_py.ledger.db import Connection, has_table
 from pirouter_py.ledger.read import read_requests
 from pirouter_py.record import STATUS_CLIENT_CANCELLED, STATUS_OK
@@ -136,13 +137,5 @@ def feedback(db: Connection, ids: list[str]) -> dict[str, float]:
     """The newest feedback score given on each of the requests `ids`."""
     if not ids or not has_table(db, "feedback"):
         return {}
-    out: dict[str, float] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ", ".join("?" * len(chunk))
-        query = (
-            f"SELECT request_id, score FROM feedback WHERE request_id IN ({marks}) "
-            "ORDER BY ts, rowid"
-        )
-        out.update((rid, float(score)) for rid, score in db.execute(query, chunk))
-    return out
+    query = "SELECT request_id, score FROM feedback WHERE request_id IN ({ids}) ORDER BY ts, rowid"
+    return {rid: float(score) for rid, score in read.by_request(db, query, ids)}

@@ -13,7 +13,7 @@ import bisect
 import itertools
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pirouter_py.ledger import rollups
@@ -181,12 +181,13 @@ def learning(
     min_labels: int,
     min_each: int,
     good: float,
+    shortfall: Callable[[int, int], str],
     newest: int | None = None,
 ) -> LearningBody:
     """How many labels each model has in the ledger's labelled lines (ledger/labels.py), and
-    what `pirouter learn` needs before it trains one: `min_labels` labels, `min_each` of them
-    good (a score of at least `good`) and `min_each` not; `newest`: the lines are of only that
-    many newest requests."""
+    what `pirouter learn` needs before it trains one (`shortfall` of its labels and good ones:
+    `min_labels` labels, `min_each` of them good, a score of at least `good`, and `min_each`
+    not); `newest`: the lines are of only that many newest requests."""
     found: dict[str, list[int]] = {}
     people = 0
     for line in lines:
@@ -197,13 +198,7 @@ def learning(
         people += sum(1 for s in line.get("label_sources", {}).values() if s == "feedback")
     models: list[LearnedModel] = []
     for alias, (n, ok) in sorted(found.items(), key=lambda i: (-i[1][0], i[0])):
-        wants = []
-        if n < min_labels:
-            wants.append(f"{min_labels - n} more labels")
-        if ok < min_each:
-            wants.append(f"{min_each - ok} more good answers")
-        if n - ok < min_each:
-            wants.append(f"{min_each - (n - ok)} more bad or escalated answers")
+        wants = shortfall(n, ok)
         models.append(
             {
                 "model": alias,
@@ -211,7 +206,7 @@ def learning(
                 "good": ok,
                 "bad": n - ok,
                 "ready": not wants,
-                "needs": ", ".join(wants),
+                "needs": wants,
             }
         )
     return {

@@ -145,7 +145,7 @@ def decide(
         chain = _live_chain(chain, live, features.estimated_tokens, who, notes)
     if not chain:  # the policy decides: no rule matched, a rule handed over, or budgets spent
         ids = chances = None
-        bias, floor = 0.9, frozenset[str]()
+        bias, floor = policy.FALLBACK_BIAS, frozenset[str]()
         if scorer is not None and config.routing.learned:
             ids = learn.request_ids(request, features)
             chances, bias, floor = scorer.lazy(ids), scorer.bias, scorer.floored

@@ -19,6 +19,9 @@ from pirouter_py.errors import BudgetExceeded, RoutingError
 from pirouter_py.routing.features import REQUIRED_QUALITY, Difficulty, Features
 from pirouter_py.types import Pin, frozen
 
+# the learned router's threshold where neither the config (quality_bias) nor a calibration
+# gives one: a cheaper model answers unless predicted ten points less likely to answer well
+FALLBACK_BIAS = 0.9
 Verdict = Literal["primary", "fallback", "ranked", "dropped"]
 SortKey = tuple[float | int | bool | str, ...]
 Ranked = list[tuple[str, ModelConfig]]
@@ -160,7 +163,7 @@ def choose(
     pin: Pin | None = None,
     learned: Mapping[str, float] | None = None,
     unavailable: Mapping[str, str] | None = None,
-    bias: float = 0.9,
+    bias: float = FALLBACK_BIAS,
     floor: frozenset[str] = frozenset(),
 ) -> PolicyChoice:
     """The policy decision for a request no rule matched; raises RoutingError when none fits.

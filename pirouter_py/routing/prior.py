@@ -32,13 +32,13 @@ import orjson
 from pirouter_py.config import Config
 from pirouter_py.errors import PirouterError
 from pirouter_py.routing.learned import Calibration, Scorer, load, parse
+from pirouter_py.routing.policy import FALLBACK_BIAS
 
 PRIOR_FILE = Path(__file__).resolve().parent / "prior_data" / "prior.json.gz"
 MANIFEST_FILE = PRIOR_FILE.with_name("manifest.txt.gz")
 _SPACE = re.compile(r"\s+")
 WEAK, STRONG = "weak", "strong"  # the prior's two tier models
 PRIOR_STRENGTH = 200  # labels of the owner's that weigh as much as the prior for an alias
-FALLBACK_BIAS = 0.9  # the quality_bias when neither the config nor a calibration gives one
 
 
 def load_prior(path: Path = PRIOR_FILE) -> Scorer:
@@ -61,11 +61,15 @@ def _load(path: Path) -> Scorer:
     return scorer
 
 
+def normalised(text: str) -> str:
+    """A prompt as the manifest compares prompts: lower-case, whitespace runs as one space,
+    stripped."""
+    return _SPACE.sub(" ", text.lower()).strip()
+
+
 def prompt_digest(text: str) -> str:
-    """A prompt as the manifest lists it: the SHA-256 hex of its normalised form (lower-case,
-    whitespace runs as one space, stripped, UTF-8)."""
-    normal = _SPACE.sub(" ", text.lower()).strip()
-    return hashlib.sha256(normal.encode("utf-8", "surrogatepass")).hexdigest()
+    """A prompt as the manifest lists it: the SHA-256 hex of its normalised form, UTF-8."""
+    return hashlib.sha256(normalised(text).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @functools.lru_cache(maxsize=1)

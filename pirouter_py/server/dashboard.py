@@ -258,16 +258,12 @@ def find_on(
     rows = search.find(db, filters, since=since, limit=limit, whose=whose)
     kept = has_table(db, "prompts")
     if rows and kept:
-        ids = [r["id"] for r in rows]
-        prompts = read.stored_prompts(db, ids)
-        answers: dict[str, str] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            query = f"SELECT request_id, answer FROM prompts WHERE request_id IN ({marks})"
-            answers.update(db.execute(query, chunk))
+        texts = {
+            rid: (body, answer)
+            for rid, body, answer in read.stored_texts(db, [r["id"] for r in rows])
+        }
         for row in rows:
-            row["prompt"], row["answer"] = prompts.get(row["id"]), answers.get(row["id"])
+            row["prompt"], row["answer"] = texts.get(row["id"], (None, None))
     return [panels.live_row(r) for r in rows], kept
 
 
@@ -423,6 +419,7 @@ def _read_learning(place: tuple[Path | None, str | None]) -> LearningBody:
         min_labels=labels.MIN_LABELS,
         min_each=labels.MIN_EACH,
         good=labels.GOOD,
+        shortfall=labels.shortfall,
         newest=newest,
     )
 

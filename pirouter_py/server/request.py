@@ -119,10 +119,13 @@ def record(
     state.served += 1
     decision = ctx.decision
     config = ctx.snapshot.config
-    features = None
-    if decision is not None and config.keeps_features:
-        ids = decision.ids or learned.request_ids(ctx.chat, decision.features)
-        features = learned.encode_ids(ids)
+    features = route_headers = key = None
+    if state.recorder is not None:  # what only the ledger keeps, made only for it
+        if decision is not None and config.keeps_features:
+            ids = decision.ids or learned.request_ids(ctx.chat, decision.features)
+            features = learned.encode_ids(ids)
+        route_headers = orjson.dumps(kept_headers(config, ctx.request.headers)).decode()
+        key = _instruction_key(ctx)
     made = RequestRecord(
         request_id=ctx.rid,
         ts=ctx.arrived,
@@ -146,8 +149,8 @@ def record(
         stored_response=stored,
         features=features,
         client=ctx.request.get(CLIENT),
-        route_headers=orjson.dumps(kept_headers(config, ctx.request.headers)).decode(),
-        instruction_key=_instruction_key(ctx),
+        route_headers=route_headers,
+        instruction_key=key,
     )
     if state.recorder is not None:
         if config.ledger.store_prompts and ctx.chat.raw is not None:
