@@ -1,5 +1,6 @@
-"""Request ids: unique, and random enough (96 bits) that one request's id tells nothing of
-another's (feedback and kept responses are found by them); safe in headers, logs, the ledger
+"""Request ids: unique, and random enough (64 bits after the second they were made) that one
+request's id tells nothing of another's (feedback and kept responses are found by them); in
+time order, so the ledger's indexes on them grow at their end; safe in headers, logs, the ledger
 and the ids derived from them (`chatcmpl-<id>`, `msg_<id>`, `resp_<id>`)."""
 
 from __future__ import annotations
@@ -19,22 +20,28 @@ import pytest
 from pirouter_py.server.middleware import new_request_id
 from tests.fakes import Daemon, FakeUpstream
 
-ID = re.compile(r"[0-9a-f]{24}")  # 96 bits, lower-case hex
+ID = re.compile(r"[0-9a-f]{24}")  # the second (32 bits), then 64 random bits; lower-case hex
 
 
 def sequential(ids: list[str]) -> int:
-    """How many ids are the one before plus a small step (a counter's, however offset)."""
-    numbers = [int(i, 16) for i in ids]
+    """How many ids' random parts are the one before plus a small step (a counter's, however
+    offset)."""
+    numbers = [int(i[8:], 16) for i in ids]
     return sum(0 < b - a < 1 << 20 for a, b in itertools.pairwise(numbers))
 
 
-def test_ids_are_unique_random_hex() -> None:
+def test_ids_are_unique_random_hex_in_time_order() -> None:
+    before = int(time.time())
     ids = [new_request_id() for _ in range(20_000)]
+    after = int(time.time())
     assert all(ID.fullmatch(i) for i in ids)
     assert len(set(ids)) == len(ids)
     assert sequential(ids) == 0
-    # no part of an id is shared by all: every hex digit of every position varies
-    for position in range(24):
+    # the first 8 digits are the second it was made, so ids made later sort after
+    assert all(before <= int(i[:8], 16) <= after for i in ids)
+    assert new_request_id()[:8] >= max(ids)[:8]
+    # no part of the random 16 digits is shared by all: every digit of every position varies
+    for position in range(8, 24):
         assert len({i[position] for i in ids}) == 16, position
 
 

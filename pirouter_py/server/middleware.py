@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -43,12 +44,16 @@ _STATUS_TEXT = {
 }
 _STATUS_KIND = {404: "not_found_error", 503: "service_unavailable"}
 
-# Request ids: 96 random bits from the system's CSPRNG, as 24 lower-case hex digits (safe in
-# headers, logs, the ledger and the answer ids made from them). An id is not to be guessed from
-# another one (feedback and kept responses are found by them), so no counter and no `random`.
-# Drawn ID_BATCH at a time: one `os.urandom` per request was most of the id's cost (uuid4, which
-# reads it each time, was 3% of the daemon's CPU under load).
-ID_BYTES = 12
+# Request ids: 24 lower-case hex digits (safe in headers, logs, the ledger and the answer ids made
+# from them): the second the id was made (8 digits), then 64 random bits from the system's CSPRNG.
+# An id is not to be guessed from another one (feedback and kept responses are found by them), so
+# no counter and no `random`. The second comes first so that new rows go to the end of the
+# ledger's indexes on the id (requests, attempts, prompts): with ids random throughout, each row
+# went to a random page, and in a ledger of 300,000 requests writing a request and its attempt
+# cost 45 µs of CPU (70 of the writer's time); in time order, 9.5 (10).
+# The random part is drawn ID_BATCH at a time: one `os.urandom` per request was most of the id's
+# cost (uuid4, which reads it each time, was 3% of the daemon's CPU under load).
+ID_RANDOM_BYTES = 8
 ID_BATCH = 256
 _ids: list[str] = []
 # a forked child must not hand out the ids its parent will
@@ -56,12 +61,12 @@ os.register_at_fork(after_in_child=_ids.clear)
 
 
 def new_request_id() -> str:
-    """A fresh request id: 24 hex digits, 96 bits of them random."""
+    """A fresh request id: the unix second in 8 hex digits, then 16 random ones (64 bits)."""
     if not _ids:
-        drawn = os.urandom(ID_BYTES * ID_BATCH).hex()
-        step = 2 * ID_BYTES
+        drawn = os.urandom(ID_RANDOM_BYTES * ID_BATCH).hex()
+        step = 2 * ID_RANDOM_BYTES
         _ids.extend(drawn[i : i + step] for i in range(0, len(drawn), step))
-    return _ids.pop()
+    return f"{int(time.time()) & 0xFFFFFFFF:08x}{_ids.pop()}"
 
 
 def error_response(
