@@ -4,13 +4,18 @@
 from __future__ import annotations
 
 import base64
+import http.client
+import json
 import struct
+import time
 from collections.abc import Iterator
 
 import ollama
 import openai
 import pytest
 
+from pirouter_py.types import TextAnswer, Usage
+from pirouter_py.wire import textgen
 from tests.fakes import Daemon, FakeUpstream, Reply
 
 CONFIG = """
@@ -49,6 +54,18 @@ input_per_m = 0.02
 """
 pytestmark = pytest.mark.usefixtures("clean_fake")
 PREFIX, SUFFIX = "def add(a, b):\n    ", "\n    return total\n"
+# texts a byte template could get wrong
+AWKWARD = [
+    "",
+    "x",
+    'say "hi"',
+    "back\\slash \\n \\u0041",
+    "line\nbreak\ttab\r\x00\x01\x1f\x7f",
+    "é ß 漢字 🙂 \u2028\u2029",
+    "</script>&<>'",
+    '{"done":true}',
+    " " * 3,
+]
 
 
 def vector(text: str) -> list[float]:
@@ -171,3 +188,129 @@ def test_the_catalogs_say_what_each_alias_serves(
     assert list(shown.capabilities or []) == ["completion", "insert"]
     running = {m.model for m in local.ps().models}
     assert running == {"chat", "coder-local", "coder-cloud", "embed-local", "embed-cloud"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams: byte templates, and the relay's behaviour around them
+
+
+@pytest.mark.parametrize("text", AWKWARD)
+@pytest.mark.parametrize("finish", [None, "stop", "length"])
+def test_streamed_pieces_are_byte_for_byte_what_the_general_encoders_write(
+    text: str, finish: str | None
+) -> None:
+    piece = TextAnswer(text, finish, Usage(3, 4) if finish else None)
+    chunks = textgen.CompletionChunks('co"der\\é', 'rid"\\1', 1_700_000_000)
+    general = textgen.completion_chunk(
+        piece, alias='co"der\\é', request_id='rid"\\1', created=1_700_000_000
+    )
+    assert chunks.encode(piece) == (general if text or finish else b"")
+    lines = textgen.GenerateLines('co"der\\é')
+    while True:  # the general encoder reads the clock itself: compared within one second
+        second = int(time.time())
+        fast = lines.encode(piece)
+        general = textgen.encode_generate(piece, alias='co"der\\é', done=False) + b"\n"
+        if int(time.time()) == second:
+            break
+    assert fast == (general if text else b"")
+    last = TextAnswer("", finish or "stop", piece.usage)
+    assert lines.end(last) == textgen.encode_generate(last, alias='co"der\\é') + b"\n"
+    assert chunks.end(last) == b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize(
+    ("chunk", "read"),
+    [
+        ({"choices": [{"text": 'é"', "index": 0, "finish_reason": None}]}, TextAnswer('é"')),
+        ({"choices": [{"text": "", "finish_reason": None}]}, TextAnswer("")),
+        ({"choices": [{"finish_reason": None}]}, TextAnswer("")),  # no text: the checks say ""
+        ({"choices": [{"text": "a", "finish_reason": "length"}]}, TextAnswer("a", "length")),
+        ({"choices": [{"text": "a", "finish_reason": ""}]}, TextAnswer("a")),
+        (
+            {"choices": [{"text": "a"}], "usage": {"prompt_tokens": 2, "completion_tokens": 1}},
+            TextAnswer("a", None, Usage(2, 1)),
+        ),
+        ({"choices": [], "usage": None}, TextAnswer("")),
+        ({"choices": [{"text": "a"}, {"text": "b"}]}, TextAnswer("a")),
+    ],
+)
+def test_a_text_chunk_reads_the_same_by_the_fast_path_or_the_checks(
+    chunk: dict[str, object], read: TextAnswer
+) -> None:
+    assert textgen.completion_answer(chunk, "up") == read
+
+
+def _stream(daemon: Daemon, path: str, body: dict[str, object]) -> tuple[str, bytes]:
+    """A streamed POST read to its end: (request id, body)."""
+    host, port = daemon.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=20)
+    try:
+        conn.request("POST", path, json.dumps(body), {"content-type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == 200
+        return response.getheader("x-pirouter-request-id") or "", response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("model", "model_id"), [("coder-local", "m-fim-l"), ("coder-cloud", "m-fim-o")]
+)
+def test_an_ollama_stream_ends_with_the_counts_whichever_upstream(
+    daemon: Daemon, fake: FakeUpstream, model: str, model_id: str
+) -> None:
+    words = ' "quoted" back\\slash é\n' * 30  # many pieces, several to an upstream read
+    fake.script(model_id, Reply(text=words, usage=(11, 90)))
+    rid, body = _stream(daemon, "/api/generate", {"model": model, "prompt": PREFIX})
+    lines = [json.loads(line) for line in body.splitlines()]
+    assert "".join(x["response"] for x in lines) == words
+    assert not any(x["done"] for x in lines[:-1]) and all(x["model"] == model for x in lines)
+    assert lines[-1] == lines[-1] | {"done": True, "done_reason": "stop", "response": ""}
+    assert (lines[-1]["prompt_eval_count"], lines[-1]["eval_count"]) == (11, 90)
+    line = daemon.wait_log(rid)
+    assert line["status"] == "ok" and (line["tokens_in"], line["tokens_out"]) == (11, 90)
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/api/generate"])
+def test_an_upstream_failing_mid_stream_ends_it_with_an_error_in_the_clients_protocol(
+    daemon: Daemon, fake: FakeUpstream, path: str
+) -> None:
+    fake.script("m-fim-o", Reply(text="one two three four five", kind="cut", chunks=3))
+    body = {"model": "coder-cloud", "prompt": PREFIX, "stream": True}
+    rid, data = _stream(daemon, path, body)
+    if path == "/api/generate":
+        *pieces, error = [json.loads(line) for line in data.splitlines()]
+        assert "".join(p["response"] for p in pieces) == "one two three "
+        assert isinstance(error["error"], str) and error["error"]
+    else:
+        events = [e.removeprefix("data: ") for e in data.decode().split("\n\n") if e]
+        *chunks, error = [json.loads(e) for e in events]
+        assert "".join(c["choices"][0]["text"] for c in chunks) == "one two three "
+        assert error["error"]["type"] == "upstream_error"
+    assert len(fake.seen) == 1  # committed at the first piece: no fallback after it
+    line = daemon.wait_log(rid)
+    assert line["status"] == "upstream_error" and line["chain"] == ["coder-cloud:stream_error"]
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/api/generate"])
+def test_a_client_leaving_a_completion_stream_closes_the_upstream(
+    daemon: Daemon, fake: FakeUpstream, path: str
+) -> None:
+    fake.script("m-fim-o", Reply(text=" ".join(["word"] * 200), chunk_delay=0.05))
+    host, port = daemon.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    body = {"model": "coder-cloud", "prompt": PREFIX, "stream": True}
+    conn.request("POST", path, json.dumps(body), {"content-type": "application/json"})
+    response = conn.getresponse()
+    rid = response.getheader("x-pirouter-request-id") or ""
+    assert response.read1(64)  # the stream started
+    conn.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not fake.seen[0].finished:
+        time.sleep(0.02)
+    assert fake.seen[0].cancelled, "the upstream request was not cancelled"
+    line = daemon.wait_log(rid)  # recorded with the tokens spent so far, estimated
+    assert line["status"] == "client_cancelled" and line["chain"] == [
+        "coder-cloud:client_cancelled"
+    ]
+    assert line["tokens_in"] > 0 and line["tokens_out"] > 0

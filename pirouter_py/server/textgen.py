@@ -24,10 +24,11 @@ from pirouter_py.cascade import Outcome
 from pirouter_py.config import Config, ModelConfig
 from pirouter_py.errors import RoutingError, UpstreamError
 from pirouter_py.live.traffic import Traffic
-from pirouter_py.providers.base import Provider
+from pirouter_py.providers.base import BEFORE_READ, Provider
 from pirouter_py.record import Attempt
 from pirouter_py.server.chat import read_body
 from pirouter_py.server.middleware import RID
+from pirouter_py.server.relay import Batch, Coalesced
 from pirouter_py.server.request import (
     Ctx,
     cancelled,
@@ -208,7 +209,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def _stream_text(ctx: Ctx, chain: tuple[str, ...], text: TextRequest) -> web.StreamResponse:
     """The first piece decides which model answers (an error before it falls back); the rest is
-    relayed as it comes."""
+    relayed as it comes, what one upstream read brought in one write (`relay.Batch`), the headers
+    with the first bytes and the end with the last, as the chat streams are."""
     ollama = text.protocol == "ollama"
 
     Started = tuple[TextAnswer, AsyncGenerator[TextAnswer, None]]
@@ -231,50 +233,57 @@ async def _stream_text(ctx: Ctx, chain: tuple[str, ...], text: TextRequest) -> w
     attempt = ctx.tried[-1]
     began = time.perf_counter() - attempt.latency_ms / 1000  # when this attempt started
     overhead, headers = _finish(ctx, alias)
+    encoder = (
+        wire.GenerateLines(alias)
+        if ollama
+        else wire.CompletionChunks(alias, ctx.rid, int(ctx.arrived))
+    )
+    encode = encoder.encode
+    opening = encode(first)
     kind = "application/x-ndjson" if ollama else "text/event-stream"
-    response = web.StreamResponse(headers={"content-type": kind, **headers})
+    # the headers go with the first bytes when the first piece shows some, else right away
+    response = (Coalesced if opening else web.StreamResponse)(
+        headers={"content-type": kind, **headers}
+    )
+    batch = Batch(response)
+    add = batch.add
+    if opening:
+        add(opening)
     status = rec.STATUS_OK
-
-    def encode(piece: TextAnswer, done: bool = False) -> bytes:
-        if ollama:
-            return wire.encode_generate(piece, alias=alias, done=done) + b"\n"
-        return wire.completion_chunk(
-            piece, alias=alias, request_id=ctx.rid, created=int(ctx.arrived)
-        )
-
-    sent, usage, finish = 0, None, None
+    sent, usage, finish = len(first.text), first.usage, first.finish_reason
+    reading = BEFORE_READ.set(batch.flush)
     try:
         await response.prepare(ctx.request)
-        piece = first
-        while True:
-            usage, finish = piece.usage or usage, piece.finish_reason or finish
+        async for piece in pieces:
             sent += len(piece.text)
-            if piece.text or (piece.finish_reason and not ollama):
-                await response.write(encode(piece))
-            try:
-                piece = await anext(pieces)
-            except StopAsyncIteration:
-                break
+            if piece.usage is not None:
+                usage = piece.usage
+            if piece.finish_reason:
+                finish = piece.finish_reason
+            if chunk := encode(piece):  # b"" for a piece with nothing to show
+                add(chunk)
         # Ollama's last line carries the counts, which an OpenAI upstream sends after its finish
-        last = TextAnswer("", finish or "stop", usage)
-        tail = encode(last, done=True) if ollama else b"data: [DONE]\n\n"
+        tail = batch.take() + encoder.end(TextAnswer("", finish or "stop", usage))
     except UpstreamError as exc:
         status = rec.STATUS_UPSTREAM_ERROR
         attempt.outcome, attempt.error = rec.STREAM_ERROR, exc.message
-        tail = ctx.codec.error_body(502, exc.message, "upstream_error", None)
-        tail = tail + b"\n" if ollama else b"data: " + tail + b"\n\n"
+        error = ctx.codec.error_body(502, exc.message, "upstream_error", None)
+        tail = batch.take() + (error + b"\n" if ollama else b"data: " + error + b"\n\n")
     except (asyncio.CancelledError, ConnectionResetError):
         await pieces.aclose()
+        batch.parts.clear()  # the client is gone: nothing more is written to it
         attempt.outcome = rec.CLIENT_CANCELLED
         _spent(attempt, text, usage, sent, began)
         observed(ctx, record(ctx, rec.STATUS_CLIENT_CANCELLED, 200, alias, overhead, None))
         raise
+    finally:
+        BEFORE_READ.reset(reading)
     _spent(attempt, text, usage, sent, began)
     made = record(ctx, status, 200, alias, overhead, None)
     try:
         with contextlib.suppress(ConnectionResetError):
-            await response.write(tail)
-            await response.write_eof()
+            await batch.written()
+            await response.write_eof(tail)  # the last bytes and the body's end in one write
     finally:
         observed(ctx, made)
     return response

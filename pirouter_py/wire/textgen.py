@@ -30,6 +30,8 @@ from pirouter_py.wire import (
 )
 
 OLLAMA_DONE = {"stop": "stop", "length": "length"}
+PIECE_TAIL = b',"index":0,"logprobs":null,"finish_reason":null}]}\n\n'  # CompletionChunks
+LINE_TAIL = b',"done":false}\n'  # GenerateLines
 
 
 def _bad(message: str, param: str | None = None) -> RequestError:
@@ -166,7 +168,15 @@ def generate_body(request: TextRequest, model_id: str, *, stream: bool) -> dict[
 
 def completion_answer(data: Any, provider: str) -> TextAnswer:
     """An OpenAI completion body or stream chunk (each field it reads checked)."""
+    # Most stream chunks are a piece of text: one choice, no finish, no usage (the checks below,
+    # for that shape, in one pass)
     choices = data.get("choices") if isinstance(data, dict) else None
+    if type(choices) is list and len(choices) == 1 and data.get("usage") is None:
+        first = choices[0]
+        if type(first) is dict and first.get("finish_reason") is None:
+            text = first.get("text")
+            if type(text) is str:
+                return TextAnswer(text)
     if not isinstance(choices, list):
         raise UpstreamTransportError(f"{provider} returned no choices", retryable=True)
     first = got_object(choices[0], "choices[0]", provider) if choices else {}
@@ -294,8 +304,8 @@ def completion_chunk(answer: TextAnswer, *, alias: str, request_id: str, created
     return b"data: " + orjson.dumps(_completion(answer, alias, request_id, created)) + b"\n\n"
 
 
-def _ollama_time() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def _ollama_time(now: int | None = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
 
 
 def encode_generate(answer: TextAnswer, *, alias: str, done: bool = True) -> bytes:
@@ -314,6 +324,75 @@ def encode_generate(answer: TextAnswer, *, alias: str, done: bool = True) -> byt
             "eval_count": u.output_tokens,
         }
     return orjson.dumps(body)
+
+
+class CompletionChunks:
+    """A streamed completion to an OpenAI client: each piece as `completion_chunk` writes it,
+    made from a template built once per stream (a piece of text is its JSON string between the
+    template's halves; orjson writes a dict compact, in its keys' order), and `[DONE]` at the end.
+    A piece with nothing to show encodes to nothing (b"")."""
+
+    __slots__ = ("alias", "created", "head", "request_id")
+
+    def __init__(self, alias: str, request_id: str, created: int) -> None:
+        self.alias, self.request_id, self.created = alias, request_id, created
+        self.head = b"".join(
+            (
+                b'data: {"id":',
+                orjson.dumps(f"cmpl-{request_id}"),
+                b',"object":"text_completion","created":',
+                orjson.dumps(created),
+                b',"model":',
+                orjson.dumps(alias),
+                b',"choices":[{"text":',
+            )
+        )
+
+    def encode(self, piece: TextAnswer) -> bytes:
+        if piece.finish_reason is None:
+            return self.head + orjson.dumps(piece.text) + PIECE_TAIL if piece.text else b""
+        if not (piece.text or piece.finish_reason):
+            return b""
+        return completion_chunk(
+            piece, alias=self.alias, request_id=self.request_id, created=self.created
+        )
+
+    @staticmethod
+    def end(last: TextAnswer) -> bytes:
+        return b"data: [DONE]\n\n"
+
+
+class GenerateLines:
+    """A streamed completion to an Ollama client: each piece of text a line as `encode_generate`
+    writes it (`"done": false`), made from a template rebuilt once a second (its `created_at`),
+    and a last line with the finish and the counts."""
+
+    __slots__ = ("alias", "head", "second")
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self.second = -1
+        self.head = b""
+
+    def encode(self, piece: TextAnswer) -> bytes:
+        if not piece.text:
+            return b""
+        now = int(time.time())
+        if now != self.second:
+            self.second = now
+            self.head = b"".join(
+                (
+                    b'{"model":',
+                    orjson.dumps(self.alias),
+                    b',"created_at":',
+                    orjson.dumps(_ollama_time(now)),
+                    b',"response":',
+                )
+            )
+        return self.head + orjson.dumps(piece.text) + LINE_TAIL
+
+    def end(self, last: TextAnswer) -> bytes:
+        return encode_generate(last, alias=self.alias, done=True) + b"\n"
 
 
 def encode_embeddings(result: Embeddings, *, alias: str, raw: Mapping[str, Any] | None) -> bytes:
