@@ -1,6 +1,7 @@
 """The ledger's journal on real files: rows on disk before the answer, rotation and deletion once
 committed, import at the next start (duplicates skipped, torn lines skipped), live daemons' journals
-left alone, a failing disk never failing a request."""
+left alone, a failing disk never failing a request; mapped generations (rows copied in, no system
+call) where the file system allows, write(2) elsewhere, both surviving a SIGKILL."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pirouter_py.ledger.journal import Journal
 from pirouter_py.ledger.rows import rows_from_line
 from pirouter_py.ledger.schema import migrate
 from pirouter_py.ledger.writer import Ledger
+from tests.fakes import tmpfs
 from tests.test_ledger import CHEAP, config_with, make_record, ok_attempt, rows, run
 
 
@@ -44,15 +46,19 @@ def test_rows_are_in_the_journal_before_sqlite_and_gone_once_committed(tmp_path:
     assert not list(tmp_path.glob("ledger.db.journal.*"))  # a clean close leaves none behind
 
 
+@pytest.mark.parametrize("mapped", [True, False], ids=["mapped", "write"])
 def test_generations_rotate_and_are_deleted_when_committed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mapped: bool
 ) -> None:
     monkeypatch.setattr(journal, "ROTATE_BYTES", 2_000)
+    monkeypatch.setattr(journal, "MAP_BYTES", 2_000)
     path = tmp_path / "ledger.db"
 
     async def go() -> None:
         book = Ledger(path, config_with(tmp_path))
+        book.journal.mappable = mapped
         await book.open()
+        assert (book.journal.map is not None) == mapped  # tmp_path: ext4 or tmpfs here
         for i in range(30):
             book.record(make_record(f"r{i}", attempts=(ok_attempt(),)))
         files = sorted(tmp_path.glob("ledger.db.journal.*"))
@@ -160,6 +166,7 @@ def test_a_running_daemons_journal_is_left_alone(tmp_path: Path) -> None:
 
 def test_a_torn_write_is_ended_before_the_next_line(tmp_path: Path) -> None:
     book = Journal(tmp_path / "ledger.db")
+    book.mappable = False  # the write(2) path (a mapped generation cannot fail a store)
     book.open()
     assert book.fd is not None
     os.write(book.fd, b'{"cut short')  # what a write stopped by a full disk leaves
@@ -172,6 +179,7 @@ def test_a_torn_write_is_ended_before_the_next_line(tmp_path: Path) -> None:
 
 def test_an_unwritable_journal_never_fails_the_request(tmp_path: Path) -> None:
     book = Journal(tmp_path / "ledger.db")
+    book.mappable = False  # the write(2) path (a mapped generation cannot fail a store)
     book.open()
     assert book.fd is not None
     os.close(book.fd)
@@ -189,6 +197,7 @@ def test_a_failed_rotation_is_retried_while_rows_keep_coming(
     folder = tmp_path / "ledger"
     folder.mkdir()
     book = Journal(folder / "ledger.db")
+    book.mappable = False  # rotates at ROTATE_BYTES (the mapped test is below)
     book.open()
     folder.chmod(0o500)  # no new files: the rotation's open fails (as root: replaced below)
     if os.access(folder, os.W_OK):  # root ignores modes: take the folder away instead
@@ -242,3 +251,84 @@ def test_a_journal_that_could_not_open_at_start_is_tried_again(
     book._retried_at = -10.0  # past GROW_EVERY_S
     assert book.room(1) and book.fd is not None and book.failing is None
     book.close(keep=False)
+
+
+def test_mapped_generations_hold_every_line_however_large_and_survive_a_sigkill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mapped generation is written full of zeros and mapped; rows are copied in, a row that
+    does not fit opens the next (as large as the row), and a daemon killed with SIGKILL leaves
+    every row it journaled in its files, read back to the first zero byte."""
+    monkeypatch.setattr(journal, "MAP_BYTES", 4_096)
+    path = tmp_path / "ledger.db"
+    code = f"""
+import os, signal, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from pathlib import Path
+from pirouter_py.ledger import journal
+from tests.test_ledger import make_record, ok_attempt
+journal.MAP_BYTES = 4_096
+book = journal.Journal(Path({str(path)!r}))
+book.open()
+assert book.map is not None and os.fstat(book.fd).st_size == 4_096
+for i in range(20):
+    book.append(make_record(f"r{{i}}", attempts=(ok_attempt(),)))
+big = make_record("big", attempts=(ok_attempt(),), prompt="x" * 10_000)
+book.append(big)  # larger than a generation: one of its own
+book.append(make_record("after", attempts=(ok_attempt(),)))
+print(book.gen, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    killed = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert killed.returncode == -9, killed.stderr
+    found = journal.leftovers(path)
+    generations = [p for p in found if not p.name.endswith(journal.RESERVE)]
+    assert len(generations) == int(killed.stdout) + 1  # every generation left behind
+    ids = [rid for p in generations for rid in lines(p)]
+    assert ids == [f"r{i}" for i in range(20)] + ["big", "after"]
+    sizes = [p.stat().st_size for p in generations]
+    assert all(size >= 4_096 for size in sizes) and max(sizes) >= 10_000
+
+    async def restart() -> None:
+        book = Ledger(path, config_with(tmp_path))
+        await book.open()
+        await book.close()
+
+    run(restart())  # the next start imports them all, then deletes them
+    assert sorted(r["id"] for r in rows(path)) == sorted(ids)  # type: ignore[type-var]
+    assert not list(tmp_path.glob("ledger.db.journal.*"))
+
+
+def test_a_generation_whose_zeros_do_not_fit_is_written_with_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk without room for a mapped generation's zeros (a real 12 MiB tmpfs; the generation
+    16 MiB, and the free-space check told it had room): no file is left half made, and the row
+    goes by write(2), whose failures the journal handles as before. Without room beyond the
+    margin, the zeros are not even tried."""
+    with tmpfs(tmp_path / "disk", "12m") as disk:
+        book = Journal(disk / "ledger.db")
+        monkeypatch.setattr(journal, "MAP_BYTES", 16 << 20)
+        monkeypatch.setattr(journal, "FREE_MARGIN", -(1 << 40))  # as if it had room
+        book.open()
+        assert book.map is None and book.fd is not None
+        assert book.path(0).stat().st_size == 0  # the zeros that fitted are gone
+        book.append(make_record("a", attempts=(ok_attempt(),)))
+        assert lines(book.path(0)) == ["a"]
+        book.close(keep=False)
+        monkeypatch.setattr(journal, "FREE_MARGIN", 64 << 20)  # the real margin: no zeros
+        monkeypatch.setattr(journal, "MAP_BYTES", 4_096)
+        small = Journal(disk / "ledger.db")
+        small.open()
+        assert small.map is None and small.fd is not None  # 8 MiB free is under the margin
+        small.close(keep=False)
+
+
+def test_which_file_systems_take_mapped_generations(tmp_path: Path) -> None:
+    """Those that overwrite a file's blocks in place; never /proc (nor a copy-on-write file
+    system, where a store into a full disk's mapping would be a SIGBUS)."""
+    assert not journal.mappable(Path("/proc"))
+    assert journal.mappable(Path("/dev/shm")) == sys.platform.startswith("linux")
+    assert "btrfs" not in journal.MAPPABLE and "zfs" not in journal.MAPPABLE
