@@ -21,7 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from run import free_port, process  # type: ignore[import-not-found]
+from common import free_port, process  # type: ignore[import-not-found]
 
 from pirouter_py.ledger import read, rollups, schema
 from pirouter_py.ledger.rows import INSERT_ATTEMPT, INSERT_REQUEST, _insert

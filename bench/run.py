@@ -13,13 +13,21 @@ Each inbound path (chat completions, Anthropic Messages to an Anthropic and to a
 upstream, Responses, Ollama's /api/chat), whole and streamed, has a row of its own against the
 floor relaying that path's own bytes to the same fake upstream (`PATHS`, `path_rounds`): daemons
 whose provider speaks Anthropic's and Ollama's protocols join the one that speaks OpenAI's.
-`run.py --paths` runs only those rows (about four minutes).
+`run.py --paths` runs only those rows (about four minutes, six and a half with LiteLLM's turns).
+
+LiteLLM's proxy takes its turn in the same rounds on the paths it serves (`bench/litellm_proxy.py`:
+installed on first use at a pinned version into ~/.cache/pirouter-bench/, nothing sent beyond
+loopback, each path checked for a correct answer before it is timed): its CPU per request (its
+whole process tree) against pirouter's and the floor's, its throughput against the floor's. It
+sends Messages and Responses for an OpenAI-type model to the upstream's own /v1/responses (the
+JSON's `litellm.upstream_calls` says what it called on each path); it does not serve Ollama's
+/api/chat inbound. `--no-litellm` leaves it out; when it cannot be
+installed its columns say why and the rest runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import compileall
 import importlib.util
 import json
 import os
@@ -29,7 +37,6 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,47 +47,30 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from common import (  # type: ignore[import-not-found]
+    HERE,
+    PY,
+    compile_package,
+    cpu_seconds,
+    free_port,
+    ledger_drained,
+    loadgen,
+    paired,
+    pirouter_config,
+    process,
+    round_ratios,
+    rss_mib,
+    upstream_and_floor,
+    wall_ms,
+)
 from loadgen import summary
-
-from pirouter_py.routing import learned as learned_router
-
-HERE = Path(__file__).resolve().parent
-PY = sys.executable
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except OSError as exc:
-            if getattr(exc, "code", None):  # an HTTP error answer means it is listening
-                return
-            time.sleep(0.02)
-    raise RuntimeError(f"{url} did not come up")
-
-
-@contextmanager
-def process(args: list[str], ready_url: str, **kw: Any) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
-    try:
-        wait_ready(ready_url)
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+from paths import (  # type: ignore[import-not-found]
+    litellm_side,
+    path_daemons,
+    path_rounds,
+    paths_only,
+    paths_table,
+)
 
 
 def browser_available() -> bool:
@@ -168,117 +158,6 @@ def watching(url: str) -> Iterator[list[Any]]:
         conn.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def loadgen(*args: object, timeout: float = 600) -> dict[str, Any]:
-    out = subprocess.run(
-        [PY, str(HERE / "loadgen.py"), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=True,
-    )
-    return json.loads(out.stdout)  # type: ignore[no-any-return]
-
-
-def wall_ms(args: list[str]) -> float:
-    """Wall time of one command, start to exit. Not `subprocess.run(timeout=...)`: with a timeout
-    it polls for the exit with sleeps that grow to 50 ms, so every reading came out as 63.5 ms plus
-    a multiple of 50 (114, 164, 214, 265...). A blocking wait sees the exit when it happens; a
-    timer kills a command that hangs."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    watchdog = threading.Timer(60, proc.kill)
-    watchdog.start()
-    try:
-        code = proc.wait()
-    finally:
-        watchdog.cancel()
-    elapsed = (time.perf_counter() - start) * 1000
-    if code != 0:
-        raise subprocess.CalledProcessError(code, args)
-    return elapsed
-
-
-def pirouter_config(
-    tmp: Path,
-    upstream: str,
-    ledger: bool,
-    metrics: bool = True,
-    every_line: bool = False,
-    learned: bool = False,
-    kind: str = "openai",
-) -> Path:
-    """A config for one bench daemon, with a ledger file of its own (two daemons writing one
-    file would wait for each other's write locks), at the default log level (info). Past 100
-    routine requests a second (`log_requests_per_sec`, default) the rest of the second's are
-    counted in one line; `every_line` writes one for each request, to show what that costs.
-    `learned`: a second, cheaper model and the learned router on, with a model file for both
-    (the cheaper one predicted good enough: every request reads features and scores). `kind`:
-    the upstream's protocol (the provider's type: openai, anthropic or ollama)."""
-    name = f"pirouter-{'ledger' if ledger else 'noledger'}-{metrics}-{every_line}-{learned}"
-    if kind != "openai":
-        name += f"-{kind}"
-    config = tmp / f"{name}.toml"
-    extra = ""
-    if learned:
-        extra = """
-[models.small]
-provider = "bench"
-model_id = "bench-model"
-supports_tools = true
-quality = "basic"
-[routing]
-learned = true
-"""
-        zeros = learned_router.pack([0.0] * learned_router.BUCKETS)
-        models = {
-            alias: {"bias": 1.0, "weights": zeros, "labels": 100, "good": 70}
-            for alias in ("bench", "small")
-        }
-        (tmp / learned_router.FILE_NAME).write_text(
-            json.dumps(
-                {
-                    "version": learned_router.VERSION,
-                    "buckets": learned_router.BUCKETS,
-                    "trained_at": time.time(),
-                    "labels": 100,
-                    "models": models,
-                }
-            )
-        )
-    config.write_text(
-        extra
-        + f"""
-[server]
-log_level = "info"
-log_requests_per_sec = {0 if every_line else 100}
-metrics = {str(metrics).lower()}
-[ledger]
-path = "{tmp / (config.stem + ".db")}"
-[providers.bench]
-type = "{kind}"
-base_url = "{upstream}"
-api_key = "k"
-[models.bench]
-provider = "bench"
-model_id = "bench-model"
-supports_tools = true
-"""
-    )
-    return config
-
-
 def sampled_rounds(
     mode: str, targets: dict[str, tuple[str, int | None]], rounds: int, *args: object
 ) -> dict[str, dict[str, Any]]:
@@ -325,123 +204,6 @@ def throughput_rounds(
             "rss_load_mib": rss[key],
         }
     return out
-
-
-# The inbound paths measured each against its own floor: (label, loadgen route, the daemon that
-# serves it: "pirouter" calls an OpenAI upstream, the others one of their kind)
-PATHS = (
-    ("chat completions -> OpenAI", "chat", "pirouter"),
-    ("Anthropic Messages -> Anthropic", "messages", "pirouter_anthropic"),
-    ("Anthropic Messages -> OpenAI", "messages", "pirouter"),
-    ("Responses -> OpenAI", "responses", "pirouter"),
-    ("Ollama /api/chat -> Ollama", "ollama", "pirouter_ollama"),
-)
-MODES = (("whole", "0"), ("streamed", "1"))
-
-
-SIDES = ("floor", "pirouter")
-
-
-def path_rounds(
-    targets: dict[str, tuple[str, int | None]], rounds: int, seconds: float
-) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
-    """Each inbound path, whole and streamed (the upstream's default stream, 16 chunks), against
-    the floor relaying that path's own bytes to the same fake upstream: concurrency 32, in rounds,
-    the floor and pirouter taking turns within each (the one that goes first alternates). Per
-    path and mode, each side's requests per second and CPU per request in every round."""
-    out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
-    for label, _, _ in PATHS:
-        out[label] = {
-            mode: {side: {"rounds": [], "cpu_ms_rounds": [], "errors": 0} for side in SIDES}
-            for mode, _ in MODES
-        }
-    for n in range(rounds):
-        for label, route, daemon in PATHS:
-            for mode, stream in MODES:
-                sides = (("floor", "floor"), ("pirouter", daemon))
-                for side, key in sides if n % 2 == 0 else sides[::-1]:
-                    url, pid = targets[key]
-                    assert pid is not None
-                    before = cpu_seconds(pid)
-                    got = loadgen("path", url, route, stream, 32, seconds)
-                    if side == "pirouter":
-                        ledger_drained(url)  # the rows of this turn are written on its CPU
-                    spent = cpu_seconds(pid) - before
-                    kept = out[label][mode][side]
-                    kept["rounds"].append(got["rps"])
-                    kept["cpu_ms_rounds"].append(1000 * spent / max(1, got["requests"]))
-                    kept["errors"] += got["errors"]
-    return out
-
-
-def paths_table(paths: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> str:
-    """One row per inbound path and mode: medians of each side, and the ratios to the floor
-    taken round by round (`paired`)."""
-    rows = [
-        (
-            "path",
-            "mode",
-            "floor CPU ms",
-            "pirouter",
-            "CPU ratio",
-            "floor req/s",
-            "pirouter",
-            "tput ratio",
-        )
-    ]
-    for label, modes in paths.items():
-        for mode, sides in modes.items():
-            f, p = sides["floor"], sides["pirouter"]
-            if not f["rounds"]:
-                continue
-            rows.append(
-                (
-                    label,
-                    mode,
-                    f"{statistics.median(f['cpu_ms_rounds']):.3f}",
-                    f"{statistics.median(p['cpu_ms_rounds']):.3f}",
-                    f"{paired(p['cpu_ms_rounds'], f['cpu_ms_rounds']):.2f}x",
-                    f"{statistics.median(f['rounds']):.0f}",
-                    f"{statistics.median(p['rounds']):.0f}",
-                    f"{paired(p['rounds'], f['rounds']):.2f}x",
-                )
-            )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(
-            c.ljust(w) if i < 2 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in rows
-    ]
-    lines.insert(1, "-" * len(lines[0]))
-    lines.append("targets: CPU per request <= 1.25x the floor's, throughput >= 0.85x (issue #39)")
-    return "\n".join(lines)
-
-
-def ledger_drained(url: str, timeout: float = 10.0) -> None:
-    """Wait until the daemon's ledger has written every row it holds (`/health` backlog 0)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            ledger = json.load(response).get("ledger")
-        if not ledger or not ledger["backlog"]:
-            return
-        time.sleep(0.02)
-    raise RuntimeError(f"{url}: the ledger still had rows to write after {timeout:g} s")
-
-
-def round_ratios(target: list[float], floor: list[float]) -> list[float]:
-    """target / floor, each ratio taken within one round (a round the floor missed is left out)."""
-    return [t / f for t, f in zip(target, floor, strict=True) if f]
-
-
-def paired(target: list[float], floor: list[float]) -> float:
-    """The median over rounds of target / floor, each ratio taken within one round: the
-    machine's speed drifts between rounds (this VM's floor moved 0.24-0.30 ms of CPU per
-    request within an hour), and a ratio of totals lets one slow round weigh on one side."""
-    ratios = round_ratios(target, floor)
-    return statistics.median(ratios) if ratios else float("nan")
 
 
 def table(results: dict[str, Any]) -> str:
@@ -679,76 +441,22 @@ def startup(tmp: Path, upstream: str) -> dict[str, float]:
     return out
 
 
-def path_daemons(
-    stack: ExitStack, tmp: Path, upstream: str, targets: dict[str, tuple[str, int | None]]
-) -> None:
-    """The daemons whose upstream speaks Anthropic's and Ollama's protocols (ledger on)."""
-    for kind in ("anthropic", "ollama"):
-        port = free_port()
-        config = pirouter_config(tmp, upstream, True, kind=kind)
-        cmd = [PY, "-m", "pirouter_py", "--config", str(config), "run", "--port", str(port)]
-        daemon = stack.enter_context(process(cmd, f"http://127.0.0.1:{port}/v1/models"))
-        targets[f"pirouter_{kind}"] = (f"http://127.0.0.1:{port}", daemon.pid)
-
-
-def upstream_and_floor(stack: ExitStack, up_port: int, floor_port: int) -> Any:
-    """Start the fake upstream and the pass-through floor in front of it; the floor's process."""
-    upstream = f"http://127.0.0.1:{up_port}"
-    stack.enter_context(process([PY, str(HERE / "upstream.py"), str(up_port)], upstream + "/x"))
-    return stack.enter_context(
-        process(
-            [PY, str(HERE / "passthrough.py"), str(floor_port), upstream],
-            f"http://127.0.0.1:{floor_port}/x",
-        )
-    )
-
-
-def paths_only(quick: bool) -> None:
-    """`run.py --paths`: the fake upstream, the floor and the three daemons, the per-path rows
-    only (a few minutes), printed and written to bench/results/ as the full run is."""
-    tmp = Path(tempfile.mkdtemp(prefix="pirouter-bench-"))
-    up_port, floor_port, port = free_port(), free_port(), free_port()
-    upstream = f"http://127.0.0.1:{up_port}"
-    with ExitStack() as stack:
-        floor = upstream_and_floor(stack, up_port, floor_port)
-        config = pirouter_config(tmp, upstream, True)
-        cmd = [PY, "-m", "pirouter_py", "--config", str(config), "run", "--port", str(port)]
-        daemon = stack.enter_context(process(cmd, f"http://127.0.0.1:{port}/v1/models"))
-        targets: dict[str, tuple[str, int | None]] = {
-            "floor": (f"http://127.0.0.1:{floor_port}", floor.pid),
-            "pirouter": (f"http://127.0.0.1:{port}", daemon.pid),
-        }
-        path_daemons(stack, tmp, upstream, targets)
-        paths = path_rounds(targets, 2 if quick else 5, 1 if quick else 2)
-    text = paths_table(paths)
-    print(text)
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"paths-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "paths": paths}))
-    print(f"\nfull results: {path}")
-
-
-def compile_package() -> None:
-    """Measure pirouter as installed: pip compiles every module to bytecode at install time. An
-    editable checkout run with PYTHONDONTWRITEBYTECODE=1 (set on some VMs and CI images) would
-    otherwise compile its ~40 modules from source at every start, ~100 ms no user pays."""
-    spec = importlib.util.find_spec("pirouter_py")
-    assert spec is not None and spec.submodule_search_locations
-    for folder in [*spec.submodule_search_locations, str(HERE)]:  # bench/: the floors' modules
-        compileall.compile_dir(folder, quiet=1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter runs (a smoke test)")
     parser.add_argument(
         "--paths", action="store_true", help="only the per-path rows (each inbound path, its floor)"
     )
+    parser.add_argument(
+        "--no-litellm",
+        dest="litellm",
+        action="store_false",
+        help="leave LiteLLM's proxy out of the per-path rows (else installed on first use)",
+    )
     args = parser.parse_args()
     compile_package()
     if args.paths:
-        paths_only(args.quick)
+        paths_only(args.quick, args.litellm)
         return
     tmp = Path(tempfile.mkdtemp(prefix="pirouter-bench-"))
     up_port, floor_port, on_port, off_port = (free_port() for _ in range(4))
@@ -835,7 +543,14 @@ def main() -> None:
         results["live_events_seen"], results["live_watcher"] = live
         # Each inbound path against its own floor, also before the 512-stream wave; fewer and
         # shorter rounds than the main row's (twenty runs a round: the run's time stays bounded)
-        results["paths"] = path_rounds(on_paths, 2 if args.quick else 5, 1 if args.quick else 2)
+        # LiteLLM's proxies run for these rounds only (idle beside the others, they'd take memory)
+        with ExitStack() as rivals:
+            verdicts, results["litellm"] = (
+                litellm_side(rivals, tmp, upstream, on_paths) if args.litellm else (None, None)
+            )
+            results["paths"] = path_rounds(
+                on_paths, 2 if args.quick else 5, 1 if args.quick else 2, verdicts
+            )
         for key, result in rounds.items():
             target = results["targets"].setdefault(key, {"name": key})
             target["throughput"] = result

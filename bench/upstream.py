@@ -8,7 +8,8 @@ every inbound path's own bytes and pirouter can call each kind of upstream. A
 `"bench": {"chunks": N, "pace_ms": M}` field in the request body (which pirouter and the
 pass-through forward untouched to an upstream of the client's own protocol) shapes a stream; the
 default is 16 chunks with no pacing (what the per-path rows use: a translated request carries no
-`bench` field, so both sides of a row get the default).
+`bench` field, so both sides of a row get the default). `GET /seen` answers how many requests
+each path has had and the last body on each: which endpoint a proxy calls for an inbound path.
 """
 
 from __future__ import annotations
@@ -203,6 +204,16 @@ OLLAMA_LAST = (
 )
 
 
+# Requests per upstream path and the last body on each (`GET /seen`)
+SEEN: dict[str, int] = {}
+BODIES: dict[str, bytes] = {}
+
+
+def _seen(request: web.Request, body: bytes) -> None:
+    SEEN[request.path] = SEEN.get(request.path, 0) + 1
+    BODIES[request.path] = body
+
+
 def _shape(body: bytes) -> tuple[int, float]:
     shape = (json.loads(body).get("bench") or {}) if b'"bench"' in body else {}
     return int(shape.get("chunks", DEFAULT_CHUNKS)), float(shape.get("pace_ms", 0)) / 1000
@@ -230,6 +241,7 @@ def _streamed(body: bytes, default: bool = False) -> bool:
 
 async def chat(request: web.Request) -> web.StreamResponse:
     body = await request.read()
+    _seen(request, body)
     if not _streamed(body):
         return web.Response(body=ANSWER, content_type="application/json")
     chunks, pace = _shape(body)
@@ -238,6 +250,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
 async def messages(request: web.Request) -> web.StreamResponse:
     body = await request.read()
+    _seen(request, body)
     if not _streamed(body):
         return web.Response(body=MESSAGES_ANSWER, content_type="application/json")
     chunks, pace = _shape(body)
@@ -251,6 +264,7 @@ RESPONSES_STREAMS: dict[int, tuple[bytes, list[bytes], bytes]] = {}
 
 async def responses(request: web.Request) -> web.StreamResponse:
     body = await request.read()
+    _seen(request, body)
     if not _streamed(body):
         return web.Response(body=RESPONSES_ANSWER, content_type="application/json")
     chunks, pace = _shape(body)
@@ -262,6 +276,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
 
 async def ollama(request: web.Request) -> web.StreamResponse:
     body = await request.read()
+    _seen(request, body)
     if not _streamed(body, default=True):  # Ollama streams unless told not to
         return web.Response(body=OLLAMA_ANSWER, content_type="application/json")
     chunks, pace = _shape(body)
@@ -278,6 +293,11 @@ async def models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [{"id": "bench-model", "object": "model"}]})
 
 
+async def seen(request: web.Request) -> web.Response:
+    last = {path: body.decode(errors="replace") for path, body in BODIES.items()}
+    return web.json_response({"hits": SEEN, "last": last})
+
+
 def main() -> None:
     try:
         import uvloop
@@ -292,6 +312,7 @@ def main() -> None:
     app.router.add_post("/api/chat", ollama)
     app.router.add_get("/api/tags", tags)
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/seen", seen)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 
 

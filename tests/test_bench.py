@@ -15,17 +15,27 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    sys.path.insert(0, str(BENCH))  # run.py imports its neighbour loadgen.py
+def load(name: str) -> ModuleType:
+    """A bench script as a module (its neighbours, loadgen.py, common.py, importable)."""
+    sys.path.insert(0, str(BENCH))
     try:
-        spec = importlib.util.spec_from_file_location("bench_run", BENCH / "run.py")
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module
     finally:
         sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    return load("run")
+
+
+@pytest.fixture(scope="module")
+def paths() -> ModuleType:
+    return load("paths")
 
 
 def test_paired_is_the_median_of_ratios_within_each_round(bench: ModuleType) -> None:
@@ -86,10 +96,10 @@ def _side(rps: list[float], cpu: list[float]) -> dict[str, Any]:
 
 
 def test_each_inbound_path_is_reported_against_its_own_floor_round_by_round(
-    bench: ModuleType,
+    paths: ModuleType,
 ) -> None:
     # the floor slowed down in round 2 for both; a ratio of medians would say 0.30 / 0.20 = 1.5x
-    paths = {
+    measured = {
         label: {
             "whole": {
                 "floor": _side([1000.0, 500.0, 1000.0], [0.2, 0.4, 0.2]),
@@ -97,12 +107,12 @@ def test_each_inbound_path_is_reported_against_its_own_floor_round_by_round(
             },
             "streamed": {"floor": _side([], []), "pirouter": _side([], [])},  # not run: no row
         }
-        for label, _, _ in bench.PATHS
+        for label, _, _ in paths.PATHS
     }
-    text = bench.paths_table(paths)
+    text = paths.paths_table(measured)
     lines = text.splitlines()
-    rows = [line for line in lines[2:] if line.startswith(tuple(p[0] for p in bench.PATHS))]
-    assert len(rows) == len(bench.PATHS)  # one row each, whole only
+    rows = [line for line in lines[2:] if line.startswith(tuple(p[0] for p in paths.PATHS))]
+    assert len(rows) == len(paths.PATHS)  # one row each, whole only
     for row in rows:
         # CPU round by round 1.2, 1.1, 1.5x; throughput 0.9, 0.8, 0.8x
         assert row.split()[-7:] == ["whole", "0.200", "0.300", "1.20x", "1000", "800", "0.80x"]
