@@ -8,7 +8,7 @@ Streams are read until `message_stop`; one that ends before it was cut short.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pirouter_py.config import ModelConfig
 from pirouter_py.errors import UpstreamTransportError
@@ -44,9 +44,7 @@ class AnthropicProvider(HTTPProvider):
             model.model_id, wire.decode_response, data, f"{self.name} ({model.model_id})"
         )
 
-    async def stream(
-        self, request: ChatRequest, model: ModelConfig
-    ) -> AsyncGenerator[StreamEvent, None]:
+    def stream(self, request: ChatRequest, model: ModelConfig) -> AsyncGenerator[StreamEvent, None]:
         body = wire.encode_request(
             request,
             model.model_id,
@@ -55,17 +53,25 @@ class AnthropicProvider(HTTPProvider):
             json_by_tool=model.json_by_tool,
         )
         decoder = wire.StreamDecoder(f"{self.name} ({model.model_id})")
-        async for _, data in self.sse(
+        model_id, decode = model.model_id, decoder.decode
+
+        def event(_: str, data: Any) -> StreamEvent:
+            return self.understood(model_id, decode, data)
+
+        def end() -> None:
+            if not decoder.stopped:  # the events end with message_stop
+                raise UpstreamTransportError(
+                    f"{self.name} ({model_id}): the stream ended before message_stop",
+                    retryable=True,
+                )
+
+        return self.sse_events(
             PATH,
-            model.model_id,
+            model_id,
             body,
             self._headers(request),
+            event,
+            end,
             until_done=False,
             last="message_stop",
-        ):
-            yield self.understood(model.model_id, decoder.decode, data)
-        if decoder.stopped:  # the events end with message_stop
-            return
-        raise UpstreamTransportError(
-            f"{self.name} ({model.model_id}): the stream ended before message_stop", retryable=True
         )

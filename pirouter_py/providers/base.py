@@ -363,7 +363,7 @@ class HTTPProvider:
                 f"{self.name} ({model_id}): answered with malformed JSON", retryable=True
             ) from None
 
-    async def sse(
+    def sse(
         self,
         path: str,
         model_id: str,
@@ -376,6 +376,26 @@ class HTTPProvider:
         """POST and yield (event name, decoded data) for each server-sent event. With
         `until_done`, a stream that ends without `data: [DONE]` was cut short: an error.
         `last`: the event (by name, or by its data's `type`) after which the stream is over."""
+        return self.sse_events(
+            path, model_id, body, headers, _named, until_done=until_done, last=last
+        )
+
+    async def sse_events(
+        self,
+        path: str,
+        model_id: str,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        decode: Callable[[str, Any], T],
+        end: Callable[[], None] | None = None,
+        *,
+        until_done: bool,
+        last: str | None = None,
+    ) -> AsyncGenerator[T, None]:
+        """`sse`, yielding `decode(event name, data)` of each event, and calling `end()` once the
+        stream is over (it raises for a stream that is not complete): a provider returns this
+        generator as its stream, with no generator of its own between it and the relay (one
+        less step for every event)."""
         async with self._post(path, model_id, body, headers, stream=True) as response:
             response.events_only = True  # comments and pings do not keep a stream alive
             if response.content_type != "text/event-stream":
@@ -398,31 +418,50 @@ class HTTPProvider:
                         payload = data[0] if len(data) == 1 else b"\n".join(data)
                         if payload == b"[DONE]":
                             response.ended = True
+                            if end is not None:
+                                end()
                             return
                         if event != "ping":
                             response.moved()
                         decoded = self._decode(model_id, payload)
-                        yield event, decoded
+                        yield decode(event, decoded)
                         if last is not None and (
                             event == last
                             or (isinstance(decoded, dict) and decoded.get("type") == last)
                         ):
                             response.ended = True
+                            if end is not None:
+                                end()
                             return
                     event, data = "", []
-            if data == [b"[DONE]"]:
-                return
-            if data:
-                yield event, self._decode(model_id, b"\n".join(data))
-            if until_done:
-                raise UpstreamTransportError(
-                    f"{self.name} ({model_id}): the stream ended before [DONE]", retryable=True
-                )
+            if data != [b"[DONE]"]:  # (a [DONE] the body's end cut from its blank line)
+                if data:
+                    yield decode(event, self._decode(model_id, b"\n".join(data)))
+                if until_done:
+                    raise UpstreamTransportError(
+                        f"{self.name} ({model_id}): the stream ended before [DONE]",
+                        retryable=True,
+                    )
+            if end is not None:
+                end()
 
-    async def ndjson(
+    def ndjson(
         self, path: str, model_id: str, body: Mapping[str, Any], headers: Mapping[str, str]
     ) -> AsyncIterator[Any]:
         """POST and yield each decoded line of a newline-delimited JSON stream."""
+        return self.ndjson_lines(path, model_id, body, headers, _same)
+
+    async def ndjson_lines(
+        self,
+        path: str,
+        model_id: str,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        decode: Callable[[Any], T],
+        end: Callable[[], None] | None = None,
+    ) -> AsyncGenerator[T, None]:
+        """`ndjson`, yielding `decode(line's data)`, and calling `end()` once the lines are over
+        (as `sse_events`)."""
         async with self._post(path, model_id, body, headers, stream=True) as response:
             response.events_only = True  # a line is an event; bytes without one are not
             reader = _Lines(response, self.config.max_answer_bytes)
@@ -431,10 +470,14 @@ class HTTPProvider:
                     if line.strip():
                         response.moved()
                         data = self._decode(model_id, line)
-                        yield data
+                        yield decode(data)
                         if isinstance(data, dict) and data.get("done") is True:  # the last line
                             response.ended = True
+                            if end is not None:
+                                end()
                             return
+            if end is not None:
+                end()
 
     def understood(self, model_id: str, decode: Callable[..., T], *args: Any) -> T:
         """`decode(*args)` of an upstream body; a body of the right JSON but the wrong shape
@@ -521,3 +564,11 @@ class _Lines:
         if len(pending) > self.most:
             raise BadResponse(f"sent a stream line over {self.most:,} bytes (max_answer_bytes)")
         return [line.rstrip(b"\r") for line in lines]
+
+
+def _named(event: str, data: Any) -> tuple[str, Any]:
+    return event, data
+
+
+def _same(data: Any) -> Any:
+    return data

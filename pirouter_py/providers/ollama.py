@@ -8,6 +8,7 @@ A stream is read until its `"done": true` line; one that ends before it was cut 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import Any
 
 from pirouter_py.config import ModelConfig
 from pirouter_py.errors import UpstreamTransportError
@@ -40,18 +41,22 @@ class OllamaProvider(HTTPProvider):
             model.model_id, wire.decode_response, data, f"{self.name} ({model.model_id})"
         )
 
-    async def stream(
-        self, request: ChatRequest, model: ModelConfig
-    ) -> AsyncGenerator[StreamEvent, None]:
+    def stream(self, request: ChatRequest, model: ModelConfig) -> AsyncGenerator[StreamEvent, None]:
         body = wire.encode_request(request, model.model_id, stream=True)
         decoder = wire.StreamDecoder(f"{self.name} ({model.model_id})")
-        async for data in self.ndjson(PATH, model.model_id, body, {}):
-            yield self.understood(model.model_id, decoder.decode, data)
-        if decoder.done:  # the lines end with the done line
-            return
-        raise UpstreamTransportError(
-            f"{self.name} ({model.model_id}): the stream ended before its done line", retryable=True
-        )
+        model_id, decode = model.model_id, decoder.decode
+
+        def line(data: Any) -> StreamEvent:
+            return self.understood(model_id, decode, data)
+
+        def end() -> None:
+            if not decoder.done:  # the lines end with the done line
+                raise UpstreamTransportError(
+                    f"{self.name} ({model_id}): the stream ended before its done line",
+                    retryable=True,
+                )
+
+        return self.ndjson_lines(PATH, model_id, body, {}, line, end)
 
     async def text(self, request: TextRequest, model: ModelConfig) -> TextAnswer:
         body = textgen.generate_body(request, model.model_id, stream=False)

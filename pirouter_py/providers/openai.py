@@ -9,6 +9,7 @@ sees tokens even when the client did not ask for them.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import Any
 
 from pirouter_py.config import ModelConfig
 from pirouter_py.providers.base import HTTPProvider
@@ -45,14 +46,18 @@ class OpenAIProvider(HTTPProvider):
             model.model_id, wire.decode_response, data, f"{self.name} ({model.model_id})"
         )
 
-    async def stream(
-        self, request: ChatRequest, model: ModelConfig
-    ) -> AsyncGenerator[StreamEvent, None]:
+    def stream(self, request: ChatRequest, model: ModelConfig) -> AsyncGenerator[StreamEvent, None]:
         body = wire.encode_request(request, model.model_id, stream=True)
         decoder = wire.StreamDecoder(f"{self.name} ({model.model_id})")
-        async for _, data in self.sse(PATH, model.model_id, body, self._headers(), until_done=True):
-            yield self.understood(model.model_id, decoder.decode, data)
-        decoder.finish()  # a stream that ended without a finish reason: its calls checked now
+        model_id, decode = model.model_id, decoder.decode
+
+        def event(_: str, data: Any) -> StreamEvent:
+            return self.understood(model_id, decode, data)
+
+        # `finish`: a stream that ended without a finish reason has its calls checked then
+        return self.sse_events(
+            PATH, model_id, body, self._headers(), event, decoder.finish, until_done=True
+        )
 
     async def text(self, request: TextRequest, model: ModelConfig) -> TextAnswer:
         body = textgen.completion_body(request, model.model_id, stream=False)
