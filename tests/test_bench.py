@@ -117,3 +117,11 @@ def test_each_inbound_path_is_reported_against_its_own_floor_round_by_round(
         # CPU round by round 1.2, 1.1, 1.5x; throughput 0.9, 0.8, 0.8x
         assert row.split()[-7:] == ["whole", "0.200", "0.300", "1.20x", "1000", "800", "0.80x"]
     assert "CPU per request <= 1.25x" in lines[-1]
+
+
+def test_builds_names_every_inbound_path_the_load_generator_sends() -> None:
+    """`bench/builds.py` A/Bs builds on the paths `run.py --paths` measures: each of its routes is
+    one the load generator knows, to an upstream protocol the fake upstream speaks."""
+    builds, loadgen = load("builds"), load("loadgen")
+    assert {route for route, _ in builds.ROUTES.values()} == set(loadgen.ROUTES)
+    assert {kind for _, kind in builds.ROUTES.values()} == {"openai", "anthropic", "ollama"}
