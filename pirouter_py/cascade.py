@@ -558,8 +558,11 @@ class Cascade:
             cut.attempts.append(attempt)
             started = self.clock()
             request = _continuation(cut.request, partial, provider.kind)
-            events = provider.stream(request, self.config.models[alias])
+            events: AsyncGenerator[StreamEvent, None] | None = None
             try:
+                # inside the try: a provider encodes the request when asked for its stream, and
+                # one whose protocol cannot take it (RequestError) is passed over
+                events = provider.stream(request, self.config.models[alias])
                 async for event in events:
                     if event.usage is not None:
                         _take_usage(attempt, event.usage)
@@ -585,7 +588,8 @@ class Cascade:
                 raise
             finally:
                 attempt.latency_ms = (self.clock() - started) * 1000
-                await events.aclose()
+                if events is not None:
+                    await events.aclose()
         raise error
 
     def _settle(

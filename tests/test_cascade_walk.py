@@ -164,9 +164,16 @@ class Scripted:
         assert isinstance(step, Say)
         return step.response(model.model_id)
 
-    async def stream(
-        self, request: ChatRequest, model: ModelConfig
-    ) -> AsyncGenerator[StreamEvent, None]:
+    def stream(self, request: ChatRequest, model: ModelConfig) -> AsyncGenerator[StreamEvent, None]:
+        """As the real providers: a request the model's protocol cannot take is refused when the
+        stream is asked for (they encode it then); the rest happens as the stream is read."""
+        script = self.script[model.model_id]
+        if script and isinstance(script[0], RequestError):
+            self.closed.append(model.model_id)
+            raise self._next(model)  # type: ignore[misc]
+        return self._events(model)
+
+    async def _events(self, model: ModelConfig) -> AsyncGenerator[StreamEvent, None]:
         try:
             step = self._next(model)
             if step == HANG:

@@ -332,3 +332,45 @@ def test_which_file_systems_take_mapped_generations(tmp_path: Path) -> None:
     assert not journal.mappable(Path("/proc"))
     assert journal.mappable(Path("/dev/shm")) == sys.platform.startswith("linux")
     assert "btrfs" not in journal.MAPPABLE and "zfs" not in journal.MAPPABLE
+
+
+def test_a_generation_already_there_is_appended_to_never_truncated(tmp_path: Path) -> None:
+    """Two daemons that are both pid 1 in their containers name their generations alike: the
+    one that comes second appends after the other's rows (write(2), as before the mapping),
+    never truncates them; opening again in one process keeps its rows too. Zeros only separate
+    lines when the journal is read back."""
+    first = Journal(tmp_path / "ledger.db")
+    first.open()
+    assert first.map is not None
+    first.append(make_record("theirs", attempts=(ok_attempt(),)))
+    second = Journal(tmp_path / "ledger.db")  # the same pid, so the same file names
+    second.open()
+    assert second.map is None and second.fd is not None
+    second.append(make_record("ours", attempts=(ok_attempt(),)))
+    first.append(make_record("theirs-again", attempts=(ok_attempt(),)))
+    first.open()  # opened again: the mapping is closed, the file kept
+    first.append(make_record("after-reopen", attempts=(ok_attempt(),)))
+    assert sorted(lines(first.path(0))) == ["after-reopen", "ours", "theirs", "theirs-again"]
+    first.close(keep=True)
+    second.close(keep=True)
+
+
+def test_a_nearly_full_disk_or_a_failing_database_stops_the_mapping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store into a mapped page of a file system that has shut down would be a SIGBUS: once
+    the disk runs low, the journal goes on with write(2) (whose errors it handles)."""
+    book = Journal(tmp_path / "ledger.db")
+    book.open()
+    book.append(make_record("mapped", attempts=(ok_attempt(),)))
+    assert book.map is not None
+    monkeypatch.setattr(journal, "FREE_MARGIN", 1 << 60)  # as if the disk had no room
+    book._free_at = book._grown_at = -10.0  # read the free space again, now
+    book.grow(1)
+    assert book.map is None and book.fd is not None and book.mappable is False
+    book.append(make_record("written", attempts=(ok_attempt(),)))
+    assert [rid for g in range(book.gen + 1) for rid in lines(book.path(g))] == [
+        "mapped",
+        "written",
+    ]
+    book.close(keep=False)

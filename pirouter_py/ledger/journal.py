@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -126,11 +127,14 @@ class Journal:
         """Open generation `self.gen`: mapped, `size` bytes at least, where the file system
         allows and its zeros can be written; else for write(2)."""
         path = self.path(self.gen)
+        self._close_map()
+        if self.fd is not None:  # opened again (the ledger reopened): the file keeps its rows
+            os.close(self.fd)
+        self.fd = None
         self.size = 0
         self.torn = False
         if self.mappable is None:
             self.mappable = mappable(self.folder)
-        self.fd = None
         size = max(MAP_BYTES, size)
         # zeros are not to take the last of a disk's room: a nearly full one gets write(2)
         if self.mappable and self._free(time.monotonic()) >= FREE_MARGIN + size:
@@ -142,9 +146,12 @@ class Journal:
         return self.fd
 
     def _mapped(self, path: Path, size: int) -> int | None:
-        """A generation of `size` zero bytes, mapped; None (and no file) when the disk had no
-        room for it after all, or it cannot be mapped."""
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        """A new generation of `size` zero bytes, mapped; None (and no file made) when the file
+        is there already, the disk had no room for it after all, or it cannot be mapped."""
+        try:  # never another's file (two daemons that are both pid 1 in their containers)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # rows there already: appended after them by write(2)
+            return None
         try:
             zeros = bytes(min(size, 64 << 10))
             at = 0
@@ -186,6 +193,8 @@ class Journal:
         if now - self._grown_at < GROW_EVERY_S or self.fd is None or self.failing is not None:
             return
         self._grown_at = now
+        if self.map is not None and self._free(now) < FREE_MARGIN:
+            self.stop_mapping("the disk is nearly full")
         if self.reserve_fd is None:
             self._open_reserve()
             if self.reserve_fd is None:
@@ -292,10 +301,10 @@ class Journal:
                 if not self._to_reserve(data):
                     self.unsaved.add(self.seq)
                 return self.seq
-            self.failing = None
         if self.map is not None:  # a generation just opened, mapped, as large as this line
             self.map[: len(data)] = data
             self.size = len(data)
+            self.failing = None
             return self.seq
         if self.torn:  # the last line was cut short: end it, so this one parses on its own
             data = b"\n" + data
@@ -317,6 +326,16 @@ class Journal:
         if self.size > ROTATE_BYTES:
             self._rotate()
         return self.seq
+
+    def stop_mapping(self, why: str) -> None:
+        """Write(2) from now on: a store into a mapped page of a file system that has shut down
+        (I/O errors) is a SIGBUS, where write(2) returns an error the journal handles. Called
+        when the disk runs low (`grow`) or the ledger's database fails."""
+        if self.mappable:
+            log.warning("journal_unmapped", why=why)
+        self.mappable = False
+        if self.map is not None and self.fd is not None:
+            self._rotate()
 
     def _close_map(self) -> None:
         if self.map is not None:
@@ -393,15 +412,24 @@ def mappable(folder: Path) -> bool:
             mounts = [entry.split() for entry in info]
     except OSError:
         return False
-    best, kind = "", ""
+    best, kind, device = "", "", ""
     for fields in mounts:
-        if "-" not in fields:
+        if "-" not in fields or len(fields) < 5:
             continue
-        point = fields[4].replace("\\040", " ")  # the mount point, spaces escaped
+        point = _unescape(fields[4])
         inside = where == point or where.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            best, kind = point, fields[fields.index("-") + 1]
-    return kind in MAPPABLE
+        if inside and len(point) >= len(best):  # the last of equals: mounted over the others
+            best, kind, device = point, fields[fields.index("-") + 1], fields[2]
+    try:  # the mount found must be the folder's own device, or nothing is known
+        st_dev = Path(where).stat().st_dev
+    except OSError:
+        return False
+    return kind in MAPPABLE and device == f"{os.major(st_dev)}:{os.minor(st_dev)}"
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path: space, tab, newline and backslash are written as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def _alive(pid: int) -> bool:
@@ -428,8 +456,11 @@ def leftovers(ledger_path: Path) -> list[Path]:
 
 
 def read(path: Path) -> Iterator[bytes]:
-    """The complete lines of one journal (a line cut short by a full disk is left out); a
-    reserve's end is its first zero byte."""
-    for line in path.read_bytes().split(b"\x00", 1)[0].split(b"\n"):
-        if line.strip():
-            yield line
+    """The lines of one journal, reserve or mapped generation: a line never holds a zero byte,
+    so zeros (a reserve's or a mapped generation's unused end, with rows appended after it by
+    write(2) when the file was opened again) only separate lines. A line cut short is yielded
+    as it is (it does not parse: the import skips it)."""
+    for part in path.read_bytes().split(b"\x00"):
+        for line in part.split(b"\n"):
+            if line.strip():
+                yield line

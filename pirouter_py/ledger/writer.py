@@ -279,6 +279,7 @@ class Ledger:
                 await self._in_thread(write_rows, self.db, rows)
             except sqlite3.Error as exc:
                 self.last_error = str(exc)
+                self.journal.stop_mapping(f"the ledger's database failed: {exc}")
                 log.warning(
                     "ledger_write_failed",
                     rows=len(self._pending),
