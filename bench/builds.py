@@ -3,10 +3,11 @@ or more builds of pirouter side by side on one inbound path, against the floor, 
 
 Each NAME is a daemon run from CHECKOUT's own `pirouter_py` (a folder holding the package: a git
 worktree of another commit, or a copy with a change to try), its ledger on unless `:noledger`.
-PATH is one of `paths.PATHS`' routes (chat, messages, responses, ollama; `messages-openai` is
-Messages to an OpenAI upstream), MODE `whole` or `streamed`. The floor, the builds and the fake
-upstream run as `bench/run.py --paths` runs them; they take turns round by round (who goes first
-alternates), and each ratio is taken within a round (this VM's speed drifts between rounds).
+PATH is one of `paths.PATHS`' routes (chat, messages, responses, ollama, completions, generate;
+`messages-openai` is Messages to an OpenAI upstream), MODE `whole` or `streamed`. The floor, the
+builds and the fake upstream run as `bench/run.py --paths` runs them; they take turns round by
+round (who goes first alternates), and each ratio is taken within a round (this VM's speed drifts
+between rounds).
 Prints, per build: CPU µs per request (and its kernel part), throughput, the medians of the
 round ratios against the floor with their range, and RSS after the rounds.
 
@@ -39,6 +40,8 @@ ROUTES = {  # PATH: (loadgen's route, the upstream's protocol)
     "messages-openai": ("messages", "openai"),
     "responses": ("responses", "openai"),
     "ollama": ("ollama", "ollama"),
+    "completions": ("completions", "openai"),
+    "generate": ("generate", "ollama"),
 }
 
 
@@ -97,6 +100,8 @@ def main() -> None:
                 cpu[name].append((user1 - user0 + sys1 - sys0) * 1e6 / count)
                 kernel[name].append((sys1 - sys0) * 1e6 / count)
                 rps[name].append(got["rps"])
+                if got["errors"]:
+                    print(f"{name}: {got['errors']} requests failed in round {n + 1}")
         for name, (_, pid) in targets.items():
             ratios = [a / b for a, b in zip(cpu[name], cpu["floor"], strict=True)]
             speeds = [a / b for a, b in zip(rps[name], rps["floor"], strict=True)]

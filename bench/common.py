@@ -216,6 +216,7 @@ api_key = "k"
 provider = "bench"
 model_id = "bench-model"
 supports_tools = true
+supports_fim = true
 """
     )
     return config

@@ -34,6 +34,15 @@ ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "responses": ("/v1/responses", RESPONSES_BODY),
     "ollama": ("/api/chat", {**BODY, "stream": False}),  # Ollama streams unless told not to
+    # an editor's completion: the code before the cursor and after it
+    "completions": (
+        "/v1/completions",
+        {"model": "auto", "prompt": "def add(a, b):\n    ", "suffix": "\n", "max_tokens": 64},
+    ),
+    "generate": (
+        "/api/generate",
+        {"model": "auto", "prompt": "def add(a, b):\n    ", "suffix": "\n", "stream": False},
+    ),
 }
 
 

@@ -3,7 +3,8 @@
 Run as its own process: `python bench/passthrough.py PORT UPSTREAM_URL`. It forwards the body to
 the upstream's same path on a pooled session and relays the answer (or the stream) back, and
 nothing else: on every inbound path pirouter serves (chat completions, Anthropic Messages,
-Responses, Ollama's /api/chat), so each path's row has a floor that relays that path's own bytes.
+Responses, Ollama's /api/chat, the text completions /v1/completions and /api/generate), so each
+path's row has a floor that relays that path's own bytes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ import sys
 import aiohttp
 from aiohttp import web
 
-PATHS = ("/v1/chat/completions", "/v1/messages", "/v1/responses", "/api/chat")
+PATHS = (
+    "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/responses",
+    "/api/chat",
+    "/v1/completions",
+    "/api/generate",
+)
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:

@@ -38,6 +38,8 @@ PATHS = (
     ("Anthropic Messages -> OpenAI", "messages", "pirouter"),
     ("Responses -> OpenAI", "responses", "pirouter"),
     ("Ollama /api/chat -> Ollama", "ollama", "pirouter_ollama"),
+    ("text completions -> OpenAI", "completions", "pirouter"),
+    ("Ollama /api/generate -> Ollama", "generate", "pirouter_ollama"),
 )
 
 
@@ -52,10 +54,12 @@ LITELLM = {
     "Anthropic Messages -> OpenAI": "litellm",
     "Responses -> OpenAI": "litellm",
     "Ollama /api/chat -> Ollama": None,
+    "text completions -> OpenAI": None,  # it serves /v1/completions; not set up here
+    "Ollama /api/generate -> Ollama": None,
 }
 
 
-NOT_SERVED = "\u2014"  # LiteLLM's cell on a path it does not serve inbound
+NOT_SERVED = "\u2014"  # LiteLLM's cell on a path it does not serve inbound, or not measured
 
 
 def path_rounds(
@@ -181,7 +185,8 @@ def paths_table(paths: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> str:
     if rival:
         lines.append(
             "LiteLLM: its CPU per request (its process tree) vs pirouter's and vs the floor's, "
-            f"its throughput vs the floor's, each ratio within a round; {NOT_SERVED}: not served"
+            f"its throughput vs the floor's, each ratio within a round; {NOT_SERVED}: not served "
+            "(Ollama's paths) or not measured (text completions)"
         )
     lines += [f"LiteLLM: {why}" for why in notes]
     lines.append("targets: CPU per request <= 1.25x the floor's, throughput >= 0.85x (issue #39)")

@@ -10,7 +10,8 @@ target alike; the ratios of throughput and CPU per request are medians of the ra
 round. Every process is started and stopped here; nothing is left running.
 
 Each inbound path (chat completions, Anthropic Messages to an Anthropic and to an OpenAI
-upstream, Responses, Ollama's /api/chat), whole and streamed, has a row of its own against the
+upstream, Responses, Ollama's /api/chat, the text completions /v1/completions and /api/generate),
+whole and streamed, has a row of its own against the
 floor relaying that path's own bytes to the same fake upstream (`PATHS`, `path_rounds`): daemons
 whose provider speaks Anthropic's and Ollama's protocols join the one that speaks OpenAI's.
 `run.py --paths` runs only those rows (about four minutes, six and a half with LiteLLM's turns).

@@ -3,7 +3,8 @@ format pirouter speaks inbound and outbound.
 
 Run as its own process: `python bench/upstream.py PORT`. It answers OpenAI chat completions
 (`/v1/chat/completions`), Anthropic Messages (`/v1/messages`), OpenAI Responses (`/v1/responses`)
-and Ollama (`/api/chat`), each in its own format, so that the floor (`passthrough.py`) can relay
+and Ollama (`/api/chat`), and the text completions of both (`/v1/completions`, `/api/generate`),
+each in its own format, so that the floor (`passthrough.py`) can relay
 every inbound path's own bytes and pirouter can call each kind of upstream. A
 `"bench": {"chunks": N, "pace_ms": M}` field in the request body (which pirouter and the
 pass-through forward untouched to an upstream of the client's own protocol) shapes a stream; the
@@ -204,6 +205,35 @@ OLLAMA_LAST = (
 )
 
 
+# Text completions: OpenAI's /v1/completions and Ollama's /api/generate (editors' completions)
+_COMPLETION = {
+    "id": "cmpl-bench",
+    "object": "text_completion",
+    "created": 0,
+    "model": "bench-model",
+}
+COMPLETION_ANSWER = _json(
+    {
+        **_COMPLETION,
+        "choices": [{"index": 0, "text": TEXT, "logprobs": None, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18},
+    }
+)
+COMPLETION_CHUNK = _sse(
+    {
+        **_COMPLETION,
+        "choices": [{"index": 0, "text": "word ", "logprobs": None, "finish_reason": None}],
+    }
+)
+COMPLETION_LAST = (
+    _sse({**_COMPLETION, "choices": [{"index": 0, "text": "", "finish_reason": "stop"}]})
+    + b"data: [DONE]\n\n"
+)
+GENERATE_ANSWER = _json({**_OLLAMA, "response": TEXT, **OLLAMA_DONE, "eval_count": 6})
+GENERATE_CHUNK = _json({**_OLLAMA, "response": "word ", "done": False}) + b"\n"
+GENERATE_LAST = _json({**_OLLAMA, "response": "", **OLLAMA_DONE, "eval_count": 64}) + b"\n"
+
+
 # Requests per upstream path and the last body on each (`GET /seen`)
 SEEN: dict[str, int] = {}
 BODIES: dict[str, bytes] = {}
@@ -285,6 +315,28 @@ async def ollama(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def completions(request: web.Request) -> web.StreamResponse:
+    body = await request.read()
+    _seen(request, body)
+    if not _streamed(body):
+        return web.Response(body=COMPLETION_ANSWER, content_type="application/json")
+    chunks, pace = _shape(body)
+    return await _stream(
+        request, "text/event-stream", b"", [COMPLETION_CHUNK] * chunks, COMPLETION_LAST, pace
+    )
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    body = await request.read()
+    _seen(request, body)
+    if not _streamed(body, default=True):  # Ollama streams unless told not to
+        return web.Response(body=GENERATE_ANSWER, content_type="application/json")
+    chunks, pace = _shape(body)
+    return await _stream(
+        request, "application/x-ndjson", b"", [GENERATE_CHUNK] * chunks, GENERATE_LAST, pace
+    )
+
+
 async def tags(request: web.Request) -> web.Response:
     return web.json_response({"models": [{"name": "bench-model", "model": "bench-model"}]})
 
@@ -310,6 +362,8 @@ def main() -> None:
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/responses", responses)
     app.router.add_post("/api/chat", ollama)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/api/generate", generate)
     app.router.add_get("/api/tags", tags)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/seen", seen)
