@@ -167,7 +167,8 @@ def pirouter_config(
     counted in one line; `every_line` writes one for each request, to show what that costs.
     `learned`: a second, cheaper model and the learned router on, with a model file for both
     (the cheaper one predicted good enough: every request reads features and scores). `kind`:
-    the upstream's protocol (the provider's type: openai, anthropic or ollama)."""
+    the upstream's protocol (the provider's type: openai, anthropic or ollama);
+    the model serves text completions too where that protocol has them (not Anthropic's)."""
     name = f"pirouter-{'ledger' if ledger else 'noledger'}-{metrics}-{every_line}-{learned}"
     if kind != "openai":
         name += f"-{kind}"
@@ -216,7 +217,7 @@ api_key = "k"
 provider = "bench"
 model_id = "bench-model"
 supports_tools = true
-supports_fim = true
+supports_fim = {str(kind != "anthropic").lower()}
 """
     )
     return config
