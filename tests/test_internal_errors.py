@@ -24,8 +24,9 @@ from pirouter_py.config import load_config
 from pirouter_py.observe import log
 from pirouter_py.observe.metrics import Metrics
 from pirouter_py.server import app as server
-from pirouter_py.server import chat, middleware, relay
+from pirouter_py.server import chat, middleware, relay, textgen
 from pirouter_py.wire import openai as openai_wire
+from pirouter_py.wire import textgen as textgen_wire
 from tests.fakes import FakeUpstream, Reply
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -44,7 +45,7 @@ def _capture(monkeypatch: pytest.MonkeyPatch) -> io.BytesIO:
     monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(binary, write_through=True))
     log.setup("info", json=True)
     # a module's logger keeps the stream of its first use (cache_logger_on_first_use): a fresh one
-    for module in (middleware, relay):
+    for module in (middleware, relay, textgen):
         monkeypatch.setattr(module, "log", log.get_logger("pirouter"))
     return binary
 
@@ -59,7 +60,7 @@ def _serve(fake: FakeUpstream, tmp_path: Path, exchange: Any) -> Any:
     path = tmp_path / "config.toml"
     path.write_text(
         f'[providers.up]\ntype = "openai"\nbase_url = "{fake.url}/v1"\napi_key = "k"\n'
-        '[models.m]\nprovider = "up"\nmodel_id = "m"\n'
+        '[models.m]\nprovider = "up"\nmodel_id = "m"\nsupports_fim = true\n'
     )
 
     async def main() -> Any:
@@ -195,3 +196,50 @@ def test_a_bug_before_the_answer_is_a_500_and_the_spent_attempt_is_recorded(
     assert "KeyError: 'a bug in building the answer'" in logged["exception"]
     [line] = _lines(stderr, "request")
     assert line["status"] == "internal_error" and line["request_id"] == logged["request_id"]
+
+
+@pytest.mark.parametrize("ollama", [False, True], ids=["completions", "generate"])
+def test_a_bug_mid_text_stream_ends_it_with_an_error_in_its_protocol_and_is_recorded(
+    fake: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ollama: bool
+) -> None:
+    """The text-completion streams as the chat ones: a bug after the first pieces went out ends
+    the stream with an error event (OpenAI's SSE) or line (Ollama's NDJSON), not a broken
+    connection, and the request is recorded as pirouter's own error."""
+    stderr = _capture(monkeypatch)
+    fake.default("m", Reply(text="one two three four five six", chunks=6))
+    encoder = textgen_wire.GenerateLines if ollama else textgen_wire.CompletionChunks
+    encode = encoder.encode
+    encoded = [0]
+
+    def buggy(self: Any, piece: Any) -> bytes:
+        encoded[0] += 1
+        if encoded[0] == 4:  # after the first pieces went out
+            raise KeyError("a bug in encoding")
+        return encode(self, piece)
+
+    monkeypatch.setattr(encoder, "encode", buggy)
+    path = "/api/generate" if ollama else "/v1/completions"
+    body = {"model": "m", "prompt": "def add(a, b):", "stream": True}
+
+    async def exchange(http: ClientSession, url: str) -> tuple[int, str, bytes]:
+        url = url.replace("/v1/chat/completions", path)
+        async with http.post(url, json=body) as response:
+            return response.status, response.headers["cache-control"], await response.read()
+
+    status, cache, raw = _serve(fake, tmp_path, exchange)
+    assert status == 200 and cache == "no-cache"
+    if ollama:
+        lines = [json.loads(line) for line in raw.decode().splitlines()]
+        assert any(line.get("response") for line in lines[:-1])  # the answer had begun
+        error = lines[-1]["error"]
+        message = error if isinstance(error, str) else error["message"]
+    else:
+        events = [e[6:] for e in raw.decode().split("\n\n") if e.startswith("data: ")]
+        assert any("choices" in json.loads(e) for e in events[:-1])  # the answer had begun
+        error = json.loads(events[-1])["error"]
+        assert error["type"] == "server_error"
+        message = error["message"]
+    assert message.startswith("internal error in pirouter (request ")
+    [logged] = _lines(stderr, "internal_error")
+    assert "KeyError: 'a bug in encoding'" in logged["exception"]
+    assert _rows(tmp_path) == [("internal_error", "stream_error", "internal error in pirouter")]

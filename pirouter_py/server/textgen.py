@@ -24,10 +24,11 @@ from pirouter_py.cascade import Outcome
 from pirouter_py.config import Config, ModelConfig
 from pirouter_py.errors import RoutingError, UpstreamError
 from pirouter_py.live.traffic import Traffic
+from pirouter_py.observe.log import get_logger
 from pirouter_py.providers.base import BEFORE_READ, Provider
 from pirouter_py.record import Attempt
 from pirouter_py.server.chat import read_body
-from pirouter_py.server.middleware import RID
+from pirouter_py.server.middleware import INTERNAL, RID
 from pirouter_py.server.relay import Batch, Coalesced
 from pirouter_py.server.request import (
     Ctx,
@@ -54,6 +55,7 @@ from pirouter_py.wire import textgen as wire
 T = TypeVar("T")
 COMPLETIONS_RULE = "completions"
 EMBEDDINGS_RULE = "embeddings"
+log = get_logger("pirouter")
 
 
 def chain_for(
@@ -243,7 +245,7 @@ async def _stream_text(ctx: Ctx, chain: tuple[str, ...], text: TextRequest) -> w
     kind = "application/x-ndjson" if ollama else "text/event-stream"
     # the headers go with the first bytes when the first piece shows some, else right away
     response = (Coalesced if opening else web.StreamResponse)(
-        headers={"content-type": kind, **headers}
+        headers={"content-type": kind, "cache-control": "no-cache", **headers}
     )
     batch = Batch(response)
     add = batch.add
@@ -276,6 +278,13 @@ async def _stream_text(ctx: Ctx, chain: tuple[str, ...], text: TextRequest) -> w
         _spent(attempt, text, usage, sent, began)
         observed(ctx, record(ctx, rec.STATUS_CLIENT_CANCELLED, 200, alias, overhead, None))
         raise
+    except Exception:  # a bug, the answer begun: a 500 now would be written into the stream
+        log.exception("internal_error", request_id=ctx.rid, path=ctx.request.path)
+        await pieces.aclose()
+        status = rec.STATUS_INTERNAL_ERROR
+        attempt.outcome, attempt.error = rec.STREAM_ERROR, "internal error in pirouter"
+        error = ctx.codec.error_body(500, INTERNAL.format(rid=ctx.rid), "server_error", None)
+        tail = batch.take() + (error + b"\n" if ollama else b"data: " + error + b"\n\n")
     finally:
         BEFORE_READ.reset(reading)
     _spent(attempt, text, usage, sent, began)
