@@ -13,10 +13,12 @@ from collections.abc import Iterator
 import ollama
 import openai
 import pytest
+from openai.types import Completion
 
 from pirouter_py.types import TextAnswer, Usage
 from pirouter_py.wire import textgen
 from tests.fakes import Daemon, FakeUpstream, Reply
+from tests.test_sdk_types import Check, sse
 
 CONFIG = """
 [providers.up-openai]
@@ -314,3 +316,47 @@ def test_a_client_leaving_a_completion_stream_closes_the_upstream(
         "coder-cloud:client_cancelled"
     ]
     assert line["tokens_in"] > 0 and line["tokens_out"] > 0
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/api/generate"])
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_every_body_and_piece_is_the_sdks_own_type_strictly(
+    daemon: Daemon, fake: FakeUpstream, path: str, stream: bool
+) -> None:
+    """What the byte templates write is read with the official SDKs' types, strictly (a key the
+    type lacks, or one it requires missing, fails by its path): OpenAI's `Completion` for the
+    body and each streamed chunk, Ollama's `GenerateResponse` for the body and each line. The
+    text is the awkward one a template could get wrong."""
+    awkward = 'say "hi" back\\slash é 🙂'
+    fake.script("m-fim-l", Reply(text=awkward))
+    body = {"model": "auto", "prompt": PREFIX, "suffix": SUFFIX, "stream": stream}
+    host, port = daemon.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=20)
+    conn.request("POST", path, json.dumps(body), {"content-type": "application/json"})
+    response = conn.getresponse()
+    raw = response.read()
+    conn.close()
+    assert response.status == 200, raw
+    check = Check(f"{path} {'stream' if stream else 'whole'}")
+    if path == "/api/generate":
+        pieces = [json.loads(line) for line in raw.splitlines() if line.strip()]
+        read = [
+            check.conform(ollama.GenerateResponse, p, f"line {n}") for n, p in enumerate(pieces)
+        ]
+        text = "".join(r.response or "" for r in read)
+        check.that(bool(read[-1].done), "the last line is done")
+    else:
+        datas = [d for _, d in sse(raw)] if stream else [raw.decode()]
+        assert not stream or datas[-1] == "[DONE]"
+        chunks = [json.loads(d) for d in datas if d != "[DONE]"]
+        # A streamed chunk before the last has `"finish_reason": null`, as OpenAI's server (and
+        # vLLM's, llama.cpp's) writes it; openai-python types every chunk as a `Completion`,
+        # whose finish_reason may not be null. Checked here, then read as the last one is.
+        finishes = [choice["finish_reason"] for c in chunks for choice in c["choices"]]
+        check.eq("the finish reasons", finishes, [None] * (len(finishes) - 1) + ["stop"])
+        for c in chunks:
+            c["choices"] = [{**choice, "finish_reason": "stop"} for choice in c["choices"]]
+        read = [check.conform(Completion, c, f"chunk {n}") for n, c in enumerate(chunks)]
+        text = "".join(choice.text for r in read for choice in r.choices)
+    check.eq("the text", text.replace(" ", ""), awkward.replace(" ", ""))
+    check.settle()
