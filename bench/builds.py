@@ -29,6 +29,7 @@ from common import (  # type: ignore[import-not-found]
     ledger_drained,
     loadgen,
     pirouter_config,
+    proc_stat,
     process,
     rss_mib,
     upstream_and_floor,
@@ -47,8 +48,7 @@ ROUTES = {  # PATH: (loadgen's route, the upstream's protocol)
 
 def user_system(pid: int) -> tuple[float, float]:
     """A process's CPU seconds in user and in kernel mode."""
-    with Path(f"/proc/{pid}/stat").open() as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
+    fields = proc_stat(pid)
     return int(fields[11]) / TICKS, int(fields[12]) / TICKS
 
 

@@ -66,8 +66,14 @@ def process(args: list[str], ready_url: str, **kw: Any) -> Iterator[subprocess.P
             proc.wait(5)
 
 
+def proc_stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name: state, ppid, ... (utime is [11], stime
+    [12], the waited-for children's [13] and [14])."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = proc_stat(pid)
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
@@ -77,7 +83,7 @@ def tree_pids(pid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                ppid = int(proc_stat(int(entry.name))[1])
             except (OSError, IndexError, ValueError):
                 continue  # gone meanwhile
             children.setdefault(ppid, []).append(int(entry.name))
@@ -93,7 +99,7 @@ def tree_cpu_seconds(pid: int) -> float:
     total = 0.0
     for each in tree_pids(pid):
         try:
-            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = proc_stat(each)
         except OSError:
             continue
         total += sum(int(f) for f in fields[11:15]) / TICKS

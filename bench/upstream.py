@@ -16,8 +16,10 @@ each path has had and the last body on each: which endpoint a proxy calls for an
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -269,72 +271,38 @@ def _streamed(body: bytes, default: bool = False) -> bool:
     return b'"stream":true' in flat or (default and b'"stream":false' not in flat)
 
 
-async def chat(request: web.Request) -> web.StreamResponse:
-    body = await request.read()
-    _seen(request, body)
-    if not _streamed(body):
-        return web.Response(body=ANSWER, content_type="application/json")
-    chunks, pace = _shape(body)
-    return await _stream(request, "text/event-stream", b"", [CHUNK] * chunks, LAST, pace)
+Parts = tuple[bytes, list[bytes], bytes]  # a stream: what comes first, each chunk, the end
 
 
-async def messages(request: web.Request) -> web.StreamResponse:
-    body = await request.read()
-    _seen(request, body)
-    if not _streamed(body):
-        return web.Response(body=MESSAGES_ANSWER, content_type="application/json")
-    chunks, pace = _shape(body)
-    return await _stream(
-        request, "text/event-stream", MESSAGES_FIRST, [MESSAGES_CHUNK] * chunks, MESSAGES_LAST, pace
-    )
+def endpoint(
+    answer: bytes, kind: str, parts: Callable[[int], Parts], default_stream: bool = False
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A path's handler: `answer` whole, or the stream `parts(chunks)` as the body shapes it
+    (`default_stream`: Ollama streams unless told not to)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        _seen(request, body)
+        if not _streamed(body, default=default_stream):
+            return web.Response(body=answer, content_type="application/json")
+        chunks, pace = _shape(body)
+        return await _stream(request, kind, *parts(chunks), pace)
+
+    return handle
 
 
-RESPONSES_STREAMS: dict[int, tuple[bytes, list[bytes], bytes]] = {}
+def repeated(first: bytes, chunk: bytes, last: bytes) -> Callable[[int], Parts]:
+    return lambda chunks: (first, [chunk] * chunks, last)
 
 
-async def responses(request: web.Request) -> web.StreamResponse:
-    body = await request.read()
-    _seen(request, body)
-    if not _streamed(body):
-        return web.Response(body=RESPONSES_ANSWER, content_type="application/json")
-    chunks, pace = _shape(body)
-    made = RESPONSES_STREAMS.get(chunks) or RESPONSES_STREAMS.setdefault(
-        chunks, responses_stream(chunks)
-    )
-    return await _stream(request, "text/event-stream", *made, pace)
-
-
-async def ollama(request: web.Request) -> web.StreamResponse:
-    body = await request.read()
-    _seen(request, body)
-    if not _streamed(body, default=True):  # Ollama streams unless told not to
-        return web.Response(body=OLLAMA_ANSWER, content_type="application/json")
-    chunks, pace = _shape(body)
-    return await _stream(
-        request, "application/x-ndjson", b"", [OLLAMA_CHUNK] * chunks, OLLAMA_LAST, pace
-    )
-
-
-async def completions(request: web.Request) -> web.StreamResponse:
-    body = await request.read()
-    _seen(request, body)
-    if not _streamed(body):
-        return web.Response(body=COMPLETION_ANSWER, content_type="application/json")
-    chunks, pace = _shape(body)
-    return await _stream(
-        request, "text/event-stream", b"", [COMPLETION_CHUNK] * chunks, COMPLETION_LAST, pace
-    )
-
-
-async def generate(request: web.Request) -> web.StreamResponse:
-    body = await request.read()
-    _seen(request, body)
-    if not _streamed(body, default=True):  # Ollama streams unless told not to
-        return web.Response(body=GENERATE_ANSWER, content_type="application/json")
-    chunks, pace = _shape(body)
-    return await _stream(
-        request, "application/x-ndjson", b"", [GENERATE_CHUNK] * chunks, GENERATE_LAST, pace
-    )
+SSE, NDJSON = "text/event-stream", "application/x-ndjson"
+chat = endpoint(ANSWER, SSE, repeated(b"", CHUNK, LAST))
+messages = endpoint(MESSAGES_ANSWER, SSE, repeated(MESSAGES_FIRST, MESSAGES_CHUNK, MESSAGES_LAST))
+# Responses' events are numbered: one stream made per length, then reused
+responses = endpoint(RESPONSES_ANSWER, SSE, functools.cache(responses_stream))
+ollama = endpoint(OLLAMA_ANSWER, NDJSON, repeated(b"", OLLAMA_CHUNK, OLLAMA_LAST), True)
+completions = endpoint(COMPLETION_ANSWER, SSE, repeated(b"", COMPLETION_CHUNK, COMPLETION_LAST))
+generate = endpoint(GENERATE_ANSWER, NDJSON, repeated(b"", GENERATE_CHUNK, GENERATE_LAST), True)
 
 
 async def tags(request: web.Request) -> web.Response:

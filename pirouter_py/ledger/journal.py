@@ -277,6 +277,8 @@ class Journal:
         count = self.second[1] + 1 if self.second[0] == second else 1
         self.second = (second, count)
         self.peak = max(self.peak, count)
+        if self.fd is None and self.failing is None:
+            return self.seq  # not opened (by choice)
         data = line(row)
         self.row_max = max(self.row_max, len(data))
         mapped = self.map
@@ -288,9 +290,7 @@ class Journal:
                 return self.seq
             self._rotate(len(data))  # full: the next generation, as large as this line needs
         fd = self.fd
-        if fd is None:
-            if self.failing is None:
-                return self.seq  # not opened (by choice)
+        if fd is None:  # it failed to open
             if self.seq % REOPEN_EVERY:  # it failed, and it is not time to try again yet
                 if not self._to_reserve(data):
                     self.unsaved.add(self.seq)

@@ -253,6 +253,12 @@ async def _stream_text(ctx: Ctx, chain: tuple[str, ...], text: TextRequest) -> w
         add(opening)
     status = rec.STATUS_OK
     sent, usage, finish = len(first.text), first.usage, first.finish_reason
+
+    def error_piece(code: int, message: str, kind: str) -> bytes:
+        """An error ending the stream, as a line (Ollama) or an event (OpenAI)."""
+        error = ctx.codec.error_body(code, message, kind, None)
+        return error + b"\n" if ollama else b"data: " + error + b"\n\n"
+
     reading = BEFORE_READ.set(batch.flush)
     try:
         await response.prepare(ctx.request)
@@ -269,8 +275,7 @@ async def _stream_text(ctx: Ctx, chain: tuple[str, ...], text: TextRequest) -> w
     except UpstreamError as exc:
         status = rec.STATUS_UPSTREAM_ERROR
         attempt.outcome, attempt.error = rec.STREAM_ERROR, exc.message
-        error = ctx.codec.error_body(502, exc.message, "upstream_error", None)
-        tail = batch.take() + (error + b"\n" if ollama else b"data: " + error + b"\n\n")
+        tail = batch.take() + error_piece(502, exc.message, "upstream_error")
     except (asyncio.CancelledError, ConnectionResetError):
         await pieces.aclose()
         batch.parts.clear()  # the client is gone: nothing more is written to it
@@ -283,8 +288,7 @@ async def _stream_text(ctx: Ctx, chain: tuple[str, ...], text: TextRequest) -> w
         await pieces.aclose()
         status = rec.STATUS_INTERNAL_ERROR
         attempt.outcome, attempt.error = rec.STREAM_ERROR, "internal error in pirouter"
-        error = ctx.codec.error_body(500, INTERNAL.format(rid=ctx.rid), "server_error", None)
-        tail = batch.take() + (error + b"\n" if ollama else b"data: " + error + b"\n\n")
+        tail = batch.take() + error_piece(500, INTERNAL.format(rid=ctx.rid), "server_error")
     finally:
         BEFORE_READ.reset(reading)
     _spent(attempt, text, usage, sent, began)
